@@ -1,0 +1,1 @@
+"""Cluster metadata in ZooKeeper, placement, health, and the coordinator daemon."""

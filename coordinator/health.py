@@ -1,0 +1,177 @@
+"""Cluster health from a snapshot of metadata, as a pure function.
+
+Check codes are stable: scripts may match on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecmem.policy import parse_policy
+
+from .model import NodeInfo, RegionMeta
+
+HEALTH_OK = "HEALTH_OK"
+HEALTH_WARN = "HEALTH_WARN"
+HEALTH_ERR = "HEALTH_ERR"
+NEARFULL = 0.85
+FULL = 0.95
+
+
+@dataclass
+class Check:
+    code: str
+    severity: str
+    summary: str
+    detail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RegionHealth:
+    name: str
+    state: str  # ok, degraded, unavailable
+    stripes: int
+    degraded_stripes: int
+    unavailable_stripes: int
+    lost: dict[int, list[int]]  # slab -> fragment indexes whose node is gone
+
+
+@dataclass
+class HealthReport:
+    status: str
+    checks: list[Check]
+    nodes_up: int
+    nodes_total: int
+    regions: int
+    stripes: int
+    degraded_stripes: int
+    unavailable_stripes: int
+    capacity: int
+    used: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "checks": {
+                c.code: {"severity": c.severity, "summary": c.summary, "detail": c.detail}
+                for c in self.checks
+            },
+            "nodes": {"up": self.nodes_up, "total": self.nodes_total},
+            "regions": self.regions,
+            "stripes": {
+                "total": self.stripes,
+                "degraded": self.degraded_stripes,
+                "unavailable": self.unavailable_stripes,
+            },
+            "capacity": {"total": self.capacity, "used": self.used},
+        }
+
+
+def slab_stripe_count(meta: RegionMeta, slab: int) -> int:
+    stripe_data = parse_policy(meta.policy).stripe_data(meta.chunk)
+    total = -(-meta.size // stripe_data)
+    return max(0, min(meta.slab_stripes, total - slab * meta.slab_stripes))
+
+
+def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
+    policy = parse_policy(meta.policy)
+    lost: dict[int, list[int]] = {}
+    stripes = degraded = unavailable = 0
+    for slab, placement in enumerate(meta.slabs):
+        n = slab_stripe_count(meta, slab)
+        stripes += n
+        gone = [
+            idx
+            for idx, (node_id, incarnation) in enumerate(placement)
+            if node_id not in live or live[node_id].incarnation != incarnation
+        ]
+        if gone:
+            lost[slab] = gone
+            if len(gone) > policy.tolerates:
+                unavailable += n
+            else:
+                degraded += n
+    state = "unavailable" if unavailable else "degraded" if lost else "ok"
+    return RegionHealth(meta.name, state, stripes, degraded, unavailable, lost)
+
+
+def assess(
+    nodes: dict[str, NodeInfo], regions: list[RegionMeta]
+) -> tuple[HealthReport, list[RegionHealth]]:
+    live = {k: v for k, v in nodes.items() if v.state == "up"}
+    down = sorted(k for k, v in nodes.items() if v.state != "up")
+    checks: list[Check] = []
+    if not live:
+        checks.append(Check("NO_NODES", HEALTH_ERR, "no storage nodes are up"))
+    if down:
+        checks.append(
+            Check(
+                "NODE_DOWN",
+                HEALTH_WARN,
+                f"{len(down)} of {len(nodes)} storage nodes down: {', '.join(down)}",
+                [f"{n} (last at {nodes[n].address}, domain {nodes[n].failure_domain})" for n in down],
+            )
+        )
+    full = [n for n in live.values() if n.capacity and n.used >= FULL * n.capacity]
+    nearfull = [
+        n for n in live.values() if n.capacity and NEARFULL * n.capacity <= n.used < FULL * n.capacity
+    ]
+    if full:
+        checks.append(
+            Check("NODE_FULL", HEALTH_ERR, f"{len(full)} nodes full: "
+                  + ", ".join(sorted(n.id for n in full)))
+        )
+    if nearfull:
+        checks.append(
+            Check("NODE_NEARFULL", HEALTH_WARN, f"{len(nearfull)} nodes nearly full: "
+                  + ", ".join(sorted(n.id for n in nearfull)))
+        )
+    per_region = [region_health(meta, live) for meta in regions]
+    stripes = sum(r.stripes for r in per_region)
+    degraded = sum(r.degraded_stripes for r in per_region)
+    unavailable = sum(r.unavailable_stripes for r in per_region)
+    bad = [r for r in per_region if r.state == "unavailable"]
+    weak = [r for r in per_region if r.state == "degraded"]
+    if bad:
+        checks.append(
+            Check(
+                "REGION_UNAVAILABLE",
+                HEALTH_ERR,
+                f"{len(bad)} regions have data unavailable: {unavailable}/{stripes} stripes "
+                "lost more fragments than their policy tolerates",
+                [_region_line(r) for r in bad],
+            )
+        )
+    if weak:
+        pct = 100.0 * degraded / stripes if stripes else 0.0
+        checks.append(
+            Check(
+                "REGION_DEGRADED",
+                HEALTH_WARN,
+                f"{len(weak)} regions degraded: {degraded}/{stripes} stripes ({pct:.1f}%) "
+                "readable but with reduced redundancy",
+                [_region_line(r) for r in weak],
+            )
+        )
+    severities = {c.severity for c in checks}
+    status = HEALTH_ERR if HEALTH_ERR in severities else HEALTH_WARN if checks else HEALTH_OK
+    report = HealthReport(
+        status,
+        checks,
+        len(live),
+        len(nodes),
+        len(regions),
+        stripes,
+        degraded,
+        unavailable,
+        sum(n.capacity for n in live.values()),
+        sum(n.used for n in live.values()),
+    )
+    return report, per_region
+
+
+def _region_line(r: RegionHealth) -> str:
+    slabs = ", ".join(f"slab {s}: fragments {idx}" for s, idx in sorted(r.lost.items())[:8])
+    more = f" (+{len(r.lost) - 8} slabs)" if len(r.lost) > 8 else ""
+    return f"{r.name}: {slabs}{more}"

@@ -1,0 +1,157 @@
+"""Cluster metadata in ZooKeeper, through kazoo: nodes and regions.
+
+Every update of a region record is a versioned set (compare-and-swap), so
+two clients racing on one region never lose each other's change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+
+from ecmem.errors import ConcurrentUpdateError, CoordinationError, RegionExists, RegionNotFound
+from ecmem.names import decode_name
+
+from .model import NodeInfo, RegionMeta
+from .paths import Paths
+
+log = logging.getLogger(__name__)
+
+CAS_RETRIES = 50
+
+
+def connect_zk(hosts: str, timeout: float = 10.0, session_timeout: float = 10.0) -> KazooClient:
+    """Start a kazoo client, or raise CoordinationError saying what to check."""
+    zk = KazooClient(hosts=hosts, timeout=session_timeout, connection_retry={"max_tries": -1})
+    try:
+        zk.start(timeout=timeout)
+    except (KazooTimeoutError, Exception) as exc:
+        zk.stop()
+        zk.close()
+        raise CoordinationError(
+            f"cannot reach ZooKeeper at {hosts} within {timeout:.0f}s ({exc}); is the cluster "
+            "running? Start a local one with 'ecmem up', or pass --zk / set ECMEM_ZK"
+        ) from exc
+    return zk
+
+
+class MetadataStore:
+    def __init__(self, zk: KazooClient, cluster: str) -> None:
+        self.zk = zk
+        self.paths = Paths(cluster)
+
+    def ensure(self) -> None:
+        for path in (self.paths.nodes, self.paths.registry, self.paths.regions):
+            self.zk.ensure_path(path)
+
+    # -- nodes ------------------------------------------------------------------
+
+    def live_nodes(self) -> dict[str, NodeInfo]:
+        out: dict[str, NodeInfo] = {}
+        try:
+            children = self.zk.get_children(self.paths.nodes)
+        except NoNodeError:
+            return out
+        for child in children:
+            try:
+                raw, _ = self.zk.get(self.paths.node(child))
+            except NoNodeError:
+                continue
+            out[child] = NodeInfo.from_json(raw)
+        return out
+
+    def registered_nodes(self) -> dict[str, NodeInfo]:
+        out: dict[str, NodeInfo] = {}
+        try:
+            children = self.zk.get_children(self.paths.registry)
+        except NoNodeError:
+            return out
+        for child in children:
+            try:
+                raw, _ = self.zk.get(self.paths.registered(child))
+            except NoNodeError:
+                continue
+            info = NodeInfo.from_json(raw)
+            info.state = "down"
+            out[child] = info
+        return out
+
+    def all_nodes(self) -> dict[str, NodeInfo]:
+        """Every known node: live ones as registered now, the rest marked down."""
+        nodes = self.registered_nodes()
+        nodes.update(self.live_nodes())
+        return nodes
+
+    def forget_node(self, node_id: str) -> None:
+        self.zk.delete(self.paths.registered(node_id))
+
+    # -- regions ----------------------------------------------------------------
+
+    def create_region(self, meta: RegionMeta) -> None:
+        try:
+            self.zk.create(self.paths.region(meta.name), meta.to_json(), makepath=True)
+        except NodeExistsError as exc:
+            raise RegionExists(
+                f"region {meta.name!r} exists already: open it, or remove it first "
+                "(ecmem region rm)"
+            ) from exc
+
+    def get_region(self, name: str) -> tuple[RegionMeta, int]:
+        try:
+            raw, stat = self.zk.get(self.paths.region(name))
+        except NoNodeError as exc:
+            raise RegionNotFound(
+                f"no region named {name!r}: list regions with 'ecmem region ls'"
+            ) from exc
+        return RegionMeta.from_json(raw), stat.version
+
+    def update_region(
+        self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
+    ) -> RegionMeta:
+        """Apply ``change`` with compare-and-swap; returning None from it means no update."""
+        for _ in range(CAS_RETRIES):
+            meta, version = self.get_region(name)
+            new = change(meta)
+            if new is None:
+                return meta
+            try:
+                self.zk.set(self.paths.region(name), new.to_json(), version=version)
+                return new
+            except BadVersionError:
+                continue
+            except NoNodeError as exc:
+                raise RegionNotFound(f"region {name!r} was removed while being updated") from exc
+        raise ConcurrentUpdateError(
+            f"region {name!r} changed {CAS_RETRIES} times while we tried to update it; retry"
+        )
+
+    def delete_region(self, name: str) -> RegionMeta:
+        meta, version = self.get_region(name)
+        try:
+            self.zk.delete(self.paths.region(name), version=version)
+        except BadVersionError as exc:
+            raise ConcurrentUpdateError(f"region {name!r} changed while being removed") from exc
+        except NoNodeError as exc:
+            raise RegionNotFound(f"no region named {name!r}") from exc
+        return meta
+
+    def region_names(self, prefix: str = "") -> list[str]:
+        try:
+            children = self.zk.get_children(self.paths.regions)
+        except NoNodeError:
+            return []
+        names = (decode_name(c) for c in children)
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def regions(self, prefix: str = "") -> list[RegionMeta]:
+        out = []
+        for name in self.region_names(prefix):
+            try:
+                out.append(self.get_region(name)[0])
+            except RegionNotFound:
+                continue
+        return out

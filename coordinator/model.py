@@ -1,0 +1,75 @@
+"""Typed records kept in ZooKeeper, with their JSON forms."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ecmem.errors import ProtocolError
+
+Placement = list[tuple[str, str]]  # per fragment index: (node id, node incarnation)
+
+
+def _from_dict(cls: Any, raw: bytes, what: str) -> Any:
+    try:
+        data = json.loads(raw)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"damaged {what} record in ZooKeeper: {exc}") from exc
+
+
+@dataclass
+class NodeInfo:
+    id: str
+    address: str
+    capacity: int
+    used: int = 0
+    failure_domain: str = ""
+    incarnation: str = ""
+    hostname: str = ""
+    pid: int = 0
+    started: float = 0.0
+    state: str = "up"
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.used)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> NodeInfo:
+        info: NodeInfo = _from_dict(cls, raw, "node")
+        return info
+
+
+@dataclass
+class RegionMeta:
+    name: str
+    id: str
+    policy: str
+    size: int
+    chunk: int  # fragment payload bytes per stripe
+    slab_stripes: int  # stripes per slab
+    owner: str = ""
+    mode: int = 0o644
+    ctime: float = 0.0
+    mtime: float = 0.0
+    epoch: int = 0
+    slabs: list[Placement] = field(default_factory=list)
+    # (first stripe, lowest valid version): fragments of those stripes written
+    # before a truncation are stale and read as never written.
+    floors: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RegionMeta:
+        meta: RegionMeta = _from_dict(cls, raw, "region")
+        meta.slabs = [[(str(n), str(i)) for n, i in slab] for slab in meta.slabs]
+        meta.floors = [(int(s), int(v)) for s, v in meta.floors]
+        return meta

@@ -1,0 +1,54 @@
+"""Where things live in ZooKeeper, under ``/ecmem/<cluster>/``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ecmem.errors import ConfigError
+from ecmem.names import encode_name
+
+_CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Paths:
+    cluster: str
+
+    def __post_init__(self) -> None:
+        if not _CLUSTER_RE.match(self.cluster):
+            raise ConfigError(
+                f"cluster name {self.cluster!r} is not valid: use letters, digits, '.', '_' "
+                "or '-', up to 64 characters"
+            )
+
+    @property
+    def root(self) -> str:
+        return f"/ecmem/{self.cluster}"
+
+    @property
+    def nodes(self) -> str:
+        """Ephemeral znodes of live storage nodes."""
+        return f"{self.root}/nodes"
+
+    @property
+    def registry(self) -> str:
+        """Persistent records of every node that ever joined, live or not."""
+        return f"{self.root}/registry"
+
+    @property
+    def regions(self) -> str:
+        return f"{self.root}/regions"
+
+    @property
+    def election(self) -> str:
+        return f"{self.root}/coordinator/election"
+
+    def node(self, node_id: str) -> str:
+        return f"{self.nodes}/{node_id}"
+
+    def registered(self, node_id: str) -> str:
+        return f"{self.registry}/{node_id}"
+
+    def region(self, name: str) -> str:
+        return f"{self.regions}/{encode_name(name)}"

@@ -1,0 +1,454 @@
+"""The asyncio client: ``client = await ecmem.aio.connect()``.
+
+ZooKeeper is used on create, open, stat, growth into a new slab, flush and
+close; reads and writes go straight to the storage nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+
+from coordinator.metadata import MetadataStore, connect_zk
+from coordinator.model import NodeInfo, RegionMeta
+from coordinator.placement import Candidate, place_slabs
+
+from .conn import ConnectionPool
+from .errors import ClosedError, ConfigError, CoordinationError, EcmemError, RegionNotFound
+from .layout import Layout, check_chunk, default_geometry
+from .names import validate_name
+from .policy import parse_policy
+from .regionfile import AsyncRegionFile, parse_mode
+from .stat import RegionStat
+from .stripes import RegionView, StripeIO
+from .target import resolve
+from .units import parse_size
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_POLICY = "ec:4+2"
+SEQ_BITS = 32
+
+
+@dataclass
+class _Writer:
+    epoch: int
+    seq: int = 0
+
+    def next_version(self) -> int:
+        self.seq += 1
+        return (self.epoch << SEQ_BITS) | self.seq
+
+
+class AsyncClient:
+    """A connection to one ecmem cluster. Create with :func:`connect`."""
+
+    def __init__(self, zk: KazooClient, cluster: str, *, own_zk: bool = True) -> None:
+        self.zk = zk
+        self.cluster = cluster
+        self.meta = MetadataStore(zk, cluster)
+        self._own_zk = own_zk
+        self._nodes: dict[str, NodeInfo] = {}
+        self._nodes_lock = threading.Lock()
+        self.pool = ConnectionPool(self._address)
+        self.io = StripeIO(self.pool)
+        self._regions: dict[str, tuple[RegionMeta, int]] = {}
+        self._watched: set[str] = set()
+        self._writers: dict[str, _Writer] = {}
+        self._region_locks: dict[str, asyncio.Lock] = {}
+        self.closed = False
+
+    # -- set-up -----------------------------------------------------------------
+
+    async def _start(self) -> None:
+        await self._zk(self.meta.ensure)
+        await self._zk(self._watch_nodes)
+
+    def _watch_nodes(self) -> None:
+        def changed(children: list[str]) -> None:
+            nodes: dict[str, NodeInfo] = {}
+            for child in children:
+                try:
+                    raw, _ = self.zk.get(self.meta.paths.node(child))
+                    nodes[child] = NodeInfo.from_json(raw)
+                except (KazooException, EcmemError):
+                    continue
+            with self._nodes_lock:
+                self._nodes = nodes
+
+        self.zk.ChildrenWatch(self.meta.paths.nodes, changed)
+
+    def _address(self, node_id: str) -> str | None:
+        info = self._nodes.get(node_id)
+        return info.address if info is not None else None
+
+    async def _zk(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.closed:
+            raise ClosedError("client is closed")
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except KazooException as exc:
+            raise CoordinationError(f"ZooKeeper request failed: {exc!r}; retry") from exc
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.close()
+        if self._own_zk:
+            await asyncio.to_thread(self._stop_zk)
+
+    def _stop_zk(self) -> None:
+        self.zk.stop()
+        self.zk.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- metadata ---------------------------------------------------------------
+
+    def live_nodes(self) -> dict[str, NodeInfo]:
+        return dict(self._nodes)
+
+    def _cache(self, meta: RegionMeta, version: int) -> None:
+        old = self._regions.get(meta.name)
+        if old is None or old[1] <= version:
+            self._regions[meta.name] = (meta, version)
+
+    def _watch_region(self, name: str) -> None:
+        if name in self._watched:
+            return
+        self._watched.add(name)
+
+        def changed(data: bytes | None, stat: Any) -> bool | None:
+            if data is None:
+                self._regions.pop(name, None)
+                self._watched.discard(name)
+                return False
+            try:
+                self._cache(RegionMeta.from_json(data), stat.version)
+            except EcmemError:
+                log.exception("damaged metadata of region %s", name)
+            return None
+
+        self.zk.DataWatch(self.meta.paths.region(name), changed)
+
+    async def _region(self, name: str, *, fresh: bool = False) -> RegionMeta:
+        validate_name(name)
+        cached = self._regions.get(name)
+        if cached is not None and not fresh:
+            return cached[0]
+        meta, version = await self._zk(self.meta.get_region, name)
+        self._cache(meta, version)
+        await self._zk(self._watch_region, name)
+        return meta
+
+    async def _update(self, name: str, change: Callable[[RegionMeta], RegionMeta | None]) -> RegionMeta:
+        def run() -> tuple[RegionMeta, int]:
+            new = self.meta.update_region(name, change)
+            _, stat = self.zk.get(self.meta.paths.region(name))
+            return new, stat.version
+
+        meta, version = await self._zk(run)
+        self._cache(meta, version)
+        return meta
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._region_locks.get(name)
+        if lock is None:
+            lock = self._region_locks[name] = asyncio.Lock()
+        return lock
+
+    def view(self, meta: RegionMeta) -> RegionView:
+        return RegionView(
+            meta.name, meta.id, Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
+            meta.slabs, meta.floors,
+        )
+
+    def _placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
+        """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``."""
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        live = self.meta.live_nodes()
+        cands = [Candidate(n.id, n.failure_domain or n.id, n.free) for n in live.values()]
+        first = len(meta.slabs)
+        rng = random.Random(f"{meta.id}/{first}")
+        ids = place_slabs(cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng)
+        return [[(i, live[i].incarnation) for i in slab] for slab in ids]
+
+    # -- regions ----------------------------------------------------------------
+
+    async def create_region(
+        self,
+        name: str,
+        size: int | str = 0,
+        policy: str = DEFAULT_POLICY,
+        *,
+        mode: int = 0o644,
+        owner: str | None = None,
+        chunk: int | None = None,
+        exist_ok: bool = False,
+    ) -> RegionStat:
+        validate_name(name)
+        nbytes = parse_size(size)
+        pol = parse_policy(policy)
+        chunk0, slab_stripes = default_geometry(pol)
+        if chunk is not None:
+            check_chunk(chunk)
+            slab_stripes = max(1, (slab_stripes * chunk0) // chunk)
+            chunk0 = chunk
+        if not 0 <= mode <= 0o7777:
+            raise ConfigError(f"mode {mode:o} is not a permission mode (0 to 7777 octal)")
+        now = time.time()
+        meta = RegionMeta(
+            name=name,
+            id=uuid.uuid4().hex[:16],
+            policy=pol.name,
+            size=nbytes,
+            chunk=chunk0,
+            slab_stripes=slab_stripes,
+            owner=owner if owner is not None else _whoami(),
+            mode=mode,
+            ctime=now,
+            mtime=now,
+        )
+        layout = Layout(pol, chunk0, slab_stripes)
+
+        def create() -> RegionMeta:
+            live = self.meta.live_nodes()
+            if len(live) < pol.width:
+                from .errors import NotEnoughNodesError
+
+                raise NotEnoughNodesError(
+                    f"policy {pol.name} needs {pol.width} live storage nodes on distinct hosts, "
+                    f"the cluster has {len(live)}: start more nodes or choose a narrower policy"
+                )
+            meta.slabs = self._placements(meta, layout.slabs_for(nbytes))
+            try:
+                self.meta.create_region(meta)
+            except EcmemError:
+                if exist_ok:
+                    return self.meta.get_region(name)[0]
+                raise
+            return meta
+
+        created = await self._zk(create)
+        log.info("created region %s (%s, %d bytes)", name, created.policy, created.size)
+        return RegionStat.of(created)
+
+    async def stat(self, name: str) -> RegionStat:
+        return RegionStat.of(await self._region(name, fresh=True))
+
+    async def exists(self, name: str) -> bool:
+        try:
+            await self._region(name, fresh=True)
+            return True
+        except RegionNotFound:
+            return False
+
+    async def list_regions(self, prefix: str = "") -> list[RegionStat]:
+        metas = await self._zk(self.meta.regions, prefix)
+        return [RegionStat.of(m) for m in metas]
+
+    async def delete_region(self, name: str) -> None:
+        validate_name(name)
+        meta = await self._zk(self.meta.delete_region, name)
+        self._regions.pop(name, None)
+        self._writers.pop(name, None)
+        unreached = await self.io.delete(self.view(meta), 0)
+        if unreached:
+            log.warning("region %s removed; nodes %s were unreachable and still hold its "
+                        "fragments until they are scrubbed", name, ", ".join(unreached))
+
+    # -- data -------------------------------------------------------------------
+
+    async def _writer(self, name: str) -> _Writer:
+        w = self._writers.get(name)
+        if w is None:
+            def bump(meta: RegionMeta) -> RegionMeta:
+                meta.epoch += 1
+                return meta
+
+            meta = await self._update(name, bump)
+            w = self._writers[name] = _Writer(meta.epoch)
+        return w
+
+    async def ensure_slabs(self, name: str, end: int) -> RegionMeta:
+        meta = await self._region(name)
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        want = layout.slabs_for(end)
+        if want <= len(meta.slabs):
+            return meta
+
+        def grow(m: RegionMeta) -> RegionMeta | None:
+            if want <= len(m.slabs):
+                return None
+            m.slabs = m.slabs + self._placements(m, want)
+            return m
+
+        return await self._update(name, grow)
+
+    async def publish_size(self, name: str, size: int, *, exact: bool = False) -> RegionMeta:
+        """Record a new size (grow only, unless ``exact``) and the modification time."""
+
+        def change(m: RegionMeta) -> RegionMeta:
+            m.size = size if exact else max(m.size, size)
+            m.mtime = time.time()
+            return m
+
+        return await self._update(name, change)
+
+    async def write_at(self, name: str, offset: int, data: bytes | bytearray | memoryview,
+                       size: int) -> None:
+        """Store ``data`` at ``offset`` without publishing a new size; ``size`` is the
+        writer's view of the region's size (bytes past it are treated as unset)."""
+        if offset < 0:
+            raise ConfigError(f"offset {offset} is negative")
+        n = memoryview(data).nbytes
+        if n == 0:
+            return
+        writer = await self._writer(name)
+        meta = await self.ensure_slabs(name, offset + n)
+        view = self.view(meta)
+        sd = view.layout.stripe_data
+        tail_end = -(-size // sd) * sd
+        if offset + n > size and offset >= tail_end > size:
+            # The stripe holding the old end may keep bytes of a longer past beyond it.
+            await self.io.write(view, size, bytes(tail_end - size), size, writer.next_version)
+        await self.io.write(view, offset, data, size, writer.next_version)
+
+    async def read_at(self, name: str, offset: int, length: int, size: int | None = None) -> bytes:
+        if offset < 0 or length < 0:
+            raise ConfigError(f"offset {offset} and length {length} must not be negative")
+        meta = await self._region(name)
+        limit = meta.size if size is None else size
+        length = max(0, min(length, limit - offset))
+        if length == 0:
+            return b""
+        return bytes(await self.io.read(self.view(meta), offset, length))
+
+    async def pread(self, name: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset``; short only at the region's end."""
+        return await self.read_at(name, offset, length)
+
+    async def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at ``offset``, growing the region if it ends past its size."""
+        n = memoryview(data).nbytes
+        async with self._lock(name):
+            meta = await self._region(name)
+            await self.write_at(name, offset, data, meta.size)
+            if offset + n > meta.size:
+                await self.publish_size(name, offset + n)
+        return n
+
+    async def truncate(self, name: str, size: int) -> None:
+        if size < 0:
+            raise ConfigError(f"size {size} is negative")
+        async with self._lock(name):
+            meta = await self._region(name, fresh=True)
+            await self._resize(meta, size)
+
+    async def _resize(self, meta: RegionMeta, size: int) -> None:
+        name = meta.name
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        sd = layout.stripe_data
+        writer = await self._writer(name)
+        if size > meta.size:
+            # Bytes past the old end may hold leftovers of an earlier, longer life.
+            tail_end = min(size, -(-meta.size // sd) * sd)
+            if tail_end > meta.size:
+                await self.write_at(name, meta.size, bytes(tail_end - meta.size), meta.size)
+            await self.ensure_slabs(name, size)
+            await self.publish_size(name, size, exact=True)
+            return
+        if size == meta.size:
+            return
+        first_gone = layout.stripes_for(size)
+        floor = writer.next_version()
+
+        def shrink(m: RegionMeta) -> RegionMeta:
+            m.size = size
+            m.mtime = time.time()
+            m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
+            return m
+
+        new = await self._update(name, shrink)
+        unreached = await self.io.delete(self.view(new), first_gone)
+        if unreached:
+            log.info("region %s truncated; nodes %s keep stale stripes past the end, which "
+                     "read as unset", name, ", ".join(unreached))
+
+    async def open(
+        self,
+        name: str,
+        mode: str = "rb",
+        *,
+        policy: str | None = None,
+        size: int | str = 0,
+    ) -> AsyncRegionFile:
+        """Open a region as a binary file object (``rb``, ``r+b``, ``wb``, ``w+b``, ``ab``, ``xb``)."""
+        flags = parse_mode(mode)
+        validate_name(name)
+        if flags.create:
+            try:
+                await self.create_region(name, size, policy or DEFAULT_POLICY)
+            except EcmemError as exc:
+                from .errors import RegionExists
+
+                if not isinstance(exc, RegionExists) or flags.exclusive:
+                    raise
+        meta = await self._region(name, fresh=True)
+        if policy is not None and not flags.create:
+            want = parse_policy(policy).name
+            if want != meta.policy:
+                raise ConfigError(
+                    f"region {name!r} has policy {meta.policy}, not {want}: open it without "
+                    "a policy, or remove and recreate it"
+                )
+        f = AsyncRegionFile(self, name, flags, meta.size)
+        if flags.truncate and meta.size:
+            await self.truncate(name, 0)
+            f._size = 0
+        if flags.append:
+            f._pos = f._size
+        return f
+
+    async def region_meta(self, name: str) -> RegionMeta:
+        return await self._region(name, fresh=True)
+
+
+async def connect(zk: str | None = None, *, cluster: str | None = None,
+                  state_dir: str | os.PathLike[str] | None = None,
+                  timeout: float = 10.0) -> AsyncClient:
+    """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
+    target = resolve(zk, cluster, state_dir)
+    zkc = await asyncio.to_thread(connect_zk, target.zk, timeout)
+    client = AsyncClient(zkc, target.cluster)
+    try:
+        await client._start()
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -1,0 +1,1 @@
+"""The ``ecmem`` command line."""

@@ -1,0 +1,383 @@
+"""ecmem: operate a cluster and move data in and out of regions."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+
+from ecmem.errors import ConfigError, RegionExists
+from ecmem.units import format_size, parse_size
+
+from .output import (
+    EXIT_ERR,
+    EXIT_OK,
+    EXIT_WARN,
+    Progress,
+    cluster_options,
+    emit,
+    handle_errors,
+    json_option,
+    show_progress,
+    table,
+)
+
+COPY_BLOCK = 16 * 1024 * 1024
+
+
+def _connect(zk: str | None, cluster: str | None, state_dir: str) -> Any:
+    import ecmem
+
+    return ecmem.connect(zk, cluster=cluster, state_dir=state_dir)
+
+
+def _local_pids(state_dir: str) -> dict[str, int]:
+    from ecmem.localcluster import LocalCluster
+
+    try:
+        return LocalCluster(state_dir).pids()
+    except (OSError, ValueError):
+        return {}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ecmem")
+def cli() -> None:
+    """ecmem: regions of memory kept in the RAM of other machines, erasure-coded or
+    replicated so they survive the loss of those machines."""
+
+
+# -- local cluster --------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--nodes", default=6, show_default=True, help="storage nodes to run")
+@click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
+@click.option("--capacity", default="4GiB", show_default=True, help="RAM per node")
+@click.option("--cluster", default="default", show_default=True)
+@click.option("--persist", is_flag=True, help="mirror node fragments in the state dir")
+@click.option("--allow-debug", is_flag=True, help="let nodes accept debug (corrupt) requests")
+@click.option("--session-timeout", default=4.0, show_default=True,
+              help="ZooKeeper session timeout of the nodes, seconds")
+@json_option
+@handle_errors
+def up(nodes: int, state_dir: str, capacity: str, cluster: str, persist: bool,
+       allow_debug: bool, session_timeout: float, as_json: bool) -> None:
+    """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running."""
+    from ecmem.localcluster import LocalCluster
+
+    parse_size(capacity)
+    lc = LocalCluster(state_dir)
+    state = lc.up(nodes, capacity, cluster=cluster, persist=persist, allow_debug=allow_debug,
+                  session_timeout=session_timeout)
+    data = {
+        "zk": state.zk,
+        "cluster": state.cluster,
+        "state_dir": str(lc.dir),
+        "nodes": [{"id": n.id, "pid": n.pid, "address": n.address}
+                  for n in state.nodes.values()],
+    }
+
+    def text() -> None:
+        click.echo(f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, "
+                   f"logs in {lc.logs}")
+        click.echo(table([(n.id, n.pid, n.address) for n in state.nodes.values()],
+                         ["NODE", "PID", "ADDRESS"]))
+        click.echo(f"export ECMEM_ZK={state.zk}")
+
+    emit(as_json, data, text)
+
+
+@cli.command()
+@click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
+@click.option("--keep-data", is_flag=True, help="keep ZooKeeper and node data for a later up")
+@json_option
+@handle_errors
+def down(state_dir: str, keep_data: bool, as_json: bool) -> None:
+    """Stop the local cluster's processes (only those 'ecmem up' started)."""
+    from ecmem.localcluster import LocalCluster
+
+    result = LocalCluster(state_dir).down(keep_data=keep_data)
+    stopped = ", ".join(result["stopped"]) or "nothing was running"
+    emit(as_json, result, f"stopped: {stopped}")
+
+
+# -- health and nodes -----------------------------------------------------------
+
+
+@cli.command()
+@cluster_options
+@click.option("--detail", is_flag=True, help="list what each check found")
+@json_option
+@handle_errors
+def status(zk: str | None, cluster: str | None, state_dir: str, detail: bool,
+           as_json: bool) -> None:
+    """Cluster health: HEALTH_OK, HEALTH_WARN or HEALTH_ERR, with check codes."""
+    from coordinator.health import HEALTH_ERR, HEALTH_OK, assess
+
+    with _connect(zk, cluster, state_dir) as cl:
+        md = cl.async_client.meta
+        report, _ = assess(md.all_nodes(), md.regions())
+    data = report.to_dict()
+
+    def text() -> None:
+        color = {"HEALTH_OK": "green", "HEALTH_WARN": "yellow"}.get(report.status, "red")
+        click.secho(report.status, fg=color, bold=True)
+        for c in report.checks:
+            click.echo(f"  {c.code}: {c.summary}")
+            if detail:
+                for line in c.detail:
+                    click.echo(f"      {line}")
+        click.echo(f"  nodes: {report.nodes_up} up of {report.nodes_total}")
+        click.echo(f"  regions: {report.regions}, stripes: {report.stripes} "
+                   f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable)")
+        click.echo(f"  capacity: {format_size(report.used)} used of {format_size(report.capacity)}")
+
+    emit(as_json, data, text)
+    sys.exit(EXIT_OK if report.status == HEALTH_OK else EXIT_ERR if report.status == HEALTH_ERR
+             else EXIT_WARN)
+
+
+@cli.command()
+@cluster_options
+@json_option
+@handle_errors
+def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
+    """Storage nodes, live and down."""
+    with _connect(zk, cluster, state_dir) as cl:
+        all_nodes = cl.async_client.meta.all_nodes()
+    pids = _local_pids(state_dir) if not zk else {}
+    rows = []
+    for n in sorted(all_nodes.values(), key=lambda n: n.id):
+        pid = pids.get(n.id) if n.state == "up" else None
+        rows.append({
+            "id": n.id, "address": n.address, "state": n.state,
+            "failure_domain": n.failure_domain, "capacity": n.capacity,
+            "used": n.used if n.state == "up" else None, "pid": pid,
+        })
+
+    def text() -> None:
+        click.echo(table(
+            [(r["id"], r["address"], r["state"], r["failure_domain"],
+              format_size(r["capacity"]),
+              format_size(r["used"]) if r["used"] is not None else "-",
+              r["pid"] or "-") for r in rows],
+            ["ID", "ADDRESS", "STATE", "DOMAIN", "CAPACITY", "USED", "PID"],
+        ))
+
+    emit(as_json, {"nodes": rows}, text)
+    sys.exit(EXIT_WARN if any(r["state"] != "up" for r in rows) else EXIT_OK)
+
+
+# -- regions --------------------------------------------------------------------
+
+
+@cli.group()
+def region() -> None:
+    """Create, list, inspect and remove regions."""
+
+
+@region.command("create")
+@click.argument("name")
+@click.option("--size", default="0", show_default=True, help="initial size, e.g. 1GiB")
+@click.option("--policy", default="ec:4+2", show_default=True, help="ec:K+M[:BACKEND] or rep:N")
+@click.option("--mode", default="644", show_default=True, help="permission bits, octal")
+@cluster_options
+@json_option
+@handle_errors
+def region_create(name: str, size: str, policy: str, mode: str, zk: str | None,
+                  cluster: str | None, state_dir: str, as_json: bool) -> None:
+    """Create region NAME."""
+    try:
+        mode_bits = int(mode, 8)
+    except ValueError:
+        raise ConfigError(f"--mode {mode!r} is not an octal permission such as 644") from None
+    nbytes = parse_size(size)
+    with _connect(zk, cluster, state_dir) as cl:
+        st = cl.create_region(name, nbytes, policy, mode=mode_bits)
+    emit(as_json, st.to_dict(),
+         f"created region {st.name}: {format_size(st.size)}, policy {st.policy}")
+
+
+@region.command("ls")
+@click.argument("prefix", default="")
+@cluster_options
+@json_option
+@handle_errors
+def region_ls(prefix: str, zk: str | None, cluster: str | None, state_dir: str,
+              as_json: bool) -> None:
+    """List regions whose names start with PREFIX."""
+    with _connect(zk, cluster, state_dir) as cl:
+        stats = cl.list_regions(prefix)
+
+    def text() -> None:
+        click.echo(table(
+            [(s.name, s.policy, format_size(s.size), f"{s.mode:o}", s.owner,
+              time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.mtime))) for s in stats],
+            ["NAME", "POLICY", "SIZE", "MODE", "OWNER", "MODIFIED"],
+        ))
+
+    emit(as_json, {"regions": [s.to_dict() for s in stats]}, text)
+
+
+@region.command("info")
+@click.argument("name")
+@cluster_options
+@json_option
+@handle_errors
+def region_info(name: str, zk: str | None, cluster: str | None, state_dir: str,
+                as_json: bool) -> None:
+    """Policy, size, placements and health of region NAME."""
+    from coordinator.health import region_health
+    from ecmem.stat import RegionStat
+
+    with _connect(zk, cluster, state_dir) as cl:
+        ac = cl.async_client
+        meta = cl._run(ac.region_meta(name))
+        nodes = ac.meta.all_nodes()
+    live = {k: v for k, v in nodes.items() if v.state == "up"}
+    health = region_health(meta, live)
+    placements = []
+    for slab, placement in enumerate(meta.slabs):
+        frags = []
+        for idx, (node_id, inc) in enumerate(placement):
+            node = nodes.get(node_id)
+            ok = node is not None and node.state == "up" and node.incarnation == inc
+            state = "ok" if ok else ("restarted-empty" if node is not None and node.state == "up"
+                                     else "down")
+            frags.append({"index": idx, "node": node_id, "state": state})
+        placements.append({"slab": slab, "fragments": frags})
+    data = {**RegionStat.of(meta).to_dict(), "epoch": meta.epoch, "health": health.state,
+            "stripes": health.stripes, "degraded_stripes": health.degraded_stripes,
+            "unavailable_stripes": health.unavailable_stripes, "placements": placements}
+
+    def text() -> None:
+        click.echo(f"region {meta.name}  (id {meta.id})")
+        click.echo(f"  policy  {meta.policy}   size {format_size(meta.size)} ({meta.size} bytes)")
+        click.echo(f"  stripe  {format_size(data['stripe_size'])}   slab "
+                   f"{format_size(data['slab_size'])}   epoch {meta.epoch}")
+        click.echo(f"  owner   {meta.owner}   mode {meta.mode:o}   modified "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta.mtime))}")
+        click.echo(f"  health  {health.state}: {health.stripes} stripes, "
+                   f"{health.degraded_stripes} degraded, {health.unavailable_stripes} unavailable")
+        for p in placements:
+            frags = " ".join(
+                f["node"] + ("" if f["state"] == "ok" else f"({f['state']})")
+                for f in p["fragments"]
+            )
+            click.echo(f"  slab {p['slab']:>4}: {frags}")
+
+    emit(as_json, data, text)
+    sys.exit({"ok": EXIT_OK, "degraded": EXIT_WARN}.get(health.state, EXIT_ERR))
+
+
+@region.command("rm")
+@click.argument("name")
+@cluster_options
+@json_option
+@handle_errors
+def region_rm(name: str, zk: str | None, cluster: str | None, state_dir: str,
+              as_json: bool) -> None:
+    """Remove region NAME and free its memory."""
+    with _connect(zk, cluster, state_dir) as cl:
+        cl.delete_region(name)
+    emit(as_json, {"removed": name}, f"removed region {name}")
+
+
+# -- data -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("name")
+@click.option("--policy", default="ec:4+2", show_default=True, help="ec:K+M[:BACKEND] or rep:N")
+@click.option("--force", is_flag=True, help="replace the region if it exists")
+@cluster_options
+@json_option
+@handle_errors
+def put(file: str, name: str, policy: str, force: bool, zk: str | None, cluster: str | None,
+        state_dir: str, as_json: bool) -> None:
+    """Copy FILE (or - for stdin) into region NAME."""
+    src: BinaryIO
+    if file == "-":
+        src, total = sys.stdin.buffer, 0
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"{file}: no such file")
+        src, total = open(path, "rb"), path.stat().st_size
+    started = time.monotonic()
+    copied = 0
+    with src, _connect(zk, cluster, state_dir) as cl:
+        if cl.exists(name) and not force:
+            raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
+        with cl.open(name, "wb", policy=policy) as dst, \
+                Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar:
+            while True:
+                block = src.read(COPY_BLOCK)
+                if not block:
+                    break
+                dst.write(block)
+                copied += len(block)
+                bar.update(len(block))
+        st = cl.stat(name)
+    secs = max(time.monotonic() - started, 1e-9)
+    emit(as_json, {"region": name, "bytes": copied, "seconds": secs, "policy": st.policy},
+         f"stored {format_size(copied)} in region {name} ({st.policy}) in {secs:.2f}s, "
+         f"{copied / secs / 1e6:.0f} MB/s")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, writable=True))
+@cluster_options
+@json_option
+@handle_errors
+def get(name: str, file: str, zk: str | None, cluster: str | None, state_dir: str,
+        as_json: bool) -> None:
+    """Copy region NAME into FILE (or - for stdout)."""
+    if file == "-" and as_json:
+        raise ConfigError("--json and output to stdout (-) do not mix: give a file name")
+    started = time.monotonic()
+    copied = 0
+    with _connect(zk, cluster, state_dir) as cl:
+        src = cl.open(name, "rb")
+        total = src.size
+        dst: BinaryIO = sys.stdout.buffer if file == "-" else open(file + ".part", "wb")
+        try:
+            with Progress(show_progress(as_json) and file != "-", total, f"get {name}") as bar:
+                while True:
+                    block = src.read(COPY_BLOCK)
+                    if not block:
+                        break
+                    dst.write(block)
+                    copied += len(block)
+                    bar.update(len(block))
+        except BaseException:
+            if file != "-":
+                dst.close()
+                os.unlink(file + ".part")
+            raise
+        src.close()
+        if file != "-":
+            dst.close()
+            os.replace(file + ".part", file)
+        else:
+            dst.flush()
+    secs = max(time.monotonic() - started, 1e-9)
+    if file != "-":
+        emit(as_json, {"region": name, "bytes": copied, "seconds": secs, "file": file},
+             f"read {format_size(copied)} from region {name} into {file} in {secs:.2f}s, "
+             f"{copied / secs / 1e6:.0f} MB/s")
+
+
+def main() -> None:
+    cli(prog_name="ecmem")
+
+
+if __name__ == "__main__":
+    main()

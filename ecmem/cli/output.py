@@ -1,0 +1,114 @@
+"""Output conventions shared by every command.
+
+Exit codes: 0 ok, 1 warning, 2 error. ``--json`` prints one JSON document on
+stdout and nothing else there; errors then go to stdout as
+``{"error": {"code", "message"}}`` too. Progress bars appear only on a
+terminal and never with ``--json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from ecmem.errors import EcmemError
+
+EXIT_OK, EXIT_WARN, EXIT_ERR = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")(f)
+
+
+def cluster_options(f: F) -> F:
+    f = click.option("--cluster", envvar="ECMEM_CLUSTER", default=None,
+                     help="cluster name under /ecmem (default: 'default' or the local one's)")(f)
+    f = click.option("--zk", envvar="ECMEM_ZK", default=None,
+                     help="ZooKeeper hosts (default: ECMEM_ZK, else the local cluster)")(f)
+    f = click.option("--state-dir", envvar="ECMEM_STATE_DIR", default=".ecmem",
+                     show_default=True, help="local cluster state directory")(f)
+    return f
+
+
+def emit(as_json: bool, data: Any, text: str | Callable[[], None] = "") -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif callable(text):
+        text()
+    elif text:
+        click.echo(text)
+
+
+def handle_errors(f: F) -> F:
+    """Turn EcmemError into a clear message and exit code 2."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return f(*args, **kwargs)
+        except EcmemError as exc:
+            if as_json:
+                click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc),
+                                                 "retriable": exc.retriable}}))
+            else:
+                click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(EXIT_ERR)
+        except (OSError, ValueError) as exc:
+            if as_json:
+                click.echo(json.dumps({"error": {"code": type(exc).__name__,
+                                                 "message": str(exc), "retriable": False}}))
+            else:
+                click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(EXIT_ERR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def show_progress(as_json: bool) -> bool:
+    return not as_json and sys.stderr.isatty()
+
+
+class Progress:
+    """A byte-count progress bar on stderr, or nothing when not on a terminal."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self._bar = (
+            click.progressbar(length=total, label=label, file=sys.stderr,
+                              show_eta=True, show_percent=True)
+            if enabled else None
+        )
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def chunks(total: int, size: int) -> Iterable[tuple[int, int]]:
+    pos = 0
+    while pos < total:
+        n = min(size, total - pos)
+        yield pos, n
+        pos += n

@@ -1,0 +1,149 @@
+"""Client connections to storage nodes: framing, request correlation, a pool.
+
+One connection per node, pipelined: every request gets an id and a future,
+one protocol object resolves them as replies arrive, and a lost connection
+fails every pending request with NodeUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+
+from . import wire
+from .errors import NodeUnavailable, ProtocolError
+from .framing import FrameProtocol
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+REQUEST_TIMEOUT = 10.0
+
+
+class NodeConnection(FrameProtocol):
+    def __init__(self, node_id: str, address: str) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.address = address
+        self.incarnation = ""
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[wire.Message]] = {}
+
+    def on_frame(self, req_id: int, msg: wire.Message) -> None:
+        fut = self._pending.pop(req_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        log.error("node %s at %s sent a bad frame, dropping connection: %s",
+                  self.node_id, self.address, exc)
+        self.abort()
+        self._fail_all(f"sent a bad frame ({exc})")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._fail_all(f"connection lost ({exc or 'closed by peer'})")
+
+    def _fail_all(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    NodeUnavailable(f"node {self.node_id} at {self.address}: {why}",
+                                    node=self.node_id)
+                )
+
+    async def request(self, msg: wire.Message, timeout: float = REQUEST_TIMEOUT) -> wire.Message:
+        if self.closed:
+            raise NodeUnavailable(f"node {self.node_id} at {self.address}: connection closed",
+                                  node=self.node_id)
+        req_id = next(self._ids) & 0xFFFFFFFF
+        fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            self.send(msg, req_id)
+            if self._paused:
+                await self.drain()
+            return await asyncio.wait_for(fut, timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise NodeUnavailable(
+                f"node {self.node_id} at {self.address} did not answer within {timeout:.1f}s",
+                node=self.node_id,
+            ) from None
+        except ConnectionError as exc:
+            raise NodeUnavailable(f"node {self.node_id} at {self.address}: {exc}",
+                                  node=self.node_id) from exc
+        finally:
+            self._pending.pop(req_id, None)
+
+
+AddressBook = Callable[[str], str | None]
+
+
+class ConnectionPool:
+    """Connections by node id; addresses come from the cluster's node directory."""
+
+    def __init__(self, addresses: AddressBook) -> None:
+        self._addresses = addresses
+        self._conns: dict[str, NodeConnection] = {}
+        self._connecting: dict[str, asyncio.Future[NodeConnection]] = {}
+
+    async def get(self, node_id: str) -> NodeConnection:
+        address = self._addresses(node_id)
+        if address is None:
+            raise NodeUnavailable(f"node {node_id} is not registered as live in ZooKeeper",
+                                  node=node_id)
+        conn = self._conns.get(node_id)
+        if conn is not None and not conn.closed and conn.address == address:
+            return conn
+        pending = self._connecting.get(node_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[NodeConnection] = asyncio.get_running_loop().create_future()
+        self._connecting[node_id] = fut
+        try:
+            conn = await self._connect(node_id, address)
+            old = self._conns.pop(node_id, None)
+            if old is not None:
+                old.abort()
+            self._conns[node_id] = conn
+            fut.set_result(conn)
+            return conn
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved for waiters that never came
+            raise
+        finally:
+            del self._connecting[node_id]
+
+    async def _connect(self, node_id: str, address: str) -> NodeConnection:
+        host, _, port = address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: NodeConnection(node_id, address), host, int(port)),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise NodeUnavailable(
+                f"cannot connect to node {node_id} at {address}: {exc or 'timed out'}",
+                node=node_id,
+            ) from exc
+        # Learn who answers: a node restarted without its data has a new incarnation.
+        reply = await conn.request(wire.Ping(), CONNECT_TIMEOUT)
+        if isinstance(reply, wire.Ok):
+            conn.incarnation = str(reply.info.get("incarnation", ""))
+        return conn
+
+    async def request(
+        self, node_id: str, msg: wire.Message, timeout: float = REQUEST_TIMEOUT
+    ) -> tuple[NodeConnection, wire.Message]:
+        conn = await self.get(node_id)
+        return conn, await conn.request(msg, timeout)
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.abort()
+        self._conns.clear()

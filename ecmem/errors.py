@@ -1,0 +1,149 @@
+"""The ecmem error hierarchy.
+
+Every error the project raises derives from :class:`EcmemError`. ``retriable``
+tells a caller whether the same call may succeed later without any change on
+its side (a node coming back, a lease expiring); messages say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class EcmemError(Exception):
+    """Root of every ecmem error."""
+
+    retriable: bool = False
+    code: str = "ECMEM_ERROR"
+
+
+class ConfigError(EcmemError, ValueError):
+    """A bad argument or setting: fix the input and call again."""
+
+    code = "BAD_CONFIG"
+
+
+class PolicyError(ConfigError):
+    """A redundancy policy that cannot be used."""
+
+    code = "BAD_POLICY"
+
+
+class InvalidNameError(ConfigError):
+    """A region name that breaks the naming rules."""
+
+    code = "BAD_NAME"
+
+
+class ProtocolError(EcmemError):
+    """A frame or message that does not follow the wire format."""
+
+    code = "PROTOCOL"
+
+
+class RemoteError(EcmemError):
+    """A storage node answered a request with an error."""
+
+    code = "REMOTE"
+
+    def __init__(self, message: str, *, node: str = "", remote_code: str = "") -> None:
+        super().__init__(message)
+        self.node = node
+        self.remote_code = remote_code
+
+
+class NodeUnavailable(EcmemError):
+    """A storage node could not be reached or did not answer in time."""
+
+    code = "NODE_UNAVAILABLE"
+    retriable = True
+
+    def __init__(self, message: str, *, node: str = "") -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class NoSpaceError(EcmemError):
+    """A node or the cluster has no room for the data."""
+
+    code = "NO_SPACE"
+
+
+class ClusterError(EcmemError):
+    """The cluster cannot do what was asked in its present state."""
+
+    code = "CLUSTER"
+
+
+class NotEnoughNodesError(ClusterError):
+    """Fewer usable storage nodes than a policy needs."""
+
+    code = "NOT_ENOUGH_NODES"
+    retriable = True
+
+
+class CoordinationError(ClusterError):
+    """ZooKeeper could not be reached or gave up the session."""
+
+    code = "ZOOKEEPER"
+    retriable = True
+
+
+class ConcurrentUpdateError(ClusterError):
+    """Region metadata changed under us too many times in a row."""
+
+    code = "CONCURRENT_UPDATE"
+    retriable = True
+
+
+class RegionNotFound(EcmemError, LookupError):
+    """No region of that name."""
+
+    code = "NOT_FOUND"
+
+
+class RegionExists(EcmemError):
+    """A region of that name exists already."""
+
+    code = "EXISTS"
+
+
+class DataUnavailableError(EcmemError):
+    """Too many fragments of a stripe are lost or damaged to rebuild it.
+
+    Raised instead of ever returning wrong bytes; names the region, slab,
+    stripe and the fragments that could not be read, and why.
+    """
+
+    code = "DATA_UNAVAILABLE"
+    retriable = True
+
+    def __init__(
+        self,
+        region: str,
+        slab: int,
+        stripe: int,
+        missing: dict[int, str],
+        needed: int,
+    ) -> None:
+        self.region = region
+        self.slab = slab
+        self.stripe = stripe
+        self.missing = dict(missing)
+        self.needed = needed
+        detail = ", ".join(f"fragment {i}: {why}" for i, why in sorted(missing.items()))
+        super().__init__(
+            f"region {region!r} slab {slab} stripe {stripe}: data unavailable, "
+            f"{needed} fragments needed but {len(missing)} are lost ({detail}); "
+            "bring the lost storage nodes back (ecmem nodes, ecmem status) and retry"
+        )
+
+
+class ChecksumError(EcmemError):
+    """Bytes that do not match their checksum."""
+
+    code = "CHECKSUM"
+
+
+class ClosedError(EcmemError, ValueError):
+    """Use of a closed client or region file."""
+
+    code = "CLOSED"

@@ -1,0 +1,330 @@
+"""A local cluster for development, demos and tests: ZooKeeper, a coordinator
+and storage nodes as background processes, their state in one directory.
+
+Every process is started here and recorded in ``cluster.json`` with its pid;
+``down`` stops exactly those, after checking each pid is still ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from coordinator.metadata import MetadataStore, connect_zk
+
+from .errors import ClusterError, ConfigError
+from .units import parse_size
+
+log = logging.getLogger(__name__)
+
+ZK_JAR = "/usr/share/java/zookeeper.jar"
+ZK_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+ZK_CONF = """tickTime=500
+initLimit=10
+syncLimit=5
+dataDir={data}
+clientPort={port}
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,mntr
+minSessionTimeout=1000
+maxSessionTimeout=30000
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def zk_ok(port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"ruok")
+            return s.recv(16) == b"imok"
+    except OSError:
+        return False
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """True if ``pid`` runs and its command line holds ``marker`` (so it is ours)."""
+    if pid <= 0:
+        return False
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return marker in " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _stop(pid: int, marker: str, grace: float = 5.0) -> bool:
+    if not _alive(pid, marker):
+        return False
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    except psutil.NoSuchProcess:
+        pass
+    return True
+
+
+@dataclass
+class NodeProc:
+    id: str
+    pid: int = 0
+    capacity: int = 0
+    address: str = ""
+    data_dir: str = ""
+
+    @property
+    def marker(self) -> str:
+        return f"--id {self.id} "
+
+
+@dataclass
+class ClusterState:
+    zk: str = ""
+    cluster: str = "default"
+    zk_port: int = 0
+    zk_pid: int = 0
+    coordinator_pid: int = 0
+    session_timeout: float = 4.0
+    allow_debug: bool = False
+    nodes: dict[str, NodeProc] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "nodes"}
+        data["nodes"] = {k: v.__dict__ for k, v in self.nodes.items()}
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterState:
+        data = json.loads(text)
+        nodes = {k: NodeProc(**v) for k, v in data.pop("nodes", {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known}, nodes=nodes)
+
+
+class LocalCluster:
+    def __init__(self, state_dir: str | os.PathLike[str] = ".ecmem") -> None:
+        self.dir = Path(state_dir).resolve()
+        self.logs = self.dir / "logs"
+        self.state_file = self.dir / "cluster.json"
+
+    # -- state ------------------------------------------------------------------
+
+    def load(self) -> ClusterState:
+        try:
+            return ClusterState.from_json(self.state_file.read_text())
+        except FileNotFoundError:
+            return ClusterState()
+
+    def save(self, state: ClusterState) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(state.to_json())
+        os.replace(tmp, self.state_file)
+
+    @property
+    def zk_marker(self) -> str:
+        return str(self.dir / "zookeeper" / "zoo.cfg")
+
+    def _spawn(self, args: list[str], log_name: str) -> int:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / log_name, "ab") as out:
+            proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.dir,
+            )
+        return proc.pid
+
+    # -- start ------------------------------------------------------------------
+
+    def _start_zk(self, state: ClusterState) -> None:
+        if state.zk_pid and _alive(state.zk_pid, self.zk_marker) and zk_ok(state.zk_port):
+            return
+        if not Path(ZK_JAR).exists():
+            raise ClusterError(
+                f"ZooKeeper is not installed ({ZK_JAR} missing): run 'make setup', "
+                "or 'apt-get install zookeeper'"
+            )
+        java = shutil.which("java")
+        if java is None:
+            raise ClusterError("java is not installed: run 'make setup' (it installs zookeeper)")
+        zdir = self.dir / "zookeeper"
+        (zdir / "data").mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        (zdir / "zoo.cfg").write_text(ZK_CONF.format(data=zdir / "data", port=port))
+        state.zk_pid = self._spawn(
+            [java, "-Xmx512m", f"-Dzookeeper.log.dir={self.logs}",
+             "-cp", f"/etc/zookeeper/conf:{ZK_JAR}", ZK_MAIN, self.zk_marker],
+            "zookeeper.log",
+        )
+        state.zk_port = port
+        state.zk = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not zk_ok(port):
+            if not _alive(state.zk_pid, self.zk_marker):
+                raise ClusterError(f"ZooKeeper exited at start; see {self.logs / 'zookeeper.log'}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"ZooKeeper did not answer within 30s; see {self.logs}")
+            time.sleep(0.2)
+
+    def _start_coordinator(self, state: ClusterState) -> None:
+        marker = f"coordinator --zk {state.zk}"
+        if state.coordinator_pid and _alive(state.coordinator_pid, marker):
+            return
+        state.coordinator_pid = self._spawn(
+            [sys.executable, "-m", "coordinator", "--zk", state.zk, "--cluster", state.cluster],
+            "coordinator.log",
+        )
+
+    def node_args(self, state: ClusterState, node: NodeProc) -> list[str]:
+        args = [
+            sys.executable, "-m", "storage_node", "--id", node.id, "--zk", state.zk,
+            "--cluster", state.cluster, "--listen", "127.0.0.1:0",
+            "--capacity", str(node.capacity), "--failure-domain", node.id,
+            "--session-timeout", str(state.session_timeout),
+        ]
+        if node.data_dir:
+            args += ["--data-dir", node.data_dir]
+        if state.allow_debug:
+            args.append("--allow-debug")
+        return args
+
+    def start_node(self, state: ClusterState, node: NodeProc) -> None:
+        node.pid = self._spawn(self.node_args(state, node), f"{node.id}.log")
+
+    def node_alive(self, node: NodeProc) -> bool:
+        return _alive(node.pid, node.marker)
+
+    def up(
+        self,
+        nodes: int = 6,
+        capacity: str | int = "4GiB",
+        *,
+        cluster: str = "default",
+        persist: bool = False,
+        allow_debug: bool = False,
+        session_timeout: float = 4.0,
+        timeout: float = 60.0,
+    ) -> ClusterState:
+        """Start what is not running; harmless when everything already is."""
+        if nodes < 1:
+            raise ConfigError(f"--nodes {nodes}: a cluster needs at least one storage node")
+        cap = parse_size(capacity)
+        state = self.load()
+        if not state.nodes:
+            state.cluster = cluster
+            state.session_timeout = session_timeout
+            state.allow_debug = allow_debug
+        self._start_zk(state)
+        self.save(state)
+        self._start_coordinator(state)
+        for i in range(1, nodes + 1):
+            node_id = f"node-{i}"
+            if node_id not in state.nodes:
+                data_dir = str(self.dir / "nodes" / node_id) if persist else ""
+                state.nodes[node_id] = NodeProc(node_id, capacity=cap, data_dir=data_dir)
+        for node in state.nodes.values():
+            if not self.node_alive(node):
+                self.start_node(state, node)
+        self.save(state)
+        self.wait_registered(state, timeout)
+        self.save(state)
+        return state
+
+    def wait_registered(self, state: ClusterState, timeout: float = 60.0,
+                        only: list[str] | None = None) -> None:
+        zk = connect_zk(state.zk, timeout=10)
+        try:
+            md = MetadataStore(zk, state.cluster)
+            deadline = time.monotonic() + timeout
+            want = {k: v for k, v in state.nodes.items() if only is None or k in only}
+            while True:
+                live = md.live_nodes()
+                pending = [n for n in want.values() if n.id not in live or live[n.id].pid != n.pid]
+                for n in want.values():
+                    if n.id in live:
+                        n.address = live[n.id].address
+                if not pending:
+                    return
+                dead = [n.id for n in pending if not self.node_alive(n)]
+                if dead:
+                    raise ClusterError(
+                        f"storage nodes {', '.join(dead)} exited at start; see their logs in "
+                        f"{self.logs}"
+                    )
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"storage nodes {', '.join(n.id for n in pending)} did not register "
+                        f"within {timeout:.0f}s; see {self.logs}"
+                    )
+                time.sleep(0.1)
+        finally:
+            zk.stop()
+            zk.close()
+
+    # -- stop -------------------------------------------------------------------
+
+    def kill_node(self, node_id: str, sig: int = signal.SIGKILL) -> int:
+        state = self.load()
+        node = state.nodes.get(node_id)
+        if node is None:
+            raise ConfigError(f"no node {node_id} in the local cluster at {self.dir}")
+        if not self.node_alive(node):
+            raise ClusterError(f"node {node_id} is not running")
+        os.kill(node.pid, sig)
+        return node.pid
+
+    def restart_node(self, node_id: str, timeout: float = 30.0) -> NodeProc:
+        state = self.load()
+        node = state.nodes[node_id]
+        if not self.node_alive(node):
+            self.start_node(state, node)
+        self.wait_registered(state, timeout, only=[node_id])
+        self.save(state)
+        return node
+
+    def down(self, *, keep_data: bool = False) -> dict[str, Any]:
+        state = self.load()
+        stopped: list[str] = []
+        for node in state.nodes.values():
+            if _stop(node.pid, node.marker):
+                stopped.append(node.id)
+        if _stop(state.coordinator_pid, f"coordinator --zk {state.zk}"):
+            stopped.append("coordinator")
+        if _stop(state.zk_pid, self.zk_marker):
+            stopped.append("zookeeper")
+        if not keep_data:
+            # Node memory is gone, so the metadata describing it must go too.
+            shutil.rmtree(self.dir / "zookeeper", ignore_errors=True)
+            shutil.rmtree(self.dir / "nodes", ignore_errors=True)
+            self.state_file.unlink(missing_ok=True)
+        return {"stopped": stopped, "state_dir": str(self.dir), "kept_data": keep_data}
+
+    def pids(self) -> dict[str, int]:
+        state = self.load()
+        return {n.id: n.pid for n in state.nodes.values() if self.node_alive(n)}

@@ -1,0 +1,322 @@
+"""Reading and writing stripes of a region on its storage nodes.
+
+Healthy reads fetch only the bytes asked for, straight from the data
+fragments that hold them, and decode nothing. A missing, unreachable,
+stale or damaged fragment switches that stripe to a degraded read: ask
+every fragment, take the first k of one version, decode. Every byte is
+checked against the crc32c sums its writer computed; if fewer than k good
+fragments remain, the read fails naming what is lost, never returning
+wrong bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from . import checksum, wire
+from .conn import ConnectionPool
+from .errors import (
+    ClusterError,
+    DataUnavailableError,
+    EcmemError,
+    NodeUnavailable,
+    NoSpaceError,
+    RemoteError,
+)
+from .layout import Layout
+
+log = logging.getLogger(__name__)
+
+Placement = list[tuple[str, str]]
+READ_WINDOW = 16  # stripes in flight per read call
+WRITE_WINDOW = 6  # stripes in flight per write call
+DEGRADED_TIMEOUT = 5.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class RegionView:
+    """What stripe I/O needs to know of a region."""
+
+    name: str
+    id: str
+    layout: Layout
+    slabs: list[Placement]
+    floors: list[tuple[int, int]] = field(default_factory=list)
+
+    def placement(self, stripe: int) -> Placement:
+        slab = self.layout.slab_of(stripe)
+        if slab >= len(self.slabs):
+            raise ClusterError(
+                f"region {self.name!r}: stripe {stripe} lies in slab {slab}, which has no "
+                "placement yet; this is a bug in the caller, please report it"
+            )
+        return self.slabs[slab]
+
+    def min_version(self, stripe: int) -> int:
+        return max((v for s, v in self.floors if s <= stripe), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Got:
+    version: int
+    data: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """The node, in the life we placed data on, has no such fragment: never written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    why: str
+
+
+Outcome = Got | Missing | Failed
+
+
+async def windowed(jobs: Iterable[Callable[[], Awaitable[T]]], window: int) -> list[T]:
+    """Run jobs with at most ``window`` in flight; first error wins, the rest are cancelled."""
+    sem = asyncio.Semaphore(window)
+
+    async def run(job: Callable[[], Awaitable[T]]) -> T:
+        async with sem:
+            return await job()
+
+    tasks = [asyncio.ensure_future(run(job)) for job in jobs]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
+
+
+class StripeIO:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    # -- reading ----------------------------------------------------------------
+
+    async def fetch(
+        self, view: RegionView, stripe: int, index: int, offset: int, length: int,
+        timeout: float = 10.0,
+    ) -> Outcome:
+        node_id, incarnation = view.placement(stripe)[index]
+        try:
+            conn, reply = await self.pool.request(
+                node_id, wire.Get(view.id, stripe, index, offset, length), timeout
+            )
+        except NodeUnavailable as exc:
+            return Failed(str(exc))
+        if conn.incarnation != incarnation:
+            return Failed(f"node {node_id} restarted without its data")
+        if isinstance(reply, wire.Error):
+            if reply.code == wire.E_NOT_FOUND:
+                return Missing()
+            return Failed(f"node {node_id}: {reply.code}: {reply.message}")
+        if not isinstance(reply, wire.Data):
+            return Failed(f"node {node_id} answered a read with {type(reply).__name__}")
+        expected = view.layout.fragment_size
+        if reply.fragment_len != expected:
+            return Failed(
+                f"node {node_id}: fragment is {reply.fragment_len} bytes, expected {expected}"
+            )
+        bad = checksum.bad_pages(reply.payload, reply.crcs, reply.first_page)
+        if bad:
+            log.warning("region %s stripe %d fragment %d on node %s: checksum mismatch "
+                        "on pages %s; reading around it", view.name, stripe, index, node_id, bad[:4])
+            return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
+        if reply.version < view.min_version(stripe):
+            return Missing()
+        rel = offset - reply.first_page * checksum.PAGE
+        data = memoryview(reply.payload)[rel : rel + length]
+        if len(data) != length:
+            return Failed(f"node {node_id}: short read ({len(data)} of {length} bytes)")
+        return Got(reply.version, data)
+
+    async def read_piece(
+        self, view: RegionView, stripe: int, start: int, length: int, out: memoryview
+    ) -> None:
+        """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe."""
+        ranges = list(view.layout.data_ranges(stripe, start, length))
+        if len(ranges) == 1:
+            i, off, n, _ = ranges[0]
+            outcomes = [await self.fetch(view, stripe, i, off, n)]
+        else:
+            outcomes = await asyncio.gather(
+                *(self.fetch(view, stripe, i, off, n) for i, off, n, _ in ranges)
+            )
+        versions = {o.version if isinstance(o, Got) else 0 for o in outcomes}
+        if len(versions) == 1 and not any(isinstance(o, Failed) for o in outcomes):
+            for (_, _, n, pos), o in zip(ranges, outcomes, strict=True):
+                if isinstance(o, Got):
+                    out[pos : pos + n] = o.data
+                else:
+                    out[pos : pos + n] = bytes(n)
+            return
+        data = await self.read_degraded(view, stripe)
+        out[:length] = memoryview(data)[start : start + length]
+
+    async def read_degraded(self, view: RegionView, stripe: int) -> bytes:
+        """The whole stripe, from any k fragments of one version."""
+        layout = view.layout
+        policy = layout.policy
+        width, k, size = policy.width, policy.k, layout.fragment_size
+        async def one(i: int) -> tuple[int, Outcome]:
+            return i, await self.fetch(view, stripe, i, 0, size, DEGRADED_TIMEOUT)
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(width)]
+        by_version: dict[int, dict[int, bytes]] = {}
+        failed: dict[int, str] = {}
+        missing: list[int] = []
+        winner: int | None = None
+        try:
+            for fut in asyncio.as_completed(tasks):
+                i, outcome = await fut
+                if isinstance(outcome, Got):
+                    frags = by_version.setdefault(outcome.version, {})
+                    frags[i] = bytes(outcome.data)
+                    if len(frags) >= k:
+                        winner = outcome.version
+                        break
+                elif isinstance(outcome, Missing):
+                    missing.append(i)
+                else:
+                    failed[i] = outcome.why
+        finally:
+            for t in tasks:
+                t.cancel()
+        if winner is not None:
+            log.info("region %s slab %d stripe %d: degraded read decoded from fragments %s",
+                     view.name, layout.slab_of(stripe), stripe, sorted(by_version[winner]))
+            return policy.decode(by_version[winner], layout.chunk)
+        if missing:
+            # A node that held its data all along never received this stripe, so
+            # no write of it was ever acknowledged: it reads as zeros.
+            return bytes(layout.stripe_data)
+        lost = dict(failed)
+        for version, frags in by_version.items():
+            for i in frags:
+                lost.setdefault(i, f"version {version} has too few peers to decode")
+        raise DataUnavailableError(view.name, layout.slab_of(stripe), stripe, lost, k)
+
+    async def read(self, view: RegionView, offset: int, length: int) -> bytearray:
+        out = bytearray(length)
+        mv = memoryview(out)
+        pieces = list(view.layout.pieces(offset, length))
+        if len(pieces) == 1:
+            p = pieces[0]
+            await self.read_piece(view, p.stripe, p.start, p.length, mv)
+            return out
+        await windowed(
+            (
+                lambda p=p: self.read_piece(  # type: ignore[misc]
+                    view, p.stripe, p.start, p.length, mv[p.pos : p.pos + p.length]
+                )
+                for p in pieces
+            ),
+            READ_WINDOW,
+        )
+        return out
+
+    # -- writing ----------------------------------------------------------------
+
+    async def write_stripe(
+        self, view: RegionView, stripe: int, data: bytes | bytearray | memoryview, version: int
+    ) -> None:
+        layout = view.layout
+        frags = layout.policy.encode(data)
+        placement = view.placement(stripe)
+        crcs = checksum.page_crcs(frags[0])
+        rep = len(frags) > 1 and frags[0] is frags[1]  # replication shares one buffer
+
+        async def put(i: int) -> None:
+            node_id, incarnation = placement[i]
+            frag = frags[i]
+            sums = crcs if (i == 0 or rep) else checksum.page_crcs(frag)
+            conn, reply = await self.pool.request(
+                node_id, wire.Put(view.id, stripe, i, version, sums, frag)
+            )
+            if conn.incarnation != incarnation:
+                raise NodeUnavailable(
+                    f"node {node_id} restarted without its data; its fragments of region "
+                    f"{view.name!r} must be rebuilt before the region takes writes",
+                    node=node_id,
+                )
+            if isinstance(reply, wire.Error):
+                if reply.code == wire.E_NO_SPACE:
+                    raise NoSpaceError(f"node {node_id}: {reply.message}")
+                raise RemoteError(f"node {node_id}: {reply.message}", node=node_id,
+                                  remote_code=reply.code)
+
+        results = await asyncio.gather(*(put(i) for i in range(len(frags))), return_exceptions=True)
+        errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        if errors:
+            for r in errors.values():
+                if not isinstance(r, EcmemError):
+                    raise r
+            first = next(iter(errors.values()))
+            detail = "; ".join(f"fragment {i}: {e}" for i, e in sorted(errors.items()))
+            msg = (
+                f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
+                f"stored in full ({detail}); the stripe keeps its old or new contents, "
+                "retry once the nodes are back (ecmem status)"
+            )
+            err: EcmemError
+            if isinstance(first, NoSpaceError):
+                err = NoSpaceError(msg)
+            else:
+                err = NodeUnavailable(msg, node=getattr(first, "node", ""))
+            raise err from first
+
+    async def write(
+        self,
+        view: RegionView,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        size: int,
+        next_version: Callable[[], int],
+    ) -> None:
+        """Write ``data`` at ``offset``; bytes at or past ``size`` are treated as unset."""
+        src = memoryview(data).cast("B")
+        sd = view.layout.stripe_data
+
+        async def piece(stripe: int, start: int, length: int, pos: int) -> None:
+            chunk = src[pos : pos + length]
+            if start == 0 and length == sd:
+                await self.write_stripe(view, stripe, chunk, next_version())
+                return
+            base_off = stripe * sd
+            if base_off >= size:
+                base = bytearray(sd)
+            else:
+                base = await self.read(view, base_off, sd)
+                valid = size - base_off
+                if valid < sd:
+                    base[valid:] = bytes(sd - valid)
+            base[start : start + length] = chunk
+            await self.write_stripe(view, stripe, base, next_version())
+
+        await windowed(
+            (
+                lambda p=p: piece(p.stripe, p.start, p.length, p.pos)  # type: ignore[misc]
+                for p in view.layout.pieces(offset, len(src))
+            ),
+            WRITE_WINDOW,
+        )
+
+    async def delete(self, view: RegionView, from_stripe: int) -> list[str]:
+        """Drop fragments of stripes ``from_stripe`` on; returns nodes that could not be reached."""
+        nodes = sorted({n for slab in view.slabs for n, _ in slab})
+        results = await asyncio.gather(
+            *(self.pool.request(n, wire.Delete(view.id, from_stripe)) for n in nodes),
+            return_exceptions=True,
+        )
+        return [n for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)]

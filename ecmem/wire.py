@@ -1,0 +1,319 @@
+"""The ecmem wire format, sans-IO: bytes in, messages out, and back.
+
+A frame is a fixed header, a msgpack-encoded metadata block, a raw payload
+(fragment bytes, never copied into the metadata) and an authentication tag
+slot that stays empty until authentication lands:
+
+    magic "EM" | version u8 | kind u8 | request id u32 |
+    meta length u32 | payload length u32 | tag length u16
+    meta | payload | tag
+
+Nothing here touches a socket. Every malformed input raises ProtocolError.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from .errors import ProtocolError
+
+MAGIC = b"EM"
+VERSION = 1
+HEADER = struct.Struct("!2sBBIIIH")
+HEADER_SIZE = HEADER.size
+MAX_META = 64 * 1024
+MAX_TAG = 64
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    kind: int
+    req_id: int
+    meta_len: int
+    payload_len: int
+    tag_len: int
+
+    @property
+    def body_len(self) -> int:
+        return self.meta_len + self.payload_len + self.tag_len
+
+
+def parse_header(data: bytes | bytearray | memoryview, max_payload: int) -> FrameHeader:
+    """Validate and parse a frame header of exactly HEADER_SIZE bytes."""
+    if len(data) != HEADER_SIZE:
+        raise ProtocolError(f"frame header is {len(data)} bytes, expected {HEADER_SIZE}")
+    magic, version, kind, req_id, meta_len, payload_len, tag_len = HEADER.unpack(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(magic)!r}: the peer does not speak ecmem")
+    if version != VERSION:
+        raise ProtocolError(f"wire version {version} not supported (this side speaks {VERSION})")
+    if kind not in MESSAGES:
+        raise ProtocolError(f"unknown message kind {kind}")
+    if meta_len > MAX_META:
+        raise ProtocolError(f"metadata of {meta_len} bytes exceeds the {MAX_META}-byte limit")
+    if payload_len > max_payload:
+        raise ProtocolError(f"payload of {payload_len} bytes exceeds the {max_payload}-byte limit")
+    if tag_len > MAX_TAG:
+        raise ProtocolError(f"authentication tag of {tag_len} bytes exceeds {MAX_TAG}")
+    return FrameHeader(kind, req_id, meta_len, payload_len, tag_len)
+
+
+class Message:
+    """Base of every wire message; subclasses are frozen dataclasses."""
+
+    KIND: ClassVar[int]
+    HAS_PAYLOAD: ClassVar[bool] = False
+
+    def meta(self) -> list[Any]:
+        return [getattr(self, f.name) for f in fields(self) if f.name != "payload"]  # type: ignore[arg-type]
+
+    @classmethod
+    def from_parts(cls, meta: Any, payload: bytes | bytearray) -> Message:
+        names = [f.name for f in fields(cls) if f.name != "payload"]  # type: ignore[arg-type]
+        if not isinstance(meta, list) or len(meta) != len(names):
+            raise ProtocolError(f"{cls.__name__}: metadata must be a list of {len(names)} fields")
+        kwargs = dict(zip(names, meta, strict=True))
+        if cls.HAS_PAYLOAD:
+            kwargs["payload"] = payload
+        elif payload:
+            raise ProtocolError(f"{cls.__name__} carries no payload but {len(payload)} bytes came")
+        msg = cls(**kwargs)
+        msg.validate()
+        return msg
+
+    def validate(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            want = _FIELD_TYPES.get(f.type if isinstance(f.type, str) else "", None)
+            if want is not None and not isinstance(value, want):
+                raise ProtocolError(
+                    f"{type(self).__name__}.{f.name} must be {f.type}, got {type(value).__name__}"
+                )
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise ProtocolError(f"{type(self).__name__}.{f.name} is negative")
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "str": str,
+    "bytes": bytes,
+    "bool": bool,
+    "dict[str, Any]": dict,
+    "list[Any]": list,
+    "bytes | bytearray | memoryview": (bytes, bytearray, memoryview),
+}
+
+
+def _check_key(region: str, index: int) -> None:
+    if not region or len(region) > 64:
+        raise ProtocolError("region id must be 1 to 64 characters")
+    if index > 255:
+        raise ProtocolError(f"fragment index {index} out of range")
+
+
+# ---- requests -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Put(Message):
+    """Store one fragment of a stripe, replacing any older version."""
+
+    KIND: ClassVar[int] = 1
+    HAS_PAYLOAD: ClassVar[bool] = True
+    region: str
+    stripe: int
+    index: int
+    version: int
+    crcs: bytes
+    payload: bytes | bytearray | memoryview = b""
+
+    def validate(self) -> None:
+        Message.validate(self)
+        _check_key(self.region, self.index)
+        if len(self.crcs) % 4:
+            raise ProtocolError("Put.crcs must be a whole number of 32-bit sums")
+
+
+@dataclass(frozen=True, slots=True)
+class Get(Message):
+    """Read up to ``length`` bytes of a fragment from ``offset``."""
+
+    KIND: ClassVar[int] = 2
+    region: str
+    stripe: int
+    index: int
+    offset: int
+    length: int
+
+    def validate(self) -> None:
+        Message.validate(self)
+        _check_key(self.region, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(Message):
+    """Drop a region's fragments of stripes ``from_stripe`` and later."""
+
+    KIND: ClassVar[int] = 3
+    region: str
+    from_stripe: int
+
+    def validate(self) -> None:
+        Message.validate(self)
+        _check_key(self.region, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class List(Message):
+    """List fragments held, of one region or (empty string) of all."""
+
+    KIND: ClassVar[int] = 4
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stat(Message):
+    KIND: ClassVar[int] = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Corrupt(Message):
+    """Debug only: damage a stored fragment (mode ``flip`` or ``truncate``)."""
+
+    KIND: ClassVar[int] = 6
+    region: str
+    stripe: int
+    index: int
+    mode: str
+    offset: int
+
+    def validate(self) -> None:
+        Message.validate(self)
+        _check_key(self.region, self.index)
+        if self.mode not in ("flip", "truncate"):
+            raise ProtocolError(f"Corrupt.mode must be flip or truncate, not {self.mode!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    KIND: ClassVar[int] = 7
+
+
+# ---- replies ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ok(Message):
+    KIND: ClassVar[int] = 64
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Message):
+    """Fragment bytes: whole pages from ``first_page``, with their checksums."""
+
+    KIND: ClassVar[int] = 65
+    HAS_PAYLOAD: ClassVar[bool] = True
+    version: int
+    fragment_len: int
+    first_page: int
+    crcs: bytes
+    payload: bytes | bytearray | memoryview = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    KIND: ClassVar[int] = 66
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Message):
+    KIND: ClassVar[int] = 67
+    entries: list[Any]
+
+
+MESSAGES: dict[int, type[Message]] = {
+    cls.KIND: cls for cls in (Put, Get, Delete, List, Stat, Corrupt, Ping, Ok, Data, Error, Listing)
+}
+
+# Error codes a node may answer with.
+E_NOT_FOUND = "NOT_FOUND"
+E_NO_SPACE = "NO_SPACE"
+E_BAD_REQUEST = "BAD_REQUEST"
+E_CORRUPT = "CORRUPT"
+E_DENIED = "DENIED"
+E_INTERNAL = "INTERNAL"
+
+
+def encode(msg: Message, req_id: int) -> list[bytes | bytearray | memoryview]:
+    """Frame a message; returns buffers to write in order (payload never copied)."""
+    meta = msgpack.packb(msg.meta(), use_bin_type=True)
+    payload: bytes | bytearray | memoryview = getattr(msg, "payload", b"") if msg.HAS_PAYLOAD else b""
+    plen = memoryview(payload).nbytes
+    head = HEADER.pack(MAGIC, VERSION, msg.KIND, req_id & 0xFFFFFFFF, len(meta), plen, 0)
+    if plen:
+        return [head + meta, payload]
+    return [head + meta]
+
+
+def encode_bytes(msg: Message, req_id: int) -> bytes:
+    return b"".join(bytes(b) for b in encode(msg, req_id))
+
+
+def decode_body(
+    header: FrameHeader, meta: bytes | bytearray | memoryview, payload: bytes | bytearray
+) -> Message:
+    """Build the message of a frame whose header was already parsed."""
+    try:
+        obj = msgpack.unpackb(meta, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise ProtocolError(f"metadata is not valid msgpack: {exc}") from exc
+    cls = MESSAGES[header.kind]
+    try:
+        return cls.from_parts(obj, payload)
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{cls.__name__}: {exc}") from exc
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes, take whole messages out.
+
+    Keeps at most one partial frame buffered; a frame over the limits raises
+    ProtocolError before its body is buffered.
+    """
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray()
+        self._header: FrameHeader | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, Message]]:
+        self._buf += data
+        out: list[tuple[int, Message]] = []
+        while True:
+            if self._header is None:
+                if len(self._buf) < HEADER_SIZE:
+                    return out
+                self._header = parse_header(bytes(self._buf[:HEADER_SIZE]), self.max_payload)
+                del self._buf[:HEADER_SIZE]
+            h = self._header
+            if len(self._buf) < h.body_len:
+                return out
+            meta = bytes(self._buf[: h.meta_len])
+            payload = bytes(self._buf[h.meta_len : h.meta_len + h.payload_len])
+            del self._buf[: h.body_len]
+            self._header = None
+            out.append((h.req_id, decode_body(h, meta, payload)))
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

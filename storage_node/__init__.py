@@ -1,0 +1,1 @@
+"""The ecmem storage node: fragments in RAM, served over TCP."""

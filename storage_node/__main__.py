@@ -1,0 +1,110 @@
+"""python -m storage_node --zk HOSTS --listen 127.0.0.1:0 --id ID --capacity 4GiB"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+
+from coordinator.metadata import connect_zk
+from coordinator.model import NodeInfo
+from ecmem.errors import EcmemError
+from ecmem.logs import setup_logging
+from ecmem.units import parse_size
+
+from .persist import DataDir
+from .registration import NodeIdInUse, Registration
+from .server import NodeServer
+from .store import FragmentStore
+
+log = logging.getLogger("storage_node")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m storage_node", description=__doc__)
+    p.add_argument("--zk", default=os.environ.get("ECMEM_ZK"), help="ZooKeeper hosts")
+    p.add_argument("--cluster", default=os.environ.get("ECMEM_CLUSTER", "default"))
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (0: any port)")
+    p.add_argument("--id", required=True, help="node id, stable across restarts")
+    p.add_argument("--capacity", default="4GiB", help="RAM to offer, e.g. 4GiB")
+    p.add_argument("--failure-domain", default=None, help="host, rack... (default: hostname)")
+    p.add_argument("--data-dir", default=None, help="mirror fragments here to survive restarts")
+    p.add_argument("--allow-debug", action="store_true", help="accept debug (corrupt) requests")
+    p.add_argument("--session-timeout", type=float, default=6.0, help="ZooKeeper session, s")
+    p.add_argument("--log-level", default=os.environ.get("ECMEM_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    if not args.zk:
+        p.error("--zk is required (or set ECMEM_ZK), e.g. --zk 127.0.0.1:2181")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    host, _, port_s = args.listen.rpartition(":")
+    capacity = parse_size(args.capacity)
+    store = FragmentStore(capacity)
+    server = NodeServer(store, args.id, allow_debug=args.allow_debug)
+    if args.data_dir:
+        data_dir = DataDir(args.data_dir)
+        server.incarnation = data_dir.incarnation()
+        n = data_dir.load(store)
+        store.listeners.append(data_dir.on_change)
+        log.info("loaded %d fragments (%d bytes) from %s", n, store.used, args.data_dir)
+    else:
+        server.incarnation = uuid.uuid4().hex[:16]
+    tcp = await server.listen(host or "127.0.0.1", int(port_s or 0))
+    bound = tcp.sockets[0].getsockname()
+    address = f"{bound[0]}:{bound[1]}"
+    info = NodeInfo(
+        id=args.id,
+        address=address,
+        capacity=capacity,
+        used=store.used,
+        failure_domain=args.failure_domain or socket.gethostname(),
+        incarnation=server.incarnation,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        started=time.time(),
+    )
+    zk = await asyncio.to_thread(connect_zk, args.zk, 10.0, args.session_timeout)
+    reg = Registration(zk, args.cluster, info)
+    try:
+        await asyncio.to_thread(reg.register)
+    except NodeIdInUse as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("node %s serving on %s (pid %d)", args.id, address, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    refresher = asyncio.create_task(reg.run(lambda: store.used))
+    await stop.wait()
+    log.info("node %s stopping", args.id)
+    refresher.cancel()
+    tcp.close()
+    await asyncio.to_thread(reg.deregister)
+    zk.stop()
+    zk.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level, f"node {args.id}")
+    try:
+        import uvloop
+
+        return uvloop.run(serve(args))
+    except EcmemError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""A node's presence in ZooKeeper: an ephemeral znode while it lives, a
+persistent registry entry so the cluster remembers it when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import NodeExistsError, NoNodeError
+
+from coordinator.model import NodeInfo
+from coordinator.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+class NodeIdInUse(Exception):
+    pass
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+class Registration:
+    def __init__(self, zk: KazooClient, cluster: str, info: NodeInfo) -> None:
+        self.zk = zk
+        self.paths = Paths(cluster)
+        self.info = info
+        self._published: bytes = b""
+        zk.add_listener(self._on_state)
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            log.error("ZooKeeper session lost: node %s will re-register when it reconnects",
+                      self.info.id)
+        elif state == KazooState.SUSPENDED:
+            log.warning("ZooKeeper connection suspended; still serving clients")
+
+    def register(self) -> None:
+        """Create our ephemeral znode; a stale one from our previous life is replaced."""
+        zk, path = self.zk, self.paths.node(self.info.id)
+        zk.ensure_path(self.paths.nodes)
+        zk.ensure_path(self.paths.registry)
+        data = self.info.to_json()
+        try:
+            zk.create(path, data, ephemeral=True)
+        except NodeExistsError:
+            try:
+                raw, stat = zk.get(path)
+            except NoNodeError:
+                return self.register()
+            if stat.ephemeralOwner == zk.client_id[0]:
+                zk.set(path, data)
+            else:
+                old = NodeInfo.from_json(raw)
+                if old.address != self.info.address and _reachable(old.address):
+                    raise NodeIdInUse(
+                        f"node id {self.info.id} is in use by a live node at {old.address}; "
+                        "give this node another --id"
+                    ) from None
+                log.info("replacing stale registration of %s left by %s", self.info.id, old.address)
+                try:
+                    zk.delete(path)
+                except NoNodeError:
+                    pass
+                zk.create(path, data, ephemeral=True)
+        self._published = data
+        record = NodeInfo(**{**self.info.__dict__, "used": 0, "state": "down"}).to_json()
+        try:
+            zk.create(self.paths.registered(self.info.id), record)
+        except NodeExistsError:
+            zk.set(self.paths.registered(self.info.id), record)
+        log.info("registered node %s at %s (domain %s, capacity %d bytes)",
+                 self.info.id, self.info.address, self.info.failure_domain, self.info.capacity)
+
+    def refresh(self, used: int) -> None:
+        """Publish usage, and come back if our session expired meanwhile."""
+        self.info.used = used
+        data = self.info.to_json()
+        path = self.paths.node(self.info.id)
+        if not self.zk.connected:
+            return
+        if self.zk.exists(path) is None:
+            self.register()
+        elif data != self._published:
+            self.zk.set(path, data)
+            self._published = data
+
+    async def run(self, used: Callable[[], int], interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.refresh, used())
+            except Exception as exc:  # keep serving data whatever ZooKeeper does
+                log.warning("could not refresh registration of %s: %s", self.info.id, exc)
+
+    def deregister(self) -> None:
+        try:
+            self.zk.delete(self.paths.node(self.info.id))
+        except Exception:  # best effort on the way out
+            pass

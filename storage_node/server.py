@@ -1,0 +1,121 @@
+"""Adapts a FragmentStore to the network: one FrameProtocol per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ecmem import wire
+from ecmem.errors import ProtocolError
+from ecmem.framing import FrameProtocol
+
+from .store import FragmentStore, StoreError
+
+log = logging.getLogger(__name__)
+
+# A fragment is at most a 16 MiB chunk plus codec header; anything larger is hostile.
+MAX_PAYLOAD = 32 * 1024 * 1024
+
+
+class NodeServer:
+    """Serves one store; counts connections and requests for ``stat``."""
+
+    def __init__(self, store: FragmentStore, node_id: str, *, allow_debug: bool = False) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.allow_debug = allow_debug
+        self.started = time.time()
+        self.connections = 0
+        self.requests = 0
+        self.protocol_errors = 0
+        self.incarnation = ""
+
+    def protocol(self) -> NodeProtocol:
+        return NodeProtocol(self)
+
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(self.protocol, host, port, reuse_address=True)
+
+    def handle(self, msg: wire.Message) -> wire.Message:
+        self.requests += 1
+        store = self.store
+        try:
+            if isinstance(msg, wire.Get):
+                r = store.get(msg.region, msg.stripe, msg.index, msg.offset, msg.length)
+                return wire.Data(r.version, r.fragment_len, r.first_page, r.crcs, r.data)
+            if isinstance(msg, wire.Put):
+                data = msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)
+                store.put(msg.region, msg.stripe, msg.index, msg.version, msg.crcs, data)
+                return wire.Ok({})
+            if isinstance(msg, wire.Delete):
+                return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe)})
+            if isinstance(msg, wire.List):
+                return wire.Listing([list(e) for e in store.entries(msg.region)])
+            if isinstance(msg, wire.Stat):
+                info: dict[str, object] = dict(store.stats())
+                info.update(
+                    id=self.node_id,
+                    incarnation=self.incarnation,
+                    uptime=time.time() - self.started,
+                    connections=self.connections,
+                    requests=self.requests,
+                    protocol_errors=self.protocol_errors,
+                )
+                return wire.Ok(info)
+            if isinstance(msg, wire.Ping):
+                return wire.Ok({"incarnation": self.incarnation})
+            if isinstance(msg, wire.Corrupt):
+                if not self.allow_debug:
+                    return wire.Error(
+                        wire.E_DENIED,
+                        "debug requests are refused: start the node with --allow-debug to use them",
+                    )
+                store.corrupt(msg.region, msg.stripe, msg.index, msg.mode, msg.offset)
+                return wire.Ok({})
+            return wire.Error(wire.E_BAD_REQUEST, f"{type(msg).__name__} is not a request")
+        except StoreError as exc:
+            return wire.Error(exc.code, str(exc))
+
+
+class NodeProtocol(FrameProtocol):
+    def __init__(self, server: NodeServer) -> None:
+        super().__init__(MAX_PAYLOAD)
+        self.server = server
+        self.peer: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peer = transport.get_extra_info("peername")
+        self.server.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.server.connections -= 1
+
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        self.server.protocol_errors += 1
+        log.warning("closing connection from %s: bad frame: %s", self.peer, exc)
+        self.abort()
+
+    # Stop reading from a client that does not read its replies, so that
+    # replies cannot pile up in memory without bound.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def on_frame(self, req_id: int, msg: wire.Message) -> None:
+        try:
+            reply = self.server.handle(msg)
+        except Exception:  # one bad request must not take the node down
+            log.exception("internal error serving %s from %s", type(msg).__name__, self.peer)
+            reply = wire.Error(wire.E_INTERNAL, "internal error on the node; see its log")
+        if not self.closed:
+            self.send(reply, req_id)

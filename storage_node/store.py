@@ -1,0 +1,152 @@
+"""Fragments in RAM: the storage logic of a node, with no sockets in it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ecmem import checksum, wire
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int]  # (stripe, fragment index) within a region
+
+
+class StoreError(Exception):
+    """A request the store refuses; ``code`` is one of the wire error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class Fragment:
+    data: bytes | bytearray
+    version: int
+    crcs: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    version: int
+    fragment_len: int
+    first_page: int
+    crcs: bytes
+    data: memoryview
+
+
+Listener = Callable[[str, str, int, int, Fragment | None], None]
+
+
+class FragmentStore:
+    """Fragments keyed by (region id, stripe, index), bounded by ``capacity`` bytes."""
+
+    def __init__(self, capacity: int, page: int = checksum.PAGE) -> None:
+        self.capacity = capacity
+        self.page = page
+        self.used = 0
+        self._regions: dict[str, dict[Key, Fragment]] = {}
+        self.listeners: list[Listener] = []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._regions.values())
+
+    def _notify(self, op: str, region: str, stripe: int, index: int, frag: Fragment | None) -> None:
+        for listener in self.listeners:
+            listener(op, region, stripe, index, frag)
+
+    def put(
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        version: int,
+        crcs: bytes,
+        data: bytes | bytearray,
+        *,
+        verify: bool = True,
+    ) -> None:
+        if verify:
+            bad = checksum.bad_pages(data, crcs, page=self.page)
+            if bad:
+                raise StoreError(
+                    wire.E_CORRUPT,
+                    f"fragment {region}/{stripe}/{index} arrived damaged "
+                    f"(checksum mismatch on pages {bad[:8]}); the client will resend",
+                )
+        frags = self._regions.setdefault(region, {})
+        old = frags.get((stripe, index))
+        if old is not None and old.version > version:
+            raise StoreError(
+                wire.E_BAD_REQUEST,
+                f"fragment {region}/{stripe}/{index} holds version {old.version}, "
+                f"newer than the {version} written",
+            )
+        growth = len(data) - (len(old.data) if old is not None else 0)
+        if growth > 0 and self.used + growth > self.capacity:
+            raise StoreError(
+                wire.E_NO_SPACE,
+                f"node is full: {self.used} of {self.capacity} bytes used, "
+                f"{len(data)} more asked; add nodes or free regions",
+            )
+        frag = Fragment(data, version, crcs)
+        frags[(stripe, index)] = frag
+        self.used += growth
+        self._notify("put", region, stripe, index, frag)
+
+    def get(self, region: str, stripe: int, index: int, offset: int, length: int) -> ReadResult:
+        frag = self._regions.get(region, {}).get((stripe, index))
+        if frag is None:
+            raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
+        size = len(frag.data)
+        page = self.page
+        end = min(size, offset + length)
+        first = min(offset, size) // page
+        last = (end + page - 1) // page if end > offset else first
+        crcs = frag.crcs[first * 4 : last * 4]
+        view = memoryview(frag.data)[first * page : min(last * page, size)]
+        return ReadResult(frag.version, size, first, crcs, view)
+
+    def delete(self, region: str, from_stripe: int = 0) -> int:
+        frags = self._regions.get(region)
+        if not frags:
+            return 0
+        doomed = [key for key in frags if key[0] >= from_stripe]
+        for key in doomed:
+            self.used -= len(frags.pop(key).data)
+            self._notify("delete", region, key[0], key[1], None)
+        if not frags:
+            del self._regions[region]
+        return len(doomed)
+
+    def entries(self, region: str = "") -> Iterator[tuple[str, int, int, int, int]]:
+        regions = [region] if region else sorted(self._regions)
+        for rid in regions:
+            for (stripe, index), frag in sorted(self._regions.get(rid, {}).items()):
+                yield rid, stripe, index, frag.version, len(frag.data)
+
+    def corrupt(self, region: str, stripe: int, index: int, mode: str, offset: int) -> None:
+        frag = self._regions.get(region, {}).get((stripe, index))
+        if frag is None:
+            raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
+        if mode == "flip":
+            if offset >= len(frag.data):
+                raise StoreError(wire.E_BAD_REQUEST, f"offset {offset} past the fragment's end")
+            data = bytearray(frag.data)
+            data[offset] ^= 0xFF
+            frag.data = data
+        else:
+            self.used -= len(frag.data) - min(offset, len(frag.data))
+            frag.data = bytes(frag.data[:offset])
+        log.warning("debug: corrupted fragment %s/%s/%s (%s at %d)", region, stripe, index, mode, offset)
+        self._notify("put", region, stripe, index, frag)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "capacity": self.capacity,
+            "used": self.used,
+            "fragments": len(self),
+            "regions": len(self._regions),
+        }
