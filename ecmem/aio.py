@@ -28,6 +28,7 @@ from coordinator.placement import Candidate, place_slabs
 from .conn import ConnectionPool
 from .errors import ClosedError, ConfigError, CoordinationError, EcmemError, RegionNotFound
 from .layout import Layout, check_chunk, default_geometry
+from .memtune import tune_malloc
 from .names import validate_name
 from .policy import parse_policy
 from .regionfile import AsyncRegionFile, parse_mode
@@ -436,6 +437,7 @@ async def connect(zk: str | None = None, *, cluster: str | None = None,
                   state_dir: str | os.PathLike[str] | None = None,
                   timeout: float = 10.0) -> AsyncClient:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
+    tune_malloc()
     target = resolve(zk, cluster, state_dir)
     zkc = await asyncio.to_thread(connect_zk, target.zk, timeout)
     client = AsyncClient(zkc, target.cluster)

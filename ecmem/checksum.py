@@ -41,3 +41,70 @@ def bad_pages(
         for n, i in enumerate(range(0, len(view), page))
         if crc32c(view[i : i + page]) != sums[n]
     ]
+
+
+def bad_pages_in(
+    segments: tuple[memoryview, ...] | list[memoryview], crcs: bytes, first_page: int = 0,
+    page: int = PAGE,
+) -> list[int]:
+    """Like bad_pages, for bytes that arrived scattered over several buffers."""
+    if len(segments) == 1:
+        return bad_pages(segments[0], crcs, first_page, page)
+    if len(segments) == 3 and len(segments[0]) < page and len(segments[2]) < page:
+        return _bad_pages_window(segments[0], segments[1], segments[2], crcs, first_page, page)
+    sums = unpack(crcs)
+    total = sum(len(s) for s in segments)
+    if (total + page - 1) // page != len(sums):
+        return list(range(first_page, first_page + max((total + page - 1) // page, len(sums))))
+    bad: list[int] = []
+    n = fill = crc = 0
+    for seg in segments:
+        pos, size = 0, len(seg)
+        while pos < size:
+            take = min(page - fill, size - pos)
+            crc = crc32c(seg[pos : pos + take], crc)
+            fill += take
+            pos += take
+            if fill == page:
+                if crc != sums[n]:
+                    bad.append(first_page + n)
+                n += 1
+                fill = crc = 0
+    if fill and crc != sums[n]:
+        bad.append(first_page + n)
+    return bad
+
+
+def _bad_pages_window(
+    head: memoryview, body: memoryview, tail: memoryview, crcs: bytes, first_page: int, page: int
+) -> list[int]:
+    """The common case: a range read into place, with the partial pages around it."""
+    sums = unpack(crcs)
+    total = len(head) + len(body) + len(tail)
+    npages = (total + page - 1) // page
+    if npages != len(sums):
+        return list(range(first_page, first_page + max(npages, len(sums))))
+    bad: list[int] = []
+    # Page 0 starts in head (possibly empty) and runs into body.
+    lead = min(page - len(head), len(body)) if head else 0
+    pos = lead
+    n = 0
+    if head:
+        crc = crc32c(body[:lead], crc32c(head))
+        if lead == len(body) and len(head) + lead < page:
+            crc = crc32c(tail, crc)
+            return [first_page] if crc != sums[0] else []
+        if crc != sums[0]:
+            bad.append(first_page)
+        n = 1
+    whole = (len(body) - pos) // page
+    for j in range(whole):
+        if crc32c(body[pos : pos + page]) != sums[n]:
+            bad.append(first_page + n)
+        pos += page
+        n += 1
+    if n < npages:
+        crc = crc32c(tail, crc32c(body[pos:]))
+        if crc != sums[n]:
+            bad.append(first_page + n)
+    return bad

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from . import aio
 from .errors import ClosedError
+from .memtune import tune_malloc
 from .regionfile import RegionFile
 from .stat import RegionStat
 
@@ -100,6 +101,7 @@ class Client:
 def connect(zk: str | None = None, *, cluster: str | None = None,
             state_dir: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Client:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
+    tune_malloc()
     loop = _new_loop()
     try:
         inner = loop.run_until_complete(

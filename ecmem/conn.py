@@ -11,8 +11,9 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from . import wire
+from . import checksum, wire
 from .errors import NodeUnavailable, ProtocolError
 from .framing import FrameProtocol
 
@@ -30,6 +31,23 @@ class NodeConnection(FrameProtocol):
         self.incarnation = ""
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[wire.Message]] = {}
+        # Reads that land straight in the caller's buffer: req id -> (fragment offset, dest).
+        self._dests: dict[int, tuple[int, memoryview]] = {}
+
+    def payload_targets(self, header: wire.FrameHeader, meta: Any) -> list[memoryview] | None:
+        dest = self._dests.pop(header.req_id, None)
+        if dest is None or header.kind != wire.Data.KIND:
+            return None
+        offset, view = dest
+        try:
+            first_page = int(meta[2])
+        except (TypeError, ValueError, IndexError):
+            return None
+        head = offset - first_page * checksum.PAGE
+        tail = header.payload_len - head - len(view)
+        if head < 0 or tail < 0:
+            return None  # a short fragment: let the reader see it whole
+        return [memoryview(bytearray(head)), view, memoryview(bytearray(tail))]
 
     def on_frame(self, req_id: int, msg: wire.Message) -> None:
         fut = self._pending.pop(req_id, None)
@@ -55,28 +73,42 @@ class NodeConnection(FrameProtocol):
                                     node=self.node_id)
                 )
 
-    async def request(self, msg: wire.Message, timeout: float = REQUEST_TIMEOUT) -> wire.Message:
+    async def request(
+        self, msg: wire.Message, timeout: float = REQUEST_TIMEOUT, into: memoryview | None = None
+    ) -> wire.Message:
+        """Send a request and wait for its reply. With ``into``, the bytes a Get asked
+        for are received straight into that buffer (the reply's payload is then the
+        tuple (head, into, tail) of the whole pages sent)."""
         if self.closed:
             raise NodeUnavailable(f"node {self.node_id} at {self.address}: connection closed",
                                   node=self.node_id)
         req_id = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
+        if into is not None and isinstance(msg, wire.Get):
+            self._dests[req_id] = (msg.offset, into)
+        # A timer per request is much cheaper than asyncio.wait_for on this hot path.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, fut, self, timeout)
         try:
             self.send(msg, req_id)
             if self._paused:
                 await self.drain()
-            return await asyncio.wait_for(fut, timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise NodeUnavailable(
-                f"node {self.node_id} at {self.address} did not answer within {timeout:.1f}s",
-                node=self.node_id,
-            ) from None
+            return await fut
         except ConnectionError as exc:
             raise NodeUnavailable(f"node {self.node_id} at {self.address}: {exc}",
                                   node=self.node_id) from exc
         finally:
+            timer.cancel()
             self._pending.pop(req_id, None)
+            self._dests.pop(req_id, None)
+
+
+def _expire(fut: asyncio.Future[wire.Message], conn: NodeConnection, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(NodeUnavailable(
+            f"node {conn.node_id} at {conn.address} did not answer within {timeout:.1f}s",
+            node=conn.node_id,
+        ))
 
 
 AddressBook = Callable[[str], str | None]
@@ -138,10 +170,11 @@ class ConnectionPool:
         return conn
 
     async def request(
-        self, node_id: str, msg: wire.Message, timeout: float = REQUEST_TIMEOUT
+        self, node_id: str, msg: wire.Message, timeout: float = REQUEST_TIMEOUT,
+        into: memoryview | None = None,
     ) -> tuple[NodeConnection, wire.Message]:
         conn = await self.get(node_id)
-        return conn, await conn.request(msg, timeout)
+        return conn, await conn.request(msg, timeout, into)
 
     def close(self) -> None:
         for conn in self._conns.values():

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from . import wire
 from .errors import ProtocolError
@@ -18,6 +19,19 @@ from .errors import ProtocolError
 log = logging.getLogger(__name__)
 
 SCRATCH = 256 * 1024
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """Large buffers: fragments are hundreds of KiB, and every wake-up costs."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    except OSError as exc:  # e.g. a socket type without these options
+        log.debug("could not tune socket: %s", exc)
+
 
 FrameHandler = Callable[[int, wire.Message], None]
 
@@ -32,9 +46,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._start = 0
         self._end = 0
         self._header: wire.FrameHeader | None = None
-        self._meta: bytes = b""
-        self._direct: bytearray | None = None
+        self._meta: Any = None
+        self._targets: list[memoryview] = []
+        self._target = 0
         self._filled = 0
+        self._scattered = False
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
@@ -43,6 +59,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def on_frame(self, req_id: int, msg: wire.Message) -> None:
         raise NotImplementedError
+
+    def payload_targets(self, header: wire.FrameHeader, meta: Any) -> list[memoryview] | None:
+        """Buffers to receive a payload into, in order, adding up to its length; None
+        lets the protocol allocate one buffer."""
+        return None
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
         peer = self.transport.get_extra_info("peername") if self.transport else None
@@ -54,10 +75,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, hence the cast.
         self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            tune_socket(sock)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._direct = None
+        self._targets = []
         for fut in self._drain_waiters:
             if not fut.done():
                 fut.set_exception(ConnectionError("connection closed"))
@@ -93,8 +117,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._direct is not None:
-            return memoryview(self._direct)[self._filled :]
+        if self._targets:
+            return self._targets[self._target][self._filled :]
         if self._start == self._end:
             self._start = self._end = 0
         elif len(self._scratch) - self._end < wire.MAX_META:
@@ -105,10 +129,15 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            if self._direct is not None:
+            if self._targets:
                 self._filled += nbytes
-                if self._filled == len(self._direct):
-                    self._finish_direct()
+                if self._filled == len(self._targets[self._target]):
+                    self._target += 1
+                    self._filled = 0
+                    while self._target < len(self._targets) and not self._targets[self._target]:
+                        self._target += 1
+                    if self._target == len(self._targets):
+                        self._finish_targets()
                 return
             self._end += nbytes
             self._parse_scratch()
@@ -121,7 +150,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     # -- parsing ----------------------------------------------------------------
 
     def _parse_scratch(self) -> None:
-        buf = self._scratch
+        buf = memoryview(self._scratch)
         while not self.closed:
             avail = self._end - self._start
             if self._header is None:
@@ -132,30 +161,55 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self._start = hdr_end
                 avail -= wire.HEADER_SIZE
             h = self._header
-            if avail >= h.body_len:
-                s = self._start
-                meta = bytes(buf[s : s + h.meta_len])
-                payload = bytes(buf[s + h.meta_len : s + h.meta_len + h.payload_len])
-                self._start = s + h.body_len
-                self._header = None
-                self.on_frame(h.req_id, wire.decode_body(h, meta, payload))
-                continue
             if avail < h.meta_len:
                 return
-            # Metadata is here, the payload is not: receive the rest in place.
             s = self._start
-            self._meta = bytes(buf[s : s + h.meta_len])
-            have = avail - h.meta_len
-            self._direct = bytearray(h.payload_len + h.tag_len)
-            self._direct[:have] = buf[s + h.meta_len : self._end]
-            self._filled = have
-            self._start = self._end = 0
+            meta = wire.decode_meta(buf[s : s + h.meta_len])
+            plen = h.payload_len + h.tag_len
+            targets = self.payload_targets(h, meta) if h.payload_len else None
+            if targets is None:
+                targets = [memoryview(bytearray(plen))] if plen else []
+                scattered = False
+            else:
+                if h.tag_len:
+                    targets.append(memoryview(bytearray(h.tag_len)))
+                scattered = True
+            # Hand over what is already here, then receive the rest in place.
+            have = min(avail - h.meta_len, plen)
+            pos = s + h.meta_len
+            t = filled = 0
+            while have:
+                take = min(have, len(targets[t]) - filled)
+                targets[t][filled : filled + take] = buf[pos : pos + take]
+                pos += take
+                have -= take
+                filled += take
+                if filled == len(targets[t]):
+                    t += 1
+                    filled = 0
+            self._start = pos
+            while t < len(targets) and not targets[t]:
+                t += 1
+            self._meta, self._scattered = meta, scattered
+            if t == len(targets):
+                self._targets = targets
+                self._finish_targets()
+                continue
+            self._targets, self._target, self._filled = targets, t, filled
+            if self._start == self._end:
+                self._start = self._end = 0
             return
 
-    def _finish_direct(self) -> None:
-        h, body = self._header, self._direct
-        assert h is not None and body is not None
-        self._header, self._direct, self._filled = None, None, 0
-        if h.tag_len:
-            del body[h.payload_len :]
-        self.on_frame(h.req_id, wire.decode_body(h, self._meta, body))
+    def _finish_targets(self) -> None:
+        h, targets = self._header, self._targets
+        assert h is not None
+        self._header, self._targets, self._target, self._filled = None, [], 0, 0
+        payload: Any
+        if self._scattered:
+            payload = tuple(targets[:-1] if h.tag_len else targets)
+        elif h.payload_len:
+            # Tags are rare (authentication is not on yet), so a copy is fine there.
+            payload = bytes(targets[0][: h.payload_len]) if h.tag_len else targets[0].obj
+        else:
+            payload = b""
+        self.on_frame(h.req_id, wire.build(h, self._meta, payload))

@@ -112,6 +112,7 @@ class ClusterState:
     coordinator_pid: int = 0
     session_timeout: float = 4.0
     allow_debug: bool = False
+    external_zk: bool = False  # ZooKeeper run by someone else: never started or stopped here
     nodes: dict[str, NodeProc] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -163,6 +164,8 @@ class LocalCluster:
     # -- start ------------------------------------------------------------------
 
     def _start_zk(self, state: ClusterState) -> None:
+        if state.external_zk:
+            return
         if state.zk_pid and _alive(state.zk_pid, self.zk_marker) and zk_ok(state.zk_port):
             return
         if not Path(ZK_JAR).exists():
@@ -191,6 +194,13 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise ClusterError(f"ZooKeeper did not answer within 30s; see {self.logs}")
             time.sleep(0.2)
+
+    def start_zookeeper(self) -> ClusterState:
+        """Only the ZooKeeper server (tests share one between many clusters)."""
+        state = self.load()
+        self._start_zk(state)
+        self.save(state)
+        return state
 
     def _start_coordinator(self, state: ClusterState) -> None:
         marker = f"coordinator --zk {state.zk}"
@@ -226,6 +236,7 @@ class LocalCluster:
         capacity: str | int = "4GiB",
         *,
         cluster: str = "default",
+        zk: str | None = None,
         persist: bool = False,
         allow_debug: bool = False,
         session_timeout: float = 4.0,
@@ -240,6 +251,8 @@ class LocalCluster:
             state.cluster = cluster
             state.session_timeout = session_timeout
             state.allow_debug = allow_debug
+            if zk:
+                state.zk, state.external_zk = zk, True
         self._start_zk(state)
         self.save(state)
         self._start_coordinator(state)
@@ -316,7 +329,7 @@ class LocalCluster:
                 stopped.append(node.id)
         if _stop(state.coordinator_pid, f"coordinator --zk {state.zk}"):
             stopped.append("coordinator")
-        if _stop(state.zk_pid, self.zk_marker):
+        if not state.external_zk and _stop(state.zk_pid, self.zk_marker):
             stopped.append("zookeeper")
         if not keep_data:
             # Node memory is gone, so the metadata describing it must go too.

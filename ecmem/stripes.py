@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from crc32c import crc32c
+
 from . import checksum, wire
 from .conn import ConnectionPool
 from .errors import (
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 Placement = list[tuple[str, str]]
 READ_WINDOW = 16  # stripes in flight per read call
-WRITE_WINDOW = 6  # stripes in flight per write call
+WRITE_WINDOW = 12  # stripes in flight per write call
 DEGRADED_TIMEOUT = 5.0
 
 T = TypeVar("T")
@@ -59,6 +61,8 @@ class RegionView:
         return self.slabs[slab]
 
     def min_version(self, stripe: int) -> int:
+        if not self.floors:
+            return 0
         return max((v for s, v in self.floors if s <= stripe), default=0)
 
 
@@ -106,12 +110,17 @@ class StripeIO:
 
     async def fetch(
         self, view: RegionView, stripe: int, index: int, offset: int, length: int,
-        timeout: float = 10.0,
+        timeout: float = 10.0, into: memoryview | None = None,
     ) -> Outcome:
+        """Bytes [offset, offset+length) of one fragment, checked against their sums.
+
+        With ``into`` (``length`` bytes) they are received straight into it; after a
+        failure its contents are undefined.
+        """
         node_id, incarnation = view.placement(stripe)[index]
         try:
             conn, reply = await self.pool.request(
-                node_id, wire.Get(view.id, stripe, index, offset, length), timeout
+                node_id, wire.Get(view.id, stripe, index, offset, length), timeout, into
             )
         except NodeUnavailable as exc:
             return Failed(str(exc))
@@ -128,17 +137,24 @@ class StripeIO:
             return Failed(
                 f"node {node_id}: fragment is {reply.fragment_len} bytes, expected {expected}"
             )
-        bad = checksum.bad_pages(reply.payload, reply.crcs, reply.first_page)
+        payload = reply.payload
+        segments = payload if isinstance(payload, tuple) else (memoryview(payload),)
+        bad = checksum.bad_pages_in(segments, reply.crcs, reply.first_page)
         if bad:
             log.warning("region %s stripe %d fragment %d on node %s: checksum mismatch "
                         "on pages %s; reading around it", view.name, stripe, index, node_id, bad[:4])
             return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
         if reply.version < view.min_version(stripe):
             return Missing()
+        if isinstance(payload, tuple):
+            return Got(reply.version, payload[1])
         rel = offset - reply.first_page * checksum.PAGE
-        data = memoryview(reply.payload)[rel : rel + length]
+        data = memoryview(payload)[rel : rel + length]
         if len(data) != length:
             return Failed(f"node {node_id}: short read ({len(data)} of {length} bytes)")
+        if into is not None:
+            into[:] = data
+            data = into
         return Got(reply.version, data)
 
     async def read_piece(
@@ -147,18 +163,17 @@ class StripeIO:
         """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe."""
         ranges = list(view.layout.data_ranges(stripe, start, length))
         if len(ranges) == 1:
-            i, off, n, _ = ranges[0]
-            outcomes = [await self.fetch(view, stripe, i, off, n)]
+            i, off, n, pos = ranges[0]
+            outcomes = [await self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])]
         else:
             outcomes = await asyncio.gather(
-                *(self.fetch(view, stripe, i, off, n) for i, off, n, _ in ranges)
+                *(self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])
+                  for i, off, n, pos in ranges)
             )
         versions = {o.version if isinstance(o, Got) else 0 for o in outcomes}
         if len(versions) == 1 and not any(isinstance(o, Failed) for o in outcomes):
             for (_, _, n, pos), o in zip(ranges, outcomes, strict=True):
-                if isinstance(o, Got):
-                    out[pos : pos + n] = o.data
-                else:
+                if isinstance(o, Missing):
                     out[pos : pos + n] = bytes(n)
             return
         data = await self.read_degraded(view, stripe)
@@ -209,22 +224,24 @@ class StripeIO:
 
     async def read(self, view: RegionView, offset: int, length: int) -> bytearray:
         out = bytearray(length)
-        mv = memoryview(out)
-        pieces = list(view.layout.pieces(offset, length))
+        await self.read_into(view, offset, memoryview(out))
+        return out
+
+    async def read_into(self, view: RegionView, offset: int, out: memoryview) -> None:
+        pieces = list(view.layout.pieces(offset, len(out)))
         if len(pieces) == 1:
             p = pieces[0]
-            await self.read_piece(view, p.stripe, p.start, p.length, mv)
-            return out
+            await self.read_piece(view, p.stripe, p.start, p.length, out)
+            return
         await windowed(
             (
                 lambda p=p: self.read_piece(  # type: ignore[misc]
-                    view, p.stripe, p.start, p.length, mv[p.pos : p.pos + p.length]
+                    view, p.stripe, p.start, p.length, out[p.pos : p.pos + p.length]
                 )
                 for p in pieces
             ),
             READ_WINDOW,
         )
-        return out
 
     # -- writing ----------------------------------------------------------------
 
@@ -234,15 +251,13 @@ class StripeIO:
         layout = view.layout
         frags = layout.policy.encode(data)
         placement = view.placement(stripe)
-        crcs = checksum.page_crcs(frags[0])
         rep = len(frags) > 1 and frags[0] is frags[1]  # replication shares one buffer
+        crcs = [crc32c(frags[0])] * len(frags) if rep else [crc32c(f) for f in frags]
 
         async def put(i: int) -> None:
             node_id, incarnation = placement[i]
-            frag = frags[i]
-            sums = crcs if (i == 0 or rep) else checksum.page_crcs(frag)
             conn, reply = await self.pool.request(
-                node_id, wire.Put(view.id, stripe, i, version, sums, frag)
+                node_id, wire.Put(view.id, stripe, i, version, crcs[i], frags[i])
             )
             if conn.incarnation != incarnation:
                 raise NodeUnavailable(

@@ -68,45 +68,48 @@ class Message:
 
     KIND: ClassVar[int]
     HAS_PAYLOAD: ClassVar[bool] = False
+    # Filled in once per class by _register: field names (payload excluded) and types.
+    NAMES: ClassVar[tuple[str, ...]] = ()
+    TYPES: ClassVar[tuple[Any, ...]] = ()
 
     def meta(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self) if f.name != "payload"]  # type: ignore[arg-type]
+        return [getattr(self, name) for name in self.NAMES]
 
     @classmethod
-    def from_parts(cls, meta: Any, payload: bytes | bytearray) -> Message:
-        names = [f.name for f in fields(cls) if f.name != "payload"]  # type: ignore[arg-type]
+    def from_parts(cls, meta: Any, payload: Any) -> Message:
+        names = cls.NAMES
         if not isinstance(meta, list) or len(meta) != len(names):
             raise ProtocolError(f"{cls.__name__}: metadata must be a list of {len(names)} fields")
-        kwargs = dict(zip(names, meta, strict=True))
+        for name, value, want in zip(names, meta, cls.TYPES, strict=True):
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ProtocolError(
+                    f"{cls.__name__}.{name} must be {want.__name__}, got {type(value).__name__}"
+                )
+            if want is int and value < 0:
+                raise ProtocolError(f"{cls.__name__}.{name} is negative")
         if cls.HAS_PAYLOAD:
-            kwargs["payload"] = payload
+            msg = cls(*meta, payload)  # type: ignore[call-arg]
         elif payload:
             raise ProtocolError(f"{cls.__name__} carries no payload but {len(payload)} bytes came")
-        msg = cls(**kwargs)
+        else:
+            msg = cls(*meta)  # type: ignore[call-arg]
         msg.validate()
         return msg
 
     def validate(self) -> None:
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            want = _FIELD_TYPES.get(f.type if isinstance(f.type, str) else "", None)
-            if want is not None and not isinstance(value, want):
-                raise ProtocolError(
-                    f"{type(self).__name__}.{f.name} must be {f.type}, got {type(value).__name__}"
-                )
-            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-                raise ProtocolError(f"{type(self).__name__}.{f.name} is negative")
+        """Checks beyond field types; subclasses add theirs."""
 
 
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "int": int,
-    "str": str,
-    "bytes": bytes,
-    "bool": bool,
-    "dict[str, Any]": dict,
-    "list[Any]": list,
-    "bytes | bytearray | memoryview": (bytes, bytearray, memoryview),
-}
+_TYPES: dict[str, type] = {"int": int, "str": str, "bytes": bytes, "dict[str, Any]": dict,
+                           "list[Any]": list}
+
+
+def _register(cls: type[Message]) -> type[Message]:
+    names = [f.name for f in fields(cls) if f.name != "payload"]  # type: ignore[arg-type]
+    types = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
+    cls.NAMES = tuple(names)
+    cls.TYPES = tuple(_TYPES[str(types[n])] for n in names)
+    return cls
 
 
 def _check_key(region: str, index: int) -> None:
@@ -121,7 +124,11 @@ def _check_key(region: str, index: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Put(Message):
-    """Store one fragment of a stripe, replacing any older version."""
+    """Store one fragment of a stripe, replacing any older version.
+
+    ``crc`` is the crc32c of the whole payload; the node checks it and keeps
+    per-page sums of its own, which every read returns for the client to check.
+    """
 
     KIND: ClassVar[int] = 1
     HAS_PAYLOAD: ClassVar[bool] = True
@@ -129,14 +136,11 @@ class Put(Message):
     stripe: int
     index: int
     version: int
-    crcs: bytes
+    crc: int
     payload: bytes | bytearray | memoryview = b""
 
     def validate(self) -> None:
-        Message.validate(self)
         _check_key(self.region, self.index)
-        if len(self.crcs) % 4:
-            raise ProtocolError("Put.crcs must be a whole number of 32-bit sums")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +155,6 @@ class Get(Message):
     length: int
 
     def validate(self) -> None:
-        Message.validate(self)
         _check_key(self.region, self.index)
 
 
@@ -164,7 +167,6 @@ class Delete(Message):
     from_stripe: int
 
     def validate(self) -> None:
-        Message.validate(self)
         _check_key(self.region, 0)
 
 
@@ -193,7 +195,6 @@ class Corrupt(Message):
     offset: int
 
     def validate(self) -> None:
-        Message.validate(self)
         _check_key(self.region, self.index)
         if self.mode not in ("flip", "truncate"):
             raise ProtocolError(f"Corrupt.mode must be flip or truncate, not {self.mode!r}")
@@ -215,7 +216,11 @@ class Ok(Message):
 
 @dataclass(frozen=True, slots=True)
 class Data(Message):
-    """Fragment bytes: whole pages from ``first_page``, with their checksums."""
+    """Fragment bytes: whole pages from ``first_page``, with their checksums.
+
+    A receiver may scatter the payload into several buffers as it arrives;
+    ``payload`` is then the tuple of those buffers, in order.
+    """
 
     KIND: ClassVar[int] = 65
     HAS_PAYLOAD: ClassVar[bool] = True
@@ -223,7 +228,7 @@ class Data(Message):
     fragment_len: int
     first_page: int
     crcs: bytes
-    payload: bytes | bytearray | memoryview = b""
+    payload: bytes | bytearray | memoryview | tuple[memoryview, ...] = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +245,8 @@ class Listing(Message):
 
 
 MESSAGES: dict[int, type[Message]] = {
-    cls.KIND: cls for cls in (Put, Get, Delete, List, Stat, Corrupt, Ping, Ok, Data, Error, Listing)
+    cls.KIND: _register(cls)
+    for cls in (Put, Get, Delete, List, Stat, Corrupt, Ping, Ok, Data, Error, Listing)
 }
 
 # Error codes a node may answer with.
@@ -267,21 +273,29 @@ def encode_bytes(msg: Message, req_id: int) -> bytes:
     return b"".join(bytes(b) for b in encode(msg, req_id))
 
 
-def decode_body(
-    header: FrameHeader, meta: bytes | bytearray | memoryview, payload: bytes | bytearray
-) -> Message:
-    """Build the message of a frame whose header was already parsed."""
+def decode_meta(meta: bytes | bytearray | memoryview) -> Any:
     try:
-        obj = msgpack.unpackb(meta, raw=False, use_list=True, strict_map_key=True)
+        return msgpack.unpackb(meta, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several types for bad input
         raise ProtocolError(f"metadata is not valid msgpack: {exc}") from exc
+
+
+def build(header: FrameHeader, meta: Any, payload: Any) -> Message:
+    """The message of a frame from its decoded metadata and its payload."""
     cls = MESSAGES[header.kind]
     try:
-        return cls.from_parts(obj, payload)
+        return cls.from_parts(meta, payload)
     except ProtocolError:
         raise
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"{cls.__name__}: {exc}") from exc
+
+
+def decode_body(
+    header: FrameHeader, meta: bytes | bytearray | memoryview, payload: bytes | bytearray
+) -> Message:
+    """Build the message of a frame whose header was already parsed."""
+    return build(header, decode_meta(meta), payload)
 
 
 class FrameDecoder:

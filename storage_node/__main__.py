@@ -16,6 +16,7 @@ from coordinator.metadata import connect_zk
 from coordinator.model import NodeInfo
 from ecmem.errors import EcmemError
 from ecmem.logs import setup_logging
+from ecmem.memtune import tune_malloc
 from ecmem.units import parse_size
 
 from .persist import DataDir
@@ -97,6 +98,7 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, f"node {args.id}")
+    tune_malloc()
     try:
         import uvloop
 

@@ -14,6 +14,8 @@ import struct
 import uuid
 from pathlib import Path
 
+from ecmem import checksum
+
 from .store import Fragment, FragmentStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,10 @@ class DataDir:
                     version, ncrc = _HEAD.unpack_from(raw)
                     crcs = raw[_HEAD.size : _HEAD.size + ncrc]
                     data = raw[_HEAD.size + ncrc :]
-                    store.put(region_dir.name, int(stripe_s), int(index_s), version, crcs, data)
+                    if checksum.bad_pages(data, crcs, page=store.page):
+                        raise ValueError("checksum mismatch")
+                    store.restore(region_dir.name, int(stripe_s), int(index_s), version, crcs,
+                                  bytearray(data))
                     loaded += 1
                 except (ValueError, struct.error, StoreError) as exc:
                     log.error("skipping damaged fragment file %s: %s", f, exc)

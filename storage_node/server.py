@@ -47,7 +47,7 @@ class NodeServer:
                 return wire.Data(r.version, r.fragment_len, r.first_page, r.crcs, r.data)
             if isinstance(msg, wire.Put):
                 data = msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)
-                store.put(msg.region, msg.stripe, msg.index, msg.version, msg.crcs, data)
+                store.put(msg.region, msg.stripe, msg.index, msg.version, msg.crc, data)
                 return wire.Ok({})
             if isinstance(msg, wire.Delete):
                 return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe)})

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from crc32c import crc32c
+
 from ecmem import checksum, wire
 
 log = logging.getLogger(__name__)
@@ -63,19 +65,28 @@ class FragmentStore:
         stripe: int,
         index: int,
         version: int,
+        crc: int,
+        data: bytes | bytearray,
+    ) -> None:
+        """Store a fragment whose whole-payload crc32c is ``crc``."""
+        if crc32c(data) != crc:
+            raise StoreError(
+                wire.E_CORRUPT,
+                f"fragment {region}/{stripe}/{index} arrived damaged (crc32c mismatch); "
+                "the client will retry",
+            )
+        self.restore(region, stripe, index, version, checksum.page_crcs(data, self.page), data)
+
+    def restore(
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        version: int,
         crcs: bytes,
         data: bytes | bytearray,
-        *,
-        verify: bool = True,
     ) -> None:
-        if verify:
-            bad = checksum.bad_pages(data, crcs, page=self.page)
-            if bad:
-                raise StoreError(
-                    wire.E_CORRUPT,
-                    f"fragment {region}/{stripe}/{index} arrived damaged "
-                    f"(checksum mismatch on pages {bad[:8]}); the client will resend",
-                )
+        """Store a fragment with its per-page sums already known."""
         frags = self._regions.setdefault(region, {})
         old = frags.get((stripe, index))
         if old is not None and old.version > version:
@@ -86,6 +97,8 @@ class FragmentStore:
             )
         growth = len(data) - (len(old.data) if old is not None else 0)
         if growth > 0 and self.used + growth > self.capacity:
+            if not frags:
+                del self._regions[region]
             raise StoreError(
                 wire.E_NO_SPACE,
                 f"node is full: {self.used} of {self.capacity} bytes used, "

@@ -59,21 +59,22 @@ def cli() -> None:
 @click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
 @click.option("--capacity", default="4GiB", show_default=True, help="RAM per node")
 @click.option("--cluster", default="default", show_default=True)
+@click.option("--zk", default=None, help="use this ZooKeeper instead of starting one")
 @click.option("--persist", is_flag=True, help="mirror node fragments in the state dir")
 @click.option("--allow-debug", is_flag=True, help="let nodes accept debug (corrupt) requests")
 @click.option("--session-timeout", default=4.0, show_default=True,
               help="ZooKeeper session timeout of the nodes, seconds")
 @json_option
 @handle_errors
-def up(nodes: int, state_dir: str, capacity: str, cluster: str, persist: bool,
+def up(nodes: int, state_dir: str, capacity: str, cluster: str, zk: str | None, persist: bool,
        allow_debug: bool, session_timeout: float, as_json: bool) -> None:
     """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running."""
     from ecmem.localcluster import LocalCluster
 
     parse_size(capacity)
     lc = LocalCluster(state_dir)
-    state = lc.up(nodes, capacity, cluster=cluster, persist=persist, allow_debug=allow_debug,
-                  session_timeout=session_timeout)
+    state = lc.up(nodes, capacity, cluster=cluster, zk=zk, persist=persist,
+                  allow_debug=allow_debug, session_timeout=session_timeout)
     data = {
         "zk": state.zk,
         "cluster": state.cluster,

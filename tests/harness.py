@@ -1,0 +1,108 @@
+"""A real cluster for tests: storage-node processes against a real ZooKeeper."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import ecmem
+from coordinator.metadata import MetadataStore, connect_zk
+from coordinator.model import NodeInfo
+from ecmem.localcluster import ClusterState, LocalCluster, NodeProc
+
+SESSION_TIMEOUT = 2.0
+
+
+class TestCluster:
+    __test__ = False  # not a test class
+
+    def __init__(self, state_dir: Path, zk: str, name: str, nodes: int = 6,
+                 capacity: str = "1GiB", persist: bool = False) -> None:
+        self.local = LocalCluster(state_dir)
+        self.zk = zk
+        self.name = name
+        self.state = self.local.up(
+            nodes, capacity, cluster=name, zk=zk, persist=persist, allow_debug=True,
+            session_timeout=SESSION_TIMEOUT,
+        )
+
+    @property
+    def node_ids(self) -> list[str]:
+        return sorted(self.state.nodes, key=lambda n: int(n.split("-")[1]))
+
+    def client(self) -> ecmem.Client:
+        return ecmem.connect(self.zk, cluster=self.name)
+
+    def meta(self) -> MetadataStore:
+        return MetadataStore(connect_zk(self.zk), self.name)
+
+    def live(self) -> dict[str, NodeInfo]:
+        md = self.meta()
+        try:
+            return md.live_nodes()
+        finally:
+            md.zk.stop()
+            md.zk.close()
+
+    def all_nodes(self) -> dict[str, NodeInfo]:
+        md = self.meta()
+        try:
+            return md.all_nodes()
+        finally:
+            md.zk.stop()
+            md.zk.close()
+
+    def pid(self, node_id: str) -> int:
+        return self.local.load().nodes[node_id].pid
+
+    def kill(self, *node_ids: str, wait_gone: bool = True) -> None:
+        for n in node_ids:
+            self.local.kill_node(n, signal.SIGKILL)
+        if wait_gone:
+            self.wait_down(*node_ids)
+
+    def wait_down(self, *node_ids: str, timeout: float = SESSION_TIMEOUT * 3 + 5) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            live = self.live()
+            if not any(n in live for n in node_ids):
+                return time.monotonic() - start
+            time.sleep(0.1)
+        raise AssertionError(f"nodes {node_ids} still registered after {timeout}s")
+
+    def restart(self, *node_ids: str) -> None:
+        for n in node_ids:
+            self.local.restart_node(n)
+        self.state = self.local.load()
+
+    def add_node(self, capacity: int | None = None, data_dir: str = "") -> str:
+        state = self.local.load()
+        node_id = f"node-{len(state.nodes) + 1}"
+        cap = capacity if capacity is not None else next(iter(state.nodes.values())).capacity
+        state.nodes[node_id] = NodeProc(node_id, capacity=cap, data_dir=data_dir)
+        self.local.start_node(state, state.nodes[node_id])
+        self.local.save(state)
+        self.local.wait_registered(state, 30, only=[node_id])
+        self.local.save(state)
+        self.state = state
+        return node_id
+
+    def signal(self, node_id: str, sig: int) -> None:
+        os.kill(self.pid(node_id), sig)
+
+    def logs(self, tail: int = 40) -> str:
+        out = []
+        for f in sorted(self.local.logs.glob("*.log")):
+            lines = f.read_text(errors="replace").splitlines()[-tail:]
+            out.append(f"==== {f.name} (last {len(lines)} lines)\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def down(self) -> None:
+        self.local.down()
+
+
+def shared_zookeeper(state_dir: Path) -> tuple[LocalCluster, ClusterState]:
+    lc = LocalCluster(state_dir)
+    return lc, lc.start_zookeeper()

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from coordinator.health import HEALTH_ERR, HEALTH_OK, HEALTH_WARN, assess
+from coordinator.model import NodeInfo, RegionMeta
+
+
+def node(i: int, state: str = "up", used: int = 0, inc: str = "a") -> NodeInfo:
+    return NodeInfo(f"n{i}", f"127.0.0.1:{1000 + i}", 100, used, f"n{i}", inc, state=state)
+
+
+def region(slabs: int = 2) -> RegionMeta:
+    placement = [(f"n{i}", "a") for i in range(6)]
+    # 1 MiB stripes (4 x 256 KiB), 4 stripes per slab
+    return RegionMeta("r", "id", "ec:4+2", slabs * 4 * (1 << 20), 256 * 1024, 4,
+                      slabs=[placement] * slabs)
+
+
+def test_ok() -> None:
+    report, regions = assess({f"n{i}": node(i) for i in range(6)}, [region()])
+    assert report.status == HEALTH_OK and not report.checks
+    assert regions[0].state == "ok" and report.stripes == 8
+
+
+def test_degraded_names_nodes() -> None:
+    nodes = {f"n{i}": node(i) for i in range(6)}
+    nodes["n1"] = node(1, "down")
+    nodes["n4"] = node(4, "down")
+    report, regions = assess(nodes, [region()])
+    codes = {c.code: c for c in report.checks}
+    assert report.status == HEALTH_WARN
+    assert "n1" in codes["NODE_DOWN"].summary and "n4" in codes["NODE_DOWN"].summary
+    assert "8/8 stripes" in codes["REGION_DEGRADED"].summary
+    assert regions[0].lost == {0: [1, 4], 1: [1, 4]}
+
+
+def test_unavailable_and_restarted_empty() -> None:
+    nodes = {f"n{i}": node(i) for i in range(6)}
+    nodes["n0"] = node(0, "down")
+    nodes["n2"] = node(2, "down")
+    nodes["n3"] = node(3, inc="b")  # came back without its data
+    report, _ = assess(nodes, [region()])
+    assert report.status == HEALTH_ERR
+    assert "REGION_UNAVAILABLE" in {c.code for c in report.checks}
+    assert report.unavailable_stripes == 8
+
+
+def test_nearfull() -> None:
+    nodes = {f"n{i}": node(i) for i in range(6)}
+    nodes["n5"] = node(5, used=90)
+    report, _ = assess(nodes, [])
+    assert report.status == HEALTH_WARN
+    assert [c.code for c in report.checks] == ["NODE_NEARFULL"]

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ecmem import wire
+from ecmem.errors import ProtocolError
+
+SAMPLES: list[wire.Message] = [
+    wire.Put("r1", 3, 2, 7, 0xDEADBEEF, b"payload"),
+    wire.Get("r1", 3, 2, 100, 4096),
+    wire.Delete("r1", 5),
+    wire.List(""),
+    wire.Stat(),
+    wire.Corrupt("r1", 0, 1, "flip", 9),
+    wire.Ping(),
+    wire.Ok({"a": 1, "b": "x"}),
+    wire.Data(7, 1000, 0, b"\x00" * 8, b"x" * 1000),
+    wire.Error("NOT_FOUND", "no such fragment"),
+    wire.Listing([["r1", 0, 0, 1, 10]]),
+]
+
+
+def _eq(a: wire.Message, b: wire.Message) -> bool:
+    if type(a) is not type(b):
+        return False
+    return a.meta() == b.meta() and bytes(getattr(a, "payload", b"")) == bytes(
+        getattr(b, "payload", b""))
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_roundtrip(msg: wire.Message) -> None:
+    dec = wire.FrameDecoder()
+    out = dec.feed(wire.encode_bytes(msg, 42))
+    assert len(out) == 1 and out[0][0] == 42 and _eq(out[0][1], msg)
+
+
+def test_stream_split_anywhere() -> None:
+    stream = b"".join(wire.encode_bytes(m, i) for i, m in enumerate(SAMPLES))
+    rng = random.Random(1)
+    for _ in range(50):
+        dec = wire.FrameDecoder()
+        got: list[tuple[int, wire.Message]] = []
+        pos = 0
+        while pos < len(stream):
+            n = rng.randint(1, 64)
+            got += dec.feed(stream[pos : pos + n])
+            pos += n
+        assert [i for i, _ in got] == list(range(len(SAMPLES)))
+        assert all(_eq(a, b) for (_, a), b in zip(got, SAMPLES, strict=True))
+
+
+def _header(**kw: int) -> bytes:
+    f = {"magic": b"EM", "version": 1, "kind": 2, "req": 1, "meta": 0, "payload": 0, "tag": 0}
+    f.update(kw)  # type: ignore[arg-type]
+    return wire.HEADER.pack(f["magic"], f["version"], f["kind"], f["req"], f["meta"],
+                            f["payload"], f["tag"])
+
+
+@pytest.mark.parametrize(
+    "frame,needle",
+    [(_header(magic=b"XX"), "bad magic"), (_header(version=9), "version 9"),
+     (_header(kind=200), "unknown message kind"), (_header(meta=10**6), "metadata of"),
+     (_header(payload=2**31), "payload of"), (_header(tag=1000), "tag")],
+)
+def test_bad_headers(frame: bytes, needle: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        wire.FrameDecoder().feed(frame)
+    assert needle in str(err.value)
+
+
+def test_oversized_rejected_before_buffering() -> None:
+    # The header alone is refused: nothing waits for (or allocates) the claimed body.
+    dec = wire.FrameDecoder(max_payload=1024)
+    with pytest.raises(ProtocolError):
+        dec.feed(_header(payload=4096))
+
+
+@pytest.mark.parametrize(
+    "meta,needle",
+    [([1, 2, 3], "list of 5 fields"), (["r", -1, 0, 0, 1], "negative"),
+     (["r", "x", 0, 0, 1], "must be int"), ({"a": 1}, "must be a list"),
+     (["", 0, 0, 0, 1], "region id"), (["r", 0, 999, 0, 1], "fragment index")],
+)
+def test_bad_metadata(meta: object, needle: str) -> None:
+    import msgpack
+
+    body = msgpack.packb(meta)
+    frame = _header(kind=wire.Get.KIND, meta=len(body)) + body
+    with pytest.raises(ProtocolError) as err:
+        wire.FrameDecoder().feed(frame)
+    assert needle in str(err.value)
+
+
+def test_garbage_msgpack() -> None:
+    frame = _header(kind=wire.Get.KIND, meta=3) + b"\xc1\xc1\xc1"
+    with pytest.raises(ProtocolError):
+        wire.FrameDecoder().feed(frame)
+
+
+def test_payload_on_request_without_payload() -> None:
+    import msgpack
+
+    body = msgpack.packb(["r", 0, 0, 0, 1])
+    frame = _header(kind=wire.Get.KIND, meta=len(body), payload=3) + body + b"abc"
+    with pytest.raises(ProtocolError, match="carries no payload"):
+        wire.FrameDecoder().feed(frame)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_only_protocol_errors(data: bytes) -> None:
+    dec = wire.FrameDecoder(max_payload=4096)
+    try:
+        dec.feed(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(SAMPLES) - 1), st.integers(0, 200), st.binary(min_size=1, max_size=4))
+def test_fuzz_mutated_frames(which: int, pos: int, junk: bytes) -> None:
+    frame = bytearray(wire.encode_bytes(SAMPLES[which], 1))
+    pos %= len(frame)
+    frame[pos : pos + len(junk)] = junk
+    try:
+        wire.FrameDecoder(max_payload=4096).feed(bytes(frame))
+    except ProtocolError:
+        pass
+
+
+def test_header_size_is_stable() -> None:
+    assert wire.HEADER_SIZE == struct.calcsize("!2sBBIIIH") == 18
