@@ -119,12 +119,12 @@ def assess(
     ]
     if full:
         checks.append(
-            Check("NODE_FULL", HEALTH_ERR, f"{len(full)} nodes full: "
+            Check("NODE_FULL", HEALTH_ERR, f"{_n(len(full), 'node')} full: "
                   + ", ".join(sorted(n.id for n in full)))
         )
     if nearfull:
         checks.append(
-            Check("NODE_NEARFULL", HEALTH_WARN, f"{len(nearfull)} nodes nearly full: "
+            Check("NODE_NEARFULL", HEALTH_WARN, f"{_n(len(nearfull), 'node')} nearly full: "
                   + ", ".join(sorted(n.id for n in nearfull)))
         )
     per_region = [region_health(meta, live) for meta in regions]
@@ -138,7 +138,7 @@ def assess(
             Check(
                 "REGION_UNAVAILABLE",
                 HEALTH_ERR,
-                f"{len(bad)} regions have data unavailable: {unavailable}/{stripes} stripes "
+                f"{_n(len(bad), 'region')} with data unavailable: {unavailable}/{stripes} stripes "
                 "lost more fragments than their policy tolerates",
                 [_region_line(r) for r in bad],
             )
@@ -149,7 +149,7 @@ def assess(
             Check(
                 "REGION_DEGRADED",
                 HEALTH_WARN,
-                f"{len(weak)} regions degraded: {degraded}/{stripes} stripes ({pct:.1f}%) "
+                f"{_n(len(weak), 'region')} degraded: {degraded}/{stripes} stripes ({pct:.1f}%) "
                 "readable but with reduced redundancy",
                 [_region_line(r) for r in weak],
             )
@@ -169,6 +169,10 @@ def assess(
         sum(n.used for n in live.values()),
     )
     return report, per_region
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _region_line(r: RegionHealth) -> str:

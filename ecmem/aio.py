@@ -27,7 +27,7 @@ from coordinator.placement import Candidate, place_slabs
 
 from .conn import ConnectionPool
 from .errors import ClosedError, ConfigError, CoordinationError, EcmemError, RegionNotFound
-from .layout import Layout, check_chunk, default_geometry
+from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
 from .memtune import tune_malloc
 from .names import validate_name
 from .policy import parse_policy
@@ -203,16 +203,26 @@ class AsyncClient:
         mode: int = 0o644,
         owner: str | None = None,
         chunk: int | None = None,
+        slab_size: int | str | None = None,
         exist_ok: bool = False,
     ) -> RegionStat:
+        """Create a region. ``chunk`` (bytes per fragment per stripe) and ``slab_size``
+        (bytes of the region placed together) override the measured defaults."""
         validate_name(name)
         nbytes = parse_size(size)
         pol = parse_policy(policy)
-        chunk0, slab_stripes = default_geometry(pol)
+        chunk0, _ = default_geometry(pol)
         if chunk is not None:
-            check_chunk(chunk)
-            slab_stripes = max(1, (slab_stripes * chunk0) // chunk)
-            chunk0 = chunk
+            chunk0 = check_chunk(chunk)
+        stripe = pol.stripe_data(chunk0)
+        slab_stripes = max(1, DEFAULT_SLAB // stripe)
+        if slab_size is not None:
+            slab = parse_size(slab_size)
+            if slab < stripe or slab % stripe:
+                raise ConfigError(
+                    f"slab size {slab} must be a positive multiple of the stripe size {stripe}"
+                )
+            slab_stripes = slab // stripe
         if not 0 <= mode <= 0o7777:
             raise ConfigError(f"mode {mode:o} is not a permission mode (0 to 7777 octal)")
         now = time.time()

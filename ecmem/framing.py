@@ -18,7 +18,25 @@ from .errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
-SCRATCH = 256 * 1024
+SCRATCH = 128 * 1024
+
+
+class Budget:
+    """Bytes of payload that partly received frames may hold, shared by connections,
+    so that many peers announcing large frames cannot exhaust memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -39,8 +57,11 @@ FrameHandler = Callable[[int, wire.Message], None]
 class FrameProtocol(asyncio.BufferedProtocol):
     """Turns a byte stream into (request id, message) calls of ``on_frame``."""
 
-    def __init__(self, max_payload: int = wire.DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = wire.DEFAULT_MAX_PAYLOAD,
+                 budget: Budget | None = None) -> None:
         self.max_payload = max_payload
+        self.budget = budget
+        self._reserved = 0
         self.transport: asyncio.Transport | None = None
         self._scratch = bytearray(SCRATCH)
         self._start = 0
@@ -82,6 +103,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._targets = []
+        self._release()
         for fut in self._drain_waiters:
             if not fut.done():
                 fut.set_exception(ConnectionError("connection closed"))
@@ -168,6 +190,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
             plen = h.payload_len + h.tag_len
             targets = self.payload_targets(h, meta) if h.payload_len else None
             if targets is None:
+                if plen and self.budget is not None and avail - h.meta_len < plen:
+                    if not self.budget.take(plen):
+                        raise ProtocolError(
+                            f"payload of {plen} bytes would exceed the {self.budget.limit}-byte "
+                            "budget for frames in flight"
+                        )
+                    self._reserved = plen
                 targets = [memoryview(bytearray(plen))] if plen else []
                 scattered = False
             else:
@@ -200,7 +229,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self._start = self._end = 0
             return
 
+    def _release(self) -> None:
+        if self._reserved and self.budget is not None:
+            self.budget.give(self._reserved)
+        self._reserved = 0
+
     def _finish_targets(self) -> None:
+        self._release()
         h, targets = self._header, self._targets
         assert h is not None
         self._header, self._targets, self._target, self._filled = None, [], 0, 0

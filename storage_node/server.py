@@ -8,7 +8,7 @@ import time
 
 from ecmem import wire
 from ecmem.errors import ProtocolError
-from ecmem.framing import FrameProtocol
+from ecmem.framing import Budget, FrameProtocol
 
 from .store import FragmentStore, StoreError
 
@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # A fragment is at most a 16 MiB chunk plus codec header; anything larger is hostile.
 MAX_PAYLOAD = 32 * 1024 * 1024
+# Frames announced but not yet received in full, over all connections.
+IN_FLIGHT = 256 * 1024 * 1024
 
 
 class NodeServer:
@@ -30,6 +32,7 @@ class NodeServer:
         self.requests = 0
         self.protocol_errors = 0
         self.incarnation = ""
+        self.budget = Budget(IN_FLIGHT)
 
     def protocol(self) -> NodeProtocol:
         return NodeProtocol(self)
@@ -81,7 +84,7 @@ class NodeServer:
 
 class NodeProtocol(FrameProtocol):
     def __init__(self, server: NodeServer) -> None:
-        super().__init__(MAX_PAYLOAD)
+        super().__init__(MAX_PAYLOAD, server.budget)
         self.server = server
         self.peer: object = None
 

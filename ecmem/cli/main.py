@@ -377,6 +377,13 @@ def get(name: str, file: str, zk: str | None, cluster: str | None, state_dir: st
 
 
 def main() -> None:
+    import logging
+
+    level = os.environ.get("ECMEM_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+    # ZooKeeper connection hiccups are retried by kazoo; they are not news to a CLI user.
+    logging.getLogger("kazoo").setLevel(logging.ERROR)
     cli(prog_name="ecmem")
 
 
