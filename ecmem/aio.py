@@ -70,6 +70,7 @@ class AsyncClient:
         self._watched: set[str] = set()
         self._writers: dict[str, _Writer] = {}
         self._region_locks: dict[str, asyncio.Lock] = {}
+        self._epoch_locks: dict[str, asyncio.Lock] = {}
         self.closed = False
 
     # -- set-up -----------------------------------------------------------------
@@ -290,13 +291,18 @@ class AsyncClient:
 
     async def _writer(self, name: str) -> _Writer:
         w = self._writers.get(name)
-        if w is None:
-            def bump(meta: RegionMeta) -> RegionMeta:
-                meta.epoch += 1
-                return meta
+        if w is not None:
+            return w
+        lock = self._epoch_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            w = self._writers.get(name)
+            if w is None:
+                def bump(meta: RegionMeta) -> RegionMeta:
+                    meta.epoch += 1
+                    return meta
 
-            meta = await self._update(name, bump)
-            w = self._writers[name] = _Writer(meta.epoch)
+                meta = await self._update(name, bump)
+                w = self._writers[name] = _Writer(meta.epoch)
         return w
 
     async def ensure_slabs(self, name: str, end: int) -> RegionMeta:
@@ -352,6 +358,18 @@ class AsyncClient:
         if length == 0:
             return b""
         return bytes(await self.io.read(self.view(meta), offset, length))
+
+    async def read_into(self, name: str, offset: int, out: memoryview,
+                        size: int | None = None) -> int:
+        """Fill ``out`` from ``offset``; returns how many bytes (short at the end)."""
+        if offset < 0:
+            raise ConfigError(f"offset {offset} must not be negative")
+        meta = await self._region(name)
+        limit = meta.size if size is None else size
+        n = max(0, min(len(out), limit - offset))
+        if n:
+            await self.io.read_into(self.view(meta), offset, out[:n])
+        return n
 
     async def pread(self, name: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset``; short only at the region's end."""
@@ -431,7 +449,10 @@ class AsyncClient:
                     f"region {name!r} has policy {meta.policy}, not {want}: open it without "
                     "a policy, or remove and recreate it"
                 )
-        f = AsyncRegionFile(self, name, flags, meta.size)
+        if flags.write:
+            await self._writer(name)
+        stripe = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
+        f = AsyncRegionFile(self, name, flags, meta.size, stripe)
         if flags.truncate and meta.size:
             await self.truncate(name, 0)
             f._size = 0

@@ -11,7 +11,7 @@ from array import array
 
 from crc32c import crc32c
 
-PAGE = 4096
+PAGE = 16384
 
 
 def page_crcs(data: bytes | bytearray | memoryview, page: int = PAGE) -> bytes:

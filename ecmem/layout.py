@@ -16,7 +16,7 @@ from .policy import ECPolicy, ReplicationPolicy, parse_policy
 KiB = 1024
 MiB = 1024 * 1024
 # Measured on the 2-core development machine (see README, "Choosing sizes").
-DEFAULT_STRIPE = 1 * MiB
+DEFAULT_STRIPE = 4 * MiB
 DEFAULT_SLAB = 64 * MiB
 MIN_CHUNK = 4 * KiB
 MAX_CHUNK = 16 * MiB

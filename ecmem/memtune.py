@@ -23,7 +23,10 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 _done = False
 
 
-def tune_malloc() -> bool:
+def tune_malloc(keep_freed: bool = False) -> bool:
+    """Apply the thresholds; ``keep_freed`` never returns freed memory to the kernel,
+    which suits a storage node: it holds up to its capacity anyway, and on virtual
+    machines faulting fresh pages in costs microseconds each."""
     global _done
     if _done or os.environ.get("ECMEM_MALLOC_TUNING", "1") == "0":
         return False
@@ -33,8 +36,9 @@ def tune_malloc() -> bool:
         return False
     try:
         libc = ctypes.CDLL(name)
+        trim = -1 if keep_freed else TRIM_THRESHOLD  # -1: glibc reads it as "never"
         ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(
-            M_TRIM_THRESHOLD, TRIM_THRESHOLD
+            M_TRIM_THRESHOLD, trim
         )
     except (OSError, AttributeError):  # not glibc
         return False

@@ -8,6 +8,7 @@ it is flushed or closed.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,15 @@ if TYPE_CHECKING:
     from .aio import AsyncClient
 
 T = TypeVar("T")
-WRITE_BUFFER = 8 * 1024 * 1024
+WRITE_BUFFER = 16 * 1024 * 1024
+WRITE_BEHIND = 64 * 1024 * 1024  # bytes a file may have on their way to the nodes
+
+
+def _immutable(data: bytes | bytearray | memoryview) -> bool:
+    """True if nobody can change ``data`` while a background write still reads it."""
+    if isinstance(data, bytes):
+        return True
+    return isinstance(data, memoryview) and isinstance(data.obj, bytes)
 
 
 @dataclass(frozen=True)
@@ -57,19 +66,31 @@ def parse_mode(mode: str) -> Flags:
 
 
 class AsyncRegionFile:
-    """A file object over a region. Get one from ``AsyncClient.open``."""
+    """A file object over a region. Get one from ``AsyncClient.open``.
 
-    def __init__(self, client: AsyncClient, name: str, flags: Flags, size: int) -> None:
+    Writes are buffered and stored behind the caller's back, up to
+    WRITE_BEHIND bytes in flight; ``flush()`` and ``close()`` wait for all of
+    them and publish the size. A write that failed in the background raises
+    its error at the next ``write``, ``flush`` or ``close`` (and keeps raising
+    it: what was written since the last successful flush may be incomplete).
+    """
+
+    def __init__(self, client: AsyncClient, name: str, flags: Flags, size: int,
+                 stripe: int) -> None:
         self._client = client
         self.name = name
         self.flags = flags
+        self._stripe = stripe
         self._size = size  # our view: published size plus our unflushed growth
         self._published = size
-        self._stored = size  # end of what is on the nodes (published or not)
+        self._stored = size  # end of what is on, or on its way to, the nodes
         self._pos = 0
         self._buf = bytearray()
         self._buf_off = 0
         self._dirty = False
+        self._inflight: dict[asyncio.Future[None], tuple[int, int, int]] = {}
+        self._inflight_bytes = 0
+        self._error: BaseException | None = None
         self.closed = False
 
     @property
@@ -121,7 +142,7 @@ class AsyncRegionFile:
 
     async def read(self, n: int = -1) -> bytes:
         self._check(read=True)
-        await self._write_buffer()
+        await self._settle()
         if n is None or n < 0:
             n = max(0, self._size - self._pos)
         data = await self._client.read_at(self.name, self._pos, n, self._size)
@@ -129,46 +150,95 @@ class AsyncRegionFile:
         return data
 
     async def readinto(self, b: Any) -> int:
+        """Read into ``b`` directly from the nodes, without an intermediate copy."""
+        self._check(read=True)
+        await self._settle()
         view = memoryview(b).cast("B")
-        data = await self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
+        n = await self._client.read_into(self.name, self._pos, view, self._size)
+        self._pos += n
+        return n
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         self._check(write=True)
+        self._raise_background_error()
         if self.flags.append:
             self._pos = self._size
         n = memoryview(data).nbytes
         if n == 0:
             return 0
         if self._buf and self._pos != self._buf_off + len(self._buf):
-            await self._write_buffer()
+            await self._issue(whole_stripes=False)
         if not self._buf:
             self._buf_off = self._pos
-        if not self._buf and n >= WRITE_BUFFER:
-            await self._client.write_at(self.name, self._pos, data, self._stored)
-            self._stored = max(self._stored, self._pos + n)
+        if not self._buf and n >= WRITE_BUFFER and _immutable(data):
+            await self._submit(self._pos, memoryview(data).cast("B"))
         else:
             self._buf += memoryview(data).cast("B")
             if len(self._buf) >= WRITE_BUFFER:
-                await self._write_buffer()
+                await self._issue(whole_stripes=True)
         self._pos += n
         self._size = max(self._size, self._pos)
         self._dirty = True
         return n
 
-    async def _write_buffer(self) -> None:
+    async def _issue(self, whole_stripes: bool) -> None:
+        """Send the buffer on its way; with ``whole_stripes``, keep a partial last stripe
+        back so that the next writes complete it (no read-modify-write)."""
         if not self._buf:
             return
-        buf, self._buf = self._buf, bytearray()
-        await self._client.write_at(self.name, self._buf_off, buf, self._stored)
-        self._stored = max(self._stored, self._buf_off + len(buf))
+        start, end = self._buf_off, self._buf_off + len(self._buf)
+        cut = end // self._stripe * self._stripe if whole_stripes else end
+        if cut <= start:
+            return
+        chunk, self._buf = self._buf, self._buf[cut - start :]
+        self._buf_off = cut
+        await self._submit(start, memoryview(chunk)[: cut - start])
+
+    async def _submit(self, offset: int, data: memoryview) -> None:
+        n = data.nbytes
+        sd = self._stripe
+        # Writes that share a stripe must not run at once: each rewrites the whole stripe.
+        # An extending write also rewrites the stripe holding the old end.
+        first = min(offset, self._stored) // sd if offset + n > self._stored else offset // sd
+        last = (offset + n - 1) // sd
+        clash = [t for t, (a, b, _) in self._inflight.items() if a <= last and first <= b]
+        if clash:
+            await asyncio.wait(clash)
+        while self._inflight and self._inflight_bytes + n > WRITE_BEHIND:
+            await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+        self._raise_background_error()
+        task = asyncio.ensure_future(self._client.write_at(self.name, offset, data, self._stored))
+        self._inflight[task] = (first, last, n)
+        self._inflight_bytes += n
+        self._stored = max(self._stored, offset + n)
+        task.add_done_callback(self._landed)
+
+    def _landed(self, task: asyncio.Future[None]) -> None:
+        _, _, n = self._inflight.pop(task)
+        self._inflight_bytes -= n
+        if task.cancelled():
+            exc: BaseException | None = asyncio.CancelledError()
+        else:
+            exc = task.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _raise_background_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def _settle(self) -> None:
+        """Issue everything buffered and wait until it is on the nodes."""
+        await self._issue(whole_stripes=False)
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+        self._raise_background_error()
 
     async def flush(self) -> None:
         """Store buffered writes and publish the size; returns when the data is on all nodes."""
         if self.closed:
             return
-        await self._write_buffer()
+        await self._settle()
         if self._dirty:
             meta = await self._client.publish_size(self.name, self._size)
             self._published = self._size = max(self._size, meta.size)
@@ -189,6 +259,8 @@ class AsyncRegionFile:
         try:
             await self.flush()
         finally:
+            for task in list(self._inflight):
+                task.cancel()
             self.closed = True
 
     async def __aenter__(self) -> AsyncRegionFile:

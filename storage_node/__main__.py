@@ -98,7 +98,7 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, f"node {args.id}")
-    tune_malloc()
+    tune_malloc(keep_freed=True)
     try:
         import uvloop
 

@@ -33,12 +33,12 @@ def test_pieces_tile_the_range(policy: str, offset: int, length: int) -> None:
     assert covered == length
 
 
-def test_default_geometry_near_one_mib() -> None:
+def test_default_geometry_near_four_mib() -> None:
     for text in ("ec:4+2", "ec:2+1", "ec:10+4", "rep:3"):
         pol = parse_policy(text)
         chunk, slab_stripes = default_geometry(pol)
         assert chunk % 4096 == 0
-        assert 512 * 1024 <= pol.stripe_data(chunk) <= 1024 * 1024
+        assert 2 * 1024 * 1024 <= pol.stripe_data(chunk) <= 4 * 1024 * 1024
         assert pol.stripe_data(chunk) * slab_stripes <= 64 * 1024 * 1024
 
 

@@ -1,0 +1,173 @@
+"""make bench: ecmem and a local redis-server side by side, in one run.
+
+Measures sequential write and read of 1 GiB through the Python API on an
+ec:4+2 region over 6 storage nodes, and 4 KiB random reads, against redis-py
+SET/GET of 1 MiB values and GET of 4 KiB values on the same machine at the
+same time. Prints MB/s, p50/p99 and ecmem/redis ratios, and writes them to
+bench/out/results.json. Each measurement is repeated, alternating the two
+systems, and the best run of each is kept: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ecmem  # noqa: E402
+from bench.peers import RedisServer  # noqa: E402
+from ecmem.localcluster import LocalCluster  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+MiB = 1 << 20
+BLOCK = 8 * MiB  # application write/read size for the sequential runs
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def ecmem_seq(cl: ecmem.Client, data: bytes, name: str) -> dict[str, float]:
+    if cl.exists(name):
+        cl.delete_region(name)
+    cl.create_region(name, 0, "ec:4+2")
+    mv = memoryview(data)
+    t = time.perf_counter()
+    with cl.open(name, "r+b") as f:
+        for i in range(0, len(data), BLOCK):
+            f.write(mv[i : i + BLOCK])
+    write = len(data) / (time.perf_counter() - t) / 1e6
+    buf = bytearray(BLOCK)
+    t = time.perf_counter()
+    with cl.open(name, "rb") as f:
+        while f.readinto(buf):
+            pass
+    read = len(data) / (time.perf_counter() - t) / 1e6
+    t = time.perf_counter()
+    with cl.open(name, "rb") as f:
+        while f.read(BLOCK):
+            pass
+    read_bytes = len(data) / (time.perf_counter() - t) / 1e6
+    return {"seq_write_MBps": write, "seq_read_MBps": read, "seq_read_bytes_MBps": read_bytes}
+
+
+def redis_seq(r: Any, data: bytes) -> dict[str, float]:
+    r.flushall()
+    mv = memoryview(data)
+    t = time.perf_counter()
+    for i in range(0, len(data), MiB):
+        r.set(f"seq:{i // MiB}", mv[i : i + MiB].tobytes())
+    write = len(data) / (time.perf_counter() - t) / 1e6
+    t = time.perf_counter()
+    for i in range(0, len(data), MiB):
+        r.get(f"seq:{i // MiB}")
+    read = len(data) / (time.perf_counter() - t) / 1e6
+    return {"seq_write_MBps": write, "seq_read_MBps": read}
+
+
+def ecmem_rand(cl: ecmem.Client, name: str, size: int, n: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    lat = []
+    for _ in range(n):
+        off = rng.randrange(0, size // 4096) * 4096
+        t = time.perf_counter()
+        cl.pread(name, off, 4096)
+        lat.append(time.perf_counter() - t)
+    return {"rand_read_4k_p50_us": pct(lat, 0.5) * 1e6, "rand_read_4k_p99_us": pct(lat, 0.99) * 1e6}
+
+
+def redis_rand(r: Any, keys: int, n: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    lat = []
+    for _ in range(n):
+        k = f"r4k:{rng.randrange(keys)}"
+        t = time.perf_counter()
+        r.get(k)
+        lat.append(time.perf_counter() - t)
+    return {"rand_read_4k_p50_us": pct(lat, 0.5) * 1e6, "rand_read_4k_p99_us": pct(lat, 0.99) * 1e6}
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        vals = [r[key] for r in runs]
+        out[key] = min(vals) if key.endswith("_us") else max(vals)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=1024, help="sequential data size")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--reads", type=int, default=3000, help="4 KiB random reads per run")
+    ap.add_argument("--nodes", type=int, default=6)
+    args = ap.parse_args()
+    size = args.size_mib * MiB
+    OUT.mkdir(parents=True, exist_ok=True)
+    lc = LocalCluster(OUT / "cluster")
+    lc.down()
+    print(f"starting {args.nodes} storage nodes and ZooKeeper ...", flush=True)
+    state = lc.up(args.nodes, "4GiB", cluster="bench")
+    data = os.urandom(size)
+    results: dict[str, Any] = {}
+    try:
+        with RedisServer(OUT / "redis") as r, ecmem.connect(state.zk, cluster="bench") as cl:
+            e_runs, r_runs = [], []
+            for i in range(args.repeat):
+                print(f"sequential run {i + 1}/{args.repeat} ...", flush=True)
+                e_runs.append(ecmem_seq(cl, data, "bench/seq"))
+                r_runs.append(redis_seq(r, data))
+            # 4 KiB random reads over a 256 MiB working set on both sides.
+            rset = 256 * MiB
+            cl.create_region("bench/rand", 0, "ec:4+2")
+            cl.pwrite("bench/rand", 0, data[:rset])
+            r.flushall()
+            for k in range(rset // 4096):
+                r.set(f"r4k:{k}", data[k * 4096 : (k + 1) * 4096])
+            for i in range(args.repeat):
+                print(f"random-read run {i + 1}/{args.repeat} ...", flush=True)
+                e_runs[i].update(ecmem_rand(cl, "bench/rand", rset, args.reads, i))
+                r_runs[i].update(redis_rand(r, rset // 4096, args.reads, i))
+            e, rd = best(e_runs), best(r_runs)
+    finally:
+        lc.down()
+    results = {
+        "ecmem": e,
+        "redis": rd,
+        "ratios": {
+            "seq_write": e["seq_write_MBps"] / rd["seq_write_MBps"],
+            "seq_read": e["seq_read_MBps"] / rd["seq_read_MBps"],
+            "seq_read_bytes": e["seq_read_bytes_MBps"] / rd["seq_read_MBps"],
+            "rand_read_4k_p50": e["rand_read_4k_p50_us"] / rd["rand_read_4k_p50_us"],
+        },
+        "config": {"size_mib": args.size_mib, "repeat": args.repeat, "reads": args.reads,
+                   "nodes": args.nodes, "policy": "ec:4+2", "block": BLOCK,
+                   "cpus": os.cpu_count()},
+        "runs": {"ecmem": e_runs, "redis": r_runs},
+    }
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    print()
+    print(f"{'':28}{'ecmem':>12}{'redis':>12}{'ratio':>10}")
+    rows = [
+        ("seq write MB/s", "seq_write_MBps", "seq_write_MBps", "seq_write"),
+        ("seq read MB/s (readinto)", "seq_read_MBps", "seq_read_MBps", "seq_read"),
+        ("seq read MB/s (read)", "seq_read_bytes_MBps", "seq_read_MBps", "seq_read_bytes"),
+        ("4 KiB read p50 us", "rand_read_4k_p50_us", "rand_read_4k_p50_us", "rand_read_4k_p50"),
+    ]
+    for label, ek, rk, ratio in rows:
+        print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.2f}")
+    print(f"{'4 KiB read p99 us':28}{e['rand_read_4k_p99_us']:12.0f}{rd['rand_read_4k_p99_us']:12.0f}")
+    print(f"\nwrote {OUT / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

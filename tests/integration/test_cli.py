@@ -1,0 +1,109 @@
+"""The ecmem command line, run as a user runs it, on a cluster it starts itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def ecmem(state: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECMEM_")}
+    env["ECMEM_STATE_DIR"] = str(state)
+    return subprocess.run([sys.executable, "-m", "ecmem.cli.main", *args], env=env,
+                          capture_output=True, input=stdin, timeout=120)
+
+
+def js(r: subprocess.CompletedProcess[bytes]) -> dict:  # type: ignore[type-arg]
+    assert r.stdout, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
+def test_local_cluster_lifecycle(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = ecmem(state, "up", "--nodes", "6", "--capacity", "512MiB", "--json")
+    try:
+        assert first.returncode == 0, first.stderr.decode()
+        up = js(first)
+        assert up["zk"].startswith("127.0.0.1:")
+        assert [n["id"] for n in up["nodes"]] == [f"node-{i}" for i in range(1, 7)]
+        assert all(psutil.pid_exists(n["pid"]) and n["address"] for n in up["nodes"])
+        again = js(ecmem(state, "up", "--nodes", "6", "--json"))
+        assert again == up, "a second 'up' changes nothing"
+
+        nodes = js(ecmem(state, "nodes", "--json"))["nodes"]
+        assert {n["id"]: n["pid"] for n in nodes} == {n["id"]: n["pid"] for n in up["nodes"]}
+        assert all(n["state"] == "up" and n["capacity"] == 512 << 20 for n in nodes)
+
+        ok = ecmem(state, "status", "--json")
+        assert ok.returncode == 0 and js(ok)["status"] == "HEALTH_OK"
+
+        made = ecmem(state, "region", "create", "cli/r1", "--size", "3MiB", "--policy", "rep:3",
+                     "--json")
+        assert made.returncode == 0 and js(made)["size"] == 3 << 20
+        assert "cli/r1" in ecmem(state, "region", "ls").stdout.decode()
+        assert [r["name"] for r in js(ecmem(state, "region", "ls", "cli/", "--json"))["regions"]] \
+            == ["cli/r1"]
+
+        src = tmp_path / "in.bin"
+        data = os.urandom(5 * 1024 * 1024 + 17)
+        src.write_bytes(data)
+        put = ecmem(state, "put", str(src), "cli/file", "--json")
+        assert put.returncode == 0 and js(put)["bytes"] == len(data)
+        refused = ecmem(state, "put", str(src), "cli/file")
+        assert refused.returncode == 2 and b"--force" in refused.stderr
+        out = tmp_path / "out.bin"
+        assert ecmem(state, "get", "cli/file", str(out)).returncode == 0
+        assert out.read_bytes() == data
+        piped = ecmem(state, "get", "cli/file", "-")
+        assert piped.stdout == data
+        stdin_put = ecmem(state, "put", "-", "cli/stdin", "--policy", "ec:2+1", stdin=b"hi there")
+        assert stdin_put.returncode == 0
+        assert ecmem(state, "get", "cli/stdin", "-").stdout == b"hi there"
+
+        info = js(ecmem(state, "region", "info", "cli/file", "--json"))
+        assert info["policy"] == "ec:4+2" and info["health"] == "ok"
+        assert len(info["placements"][0]["fragments"]) == 6
+
+        victim = info["placements"][0]["fragments"][0]["node"]
+        pid = next(n["pid"] for n in up["nodes"] if n["id"] == victim)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            st = ecmem(state, "status", "--json")
+            if "NODE_DOWN" in js(st)["checks"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert st.returncode == 1 and js(st)["status"] == "HEALTH_WARN"
+        assert victim in js(st)["checks"]["NODE_DOWN"]["summary"]
+        assert "REGION_DEGRADED" in js(st)["checks"]
+        text = ecmem(state, "status")
+        assert text.returncode == 1 and b"HEALTH_WARN" in text.stdout and victim.encode() in text.stdout
+        assert ecmem(state, "get", "cli/file", "-").stdout == data
+        degraded = ecmem(state, "region", "info", "cli/file")
+        assert degraded.returncode == 1 and b"(down)" in degraded.stdout
+
+        # up again restarts the missing node with its id
+        assert ecmem(state, "up", "--json").returncode == 0
+        assert js(ecmem(state, "nodes", "--json"))["nodes"][0]["state"] == "up"
+
+        assert ecmem(state, "region", "rm", "cli/r1").returncode == 0
+        assert ecmem(state, "region", "info", "cli/r1").returncode == 2
+    finally:
+        down = ecmem(state, "down", "--json")
+    assert down.returncode == 0
+    stopped = js(down)["stopped"]
+    assert "zookeeper" in stopped and "coordinator" in stopped
+    time.sleep(0.5)
+    for n in up["nodes"]:
+        assert not psutil.pid_exists(n["pid"]) or psutil.Process(n["pid"]).status() == "zombie"
+    assert ecmem(state, "status").returncode == 2
