@@ -23,7 +23,7 @@ venv: $(STAMP)
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup
+test: setup lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
@@ -37,6 +37,7 @@ bench: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check ecmem coordinator storage_node tests bench scripts
+	$(BIN)/ruff format --check ecmem coordinator storage_node tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

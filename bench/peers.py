@@ -24,10 +24,25 @@ class RedisServer:
             raise SystemExit("redis-server is not installed: run 'make setup'")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--maxmemory", "0",
-             "--proto-max-bulk-len", "1gb"],
-            stdout=open(self.workdir / "redis.log", "wb"), stderr=subprocess.STDOUT,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--maxmemory",
+                "0",
+                "--proto-max-bulk-len",
+                "1gb",
+            ],
+            stdout=open(self.workdir / "redis.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         client = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + 10

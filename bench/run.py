@@ -148,9 +148,15 @@ def main() -> int:
             "seq_read_bytes": e["seq_read_bytes_MBps"] / rd["seq_read_MBps"],
             "rand_read_4k_p50": e["rand_read_4k_p50_us"] / rd["rand_read_4k_p50_us"],
         },
-        "config": {"size_mib": args.size_mib, "repeat": args.repeat, "reads": args.reads,
-                   "nodes": args.nodes, "policy": "ec:4+2", "block": BLOCK,
-                   "cpus": os.cpu_count()},
+        "config": {
+            "size_mib": args.size_mib,
+            "repeat": args.repeat,
+            "reads": args.reads,
+            "nodes": args.nodes,
+            "policy": "ec:4+2",
+            "block": BLOCK,
+            "cpus": os.cpu_count(),
+        },
         "runs": {"ecmem": e_runs, "redis": r_runs},
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
@@ -164,7 +170,9 @@ def main() -> int:
     ]
     for label, ek, rk, ratio in rows:
         print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.2f}")
-    print(f"{'4 KiB read p99 us':28}{e['rand_read_4k_p99_us']:12.0f}{rd['rand_read_4k_p99_us']:12.0f}")
+    print(
+        f"{'4 KiB read p99 us':28}{e['rand_read_4k_p99_us']:12.0f}{rd['rand_read_4k_p99_us']:12.0f}"
+    )
     print(f"\nwrote {OUT / 'results.json'}")
     return 0
 

@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 class Monitor:
     """Logs nodes joining and leaving and changes of cluster health."""
 
-    def __init__(self, store: MetadataStore, log_: logging.Logger = log,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        log_: logging.Logger = log,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.log = log_
         self.clock = clock
@@ -37,23 +41,31 @@ class Monitor:
         nodes = self.store.all_nodes()
         live = {k: v.address for k, v in nodes.items() if v.state == "up"}
         for node_id in sorted(set(self.live) - set(live)):
-            self.log.warning("node %s left (was at %s); its fragments are unreachable until it "
-                             "returns", node_id, self.live[node_id])
+            self.log.warning(
+                "node %s left (was at %s); its fragments are unreachable until it returns",
+                node_id,
+                self.live[node_id],
+            )
         for node_id in sorted(set(live) - set(self.live)):
             self.log.info("node %s joined at %s", node_id, live[node_id])
         self.live = live
         report, _ = assess(nodes, self.store.regions())
         if report.status != self.status:
             summary = "; ".join(c.summary for c in report.checks) or "all good"
-            self.log.log(logging.INFO if report.status == "HEALTH_OK" else logging.WARNING,
-                         "cluster health %s: %s", report.status, summary)
+            self.log.log(
+                logging.INFO if report.status == "HEALTH_OK" else logging.WARNING,
+                "cluster health %s: %s",
+                report.status,
+                summary,
+            )
             self.status = report.status
         return report.status
 
 
 class Coordinator:
-    def __init__(self, zk: KazooClient, cluster: str, identifier: str,
-                 interval: float = 2.0) -> None:
+    def __init__(
+        self, zk: KazooClient, cluster: str, identifier: str, interval: float = 2.0
+    ) -> None:
         self.zk = zk
         self.store = MetadataStore(zk, cluster)
         self.identifier = identifier

@@ -110,22 +110,34 @@ def assess(
                 "NODE_DOWN",
                 HEALTH_WARN,
                 f"{len(down)} of {len(nodes)} storage nodes down: {', '.join(down)}",
-                [f"{n} (last at {nodes[n].address}, domain {nodes[n].failure_domain})" for n in down],
+                [
+                    f"{n} (last at {nodes[n].address}, domain {nodes[n].failure_domain})"
+                    for n in down
+                ],
             )
         )
     full = [n for n in live.values() if n.capacity and n.used >= FULL * n.capacity]
     nearfull = [
-        n for n in live.values() if n.capacity and NEARFULL * n.capacity <= n.used < FULL * n.capacity
+        n
+        for n in live.values()
+        if n.capacity and NEARFULL * n.capacity <= n.used < FULL * n.capacity
     ]
     if full:
         checks.append(
-            Check("NODE_FULL", HEALTH_ERR, f"{_n(len(full), 'node')} full: "
-                  + ", ".join(sorted(n.id for n in full)))
+            Check(
+                "NODE_FULL",
+                HEALTH_ERR,
+                f"{_n(len(full), 'node')} full: " + ", ".join(sorted(n.id for n in full)),
+            )
         )
     if nearfull:
         checks.append(
-            Check("NODE_NEARFULL", HEALTH_WARN, f"{_n(len(nearfull), 'node')} nearly full: "
-                  + ", ".join(sorted(n.id for n in nearfull)))
+            Check(
+                "NODE_NEARFULL",
+                HEALTH_WARN,
+                f"{_n(len(nearfull), 'node')} nearly full: "
+                + ", ".join(sorted(n.id for n in nearfull)),
+            )
         )
     per_region = [region_health(meta, live) for meta in regions]
     stripes = sum(r.stripes for r in per_region)

@@ -1,10 +1,10 @@
 """ecmem: fault-tolerant remote memory.
 
-    import ecmem
-    cl = ecmem.connect()                       # ECMEM_ZK, or the local cluster in ./.ecmem
-    cl.create_region("ckpt/job42/rank0", "1GiB", policy="ec:4+2")
-    with cl.open("ckpt/job42/rank0", "r+b") as f:
-        f.write(b"state")
+import ecmem
+cl = ecmem.connect()                       # ECMEM_ZK, or the local cluster in ./.ecmem
+cl.create_region("ckpt/job42/rank0", "1GiB", policy="ec:4+2")
+with cl.open("ckpt/job42/rank0", "r+b") as f:
+    f.write(b"state")
 """
 
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(f".{module}", __name__), name)
+
 
 __version__ = "0.1.0"
 

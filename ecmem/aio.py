@@ -161,7 +161,9 @@ class AsyncClient:
         await self._zk(self._watch_region, name)
         return meta
 
-    async def _update(self, name: str, change: Callable[[RegionMeta], RegionMeta | None]) -> RegionMeta:
+    async def _update(
+        self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
+    ) -> RegionMeta:
         def run() -> tuple[RegionMeta, int]:
             new = self.meta.update_region(name, change)
             _, stat = self.zk.get(self.meta.paths.region(name))
@@ -179,8 +181,11 @@ class AsyncClient:
 
     def view(self, meta: RegionMeta) -> RegionView:
         return RegionView(
-            meta.name, meta.id, Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
-            meta.slabs, meta.floors,
+            meta.name,
+            meta.id,
+            Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
+            meta.slabs,
+            meta.floors,
         )
 
     def _placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
@@ -190,7 +195,9 @@ class AsyncClient:
         cands = [Candidate(n.id, n.failure_domain or n.id, n.free) for n in live.values()]
         first = len(meta.slabs)
         rng = random.Random(f"{meta.id}/{first}")
-        ids = place_slabs(cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng)
+        ids = place_slabs(
+            cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng
+        )
         return [[(i, live[i].incarnation) for i in slab] for slab in ids]
 
     # -- regions ----------------------------------------------------------------
@@ -284,8 +291,12 @@ class AsyncClient:
         self._writers.pop(name, None)
         unreached = await self.io.delete(self.view(meta), 0)
         if unreached:
-            log.warning("region %s removed; nodes %s were unreachable and still hold its "
-                        "fragments until they are scrubbed", name, ", ".join(unreached))
+            log.warning(
+                "region %s removed; nodes %s were unreachable and still hold its "
+                "fragments until they are scrubbed",
+                name,
+                ", ".join(unreached),
+            )
 
     # -- data -------------------------------------------------------------------
 
@@ -297,6 +308,7 @@ class AsyncClient:
         async with lock:
             w = self._writers.get(name)
             if w is None:
+
                 def bump(meta: RegionMeta) -> RegionMeta:
                     meta.epoch += 1
                     return meta
@@ -330,8 +342,9 @@ class AsyncClient:
 
         return await self._update(name, change)
 
-    async def write_at(self, name: str, offset: int, data: bytes | bytearray | memoryview,
-                       size: int) -> None:
+    async def write_at(
+        self, name: str, offset: int, data: bytes | bytearray | memoryview, size: int
+    ) -> None:
         """Store ``data`` at ``offset`` without publishing a new size; ``size`` is the
         writer's view of the region's size (bytes past it are treated as unset)."""
         if offset < 0:
@@ -359,8 +372,9 @@ class AsyncClient:
             return b""
         return bytes(await self.io.read(self.view(meta), offset, length))
 
-    async def read_into(self, name: str, offset: int, out: memoryview,
-                        size: int | None = None) -> int:
+    async def read_into(
+        self, name: str, offset: int, out: memoryview, size: int | None = None
+    ) -> int:
         """Fill ``out`` from ``offset``; returns how many bytes (short at the end)."""
         if offset < 0:
             raise ConfigError(f"offset {offset} must not be negative")
@@ -419,8 +433,12 @@ class AsyncClient:
         new = await self._update(name, shrink)
         unreached = await self.io.delete(self.view(new), first_gone)
         if unreached:
-            log.info("region %s truncated; nodes %s keep stale stripes past the end, which "
-                     "read as unset", name, ", ".join(unreached))
+            log.info(
+                "region %s truncated; nodes %s keep stale stripes past the end, which "
+                "read as unset",
+                name,
+                ", ".join(unreached),
+            )
 
     async def open(
         self,
@@ -430,7 +448,11 @@ class AsyncClient:
         policy: str | None = None,
         size: int | str = 0,
     ) -> AsyncRegionFile:
-        """Open a region as a binary file object (``rb``, ``r+b``, ``wb``, ``w+b``, ``ab``, ``xb``)."""
+        """Open a region as a binary file object.
+
+        Modes: ``rb``, ``r+b``, ``wb``, ``w+b``, ``ab``, ``a+b``, ``xb``, ``x+b``; those that
+        create a region use ``policy`` (default ec:4+2) and ``size``.
+        """
         flags = parse_mode(mode)
         validate_name(name)
         if flags.create:
@@ -464,9 +486,13 @@ class AsyncClient:
         return await self._region(name, fresh=True)
 
 
-async def connect(zk: str | None = None, *, cluster: str | None = None,
-                  state_dir: str | os.PathLike[str] | None = None,
-                  timeout: float = 10.0) -> AsyncClient:
+async def connect(
+    zk: str | None = None,
+    *,
+    cluster: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 10.0,
+) -> AsyncClient:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
     tune_malloc()
     target = resolve(zk, cluster, state_dir)

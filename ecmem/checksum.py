@@ -44,7 +44,9 @@ def bad_pages(
 
 
 def bad_pages_in(
-    segments: tuple[memoryview, ...] | list[memoryview], crcs: bytes, first_page: int = 0,
+    segments: tuple[memoryview, ...] | list[memoryview],
+    crcs: bytes,
+    first_page: int = 0,
     page: int = PAGE,
 ) -> list[int]:
     """Like bad_pages, for bytes that arrived scattered over several buffers."""
@@ -98,7 +100,7 @@ def _bad_pages_window(
             bad.append(first_page)
         n = 1
     whole = (len(body) - pos) // page
-    for j in range(whole):
+    for _ in range(whole):
         if crc32c(body[pos : pos + page]) != sums[n]:
             bad.append(first_page + n)
         pos += page

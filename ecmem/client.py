@@ -54,12 +54,14 @@ class Client:
     def cluster(self) -> str:
         return self._inner.cluster
 
-    def create_region(self, name: str, size: int | str = 0, policy: str = aio.DEFAULT_POLICY,
-                      **kw: Any) -> RegionStat:
+    def create_region(
+        self, name: str, size: int | str = 0, policy: str = aio.DEFAULT_POLICY, **kw: Any
+    ) -> RegionStat:
         return self._run(self._inner.create_region(name, size, policy, **kw))
 
-    def open(self, name: str, mode: str = "rb", *, policy: str | None = None,
-             size: int | str = 0) -> RegionFile:
+    def open(
+        self, name: str, mode: str = "rb", *, policy: str | None = None, size: int | str = 0
+    ) -> RegionFile:
         inner = self._run(self._inner.open(name, mode, policy=policy, size=size))
         return RegionFile(inner, self._run)
 
@@ -98,8 +100,13 @@ class Client:
         self.close()
 
 
-def connect(zk: str | None = None, *, cluster: str | None = None,
-            state_dir: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Client:
+def connect(
+    zk: str | None = None,
+    *,
+    cluster: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 10.0,
+) -> Client:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
     tune_malloc()
     loop = _new_loop()

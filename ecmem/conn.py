@@ -55,8 +55,12 @@ class NodeConnection(FrameProtocol):
             fut.set_result(msg)
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
-        log.error("node %s at %s sent a bad frame, dropping connection: %s",
-                  self.node_id, self.address, exc)
+        log.error(
+            "node %s at %s sent a bad frame, dropping connection: %s",
+            self.node_id,
+            self.address,
+            exc,
+        )
         self.abort()
         self._fail_all(f"sent a bad frame ({exc})")
 
@@ -69,8 +73,9 @@ class NodeConnection(FrameProtocol):
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(
-                    NodeUnavailable(f"node {self.node_id} at {self.address}: {why}",
-                                    node=self.node_id)
+                    NodeUnavailable(
+                        f"node {self.node_id} at {self.address}: {why}", node=self.node_id
+                    )
                 )
 
     async def request(
@@ -80,8 +85,9 @@ class NodeConnection(FrameProtocol):
         for are received straight into that buffer (the reply's payload is then the
         tuple (head, into, tail) of the whole pages sent)."""
         if self.closed:
-            raise NodeUnavailable(f"node {self.node_id} at {self.address}: connection closed",
-                                  node=self.node_id)
+            raise NodeUnavailable(
+                f"node {self.node_id} at {self.address}: connection closed", node=self.node_id
+            )
         req_id = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
@@ -95,8 +101,9 @@ class NodeConnection(FrameProtocol):
                 await self.drain()
             return await fut
         except ConnectionError as exc:
-            raise NodeUnavailable(f"node {self.node_id} at {self.address}: {exc}",
-                                  node=self.node_id) from exc
+            raise NodeUnavailable(
+                f"node {self.node_id} at {self.address}: {exc}", node=self.node_id
+            ) from exc
         finally:
             timer.cancel()
             self._pending.pop(req_id, None)
@@ -105,10 +112,12 @@ class NodeConnection(FrameProtocol):
 
 def _expire(fut: asyncio.Future[wire.Message], conn: NodeConnection, timeout: float) -> None:
     if not fut.done():
-        fut.set_exception(NodeUnavailable(
-            f"node {conn.node_id} at {conn.address} did not answer within {timeout:.1f}s",
-            node=conn.node_id,
-        ))
+        fut.set_exception(
+            NodeUnavailable(
+                f"node {conn.node_id} at {conn.address} did not answer within {timeout:.1f}s",
+                node=conn.node_id,
+            )
+        )
 
 
 AddressBook = Callable[[str], str | None]
@@ -125,8 +134,9 @@ class ConnectionPool:
     async def get(self, node_id: str) -> NodeConnection:
         address = self._addresses(node_id)
         if address is None:
-            raise NodeUnavailable(f"node {node_id} is not registered as live in ZooKeeper",
-                                  node=node_id)
+            raise NodeUnavailable(
+                f"node {node_id} is not registered as live in ZooKeeper", node=node_id
+            )
         conn = self._conns.get(node_id)
         if conn is not None and not conn.closed and conn.address == address:
             return conn
@@ -158,7 +168,7 @@ class ConnectionPool:
                 loop.create_connection(lambda: NodeConnection(node_id, address), host, int(port)),
                 CONNECT_TIMEOUT,
             )
-        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             raise NodeUnavailable(
                 f"cannot connect to node {node_id} at {address}: {exc or 'timed out'}",
                 node=node_id,
@@ -170,7 +180,10 @@ class ConnectionPool:
         return conn
 
     async def request(
-        self, node_id: str, msg: wire.Message, timeout: float = REQUEST_TIMEOUT,
+        self,
+        node_id: str,
+        msg: wire.Message,
+        timeout: float = REQUEST_TIMEOUT,
         into: memoryview | None = None,
     ) -> tuple[NodeConnection, wire.Message]:
         conn = await self.get(node_id)

@@ -38,6 +38,7 @@ class Budget:
     def give(self, n: int) -> None:
         self.used -= n
 
+
 SOCKET_BUFFER = 4 * 1024 * 1024
 
 
@@ -57,8 +58,9 @@ FrameHandler = Callable[[int, wire.Message], None]
 class FrameProtocol(asyncio.BufferedProtocol):
     """Turns a byte stream into (request id, message) calls of ``on_frame``."""
 
-    def __init__(self, max_payload: int = wire.DEFAULT_MAX_PAYLOAD,
-                 budget: Budget | None = None) -> None:
+    def __init__(
+        self, max_payload: int = wire.DEFAULT_MAX_PAYLOAD, budget: Budget | None = None
+    ) -> None:
         self.max_payload = max_payload
         self.budget = budget
         self._reserved = 0

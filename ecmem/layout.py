@@ -77,7 +77,9 @@ class Layout:
             yield Piece(stripe, start, n, pos)
             pos += n
 
-    def data_ranges(self, stripe: int, start: int, length: int) -> Iterator[tuple[int, int, int, int]]:
+    def data_ranges(
+        self, stripe: int, start: int, length: int
+    ) -> Iterator[tuple[int, int, int, int]]:
         """(fragment index, offset in fragment, length, offset in piece) for a healthy read."""
         if isinstance(self.policy, ReplicationPolicy):
             yield stripe % self.policy.copies, start, length, 0

@@ -156,8 +156,12 @@ class LocalCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / log_name, "ab") as out:
             proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.dir,
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
             )
         return proc.pid
 
@@ -181,8 +185,15 @@ class LocalCluster:
         port = free_port()
         (zdir / "zoo.cfg").write_text(ZK_CONF.format(data=zdir / "data", port=port))
         state.zk_pid = self._spawn(
-            [java, "-Xmx512m", f"-Dzookeeper.log.dir={self.logs}",
-             "-cp", f"/etc/zookeeper/conf:{ZK_JAR}", ZK_MAIN, self.zk_marker],
+            [
+                java,
+                "-Xmx512m",
+                f"-Dzookeeper.log.dir={self.logs}",
+                "-cp",
+                f"/etc/zookeeper/conf:{ZK_JAR}",
+                ZK_MAIN,
+                self.zk_marker,
+            ],
             "zookeeper.log",
         )
         state.zk_port = port
@@ -213,10 +224,23 @@ class LocalCluster:
 
     def node_args(self, state: ClusterState, node: NodeProc) -> list[str]:
         args = [
-            sys.executable, "-m", "storage_node", "--id", node.id, "--zk", state.zk,
-            "--cluster", state.cluster, "--listen", "127.0.0.1:0",
-            "--capacity", str(node.capacity), "--failure-domain", node.id,
-            "--session-timeout", str(state.session_timeout),
+            sys.executable,
+            "-m",
+            "storage_node",
+            "--id",
+            node.id,
+            "--zk",
+            state.zk,
+            "--cluster",
+            state.cluster,
+            "--listen",
+            "127.0.0.1:0",
+            "--capacity",
+            str(node.capacity),
+            "--failure-domain",
+            node.id,
+            "--session-timeout",
+            str(state.session_timeout),
         ]
         if node.data_dir:
             args += ["--data-dir", node.data_dir]
@@ -269,8 +293,9 @@ class LocalCluster:
         self.save(state)
         return state
 
-    def wait_registered(self, state: ClusterState, timeout: float = 60.0,
-                        only: list[str] | None = None) -> None:
+    def wait_registered(
+        self, state: ClusterState, timeout: float = 60.0, only: list[str] | None = None
+    ) -> None:
         zk = connect_zk(state.zk, timeout=10)
         try:
             md = MetadataStore(zk, state.cluster)

@@ -37,9 +37,7 @@ def tune_malloc(keep_freed: bool = False) -> bool:
     try:
         libc = ctypes.CDLL(name)
         trim = -1 if keep_freed else TRIM_THRESHOLD  # -1: glibc reads it as "never"
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(
-            M_TRIM_THRESHOLD, trim
-        )
+        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, trim)
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(ok)

@@ -68,7 +68,9 @@ class ECPolicy:
 
     def __post_init__(self) -> None:
         if self.data < 1:
-            raise PolicyError(f"ec:{self.data}+{self.parity}: K (data fragments) must be at least 1")
+            raise PolicyError(
+                f"ec:{self.data}+{self.parity}: K (data fragments) must be at least 1"
+            )
         if self.parity < 1:
             raise PolicyError(
                 f"ec:{self.data}+{self.parity}: M (parity fragments) must be at least 1; "

@@ -75,8 +75,9 @@ class AsyncRegionFile:
     it: what was written since the last successful flush may be incomplete).
     """
 
-    def __init__(self, client: AsyncClient, name: str, flags: Flags, size: int,
-                 stripe: int) -> None:
+    def __init__(
+        self, client: AsyncClient, name: str, flags: Flags, size: int, stripe: int
+    ) -> None:
         self._client = client
         self.name = name
         self.flags = flags
@@ -277,10 +278,10 @@ class RegionFile(io.RawIOBase):
         super().__init__()
         self._inner = inner
         self._run = run
-        self.name = inner.name  # type: ignore[misc]
+        self.name = inner.name
 
     @property
-    def mode(self) -> str:  # type: ignore[override]
+    def mode(self) -> str:
         return self._inner.mode
 
     @property

@@ -109,8 +109,14 @@ class StripeIO:
     # -- reading ----------------------------------------------------------------
 
     async def fetch(
-        self, view: RegionView, stripe: int, index: int, offset: int, length: int,
-        timeout: float = 10.0, into: memoryview | None = None,
+        self,
+        view: RegionView,
+        stripe: int,
+        index: int,
+        offset: int,
+        length: int,
+        timeout: float = 10.0,
+        into: memoryview | None = None,
     ) -> Outcome:
         """Bytes [offset, offset+length) of one fragment, checked against their sums.
 
@@ -141,8 +147,15 @@ class StripeIO:
         segments = payload if isinstance(payload, tuple) else (memoryview(payload),)
         bad = checksum.bad_pages_in(segments, reply.crcs, reply.first_page)
         if bad:
-            log.warning("region %s stripe %d fragment %d on node %s: checksum mismatch "
-                        "on pages %s; reading around it", view.name, stripe, index, node_id, bad[:4])
+            log.warning(
+                "region %s stripe %d fragment %d on node %s: checksum mismatch "
+                "on pages %s; reading around it",
+                view.name,
+                stripe,
+                index,
+                node_id,
+                bad[:4],
+            )
             return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
         if reply.version < view.min_version(stripe):
             return Missing()
@@ -167,8 +180,10 @@ class StripeIO:
             outcomes = [await self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])]
         else:
             outcomes = await asyncio.gather(
-                *(self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])
-                  for i, off, n, pos in ranges)
+                *(
+                    self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])
+                    for i, off, n, pos in ranges
+                )
             )
         versions = {o.version if isinstance(o, Got) else 0 for o in outcomes}
         if len(versions) == 1 and not any(isinstance(o, Failed) for o in outcomes):
@@ -184,6 +199,7 @@ class StripeIO:
         layout = view.layout
         policy = layout.policy
         width, k, size = policy.width, policy.k, layout.fragment_size
+
         async def one(i: int) -> tuple[int, Outcome]:
             return i, await self.fetch(view, stripe, i, 0, size, DEGRADED_TIMEOUT)
 
@@ -209,8 +225,13 @@ class StripeIO:
             for t in tasks:
                 t.cancel()
         if winner is not None:
-            log.info("region %s slab %d stripe %d: degraded read decoded from fragments %s",
-                     view.name, layout.slab_of(stripe), stripe, sorted(by_version[winner]))
+            log.info(
+                "region %s slab %d stripe %d: degraded read decoded from fragments %s",
+                view.name,
+                layout.slab_of(stripe),
+                stripe,
+                sorted(by_version[winner]),
+            )
             return policy.decode(by_version[winner], layout.chunk)
         if missing:
             # A node that held its data all along never received this stripe, so
@@ -268,8 +289,9 @@ class StripeIO:
             if isinstance(reply, wire.Error):
                 if reply.code == wire.E_NO_SPACE:
                     raise NoSpaceError(f"node {node_id}: {reply.message}")
-                raise RemoteError(f"node {node_id}: {reply.message}", node=node_id,
-                                  remote_code=reply.code)
+                raise RemoteError(
+                    f"node {node_id}: {reply.message}", node=node_id, remote_code=reply.code
+                )
 
         results = await asyncio.gather(*(put(i) for i in range(len(frags))), return_exceptions=True)
         errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}

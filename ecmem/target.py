@@ -23,8 +23,11 @@ def state_dir_default() -> Path:
     return Path(os.environ.get("ECMEM_STATE_DIR", DEFAULT_STATE_DIR))
 
 
-def resolve(zk: str | None = None, cluster: str | None = None,
-            state_dir: str | os.PathLike[str] | None = None) -> Target:
+def resolve(
+    zk: str | None = None,
+    cluster: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+) -> Target:
     cluster = cluster or os.environ.get("ECMEM_CLUSTER") or None
     hosts = zk or os.environ.get("ECMEM_ZK") or None
     if hosts:

@@ -92,7 +92,7 @@ class Message:
         elif payload:
             raise ProtocolError(f"{cls.__name__} carries no payload but {len(payload)} bytes came")
         else:
-            msg = cls(*meta)  # type: ignore[call-arg]
+            msg = cls(*meta)
         msg.validate()
         return msg
 
@@ -100,8 +100,13 @@ class Message:
         """Checks beyond field types; subclasses add theirs."""
 
 
-_TYPES: dict[str, type] = {"int": int, "str": str, "bytes": bytes, "dict[str, Any]": dict,
-                           "list[Any]": list}
+_TYPES: dict[str, type] = {
+    "int": int,
+    "str": str,
+    "bytes": bytes,
+    "dict[str, Any]": dict,
+    "list[Any]": list,
+}
 
 
 def _register(cls: type[Message]) -> type[Message]:
@@ -261,7 +266,9 @@ E_INTERNAL = "INTERNAL"
 def encode(msg: Message, req_id: int) -> list[bytes | bytearray | memoryview]:
     """Frame a message; returns buffers to write in order (payload never copied)."""
     meta = msgpack.packb(msg.meta(), use_bin_type=True)
-    payload: bytes | bytearray | memoryview = getattr(msg, "payload", b"") if msg.HAS_PAYLOAD else b""
+    payload: bytes | bytearray | memoryview = (
+        getattr(msg, "payload", b"") if msg.HAS_PAYLOAD else b""
+    )
     plen = memoryview(payload).nbytes
     head = HEADER.pack(MAGIC, VERSION, msg.KIND, req_id & 0xFFFFFFFF, len(meta), plen, 0)
     if plen:

@@ -55,8 +55,9 @@ class DataDir:
                     data = raw[_HEAD.size + ncrc :]
                     if checksum.bad_pages(data, crcs, page=store.page):
                         raise ValueError("checksum mismatch")
-                    store.restore(region_dir.name, int(stripe_s), int(index_s), version, crcs,
-                                  bytearray(data))
+                    store.restore(
+                        region_dir.name, int(stripe_s), int(index_s), version, crcs, bytearray(data)
+                    )
                     loaded += 1
                 except (ValueError, struct.error, StoreError) as exc:
                     log.error("skipping damaged fragment file %s: %s", f, exc)

@@ -40,8 +40,9 @@ class Registration:
 
     def _on_state(self, state: str) -> None:
         if state == KazooState.LOST:
-            log.error("ZooKeeper session lost: node %s will re-register when it reconnects",
-                      self.info.id)
+            log.error(
+                "ZooKeeper session lost: node %s will re-register when it reconnects", self.info.id
+            )
         elif state == KazooState.SUSPENDED:
             log.warning("ZooKeeper connection suspended; still serving clients")
 
@@ -79,8 +80,13 @@ class Registration:
             zk.create(self.paths.registered(self.info.id), record)
         except NodeExistsError:
             zk.set(self.paths.registered(self.info.id), record)
-        log.info("registered node %s at %s (domain %s, capacity %d bytes)",
-                 self.info.id, self.info.address, self.info.failure_domain, self.info.capacity)
+        log.info(
+            "registered node %s at %s (domain %s, capacity %d bytes)",
+            self.info.id,
+            self.info.address,
+            self.info.failure_domain,
+            self.info.capacity,
+        )
 
     def refresh(self, used: int) -> None:
         """Publish usage, and come back if our session expired meanwhile."""

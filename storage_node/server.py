@@ -49,7 +49,9 @@ class NodeServer:
                 r = store.get(msg.region, msg.stripe, msg.index, msg.offset, msg.length)
                 return wire.Data(r.version, r.fragment_len, r.first_page, r.crcs, r.data)
             if isinstance(msg, wire.Put):
-                data = msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)
+                data = (
+                    msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)
+                )
                 store.put(msg.region, msg.stripe, msg.index, msg.version, msg.crc, data)
                 return wire.Ok({})
             if isinstance(msg, wire.Delete):

@@ -153,7 +153,9 @@ class FragmentStore:
         else:
             self.used -= len(frag.data) - min(offset, len(frag.data))
             frag.data = bytes(frag.data[:offset])
-        log.warning("debug: corrupted fragment %s/%s/%s (%s at %d)", region, stripe, index, mode, offset)
+        log.warning(
+            "debug: corrupted fragment %s/%s/%s (%s at %d)", region, stripe, index, mode, offset
+        )
         self._notify("put", region, stripe, index, frag)
 
     def stats(self) -> dict[str, int]:

@@ -30,7 +30,9 @@ def zk_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     lc.down()
 
 
-def make_cluster(zk_hosts: str, tmp_path_factory: pytest.TempPathFactory, **kw: object) -> TestCluster:
+def make_cluster(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory, **kw: object
+) -> TestCluster:
     n = next(_names)
     return TestCluster(tmp_path_factory.mktemp(f"cluster{n}"), zk_hosts, f"test{n}", **kw)  # type: ignore[arg-type]
 

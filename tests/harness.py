@@ -18,13 +18,25 @@ SESSION_TIMEOUT = 2.0
 class TestCluster:
     __test__ = False  # not a test class
 
-    def __init__(self, state_dir: Path, zk: str, name: str, nodes: int = 6,
-                 capacity: str = "1GiB", persist: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        zk: str,
+        name: str,
+        nodes: int = 6,
+        capacity: str = "1GiB",
+        persist: bool = False,
+    ) -> None:
         self.local = LocalCluster(state_dir)
         self.zk = zk
         self.name = name
         self.state = self.local.up(
-            nodes, capacity, cluster=name, zk=zk, persist=persist, allow_debug=True,
+            nodes,
+            capacity,
+            cluster=name,
+            zk=zk,
+            persist=persist,
+            allow_debug=True,
             session_timeout=SESSION_TIMEOUT,
         )
 

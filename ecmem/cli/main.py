@@ -62,32 +62,55 @@ def cli() -> None:
 @click.option("--zk", default=None, help="use this ZooKeeper instead of starting one")
 @click.option("--persist", is_flag=True, help="mirror node fragments in the state dir")
 @click.option("--allow-debug", is_flag=True, help="let nodes accept debug (corrupt) requests")
-@click.option("--session-timeout", default=4.0, show_default=True,
-              help="ZooKeeper session timeout of the nodes, seconds")
+@click.option(
+    "--session-timeout",
+    default=4.0,
+    show_default=True,
+    help="ZooKeeper session timeout of the nodes, seconds",
+)
 @json_option
 @handle_errors
-def up(nodes: int, state_dir: str, capacity: str, cluster: str, zk: str | None, persist: bool,
-       allow_debug: bool, session_timeout: float, as_json: bool) -> None:
+def up(
+    nodes: int,
+    state_dir: str,
+    capacity: str,
+    cluster: str,
+    zk: str | None,
+    persist: bool,
+    allow_debug: bool,
+    session_timeout: float,
+    as_json: bool,
+) -> None:
     """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running."""
     from ecmem.localcluster import LocalCluster
 
     parse_size(capacity)
     lc = LocalCluster(state_dir)
-    state = lc.up(nodes, capacity, cluster=cluster, zk=zk, persist=persist,
-                  allow_debug=allow_debug, session_timeout=session_timeout)
+    state = lc.up(
+        nodes,
+        capacity,
+        cluster=cluster,
+        zk=zk,
+        persist=persist,
+        allow_debug=allow_debug,
+        session_timeout=session_timeout,
+    )
     data = {
         "zk": state.zk,
         "cluster": state.cluster,
         "state_dir": str(lc.dir),
-        "nodes": [{"id": n.id, "pid": n.pid, "address": n.address}
-                  for n in state.nodes.values()],
+        "nodes": [{"id": n.id, "pid": n.pid, "address": n.address} for n in state.nodes.values()],
     }
 
     def text() -> None:
-        click.echo(f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, "
-                   f"logs in {lc.logs}")
-        click.echo(table([(n.id, n.pid, n.address) for n in state.nodes.values()],
-                         ["NODE", "PID", "ADDRESS"]))
+        click.echo(
+            f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, logs in {lc.logs}"
+        )
+        click.echo(
+            table(
+                [(n.id, n.pid, n.address) for n in state.nodes.values()], ["NODE", "PID", "ADDRESS"]
+            )
+        )
         click.echo(f"export ECMEM_ZK={state.zk}")
 
     emit(as_json, data, text)
@@ -115,8 +138,9 @@ def down(state_dir: str, keep_data: bool, as_json: bool) -> None:
 @click.option("--detail", is_flag=True, help="list what each check found")
 @json_option
 @handle_errors
-def status(zk: str | None, cluster: str | None, state_dir: str, detail: bool,
-           as_json: bool) -> None:
+def status(
+    zk: str | None, cluster: str | None, state_dir: str, detail: bool, as_json: bool
+) -> None:
     """Cluster health: HEALTH_OK, HEALTH_WARN or HEALTH_ERR, with check codes."""
     from coordinator.health import HEALTH_ERR, HEALTH_OK, assess
 
@@ -134,13 +158,20 @@ def status(zk: str | None, cluster: str | None, state_dir: str, detail: bool,
                 for line in c.detail:
                     click.echo(f"      {line}")
         click.echo(f"  nodes: {report.nodes_up} up of {report.nodes_total}")
-        click.echo(f"  regions: {report.regions}, stripes: {report.stripes} "
-                   f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable)")
+        click.echo(
+            f"  regions: {report.regions}, stripes: {report.stripes} "
+            f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable)"
+        )
         click.echo(f"  capacity: {format_size(report.used)} used of {format_size(report.capacity)}")
 
     emit(as_json, data, text)
-    sys.exit(EXIT_OK if report.status == HEALTH_OK else EXIT_ERR if report.status == HEALTH_ERR
-             else EXIT_WARN)
+    sys.exit(
+        EXIT_OK
+        if report.status == HEALTH_OK
+        else EXIT_ERR
+        if report.status == HEALTH_ERR
+        else EXIT_WARN
+    )
 
 
 @cli.command()
@@ -155,20 +186,36 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
     rows = []
     for n in sorted(all_nodes.values(), key=lambda n: n.id):
         pid = pids.get(n.id) if n.state == "up" else None
-        rows.append({
-            "id": n.id, "address": n.address, "state": n.state,
-            "failure_domain": n.failure_domain, "capacity": n.capacity,
-            "used": n.used if n.state == "up" else None, "pid": pid,
-        })
+        rows.append(
+            {
+                "id": n.id,
+                "address": n.address,
+                "state": n.state,
+                "failure_domain": n.failure_domain,
+                "capacity": n.capacity,
+                "used": n.used if n.state == "up" else None,
+                "pid": pid,
+            }
+        )
 
     def text() -> None:
-        click.echo(table(
-            [(r["id"], r["address"], r["state"], r["failure_domain"],
-              format_size(r["capacity"]),
-              format_size(r["used"]) if r["used"] is not None else "-",
-              r["pid"] or "-") for r in rows],
-            ["ID", "ADDRESS", "STATE", "DOMAIN", "CAPACITY", "USED", "PID"],
-        ))
+        click.echo(
+            table(
+                [
+                    (
+                        r["id"],
+                        r["address"],
+                        r["state"],
+                        r["failure_domain"],
+                        format_size(r["capacity"]),
+                        format_size(r["used"]) if r["used"] is not None else "-",
+                        r["pid"] or "-",
+                    )
+                    for r in rows
+                ],
+                ["ID", "ADDRESS", "STATE", "DOMAIN", "CAPACITY", "USED", "PID"],
+            )
+        )
 
     emit(as_json, {"nodes": rows}, text)
     sys.exit(EXIT_WARN if any(r["state"] != "up" for r in rows) else EXIT_OK)
@@ -190,8 +237,16 @@ def region() -> None:
 @cluster_options
 @json_option
 @handle_errors
-def region_create(name: str, size: str, policy: str, mode: str, zk: str | None,
-                  cluster: str | None, state_dir: str, as_json: bool) -> None:
+def region_create(
+    name: str,
+    size: str,
+    policy: str,
+    mode: str,
+    zk: str | None,
+    cluster: str | None,
+    state_dir: str,
+    as_json: bool,
+) -> None:
     """Create region NAME."""
     try:
         mode_bits = int(mode, 8)
@@ -200,8 +255,11 @@ def region_create(name: str, size: str, policy: str, mode: str, zk: str | None,
     nbytes = parse_size(size)
     with _connect(zk, cluster, state_dir) as cl:
         st = cl.create_region(name, nbytes, policy, mode=mode_bits)
-    emit(as_json, st.to_dict(),
-         f"created region {st.name}: {format_size(st.size)}, policy {st.policy}")
+    emit(
+        as_json,
+        st.to_dict(),
+        f"created region {st.name}: {format_size(st.size)}, policy {st.policy}",
+    )
 
 
 @region.command("ls")
@@ -209,18 +267,30 @@ def region_create(name: str, size: str, policy: str, mode: str, zk: str | None,
 @cluster_options
 @json_option
 @handle_errors
-def region_ls(prefix: str, zk: str | None, cluster: str | None, state_dir: str,
-              as_json: bool) -> None:
+def region_ls(
+    prefix: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
+) -> None:
     """List regions whose names start with PREFIX."""
     with _connect(zk, cluster, state_dir) as cl:
         stats = cl.list_regions(prefix)
 
     def text() -> None:
-        click.echo(table(
-            [(s.name, s.policy, format_size(s.size), f"{s.mode:o}", s.owner,
-              time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.mtime))) for s in stats],
-            ["NAME", "POLICY", "SIZE", "MODE", "OWNER", "MODIFIED"],
-        ))
+        click.echo(
+            table(
+                [
+                    (
+                        s.name,
+                        s.policy,
+                        format_size(s.size),
+                        f"{s.mode:o}",
+                        s.owner,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.mtime)),
+                    )
+                    for s in stats
+                ],
+                ["NAME", "POLICY", "SIZE", "MODE", "OWNER", "MODIFIED"],
+            )
+        )
 
     emit(as_json, {"regions": [s.to_dict() for s in stats]}, text)
 
@@ -230,8 +300,9 @@ def region_ls(prefix: str, zk: str | None, cluster: str | None, state_dir: str,
 @cluster_options
 @json_option
 @handle_errors
-def region_info(name: str, zk: str | None, cluster: str | None, state_dir: str,
-                as_json: bool) -> None:
+def region_info(
+    name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
+) -> None:
     """Policy, size, placements and health of region NAME."""
     from coordinator.health import region_health
     from ecmem.stat import RegionStat
@@ -242,29 +313,44 @@ def region_info(name: str, zk: str | None, cluster: str | None, state_dir: str,
         nodes = ac.meta.all_nodes()
     live = {k: v for k, v in nodes.items() if v.state == "up"}
     health = region_health(meta, live)
-    placements = []
+    placements: list[dict[str, Any]] = []
     for slab, placement in enumerate(meta.slabs):
         frags = []
         for idx, (node_id, inc) in enumerate(placement):
             node = nodes.get(node_id)
             ok = node is not None and node.state == "up" and node.incarnation == inc
-            state = "ok" if ok else ("restarted-empty" if node is not None and node.state == "up"
-                                     else "down")
+            state = (
+                "ok"
+                if ok
+                else ("restarted-empty" if node is not None and node.state == "up" else "down")
+            )
             frags.append({"index": idx, "node": node_id, "state": state})
         placements.append({"slab": slab, "fragments": frags})
-    data = {**RegionStat.of(meta).to_dict(), "epoch": meta.epoch, "health": health.state,
-            "stripes": health.stripes, "degraded_stripes": health.degraded_stripes,
-            "unavailable_stripes": health.unavailable_stripes, "placements": placements}
+    data = {
+        **RegionStat.of(meta).to_dict(),
+        "epoch": meta.epoch,
+        "health": health.state,
+        "stripes": health.stripes,
+        "degraded_stripes": health.degraded_stripes,
+        "unavailable_stripes": health.unavailable_stripes,
+        "placements": placements,
+    }
 
     def text() -> None:
         click.echo(f"region {meta.name}  (id {meta.id})")
         click.echo(f"  policy  {meta.policy}   size {format_size(meta.size)} ({meta.size} bytes)")
-        click.echo(f"  stripe  {format_size(data['stripe_size'])}   slab "
-                   f"{format_size(data['slab_size'])}   epoch {meta.epoch}")
-        click.echo(f"  owner   {meta.owner}   mode {meta.mode:o}   modified "
-                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta.mtime))}")
-        click.echo(f"  health  {health.state}: {health.stripes} stripes, "
-                   f"{health.degraded_stripes} degraded, {health.unavailable_stripes} unavailable")
+        click.echo(
+            f"  stripe  {format_size(data['stripe_size'])}   slab "
+            f"{format_size(data['slab_size'])}   epoch {meta.epoch}"
+        )
+        click.echo(
+            f"  owner   {meta.owner}   mode {meta.mode:o}   modified "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta.mtime))}"
+        )
+        click.echo(
+            f"  health  {health.state}: {health.stripes} stripes, "
+            f"{health.degraded_stripes} degraded, {health.unavailable_stripes} unavailable"
+        )
         for p in placements:
             frags = " ".join(
                 f["node"] + ("" if f["state"] == "ok" else f"({f['state']})")
@@ -281,8 +367,9 @@ def region_info(name: str, zk: str | None, cluster: str | None, state_dir: str,
 @cluster_options
 @json_option
 @handle_errors
-def region_rm(name: str, zk: str | None, cluster: str | None, state_dir: str,
-              as_json: bool) -> None:
+def region_rm(
+    name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
+) -> None:
     """Remove region NAME and free its memory."""
     with _connect(zk, cluster, state_dir) as cl:
         cl.delete_region(name)
@@ -300,8 +387,16 @@ def region_rm(name: str, zk: str | None, cluster: str | None, state_dir: str,
 @cluster_options
 @json_option
 @handle_errors
-def put(file: str, name: str, policy: str, force: bool, zk: str | None, cluster: str | None,
-        state_dir: str, as_json: bool) -> None:
+def put(
+    file: str,
+    name: str,
+    policy: str,
+    force: bool,
+    zk: str | None,
+    cluster: str | None,
+    state_dir: str,
+    as_json: bool,
+) -> None:
     """Copy FILE (or - for stdin) into region NAME."""
     src: BinaryIO
     if file == "-":
@@ -316,8 +411,10 @@ def put(file: str, name: str, policy: str, force: bool, zk: str | None, cluster:
     with src, _connect(zk, cluster, state_dir) as cl:
         if cl.exists(name) and not force:
             raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
-        with cl.open(name, "wb", policy=policy) as dst, \
-                Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar:
+        with (
+            cl.open(name, "wb", policy=policy) as dst,
+            Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
+        ):
             while True:
                 block = src.read(COPY_BLOCK)
                 if not block:
@@ -327,9 +424,12 @@ def put(file: str, name: str, policy: str, force: bool, zk: str | None, cluster:
                 bar.update(len(block))
         st = cl.stat(name)
     secs = max(time.monotonic() - started, 1e-9)
-    emit(as_json, {"region": name, "bytes": copied, "seconds": secs, "policy": st.policy},
-         f"stored {format_size(copied)} in region {name} ({st.policy}) in {secs:.2f}s, "
-         f"{copied / secs / 1e6:.0f} MB/s")
+    emit(
+        as_json,
+        {"region": name, "bytes": copied, "seconds": secs, "policy": st.policy},
+        f"stored {format_size(copied)} in region {name} ({st.policy}) in {secs:.2f}s, "
+        f"{copied / secs / 1e6:.0f} MB/s",
+    )
 
 
 @cli.command()
@@ -338,8 +438,9 @@ def put(file: str, name: str, policy: str, force: bool, zk: str | None, cluster:
 @cluster_options
 @json_option
 @handle_errors
-def get(name: str, file: str, zk: str | None, cluster: str | None, state_dir: str,
-        as_json: bool) -> None:
+def get(
+    name: str, file: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
+) -> None:
     """Copy region NAME into FILE (or - for stdout)."""
     if file == "-" and as_json:
         raise ConfigError("--json and output to stdout (-) do not mix: give a file name")
@@ -371,17 +472,21 @@ def get(name: str, file: str, zk: str | None, cluster: str | None, state_dir: st
             dst.flush()
     secs = max(time.monotonic() - started, 1e-9)
     if file != "-":
-        emit(as_json, {"region": name, "bytes": copied, "seconds": secs, "file": file},
-             f"read {format_size(copied)} from region {name} into {file} in {secs:.2f}s, "
-             f"{copied / secs / 1e6:.0f} MB/s")
+        emit(
+            as_json,
+            {"region": name, "bytes": copied, "seconds": secs, "file": file},
+            f"read {format_size(copied)} from region {name} into {file} in {secs:.2f}s, "
+            f"{copied / secs / 1e6:.0f} MB/s",
+        )
 
 
 def main() -> None:
     import logging
 
     level = os.environ.get("ECMEM_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
+    )
     # ZooKeeper connection hiccups are retried by kazoo; they are not news to a CLI user.
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     cli(prog_name="ecmem")

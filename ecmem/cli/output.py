@@ -27,12 +27,25 @@ def json_option(f: F) -> F:
 
 
 def cluster_options(f: F) -> F:
-    f = click.option("--cluster", envvar="ECMEM_CLUSTER", default=None,
-                     help="cluster name under /ecmem (default: 'default' or the local one's)")(f)
-    f = click.option("--zk", envvar="ECMEM_ZK", default=None,
-                     help="ZooKeeper hosts (default: ECMEM_ZK, else the local cluster)")(f)
-    f = click.option("--state-dir", envvar="ECMEM_STATE_DIR", default=".ecmem",
-                     show_default=True, help="local cluster state directory")(f)
+    f = click.option(
+        "--cluster",
+        envvar="ECMEM_CLUSTER",
+        default=None,
+        help="cluster name under /ecmem (default: 'default' or the local one's)",
+    )(f)
+    f = click.option(
+        "--zk",
+        envvar="ECMEM_ZK",
+        default=None,
+        help="ZooKeeper hosts (default: ECMEM_ZK, else the local cluster)",
+    )(f)
+    f = click.option(
+        "--state-dir",
+        envvar="ECMEM_STATE_DIR",
+        default=".ecmem",
+        show_default=True,
+        help="local cluster state directory",
+    )(f)
     return f
 
 
@@ -55,15 +68,33 @@ def handle_errors(f: F) -> F:
             return f(*args, **kwargs)
         except EcmemError as exc:
             if as_json:
-                click.echo(json.dumps({"error": {"code": exc.code, "message": str(exc),
-                                                 "retriable": exc.retriable}}))
+                click.echo(
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": exc.code,
+                                "message": str(exc),
+                                "retriable": exc.retriable,
+                            }
+                        }
+                    )
+                )
             else:
                 click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(EXIT_ERR)
         except (OSError, ValueError) as exc:
             if as_json:
-                click.echo(json.dumps({"error": {"code": type(exc).__name__,
-                                                 "message": str(exc), "retriable": False}}))
+                click.echo(
+                    json.dumps(
+                        {
+                            "error": {
+                                "code": type(exc).__name__,
+                                "message": str(exc),
+                                "retriable": False,
+                            }
+                        }
+                    )
+                )
             else:
                 click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(EXIT_ERR)
@@ -87,9 +118,11 @@ class Progress:
 
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self._bar = (
-            click.progressbar(length=total, label=label, file=sys.stderr,
-                              show_eta=True, show_percent=True)
-            if enabled else None
+            click.progressbar(
+                length=total, label=label, file=sys.stderr, show_eta=True, show_percent=True
+            )
+            if enabled
+            else None
         )
 
     def __enter__(self) -> Progress:

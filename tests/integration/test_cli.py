@@ -16,11 +16,18 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def ecmem(state: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def ecmem(
+    state: Path, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECMEM_")}
     env["ECMEM_STATE_DIR"] = str(state)
-    return subprocess.run([sys.executable, "-m", "ecmem.cli.main", *args], env=env,
-                          capture_output=True, input=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ecmem.cli.main", *args],
+        env=env,
+        capture_output=True,
+        input=stdin,
+        timeout=120,
+    )
 
 
 def js(r: subprocess.CompletedProcess[bytes]) -> dict:  # type: ignore[type-arg]
@@ -47,12 +54,14 @@ def test_local_cluster_lifecycle(tmp_path: Path) -> None:
         ok = ecmem(state, "status", "--json")
         assert ok.returncode == 0 and js(ok)["status"] == "HEALTH_OK"
 
-        made = ecmem(state, "region", "create", "cli/r1", "--size", "3MiB", "--policy", "rep:3",
-                     "--json")
+        made = ecmem(
+            state, "region", "create", "cli/r1", "--size", "3MiB", "--policy", "rep:3", "--json"
+        )
         assert made.returncode == 0 and js(made)["size"] == 3 << 20
         assert "cli/r1" in ecmem(state, "region", "ls").stdout.decode()
-        assert [r["name"] for r in js(ecmem(state, "region", "ls", "cli/", "--json"))["regions"]] \
-            == ["cli/r1"]
+        assert [
+            r["name"] for r in js(ecmem(state, "region", "ls", "cli/", "--json"))["regions"]
+        ] == ["cli/r1"]
 
         src = tmp_path / "in.bin"
         data = os.urandom(5 * 1024 * 1024 + 17)
@@ -87,7 +96,11 @@ def test_local_cluster_lifecycle(tmp_path: Path) -> None:
         assert victim in js(st)["checks"]["NODE_DOWN"]["summary"]
         assert "REGION_DEGRADED" in js(st)["checks"]
         text = ecmem(state, "status")
-        assert text.returncode == 1 and b"HEALTH_WARN" in text.stdout and victim.encode() in text.stdout
+        assert (
+            text.returncode == 1
+            and b"HEALTH_WARN" in text.stdout
+            and victim.encode() in text.stdout
+        )
         assert ecmem(state, "get", "cli/file", "-").stdout == data
         degraded = ecmem(state, "region", "info", "cli/file")
         assert degraded.returncode == 1 and b"(down)" in degraded.stdout

@@ -51,9 +51,13 @@ def test_bad_names(client, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_unknown_region(client) -> None:  # type: ignore[no-untyped-def]
-    for call in (lambda: client.stat("nope"), lambda: client.pread("nope", 0, 1),
-                 lambda: client.open("nope", "rb"), lambda: client.delete_region("nope"),
-                 lambda: client.pwrite("nope", 0, b"x")):
+    for call in (
+        lambda: client.stat("nope"),
+        lambda: client.pread("nope", 0, 1),
+        lambda: client.open("nope", "rb"),
+        lambda: client.delete_region("nope"),
+        lambda: client.pwrite("nope", 0, b"x"),
+    ):
         with pytest.raises(ecmem.RegionNotFound) as err:
             call()
         assert "nope" in str(err.value) and "ecmem region ls" in str(err.value)
@@ -91,19 +95,26 @@ def test_no_cluster_is_a_clear_error(tmp_path, monkeypatch) -> None:  # type: ig
 
 def ecmem_cli(*args: str, zk: str, cluster: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ECMEM_ZK": zk, "ECMEM_CLUSTER": cluster}
-    return subprocess.run([sys.executable, "-m", "ecmem.cli.main", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ecmem.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
     "args,needle",
-    [(["region", "create", "x", "--policy", "ec:0+2"], "at least 1"),
-     (["region", "create", "x", "--size", "-5"], "negative"),
-     (["region", "create", "a/../b"], ".."),
-     (["region", "info", "missing"], "no region named"),
-     (["get", "missing", "/dev/null"], "no region named"),
-     (["put", "/nonexistent/file", "x"], "no such file"),
-     (["region", "create", "x", "--mode", "9z"], "octal")],
+    [
+        (["region", "create", "x", "--policy", "ec:0+2"], "at least 1"),
+        (["region", "create", "x", "--size", "-5"], "negative"),
+        (["region", "create", "a/../b"], ".."),
+        (["region", "info", "missing"], "no region named"),
+        (["get", "missing", "/dev/null"], "no region named"),
+        (["put", "/nonexistent/file", "x"], "no such file"),
+        (["region", "create", "x", "--mode", "9z"], "octal"),
+    ],
 )
 def test_cli_errors(cluster: TestCluster, args: list[str], needle: str) -> None:
     r = ecmem_cli(*args, zk=cluster.zk, cluster=cluster.name)

@@ -58,21 +58,22 @@ def test_reads_survive_m_losses_and_fail_clearly_beyond(
 def test_corrupt_fragments_detected_and_read_around(cluster: TestCluster) -> None:
     cl = cluster.client()
     try:
-        data = os.urandom(4 * MiB)
         cl.create_region("bad", 0, "ec:4+2")
+        sd = cl.stat("bad").stripe_size
+        data = os.urandom(3 * sd)
         cl.pwrite("bad", 0, data)
         corrupt(cl, "bad", 0, 0, "flip", 100)  # data fragment, healthy path reads it
         corrupt(cl, "bad", 1, 1, "truncate", 1000)
         corrupt(cl, "bad", 2, 4, "flip", 5000)  # parity
         assert cl.pread("bad", 0, len(data)) == data
         assert cl.pread("bad", 10, 50) == data[10:60]
-        # two damaged plus one more lost is too many for ec:4+2 in stripe 0
+        # two more damaged fragments are too many for ec:4+2 in stripe 0
         corrupt(cl, "bad", 0, 1, "flip", 100)
         corrupt(cl, "bad", 0, 2, "flip", 100)
         with pytest.raises(ecmem.DataUnavailableError) as err:
-            cl.pread("bad", 0, MiB)
+            cl.pread("bad", 0, sd)
         assert "checksum mismatch" in str(err.value)
-        assert cl.pread("bad", MiB, MiB) == data[MiB : 2 * MiB]
+        assert cl.pread("bad", sd, sd) == data[sd : 2 * sd]
         cl.delete_region("bad")
     finally:
         cl.close()
@@ -88,8 +89,9 @@ def test_debug_requests_refused_without_flag(zk_hosts: str, tmp_path) -> None:  
         c.restart("node-1")
         cl = c.client()
         try:
-            _, reply = cl._run(cl.async_client.pool.request(
-                "node-1", wire.Corrupt("abc", 0, 0, "flip", 0)))
+            _, reply = cl._run(
+                cl.async_client.pool.request("node-1", wire.Corrupt("abc", 0, 0, "flip", 0))
+            )
             assert isinstance(reply, wire.Error) and reply.code == wire.E_DENIED
             assert "--allow-debug" in reply.message
         finally:

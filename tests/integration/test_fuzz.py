@@ -49,10 +49,16 @@ def test_fuzzed_frames_do_not_hurt_the_node(cluster: TestCluster) -> None:
         cl.create_region("fuzz/victim", 0, "rep:3")
         cl.pwrite("fuzz/victim", 0, b"still here")
         rng = random.Random(7)
-        good = [wire.encode_bytes(m, 1) for m in (
-            wire.Ping(), wire.Stat(), wire.Get("abc", 0, 0, 0, 10), wire.List(""),
-            wire.Put("abc", 1, 0, 1, 0, b"x" * 100),
-        )]
+        good = [
+            wire.encode_bytes(m, 1)
+            for m in (
+                wire.Ping(),
+                wire.Stat(),
+                wire.Get("abc", 0, 0, 0, 10),
+                wire.List(""),
+                wire.Put("abc", 1, 0, 1, 0, b"x" * 100),
+            )
+        ]
         sent = 0
         for i in range(300):
             kind = i % 6

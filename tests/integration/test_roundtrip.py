@@ -37,8 +37,9 @@ def client(cluster: TestCluster):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("policy", ["ec:4+2", "ec:2+1", "rep:3"])
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(steps=ops)
 def test_random_io_matches_model(client, policy: str, steps) -> None:  # type: ignore[no-untyped-def]
     k = {"ec:4+2": 4, "ec:2+1": 2, "rep:3": 1}[policy]

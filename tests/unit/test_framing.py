@@ -74,8 +74,11 @@ def test_many_frames_any_split() -> None:
             for (_, got), want in zip(p.got, msgs, strict=True):
                 assert isinstance(got, wire.Data) and got.version == want.version
                 payload = got.payload
-                joined = b"".join(bytes(x) for x in payload) if isinstance(payload, tuple) \
+                joined = (
+                    b"".join(bytes(x) for x in payload)
+                    if isinstance(payload, tuple)
                     else bytes(payload)
+                )
                 assert joined == bytes(want.payload)
 
 

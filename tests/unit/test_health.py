@@ -11,8 +11,9 @@ def node(i: int, state: str = "up", used: int = 0, inc: str = "a") -> NodeInfo:
 def region(slabs: int = 2) -> RegionMeta:
     placement = [(f"n{i}", "a") for i in range(6)]
     # 1 MiB stripes (4 x 256 KiB), 4 stripes per slab
-    return RegionMeta("r", "id", "ec:4+2", slabs * 4 * (1 << 20), 256 * 1024, 4,
-                      slabs=[placement] * slabs)
+    return RegionMeta(
+        "r", "id", "ec:4+2", slabs * 4 * (1 << 20), 256 * 1024, 4, slabs=[placement] * slabs
+    )
 
 
 def test_ok() -> None:

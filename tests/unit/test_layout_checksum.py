@@ -11,8 +11,9 @@ from ecmem.policy import parse_policy
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["ec:4+2", "ec:2+1", "rep:3"]), st.integers(0, 10**7),
-       st.integers(0, 5 * 10**6))
+@given(
+    st.sampled_from(["ec:4+2", "ec:2+1", "rep:3"]), st.integers(0, 10**7), st.integers(0, 5 * 10**6)
+)
 def test_pieces_tile_the_range(policy: str, offset: int, length: int) -> None:
     lay = Layout.of(policy, 4096, 8)
     pos = offset

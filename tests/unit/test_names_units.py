@@ -16,9 +16,18 @@ def test_good_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name,needle",
-    [("", "empty"), ("/a", "empty part"), ("a/", "empty part"), ("a//b", "empty part"),
-     ("a/../b", "'..'"), ("..", "'..'"), ("./a", "'.'"), ("a\nb", "control"),
-     ("x" * 300, "longer than 255"), ("a/" * 600 + "a", "longer than 1024")],
+    [
+        ("", "empty"),
+        ("/a", "empty part"),
+        ("a/", "empty part"),
+        ("a//b", "empty part"),
+        ("a/../b", "'..'"),
+        ("..", "'..'"),
+        ("./a", "'.'"),
+        ("a\nb", "control"),
+        ("x" * 300, "longer than 255"),
+        ("a/" * 600 + "a", "longer than 1024"),
+    ],
 )
 def test_bad_names(name: str, needle: str) -> None:
     with pytest.raises(InvalidNameError) as err:
@@ -28,8 +37,18 @@ def test_bad_names(name: str, needle: str) -> None:
 
 @pytest.mark.parametrize(
     "text,value",
-    [("0", 0), ("4096", 4096), ("4KiB", 4096), ("1MiB", 1 << 20), ("4GiB", 4 << 30),
-     ("1.5GiB", 3 << 29), ("100M", 100_000_000), ("2k", 2000), (" 7 b ", 7), (42, 42)],
+    [
+        ("0", 0),
+        ("4096", 4096),
+        ("4KiB", 4096),
+        ("1MiB", 1 << 20),
+        ("4GiB", 4 << 30),
+        ("1.5GiB", 3 << 29),
+        ("100M", 100_000_000),
+        ("2k", 2000),
+        (" 7 b ", 7),
+        (42, 42),
+    ],
 )
 def test_parse_size(text: str | int, value: int) -> None:
     assert parse_size(text) == value

@@ -17,8 +17,11 @@ def clusters(draw: st.DrawFn) -> list[Candidate]:
     n = draw(st.integers(1, 24))
     domains = draw(st.integers(1, n))
     return [
-        Candidate(f"n{i}", f"d{draw(st.integers(0, domains - 1))}",
-                  draw(st.sampled_from([0, 10, 100, 1000, 10**6])))
+        Candidate(
+            f"n{i}",
+            f"d{draw(st.integers(0, domains - 1))}",
+            draw(st.sampled_from([0, 10, 100, 1000, 10**6])),
+        )
         for i in range(n)
     ]
 

@@ -11,8 +11,14 @@ from ecmem.policy import ECPolicy, ReplicationPolicy, parse_policy
 
 @pytest.mark.parametrize(
     "text,width,k,tolerates",
-    [("ec:4+2", 6, 4, 2), ("ec:2+1", 3, 2, 1), ("EC:10+4", 14, 10, 4), ("rep:3", 3, 1, 2),
-     ("rep:1", 1, 1, 0), ("ec:4+2:liberasurecode_rs_vand", 6, 4, 2)],
+    [
+        ("ec:4+2", 6, 4, 2),
+        ("ec:2+1", 3, 2, 1),
+        ("EC:10+4", 14, 10, 4),
+        ("rep:3", 3, 1, 2),
+        ("rep:1", 1, 1, 0),
+        ("ec:4+2:liberasurecode_rs_vand", 6, 4, 2),
+    ],
 )
 def test_parse_good(text: str, width: int, k: int, tolerates: int) -> None:
     p = parse_policy(text)
@@ -22,10 +28,17 @@ def test_parse_good(text: str, width: int, k: int, tolerates: int) -> None:
 
 @pytest.mark.parametrize(
     "text,needle",
-    [("ec:0+2", "K (data fragments) must be at least 1"), ("ec:4+-1", "must be at least 1"),
-     ("rep:0", "at least 1"), ("ec:40+40", "at most 32"), ("foo", "cannot read policy"),
-     ("ec:4+2:isa_l_rs_vand", "unknown erasure-code backend"), ("ec:4", "cannot read policy"),
-     ("rep:99", "at most 16"), ("", "cannot read policy")],
+    [
+        ("ec:0+2", "K (data fragments) must be at least 1"),
+        ("ec:4+-1", "must be at least 1"),
+        ("rep:0", "at least 1"),
+        ("ec:40+40", "at most 32"),
+        ("foo", "cannot read policy"),
+        ("ec:4+2:isa_l_rs_vand", "unknown erasure-code backend"),
+        ("ec:4", "cannot read policy"),
+        ("rep:99", "at most 16"),
+        ("", "cannot read policy"),
+    ],
 )
 def test_parse_bad(text: str, needle: str) -> None:
     with pytest.raises(PolicyError) as err:
@@ -63,8 +76,8 @@ def test_reconstruct_missing() -> None:
     data = os.urandom(p.stripe_data(4096))
     frags = p.encode(data)
     rebuilt = p.reconstruct({i: frags[i] for i in (1, 2, 4, 5)}, [0, 3])
-    assert rebuilt[0][p.header:] == frags[0][p.header:]
-    assert rebuilt[3][p.header:] == frags[3][p.header:]
+    assert rebuilt[0][p.header :] == frags[0][p.header :]
+    assert rebuilt[3][p.header :] == frags[3][p.header :]
 
 
 def test_replication() -> None:

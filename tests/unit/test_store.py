@@ -9,8 +9,9 @@ from ecmem import checksum, wire
 from storage_node.store import FragmentStore, StoreError
 
 
-def put(store: FragmentStore, stripe: int, index: int, data: bytes, version: int = 1,
-        region: str = "r") -> None:
+def put(
+    store: FragmentStore, stripe: int, index: int, data: bytes, version: int = 1, region: str = "r"
+) -> None:
     store.put(region, stripe, index, version, crc32c(data), bytearray(data))
 
 

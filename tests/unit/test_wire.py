@@ -29,7 +29,8 @@ def _eq(a: wire.Message, b: wire.Message) -> bool:
     if type(a) is not type(b):
         return False
     return a.meta() == b.meta() and bytes(getattr(a, "payload", b"")) == bytes(
-        getattr(b, "payload", b""))
+        getattr(b, "payload", b"")
+    )
 
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
@@ -57,15 +58,21 @@ def test_stream_split_anywhere() -> None:
 def _header(**kw: int) -> bytes:
     f = {"magic": b"EM", "version": 1, "kind": 2, "req": 1, "meta": 0, "payload": 0, "tag": 0}
     f.update(kw)  # type: ignore[arg-type]
-    return wire.HEADER.pack(f["magic"], f["version"], f["kind"], f["req"], f["meta"],
-                            f["payload"], f["tag"])
+    return wire.HEADER.pack(
+        f["magic"], f["version"], f["kind"], f["req"], f["meta"], f["payload"], f["tag"]
+    )
 
 
 @pytest.mark.parametrize(
     "frame,needle",
-    [(_header(magic=b"XX"), "bad magic"), (_header(version=9), "version 9"),
-     (_header(kind=200), "unknown message kind"), (_header(meta=10**6), "metadata of"),
-     (_header(payload=2**31), "payload of"), (_header(tag=1000), "tag")],
+    [
+        (_header(magic=b"XX"), "bad magic"),
+        (_header(version=9), "version 9"),
+        (_header(kind=200), "unknown message kind"),
+        (_header(meta=10**6), "metadata of"),
+        (_header(payload=2**31), "payload of"),
+        (_header(tag=1000), "tag"),
+    ],
 )
 def test_bad_headers(frame: bytes, needle: str) -> None:
     with pytest.raises(ProtocolError) as err:
@@ -82,9 +89,14 @@ def test_oversized_rejected_before_buffering() -> None:
 
 @pytest.mark.parametrize(
     "meta,needle",
-    [([1, 2, 3], "list of 5 fields"), (["r", -1, 0, 0, 1], "negative"),
-     (["r", "x", 0, 0, 1], "must be int"), ({"a": 1}, "must be a list"),
-     (["", 0, 0, 0, 1], "region id"), (["r", 0, 999, 0, 1], "fragment index")],
+    [
+        ([1, 2, 3], "list of 5 fields"),
+        (["r", -1, 0, 0, 1], "negative"),
+        (["r", "x", 0, 0, 1], "must be int"),
+        ({"a": 1}, "must be a list"),
+        (["", 0, 0, 0, 1], "region id"),
+        (["r", 0, 999, 0, 1], "fragment index"),
+    ],
 )
 def test_bad_metadata(meta: object, needle: str) -> None:
     import msgpack
