@@ -65,11 +65,23 @@ class RegionMeta:
     floors: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
+        # small integers, so a region of thousands of slabs fits ZooKeeper's 1 MB limit.
+        data = asdict(self)
+        table: dict[tuple[str, str], int] = {}
+        data["slabs"] = [
+            [table.setdefault((n, i), len(table)) for n, i in slab] for slab in self.slabs
+        ]
+        data["holders"] = [list(k) for k in table]
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> RegionMeta:
         meta: RegionMeta = _from_dict(cls, raw, "region")
-        meta.slabs = [[(str(n), str(i)) for n, i in slab] for slab in meta.slabs]
-        meta.floors = [(int(s), int(v)) for s, v in meta.floors]
+        try:
+            holders = [(str(n), str(i)) for n, i in json.loads(raw).get("holders", [])]
+            meta.slabs = [[holders[j] for j in slab] for slab in meta.slabs]
+            meta.floors = [(int(s), int(v)) for s, v in meta.floors]
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
         return meta

@@ -71,6 +71,7 @@ class AsyncClient:
         self._writers: dict[str, _Writer] = {}
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._epoch_locks: dict[str, asyncio.Lock] = {}
+        self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
         self.closed = False
 
     # -- set-up -----------------------------------------------------------------
@@ -180,6 +181,14 @@ class AsyncClient:
         return lock
 
     def view(self, meta: RegionMeta) -> RegionView:
+        cached = self._views.get(meta.name)
+        if cached is not None and cached[0] is meta:
+            return cached[1]
+        view = self._make_view(meta)
+        self._views[meta.name] = (meta, view)
+        return view
+
+    def _make_view(self, meta: RegionMeta) -> RegionView:
         return RegionView(
             meta.name,
             meta.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import ConfigError
 from .policy import ECPolicy, ReplicationPolicy, parse_policy
@@ -40,7 +41,7 @@ class Layout:
 
     @classmethod
     def of(cls, policy: str, chunk: int, slab_stripes: int) -> Layout:
-        return cls(parse_policy(policy), chunk, slab_stripes)
+        return _layout(policy, chunk, slab_stripes)
 
     @property
     def stripe_data(self) -> int:
@@ -91,6 +92,11 @@ class Layout:
             n = min(chunk - within, length - pos)
             yield index, header + within, n, pos
             pos += n
+
+
+@lru_cache(maxsize=256)
+def _layout(policy: str, chunk: int, slab_stripes: int) -> Layout:
+    return Layout(parse_policy(policy), chunk, slab_stripes)
 
 
 def default_geometry(policy: ECPolicy | ReplicationPolicy) -> tuple[int, int]:

@@ -203,6 +203,14 @@ def parse_policy(text: str) -> ECPolicy | ReplicationPolicy:
     """Parse ``ec:K+M``, ``ec:K+M:BACKEND`` or ``rep:N``."""
     if not isinstance(text, str):
         raise PolicyError(f"policy must be a string such as 'ec:4+2' or 'rep:3', not {text!r}")
+    return _parse_policy(text)
+
+
+@lru_cache(maxsize=256)
+def _parse_policy(text: str) -> ECPolicy | ReplicationPolicy:
+    # Policies are immutable and building one probes the codec, so each text is parsed once.
+    if not isinstance(text, str):
+        raise PolicyError(f"policy must be a string such as 'ec:4+2' or 'rep:3', not {text!r}")
     spec = text.strip().lower()
     m = _EC_RE.match(spec)
     if m:

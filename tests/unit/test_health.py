@@ -51,3 +51,13 @@ def test_nearfull() -> None:
     report, _ = assess(nodes, [])
     assert report.status == HEALTH_WARN
     assert [c.code for c in report.checks] == ["NODE_NEARFULL"]
+
+
+def test_region_record_roundtrip_and_size() -> None:
+    meta = region(16384)  # a 1 TiB-class region: 16384 slabs
+    meta.slabs = [[(f"n{(s + i) % 9}", "inc" * 5) for i in range(6)] for s in range(16384)]
+    meta.floors = [(3, 7)]
+    raw = meta.to_json()
+    assert len(raw) < 512 * 1024, "must fit ZooKeeper's 1 MB znode limit with room to spare"
+    back = RegionMeta.from_json(raw)
+    assert back.slabs == meta.slabs and back.floors == meta.floors and back == meta
