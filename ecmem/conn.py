@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import checksum, wire
-from .errors import NodeUnavailable, ProtocolError
+from .errors import NodeTimeout, NodeUnavailable, ProtocolError
 from .framing import FrameProtocol
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class NodeConnection(FrameProtocol):
 def _expire(fut: asyncio.Future[wire.Message], conn: NodeConnection, timeout: float) -> None:
     if not fut.done():
         fut.set_exception(
-            NodeUnavailable(
+            NodeTimeout(
                 f"node {conn.node_id} at {conn.address} did not answer within {timeout:.1f}s",
                 node=conn.node_id,
             )
@@ -124,12 +125,34 @@ AddressBook = Callable[[str], str | None]
 
 
 class ConnectionPool:
-    """Connections by node id; addresses come from the cluster's node directory."""
+    """Connections by node id; addresses come from the cluster's node directory.
+
+    A node that let a request time out is *suspect* for a while: healthy reads go
+    around it instead of waiting on it again. ZooKeeper still decides membership.
+    """
+
+    SUSPECT_FOR = 5.0
 
     def __init__(self, addresses: AddressBook) -> None:
         self._addresses = addresses
         self._conns: dict[str, NodeConnection] = {}
         self._connecting: dict[str, asyncio.Future[NodeConnection]] = {}
+        self._suspect_until: dict[str, float] = {}
+
+    def suspect(self, node_id: str) -> None:
+        self._suspect_until[node_id] = time.monotonic() + self.SUSPECT_FOR
+        log.warning(
+            "node %s is slow to answer; reads go around it for %.0fs", node_id, self.SUSPECT_FOR
+        )
+
+    def is_suspect(self, node_id: str) -> bool:
+        until = self._suspect_until.get(node_id)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self._suspect_until[node_id]
+            return False
+        return True
 
     async def get(self, node_id: str) -> NodeConnection:
         address = self._addresses(node_id)

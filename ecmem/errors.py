@@ -61,6 +61,12 @@ class NodeUnavailable(EcmemError):
         self.node = node
 
 
+class NodeTimeout(NodeUnavailable):
+    """A storage node accepted a request but did not answer in time (slow or paused)."""
+
+    code = "NODE_TIMEOUT"
+
+
 class NoSpaceError(EcmemError):
     """A node or the cluster has no room for the data."""
 

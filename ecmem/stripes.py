@@ -25,6 +25,7 @@ from .errors import (
     ClusterError,
     DataUnavailableError,
     EcmemError,
+    NodeTimeout,
     NodeUnavailable,
     NoSpaceError,
     RemoteError,
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 Placement = list[tuple[str, str]]
 READ_WINDOW = 16  # stripes in flight per read call
 WRITE_WINDOW = 12  # stripes in flight per write call
+# A healthy read waits this long before reading around a fragment; a degraded read
+# asks every fragment and takes the first k, so it can afford to wait longer.
+READ_TIMEOUT = 2.0
 DEGRADED_TIMEOUT = 5.0
 
 T = TypeVar("T")
@@ -115,8 +119,9 @@ class StripeIO:
         index: int,
         offset: int,
         length: int,
-        timeout: float = 10.0,
+        timeout: float = READ_TIMEOUT,
         into: memoryview | None = None,
+        avoid_suspects: bool = True,
     ) -> Outcome:
         """Bytes [offset, offset+length) of one fragment, checked against their sums.
 
@@ -124,10 +129,15 @@ class StripeIO:
         failure its contents are undefined.
         """
         node_id, incarnation = view.placement(stripe)[index]
+        if avoid_suspects and self.pool.is_suspect(node_id):
+            return Failed(f"node {node_id} is slow to answer")
         try:
             conn, reply = await self.pool.request(
                 node_id, wire.Get(view.id, stripe, index, offset, length), timeout, into
             )
+        except NodeTimeout as exc:
+            self.pool.suspect(node_id)
+            return Failed(str(exc))
         except NodeUnavailable as exc:
             return Failed(str(exc))
         if conn.incarnation != incarnation:
@@ -201,7 +211,9 @@ class StripeIO:
         width, k, size = policy.width, policy.k, layout.fragment_size
 
         async def one(i: int) -> tuple[int, Outcome]:
-            return i, await self.fetch(view, stripe, i, 0, size, DEGRADED_TIMEOUT)
+            return i, await self.fetch(
+                view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False
+            )
 
         tasks = [asyncio.ensure_future(one(i)) for i in range(width)]
         by_version: dict[int, dict[int, bytes]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -174,3 +175,26 @@ def test_full_node_refuses_and_placement_avoids_it(zk_hosts: str, tmp_path) -> N
     finally:
         cl.close()
         c.down()
+
+
+def test_paused_node_is_read_around(cluster: TestCluster) -> None:
+    cl = cluster.client()
+    data = os.urandom(8 * MiB)
+    cl.create_region("slow", 0, "ec:4+2")
+    cl.pwrite("slow", 0, data)
+    victim = region_nodes(cl, "slow")[0]  # holds data fragment 0 of every stripe of slab 0
+    cluster.signal(victim, signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        assert cl.pread("slow", 0, len(data)) == data
+        first = time.monotonic() - t
+        t = time.monotonic()
+        for _ in range(5):
+            assert cl.pread("slow", 100, 1000) == data[100:1100]
+        later = (time.monotonic() - t) / 5
+        assert first < 4.0, f"first read took {first:.1f}s"
+        assert later < 0.5, f"reads kept waiting on the paused node ({later:.2f}s each)"
+    finally:
+        cluster.signal(victim, signal.SIGCONT)
+        cl.delete_region("slow")
+        cl.close()
