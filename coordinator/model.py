@@ -80,7 +80,8 @@ class RegionMeta:
         meta: RegionMeta = _from_dict(cls, raw, "region")
         try:
             holders = [(str(n), str(i)) for n, i in json.loads(raw).get("holders", [])]
-            meta.slabs = [[holders[j] for j in slab] for slab in meta.slabs]
+            stored: list[list[int]] = meta.slabs  # type: ignore[assignment]  # indexes on disk
+            meta.slabs = [[holders[int(j)] for j in slab] for slab in stored]
             meta.floors = [(int(s), int(v)) for s, v in meta.floors]
         except (ValueError, TypeError, IndexError) as exc:
             raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
