@@ -451,14 +451,16 @@ def get(
         total = src.size
         dst: BinaryIO = sys.stdout.buffer if file == "-" else open(file + ".part", "wb")
         try:
+            buf = bytearray(COPY_BLOCK)
+            view = memoryview(buf)
             with Progress(show_progress(as_json) and file != "-", total, f"get {name}") as bar:
                 while True:
-                    block = src.read(COPY_BLOCK)
-                    if not block:
+                    n = src.readinto(buf)
+                    if not n:
                         break
-                    dst.write(block)
-                    copied += len(block)
-                    bar.update(len(block))
+                    dst.write(view[:n])
+                    copied += n
+                    bar.update(n)
         except BaseException:
             if file != "-":
                 dst.close()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
 
 from ecmem.errors import EcmemError
+from ecmem.units import format_size
 
 EXIT_OK, EXIT_WARN, EXIT_ERR = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,16 +116,27 @@ def show_progress(as_json: bool) -> bool:
 
 
 class Progress:
-    """A byte-count progress bar on stderr, or nothing when not on a terminal."""
+    """A byte-count progress bar with the rate on stderr, or nothing off a terminal."""
 
     def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self._done = 0
+        self._start = time.monotonic()
         self._bar = (
             click.progressbar(
-                length=total, label=label, file=sys.stderr, show_eta=True, show_percent=True
+                length=total,
+                label=label,
+                file=sys.stderr,
+                show_eta=True,
+                show_percent=True,
+                item_show_func=self._rate,
             )
             if enabled
             else None
         )
+
+    def _rate(self, _: object) -> str:
+        secs = max(time.monotonic() - self._start, 1e-6)
+        return f"{format_size(self._done)} {self._done / secs / 1e6:.0f} MB/s"
 
     def __enter__(self) -> Progress:
         if self._bar is not None:
@@ -131,8 +144,9 @@ class Progress:
         return self
 
     def update(self, n: int) -> None:
+        self._done += n
         if self._bar is not None:
-            self._bar.update(n)
+            self._bar.update(n, self._done)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
