@@ -21,6 +21,31 @@ def page_crcs(data: bytes | bytearray | memoryview, page: int = PAGE) -> bytes:
     return sums.tobytes()
 
 
+_ZEROS = bytes(PAGE)
+
+
+def page_crcs_padded(data: bytes | bytearray | memoryview, length: int, page: int = PAGE) -> bytes:
+    """Page sums of ``data`` followed by zeros up to ``length`` bytes."""
+    view = memoryview(data)
+    stored = len(view)
+    whole = stored // page * page
+    sums = array("I", (crc32c(view[i : i + page]) for i in range(0, whole, page)))
+    zeros = _ZEROS if page == PAGE else bytes(page)
+    pos = whole
+    if pos < stored:  # the page where the stored bytes end
+        end = min(pos + page, length)
+        sums.append(crc32c(zeros[: end - stored], crc32c(view[pos:])))
+        pos = end
+    if pos < length:
+        full = crc32c(zeros)
+        while pos + page <= length:
+            sums.append(full)
+            pos += page
+        if pos < length:
+            sums.append(crc32c(zeros[: length - pos]))
+    return sums.tobytes()
+
+
 def unpack(crcs: bytes) -> array[int]:
     out = array("I")
     out.frombytes(crcs)

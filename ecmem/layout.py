@@ -20,6 +20,7 @@ MiB = 1024 * 1024
 DEFAULT_STRIPE = 4 * MiB
 DEFAULT_SLAB = 64 * MiB
 MIN_CHUNK = 4 * KiB
+PARITY_ALIGN = 64
 MAX_CHUNK = 16 * MiB
 
 
@@ -59,6 +60,19 @@ class Layout:
     def slab_fragment_bytes(self) -> int:
         """RAM one node gives to one slab when every stripe of it is written."""
         return self.fragment_size * self.slab_stripes
+
+    def stored_lengths(self, valid: int) -> list[int]:
+        """Bytes of each fragment worth keeping when only the first ``valid`` bytes of a
+        stripe may be non-zero: the codes are linear, so parity is zero wherever every
+        data fragment is."""
+        pol = self.policy
+        if isinstance(pol, ReplicationPolicy):
+            return [valid] * pol.copies
+        chunk, header = self.chunk, pol.header
+        data = [header + min(chunk, max(0, valid - j * chunk)) for j in range(pol.data)]
+        # Codes work on words (16 bits for liberasurecode_rs_vand): round parity up.
+        parity = header + min(chunk, -(-valid // PARITY_ALIGN) * PARITY_ALIGN)
+        return data + [parity] * pol.parity
 
     def slab_of(self, stripe: int) -> int:
         return stripe // self.slab_stripes

@@ -237,7 +237,7 @@ class StripeIO:
             for t in tasks:
                 t.cancel()
         if winner is not None:
-            log.info(
+            log.debug(
                 "region %s slab %d stripe %d: degraded read decoded from fragments %s",
                 view.name,
                 layout.slab_of(stripe),
@@ -279,18 +279,27 @@ class StripeIO:
     # -- writing ----------------------------------------------------------------
 
     async def write_stripe(
-        self, view: RegionView, stripe: int, data: bytes | bytearray | memoryview, version: int
+        self,
+        view: RegionView,
+        stripe: int,
+        data: bytes | bytearray | memoryview,
+        version: int,
+        valid: int | None = None,
     ) -> None:
+        """Encode and store one stripe. Bytes from ``valid`` on are zeros, so each
+        fragment is sent, and kept, only up to where its own zeros begin."""
         layout = view.layout
         frags = layout.policy.encode(data)
         placement = view.placement(stripe)
-        rep = len(frags) > 1 and frags[0] is frags[1]  # replication shares one buffer
-        crcs = [crc32c(frags[0])] * len(frags) if rep else [crc32c(f) for f in frags]
+        size = layout.fragment_size
+        keep = layout.stored_lengths(layout.stripe_data if valid is None else valid)
+        parts = [memoryview(f)[:n] for f, n in zip(frags, keep, strict=True)]
+        crcs = [crc32c(p) for p in parts]
 
         async def put(i: int) -> None:
             node_id, incarnation = placement[i]
             conn, reply = await self.pool.request(
-                node_id, wire.Put(view.id, stripe, i, version, crcs[i], frags[i])
+                node_id, wire.Put(view.id, stripe, i, version, size, crcs[i], parts[i])
             )
             if conn.incarnation != incarnation:
                 raise NodeUnavailable(
@@ -351,7 +360,8 @@ class StripeIO:
                 if valid < sd:
                     base[valid:] = bytes(sd - valid)
             base[start : start + length] = chunk
-            await self.write_stripe(view, stripe, base, next_version())
+            end = min(sd, max(size - base_off, start + length))
+            await self.write_stripe(view, stripe, base, next_version(), end)
 
         await windowed(
             (

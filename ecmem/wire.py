@@ -131,8 +131,10 @@ def _check_key(region: str, index: int) -> None:
 class Put(Message):
     """Store one fragment of a stripe, replacing any older version.
 
-    ``crc`` is the crc32c of the whole payload; the node checks it and keeps
-    per-page sums of its own, which every read returns for the client to check.
+    The fragment is ``length`` bytes long; the payload may be shorter, the rest
+    being zeros (the tail of a region's last stripe). ``crc`` is the crc32c of the
+    payload; the node checks it and keeps per-page sums of its own, which every
+    read returns for the client to check.
     """
 
     KIND: ClassVar[int] = 1
@@ -141,11 +143,17 @@ class Put(Message):
     stripe: int
     index: int
     version: int
+    length: int
     crc: int
     payload: bytes | bytearray | memoryview = b""
 
     def validate(self) -> None:
         _check_key(self.region, self.index)
+        if len(self.payload) > self.length:
+            raise ProtocolError(
+                f"Put payload of {len(self.payload)} bytes is longer than the fragment "
+                f"({self.length} bytes)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +274,11 @@ E_INTERNAL = "INTERNAL"
 def encode(msg: Message, req_id: int) -> list[bytes | bytearray | memoryview]:
     """Frame a message; returns buffers to write in order (payload never copied)."""
     meta = msgpack.packb(msg.meta(), use_bin_type=True)
-    payload: bytes | bytearray | memoryview = (
-        getattr(msg, "payload", b"") if msg.HAS_PAYLOAD else b""
-    )
+    payload: Any = getattr(msg, "payload", b"") if msg.HAS_PAYLOAD else b""
+    if isinstance(payload, tuple):  # scattered: several buffers, sent back to back
+        plen = sum(memoryview(p).nbytes for p in payload)
+        head = HEADER.pack(MAGIC, VERSION, msg.KIND, req_id & 0xFFFFFFFF, len(meta), plen, 0)
+        return [head + meta, *payload]
     plen = memoryview(payload).nbytes
     head = HEADER.pack(MAGIC, VERSION, msg.KIND, req_id & 0xFFFFFFFF, len(meta), plen, 0)
     if plen:

@@ -19,7 +19,7 @@ from ecmem import checksum
 from .store import Fragment, FragmentStore, StoreError
 
 log = logging.getLogger(__name__)
-_HEAD = struct.Struct("!QI")
+_HEAD = struct.Struct("!QQI")  # version, fragment length, bytes of page sums
 
 
 class DataDir:
@@ -50,13 +50,19 @@ class DataDir:
                 try:
                     stripe_s, index_s = f.name.split(".")
                     raw = f.read_bytes()
-                    version, ncrc = _HEAD.unpack_from(raw)
+                    version, length, ncrc = _HEAD.unpack_from(raw)
                     crcs = raw[_HEAD.size : _HEAD.size + ncrc]
                     data = raw[_HEAD.size + ncrc :]
-                    if checksum.bad_pages(data, crcs, page=store.page):
+                    if checksum.page_crcs_padded(data, length, store.page) != crcs:
                         raise ValueError("checksum mismatch")
                     store.restore(
-                        region_dir.name, int(stripe_s), int(index_s), version, crcs, bytearray(data)
+                        region_dir.name,
+                        int(stripe_s),
+                        int(index_s),
+                        version,
+                        crcs,
+                        bytearray(data),
+                        length,
                     )
                     loaded += 1
                 except (ValueError, struct.error, StoreError) as exc:
@@ -73,7 +79,7 @@ class DataDir:
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            fh.write(_HEAD.pack(frag.version, len(frag.crcs)))
+            fh.write(_HEAD.pack(frag.version, frag.length, len(frag.crcs)))
             fh.write(frag.crcs)
             fh.write(frag.data)
         os.replace(tmp, path)

@@ -52,7 +52,7 @@ class NodeServer:
                 data = (
                     msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)
                 )
-                store.put(msg.region, msg.stripe, msg.index, msg.version, msg.crc, data)
+                store.put(msg.region, msg.stripe, msg.index, msg.version, msg.length, msg.crc, data)
                 return wire.Ok({})
             if isinstance(msg, wire.Delete):
                 return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe)})

@@ -25,9 +25,12 @@ class StoreError(Exception):
 
 @dataclass(slots=True)
 class Fragment:
+    """A fragment of ``length`` bytes; only ``data``, a prefix, is kept: the rest is zeros."""
+
     data: bytes | bytearray
     version: int
     crcs: bytes
+    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,17 @@ class ReadResult:
     fragment_len: int
     first_page: int
     crcs: bytes
-    data: memoryview
+    data: memoryview | tuple[memoryview, ...]
+
+
+_zeros = memoryview(bytes(1 << 20))
+
+
+def _zero_view(n: int) -> memoryview:
+    global _zeros
+    if n > len(_zeros):
+        _zeros = memoryview(bytes(n))
+    return _zeros[:n]
 
 
 Listener = Callable[[str, str, int, int, Fragment | None], None]
@@ -65,17 +78,22 @@ class FragmentStore:
         stripe: int,
         index: int,
         version: int,
+        length: int,
         crc: int,
         data: bytes | bytearray,
     ) -> None:
-        """Store a fragment whose whole-payload crc32c is ``crc``."""
+        """Store a fragment of ``length`` bytes given by its prefix ``data`` (the rest is
+        zeros) whose crc32c is ``crc``."""
         if crc32c(data) != crc:
             raise StoreError(
                 wire.E_CORRUPT,
                 f"fragment {region}/{stripe}/{index} arrived damaged (crc32c mismatch); "
                 "the client will retry",
             )
-        self.restore(region, stripe, index, version, checksum.page_crcs(data, self.page), data)
+        if len(data) > length:
+            raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
+        crcs = checksum.page_crcs_padded(data, length, self.page)
+        self.restore(region, stripe, index, version, crcs, data, length)
 
     def restore(
         self,
@@ -85,6 +103,7 @@ class FragmentStore:
         version: int,
         crcs: bytes,
         data: bytes | bytearray,
+        length: int,
     ) -> None:
         """Store a fragment with its per-page sums already known."""
         frags = self._regions.setdefault(region, {})
@@ -104,7 +123,7 @@ class FragmentStore:
                 f"node is full: {self.used} of {self.capacity} bytes used, "
                 f"{len(data)} more asked; add nodes or free regions",
             )
-        frag = Fragment(data, version, crcs)
+        frag = Fragment(data, version, crcs, length)
         frags[(stripe, index)] = frag
         self.used += growth
         self._notify("put", region, stripe, index, frag)
@@ -113,14 +132,22 @@ class FragmentStore:
         frag = self._regions.get(region, {}).get((stripe, index))
         if frag is None:
             raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
-        size = len(frag.data)
+        size = frag.length
         page = self.page
         end = min(size, offset + length)
         first = min(offset, size) // page
         last = (end + page - 1) // page if end > offset else first
         crcs = frag.crcs[first * 4 : last * 4]
-        view = memoryview(frag.data)[first * page : min(last * page, size)]
-        return ReadResult(frag.version, size, first, crcs, view)
+        lo, hi = first * page, min(last * page, size)
+        stored = len(frag.data)
+        data: memoryview | tuple[memoryview, ...]
+        if hi <= stored:
+            data = memoryview(frag.data)[lo:hi]
+        elif lo >= stored:
+            data = _zero_view(hi - lo)
+        else:
+            data = (memoryview(frag.data)[lo:], _zero_view(hi - stored))
+        return ReadResult(frag.version, size, first, crcs, data)
 
     def delete(self, region: str, from_stripe: int = 0) -> int:
         frags = self._regions.get(region)
@@ -138,21 +165,25 @@ class FragmentStore:
         regions = [region] if region else sorted(self._regions)
         for rid in regions:
             for (stripe, index), frag in sorted(self._regions.get(rid, {}).items()):
-                yield rid, stripe, index, frag.version, len(frag.data)
+                yield rid, stripe, index, frag.version, frag.length
 
     def corrupt(self, region: str, stripe: int, index: int, mode: str, offset: int) -> None:
         frag = self._regions.get(region, {}).get((stripe, index))
         if frag is None:
             raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
         if mode == "flip":
-            if offset >= len(frag.data):
+            if offset >= frag.length:
                 raise StoreError(wire.E_BAD_REQUEST, f"offset {offset} past the fragment's end")
             data = bytearray(frag.data)
+            if offset >= len(data):
+                self.used += offset + 1 - len(data)
+                data.extend(bytes(offset + 1 - len(data)))
             data[offset] ^= 0xFF
             frag.data = data
         else:
             self.used -= len(frag.data) - min(offset, len(frag.data))
             frag.data = bytes(frag.data[:offset])
+            frag.length = min(frag.length, offset)
         log.warning(
             "debug: corrupted fragment %s/%s/%s (%s at %d)", region, stripe, index, mode, offset
         )

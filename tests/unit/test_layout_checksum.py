@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,3 +63,27 @@ def test_scattered_check_matches(size: int, data: st.DataObject) -> None:
     mv = memoryview(damaged)
     segs = (mv[:head], mv[head : head + n], mv[head + n :])
     assert checksum.bad_pages_in(segs, sums, first) == [first + flip // checksum.PAGE]
+
+
+@pytest.mark.parametrize(
+    "policy", ["ec:4+2", "ec:2+1", "ec:4+2:liberasurecode_rs_vand", "ec:10+4", "rep:3"]
+)
+def test_fragments_are_zero_past_their_stored_length(policy: str) -> None:
+    lay = Layout.of(policy, 8192, 4)
+    for valid in (0, 1, 2, 63, 64, 65, 100, 8191, 8192, 9000, 3 * 8192 + 7, lay.stripe_data):
+        if valid > lay.stripe_data:
+            continue
+        data = os.urandom(valid) + bytes(lay.stripe_data - valid)
+        frags = lay.policy.encode(data)
+        for frag, keep in zip(frags, lay.stored_lengths(valid), strict=True):
+            assert lay.policy.header <= keep <= len(frag)
+            assert frag[keep:] == bytes(len(frag) - keep), (valid, keep)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4 * checksum.PAGE), st.data())
+def test_padded_page_sums(length: int, data: st.DataObject) -> None:
+    stored = data.draw(st.integers(0, length))
+    prefix = os.urandom(stored)
+    full = prefix + bytes(length - stored)
+    assert checksum.page_crcs_padded(prefix, length) == checksum.page_crcs(full)

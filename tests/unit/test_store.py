@@ -10,9 +10,16 @@ from storage_node.store import FragmentStore, StoreError
 
 
 def put(
-    store: FragmentStore, stripe: int, index: int, data: bytes, version: int = 1, region: str = "r"
+    store: FragmentStore,
+    stripe: int,
+    index: int,
+    data: bytes,
+    version: int = 1,
+    region: str = "r",
+    length: int | None = None,
 ) -> None:
-    store.put(region, stripe, index, version, crc32c(data), bytearray(data))
+    n = len(data) if length is None else length
+    store.put(region, stripe, index, version, n, crc32c(data), bytearray(data))
 
 
 def test_put_get_range() -> None:
@@ -30,7 +37,7 @@ def test_put_get_range() -> None:
 def test_damaged_upload_refused() -> None:
     s = FragmentStore(1 << 20)
     with pytest.raises(StoreError) as err:
-        s.put("r", 0, 0, 1, 12345, bytearray(b"abc"))
+        s.put("r", 0, 0, 1, 3, 12345, bytearray(b"abc"))
     assert err.value.code == wire.E_CORRUPT
     assert s.used == 0
 
@@ -77,3 +84,22 @@ def test_corrupt_is_detected_by_page_sums() -> None:
     r = s.get("r", 0, 0, 0, len(data))
     assert r.fragment_len == 100
     assert s.used == 100
+
+
+def test_zero_tail_is_not_stored() -> None:
+    s = FragmentStore(1 << 20)
+    size = 3 * checksum.PAGE
+    put(s, 0, 0, b"abc", length=size)
+    assert s.used == 3
+    whole = s.get("r", 0, 0, 0, size)
+    assert whole.fragment_len == size
+    parts = whole.data if isinstance(whole.data, tuple) else (whole.data,)
+    got = b"".join(bytes(p) for p in parts)
+    assert got == b"abc" + bytes(size - 3)
+    assert checksum.bad_pages_in(list(parts), whole.crcs, 0) == []
+    tail = s.get("r", 0, 0, 2 * checksum.PAGE + 5, 10)
+    assert bytes(tail.data) == bytes(checksum.PAGE)  # type: ignore[arg-type]
+    s.corrupt("r", 0, 0, "flip", size - 1)  # damage inside the zero tail
+    r = s.get("r", 0, 0, 0, size)
+    parts = r.data if isinstance(r.data, tuple) else (r.data,)
+    assert checksum.bad_pages_in(list(parts), r.crcs, 0) == [2]

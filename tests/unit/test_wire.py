@@ -11,7 +11,7 @@ from ecmem import wire
 from ecmem.errors import ProtocolError
 
 SAMPLES: list[wire.Message] = [
-    wire.Put("r1", 3, 2, 7, 0xDEADBEEF, b"payload"),
+    wire.Put("r1", 3, 2, 7, 100, 0xDEADBEEF, b"payload"),
     wire.Get("r1", 3, 2, 100, 4096),
     wire.Delete("r1", 5),
     wire.List(""),
