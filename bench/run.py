@@ -64,7 +64,7 @@ def redis_seq(r: Any, data: bytes) -> dict[str, float]:
     mv = memoryview(data)
     t = time.perf_counter()
     for i in range(0, len(data), MiB):
-        r.set(f"seq:{i // MiB}", mv[i : i + MiB].tobytes())
+        r.set(f"seq:{i // MiB}", mv[i : i + MiB])
     write = len(data) / (time.perf_counter() - t) / 1e6
     t = time.perf_counter()
     for i in range(0, len(data), MiB):

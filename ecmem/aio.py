@@ -152,6 +152,11 @@ class AsyncClient:
 
         self.zk.DataWatch(self.meta.paths.region(name), changed)
 
+    def cached_meta(self, name: str) -> RegionMeta | None:
+        """The region's metadata if this client holds it (kept fresh by a watch)."""
+        cached = self._regions.get(name)
+        return cached[0] if cached is not None else None
+
     async def _region(self, name: str, *, fresh: bool = False) -> RegionMeta:
         validate_name(name)
         cached = self._regions.get(name)

@@ -13,11 +13,13 @@ import threading
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from . import aio
-from .errors import ClosedError
+from . import aio, wire
+from .blocking import BlockingPool
+from .errors import ClosedError, NodeTimeout, NodeUnavailable
 from .memtune import tune_malloc
 from .regionfile import RegionFile
 from .stat import RegionStat
+from .stripes import Got, Missing, check_reply
 
 T = TypeVar("T")
 
@@ -29,11 +31,56 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+FAST_READ_MAX = 256 * 1024
+
+
 class Client:
     def __init__(self, loop: asyncio.AbstractEventLoop, inner: aio.AsyncClient) -> None:
         self._loop = loop
         self._inner = inner
         self._lock = threading.RLock()
+        self._fast = BlockingPool(inner._address)
+
+    def _fast_read(self, name: str, offset: int, length: int, size: int | None) -> bytes | None:
+        """A small healthy read within one fragment, over a blocking socket; None when it
+        needs the full machinery (unknown region, several fragments, any trouble)."""
+        inner = self._inner
+        meta = inner.cached_meta(name)
+        if meta is None or offset < 0 or length < 0 or length > FAST_READ_MAX:
+            return None
+        n = max(0, min(length, (meta.size if size is None else size) - offset))
+        if n == 0:
+            return b""
+        view = inner.view(meta)
+        pieces = list(view.layout.pieces(offset, n))
+        if len(pieces) != 1:
+            return None
+        p = pieces[0]
+        ranges = list(view.layout.data_ranges(p.stripe, p.start, p.length))
+        if len(ranges) != 1:
+            return None
+        index, frag_off, count, _ = ranges[0]
+        node_id = view.placement(p.stripe)[index][0]
+        if inner.pool.is_suspect(node_id):
+            return None
+        out = bytearray(n)
+        into = memoryview(out)
+        try:
+            conn = self._fast.get(node_id)
+            reply = conn.request(wire.Get(view.id, p.stripe, index, frag_off, count), into)
+        except NodeTimeout:
+            inner.pool.suspect(node_id)
+            self._fast.drop(node_id)
+            return None
+        except NodeUnavailable:
+            self._fast.drop(node_id)
+            return None
+        outcome = check_reply(view, p.stripe, index, frag_off, count, conn.incarnation, reply, into)
+        if isinstance(outcome, Got):
+            return bytes(out)
+        if isinstance(outcome, Missing):
+            return bytes(n)
+        return None
 
     def _run(self, coro: Awaitable[T]) -> T:
         with self._lock:
@@ -60,9 +107,13 @@ class Client:
         self, name: str, mode: str = "rb", *, policy: str | None = None, size: int | str = 0
     ) -> RegionFile:
         inner = self._run(self._inner.open(name, mode, policy=policy, size=size))
-        return RegionFile(inner, self._run)
+        return RegionFile(inner, self._run, self._fast_read)
 
     def pread(self, name: str, offset: int, length: int) -> bytes:
+        with self._lock:
+            data = self._fast_read(name, offset, length, None)
+        if data is not None:
+            return data
         return self._run(self._inner.pread(name, offset, length))
 
     def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
@@ -87,6 +138,7 @@ class Client:
         with self._lock:
             if self._loop.is_closed():
                 return
+            self._fast.close()
             self._loop.run_until_complete(self._inner.close())
             self._loop.close()
 

@@ -24,6 +24,24 @@ CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 10.0
 
 
+def read_targets(
+    header: wire.FrameHeader, meta: Any, offset: int, into: memoryview
+) -> list[memoryview] | None:
+    """Where the payload of a Data reply to Get(offset, len(into)) goes: the bytes asked
+    for straight into ``into``, the rest of their pages into small buffers of their own."""
+    if header.kind != wire.Data.KIND:
+        return None
+    try:
+        first_page = int(meta[2])
+    except (TypeError, ValueError, IndexError):
+        return None
+    head = offset - first_page * checksum.PAGE
+    tail = header.payload_len - head - len(into)
+    if head < 0 or tail < 0:
+        return None  # a short fragment: let the reader see it whole
+    return [memoryview(bytearray(head)), into, memoryview(bytearray(tail))]
+
+
 class NodeConnection(FrameProtocol):
     def __init__(self, node_id: str, address: str) -> None:
         super().__init__()
@@ -37,18 +55,9 @@ class NodeConnection(FrameProtocol):
 
     def payload_targets(self, header: wire.FrameHeader, meta: Any) -> list[memoryview] | None:
         dest = self._dests.pop(header.req_id, None)
-        if dest is None or header.kind != wire.Data.KIND:
+        if dest is None:
             return None
-        offset, view = dest
-        try:
-            first_page = int(meta[2])
-        except (TypeError, ValueError, IndexError):
-            return None
-        head = offset - first_page * checksum.PAGE
-        tail = header.payload_len - head - len(view)
-        if head < 0 or tail < 0:
-            return None  # a short fragment: let the reader see it whole
-        return [memoryview(bytearray(head)), view, memoryview(bytearray(tail))]
+        return read_targets(header, meta, *dest)
 
     def on_frame(self, req_id: int, msg: wire.Message) -> None:
         fut = self._pending.pop(req_id, None)

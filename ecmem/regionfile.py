@@ -141,6 +141,10 @@ class AsyncRegionFile:
     def size(self) -> int:
         return self._size
 
+    def quiescent(self) -> bool:
+        """Open for reading with no writes buffered or on their way."""
+        return self.flags.read and not self.closed and not self._buf and not self._inflight
+
     async def read(self, n: int = -1) -> bytes:
         self._check(read=True)
         await self._settle()
@@ -274,10 +278,16 @@ class AsyncRegionFile:
 class RegionFile(io.RawIOBase):
     """Blocking twin of AsyncRegionFile; works with shutil, numpy and friends."""
 
-    def __init__(self, inner: AsyncRegionFile, run: Callable[[Awaitable[Any]], Any]) -> None:
+    def __init__(
+        self,
+        inner: AsyncRegionFile,
+        run: Callable[[Awaitable[Any]], Any],
+        fast_read: Callable[[str, int, int, int | None], bytes | None] | None = None,
+    ) -> None:
         super().__init__()
         self._inner = inner
         self._run = run
+        self._fast_read = fast_read
         self.name = inner.name
 
     @property
@@ -304,7 +314,13 @@ class RegionFile(io.RawIOBase):
         return self._inner.seek(offset, whence)
 
     def read(self, n: int | None = -1) -> bytes:
-        result: bytes = self._run(self._inner.read(-1 if n is None else n))
+        inner = self._inner
+        if self._fast_read is not None and n is not None and n >= 0 and inner.quiescent():
+            data = self._fast_read(inner.name, inner.tell(), n, inner.size)
+            if data is not None:
+                inner.seek(len(data), os.SEEK_CUR)
+                return data
+        result: bytes = self._run(inner.read(-1 if n is None else n))
         return result
 
     def readall(self) -> bytes:

@@ -106,6 +106,59 @@ async def windowed(jobs: Iterable[Callable[[], Awaitable[T]]], window: int) -> l
         raise
 
 
+def check_reply(
+    view: RegionView,
+    stripe: int,
+    index: int,
+    offset: int,
+    length: int,
+    incarnation_seen: str,
+    reply: wire.Message,
+    into: memoryview | None,
+) -> Outcome:
+    """Judge a node's answer to a Get: the bytes, checked against their sums; or why not."""
+    node_id, incarnation = view.placement(stripe)[index]
+    if incarnation_seen != incarnation:
+        return Failed(f"node {node_id} restarted without its data")
+    if isinstance(reply, wire.Error):
+        if reply.code == wire.E_NOT_FOUND:
+            return Missing()
+        return Failed(f"node {node_id}: {reply.code}: {reply.message}")
+    if not isinstance(reply, wire.Data):
+        return Failed(f"node {node_id} answered a read with {type(reply).__name__}")
+    expected = view.layout.fragment_size
+    if reply.fragment_len != expected:
+        return Failed(
+            f"node {node_id}: fragment is {reply.fragment_len} bytes, expected {expected}"
+        )
+    payload = reply.payload
+    segments = payload if isinstance(payload, tuple) else (memoryview(payload),)
+    bad = checksum.bad_pages_in(segments, reply.crcs, reply.first_page)
+    if bad:
+        log.warning(
+            "region %s stripe %d fragment %d on node %s: checksum mismatch "
+            "on pages %s; reading around it",
+            view.name,
+            stripe,
+            index,
+            node_id,
+            bad[:4],
+        )
+        return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
+    if reply.version < view.min_version(stripe):
+        return Missing()
+    if isinstance(payload, tuple):
+        return Got(reply.version, payload[1])
+    rel = offset - reply.first_page * checksum.PAGE
+    data = memoryview(payload)[rel : rel + length]
+    if len(data) != length:
+        return Failed(f"node {node_id}: short read ({len(data)} of {length} bytes)")
+    if into is not None:
+        into[:] = data
+        data = into
+    return Got(reply.version, data)
+
+
 class StripeIO:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -140,45 +193,7 @@ class StripeIO:
             return Failed(str(exc))
         except NodeUnavailable as exc:
             return Failed(str(exc))
-        if conn.incarnation != incarnation:
-            return Failed(f"node {node_id} restarted without its data")
-        if isinstance(reply, wire.Error):
-            if reply.code == wire.E_NOT_FOUND:
-                return Missing()
-            return Failed(f"node {node_id}: {reply.code}: {reply.message}")
-        if not isinstance(reply, wire.Data):
-            return Failed(f"node {node_id} answered a read with {type(reply).__name__}")
-        expected = view.layout.fragment_size
-        if reply.fragment_len != expected:
-            return Failed(
-                f"node {node_id}: fragment is {reply.fragment_len} bytes, expected {expected}"
-            )
-        payload = reply.payload
-        segments = payload if isinstance(payload, tuple) else (memoryview(payload),)
-        bad = checksum.bad_pages_in(segments, reply.crcs, reply.first_page)
-        if bad:
-            log.warning(
-                "region %s stripe %d fragment %d on node %s: checksum mismatch "
-                "on pages %s; reading around it",
-                view.name,
-                stripe,
-                index,
-                node_id,
-                bad[:4],
-            )
-            return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
-        if reply.version < view.min_version(stripe):
-            return Missing()
-        if isinstance(payload, tuple):
-            return Got(reply.version, payload[1])
-        rel = offset - reply.first_page * checksum.PAGE
-        data = memoryview(payload)[rel : rel + length]
-        if len(data) != length:
-            return Failed(f"node {node_id}: short read ({len(data)} of {length} bytes)")
-        if into is not None:
-            into[:] = data
-            data = into
-        return Got(reply.version, data)
+        return check_reply(view, stripe, index, offset, length, conn.incarnation, reply, into)
 
     async def read_piece(
         self, view: RegionView, stripe: int, start: int, length: int, out: memoryview

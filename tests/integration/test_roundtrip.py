@@ -124,3 +124,20 @@ def test_list_stat_delete(client) -> None:  # type: ignore[no-untyped-def]
     for n in ("ls/a", "ls/b/c", "other"):
         client.delete_region(n)
     assert client.list_regions("ls/") == []
+
+
+def test_small_reads_take_the_blocking_fast_path(client) -> None:  # type: ignore[no-untyped-def]
+    name = "rt/fast"
+    client.create_region(name, 0, "ec:4+2")
+    data = os.urandom(2 * client.stat(name).stripe_size)
+    client.pwrite(name, 0, data)
+    chunk = client.stat(name).stripe_size // 4
+    assert client._fast_read(name, 5, 4096, None) == data[5:4101]
+    assert client._fast_read(name, len(data) - 10, 100, None) == data[-10:]  # short at the end
+    assert client._fast_read(name, chunk - 10, 20, None) is None  # spans two fragments
+    assert client._fast_read("rt/unknown", 0, 10, None) is None
+    with client.open(name, "rb") as f:
+        f.seek(chunk + 3)
+        assert f.read(4096) == data[chunk + 3 : chunk + 4099]
+        assert f.tell() == chunk + 4099
+    client.delete_region(name)
