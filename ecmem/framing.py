@@ -75,6 +75,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._filled = 0
         self._scattered = False
         self._paused = False
+        self._gathers = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
 
@@ -98,6 +99,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, hence the cast.
         self.transport = cast(asyncio.Transport, transport)
+        self._gathers = type(transport).__module__.startswith("uvloop")  # writev underneath
         sock = transport.get_extra_info("socket")
         if sock is not None:
             tune_socket(sock)
@@ -133,7 +135,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def send(self, msg: wire.Message, req_id: int) -> None:
         if self.transport is None or self.closed:
             raise ConnectionError("connection closed")
-        self.transport.writelines(wire.encode(msg, req_id))
+        bufs = wire.encode(msg, req_id)
+        if self._gathers or len(bufs) == 1:
+            self.transport.writelines(bufs)
+        else:
+            # The standard loop's writelines joins its buffers: a copy of every payload.
+            for buf in bufs:
+                self.transport.write(buf)
 
     def abort(self) -> None:
         self.closed = True

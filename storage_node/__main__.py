@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -32,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--zk", default=os.environ.get("ECMEM_ZK"), help="ZooKeeper hosts")
     p.add_argument("--cluster", default=os.environ.get("ECMEM_CLUSTER", "default"))
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (0: any port)")
+    p.add_argument(
+        "--advertise",
+        default=None,
+        help="host clients should connect to (default: the --listen host, or this "
+        "host's address when listening on all interfaces)",
+    )
     p.add_argument("--id", required=True, help="node id, stable across restarts")
     p.add_argument("--capacity", default="4GiB", help="RAM to offer, e.g. 4GiB")
     p.add_argument("--failure-domain", default=None, help="host, rack... (default: hostname)")
@@ -42,12 +49,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.zk:
         p.error("--zk is required (or set ECMEM_ZK), e.g. --zk 127.0.0.1:2181")
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        p.error(f"--listen {args.listen!r} must be HOST:PORT, e.g. 127.0.0.1:7000 (port 0: any)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", args.id):
+        p.error(f"--id {args.id!r}: use letters, digits, '.', '_' or '-' (up to 64 characters)")
     return args
+
+
+def advertised_host(advertise: str | None, bound: str) -> str:
+    """The host others reach us at: a wildcard bind address is no address at all."""
+    if advertise:
+        return advertise
+    if bound in ("0.0.0.0", "::", ""):
+        return socket.gethostbyname(socket.gethostname())
+    return bound
+
+
+def check_capacity(capacity: int) -> None:
+    try:
+        import psutil
+
+        total = psutil.virtual_memory().total
+    except (ImportError, OSError):
+        return
+    if capacity > total:
+        log.warning(
+            "--capacity %d bytes is more than this machine's %d bytes of RAM: the node will "
+            "be killed for lack of memory before it is full; lower --capacity",
+            capacity,
+            total,
+        )
 
 
 async def serve(args: argparse.Namespace) -> int:
     host, _, port_s = args.listen.rpartition(":")
     capacity = parse_size(args.capacity)
+    check_capacity(capacity)
     store = FragmentStore(capacity)
     server = NodeServer(store, args.id, allow_debug=args.allow_debug)
     if args.data_dir:
@@ -60,7 +98,7 @@ async def serve(args: argparse.Namespace) -> int:
         server.incarnation = uuid.uuid4().hex[:16]
     tcp = await server.listen(host or "127.0.0.1", int(port_s or 0))
     bound = tcp.sockets[0].getsockname()
-    address = f"{bound[0]}:{bound[1]}"
+    address = f"{advertised_host(args.advertise, bound[0])}:{bound[1]}"
     info = NodeInfo(
         id=args.id,
         address=address,
