@@ -50,35 +50,28 @@ class MetadataStore:
 
     # -- nodes ------------------------------------------------------------------
 
-    def live_nodes(self) -> dict[str, NodeInfo]:
+    def _node_records(self, folder: str) -> dict[str, NodeInfo]:
         out: dict[str, NodeInfo] = {}
         try:
-            children = self.zk.get_children(self.paths.nodes)
+            children = self.zk.get_children(folder)
         except NoNodeError:
             return out
         for child in children:
             try:
-                raw, _ = self.zk.get(self.paths.node(child))
-            except NoNodeError:
+                raw, _ = self.zk.get(f"{folder}/{child}")
+            except NoNodeError:  # gone between the listing and the read
                 continue
             out[child] = NodeInfo.from_json(raw)
         return out
 
+    def live_nodes(self) -> dict[str, NodeInfo]:
+        return self._node_records(self.paths.nodes)
+
     def registered_nodes(self) -> dict[str, NodeInfo]:
-        out: dict[str, NodeInfo] = {}
-        try:
-            children = self.zk.get_children(self.paths.registry)
-        except NoNodeError:
-            return out
-        for child in children:
-            try:
-                raw, _ = self.zk.get(self.paths.registered(child))
-            except NoNodeError:
-                continue
-            info = NodeInfo.from_json(raw)
+        nodes = self._node_records(self.paths.registry)
+        for info in nodes.values():
             info.state = "down"
-            out[child] = info
-        return out
+        return nodes
 
     def all_nodes(self) -> dict[str, NodeInfo]:
         """Every known node: live ones as registered now, the rest marked down."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import ecmem
@@ -47,24 +49,22 @@ class TestCluster:
     def client(self) -> ecmem.Client:
         return ecmem.connect(self.zk, cluster=self.name)
 
-    def meta(self) -> MetadataStore:
-        return MetadataStore(connect_zk(self.zk), self.name)
+    @contextlib.contextmanager
+    def meta(self) -> Iterator[MetadataStore]:
+        md = MetadataStore(connect_zk(self.zk), self.name)
+        try:
+            yield md
+        finally:
+            md.zk.stop()
+            md.zk.close()
 
     def live(self) -> dict[str, NodeInfo]:
-        md = self.meta()
-        try:
+        with self.meta() as md:
             return md.live_nodes()
-        finally:
-            md.zk.stop()
-            md.zk.close()
 
     def all_nodes(self) -> dict[str, NodeInfo]:
-        md = self.meta()
-        try:
+        with self.meta() as md:
             return md.all_nodes()
-        finally:
-            md.zk.stop()
-            md.zk.close()
 
     def pid(self, node_id: str) -> int:
         return self.local.load().nodes[node_id].pid
