@@ -175,10 +175,16 @@ class AsyncRegionFile:
             await self._issue(whole_stripes=False)
         if not self._buf:
             self._buf_off = self._pos
-        if not self._buf and n >= WRITE_BUFFER and _immutable(data):
-            await self._submit(self._pos, memoryview(data).cast("B"))
-        else:
-            self._buf += memoryview(data).cast("B")
+        view = memoryview(data).cast("B")
+        direct = 0
+        if not self._buf and self._pos % self._stripe == 0 and _immutable(data):
+            # Whole stripes of bytes nobody can change go out as they are, uncopied.
+            direct = n // self._stripe * self._stripe
+            if direct:
+                await self._submit(self._pos, view[:direct])
+                self._buf_off = self._pos + direct
+        if direct < n:
+            self._buf += view[direct:]
             if len(self._buf) >= WRITE_BUFFER:
                 await self._issue(whole_stripes=True)
         self._pos += n

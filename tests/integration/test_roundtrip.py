@@ -141,3 +141,19 @@ def test_small_reads_take_the_blocking_fast_path(client) -> None:  # type: ignor
         assert f.read(4096) == data[chunk + 3 : chunk + 4099]
         assert f.tell() == chunk + 4099
     client.delete_region(name)
+
+
+def test_file_writes_whole_stripes_uncopied(client) -> None:  # type: ignore[no-untyped-def]
+    name = "rt/direct"
+    with client.open(name, "wb", policy="ec:2+1") as f:
+        sd = client.stat(name).stripe_size
+        first = os.urandom(2 * sd + 5)  # bytes: two stripes go straight out, 5 bytes wait
+        second = bytearray(os.urandom(sd))  # mutable: copied into the buffer
+        kept = bytes(second)
+        f.write(first)
+        f.write(second)
+        second[:] = bytes(len(second))  # changing it after write() must not matter
+        f.write(memoryview(first)[:sd])
+    got = client.pread(name, 0, 10 * sd)
+    assert got == first + kept + first[:sd]
+    client.delete_region(name)
