@@ -41,6 +41,14 @@ class Paths:
         return f"{self.root}/regions"
 
     @property
+    def leases(self) -> str:
+        """Ephemeral write leases, one per region being written."""
+        return f"{self.root}/leases"
+
+    def lease(self, name: str) -> str:
+        return f"{self.leases}/{encode_name(name)}"
+
+    @property
     def election(self) -> str:
         return f"{self.root}/coordinator/election"
 

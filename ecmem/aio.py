@@ -11,22 +11,31 @@ import getpass
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
 
+from coordinator import lease
 from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.model import NodeInfo, RegionMeta
 from coordinator.placement import Candidate, place_slabs
 
+from . import wire
 from .conn import ConnectionPool
-from .errors import ClosedError, ConfigError, CoordinationError, EcmemError, RegionNotFound
+from .errors import (
+    ClosedError,
+    ClusterError,
+    ConfigError,
+    CoordinationError,
+    EcmemError,
+    RegionNotFound,
+)
 from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
 from .memtune import tune_malloc
 from .names import validate_name
@@ -36,22 +45,12 @@ from .stat import RegionStat
 from .stripes import RegionView, StripeIO
 from .target import resolve
 from .units import parse_size
+from .writers import Writer
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_POLICY = "ec:4+2"
-SEQ_BITS = 32
-
-
-@dataclass
-class _Writer:
-    epoch: int
-    seq: int = 0
-
-    def next_version(self) -> int:
-        self.seq += 1
-        return (self.epoch << SEQ_BITS) | self.seq
 
 
 class AsyncClient:
@@ -68,7 +67,12 @@ class AsyncClient:
         self.io = StripeIO(self.pool)
         self._regions: dict[str, tuple[RegionMeta, int]] = {}
         self._watched: set[str] = set()
-        self._writers: dict[str, _Writer] = {}
+        self._writers: dict[str, Writer] = {}
+        self.holder = {
+            "holder": f"{socket.gethostname()}:{os.getpid()}",
+            "pid": os.getpid(),
+            "client": uuid.uuid4().hex[:12],
+        }
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._epoch_locks: dict[str, asyncio.Lock] = {}
         self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
@@ -79,6 +83,13 @@ class AsyncClient:
     async def _start(self) -> None:
         await self._zk(self.meta.ensure)
         await self._zk(self._watch_nodes)
+        self.zk.add_listener(self._on_zk_state)
+
+    def _on_zk_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            # Our leases went with the session: someone else may be writing by now.
+            for w in list(self._writers.values()):
+                w.fence_off("the ZooKeeper session, and with it the write lease, expired")
 
     def _watch_nodes(self) -> None:
         def changed(children: list[str]) -> None:
@@ -109,6 +120,11 @@ class AsyncClient:
     async def close(self) -> None:
         if self.closed:
             return
+        for name in list(self._writers):
+            try:
+                await self.release(name)
+            except EcmemError as exc:
+                log.warning("could not release the write lease of %s: %s", name, exc)
         self.closed = True
         self.pool.close()
         if self._own_zk:
@@ -302,8 +318,9 @@ class AsyncClient:
         validate_name(name)
         meta = await self._zk(self.meta.delete_region, name)
         self._regions.pop(name, None)
-        self._writers.pop(name, None)
-        unreached = await self.io.delete(self.view(meta), 0)
+        if name in self._writers:
+            await self.release(name)
+        unreached = await self.io.delete(self.view(meta), 0, 0)
         if unreached:
             log.warning(
                 "region %s removed; nodes %s were unreachable and still hold its "
@@ -314,42 +331,112 @@ class AsyncClient:
 
     # -- data -------------------------------------------------------------------
 
-    async def _writer(self, name: str) -> _Writer:
+    async def _writer(
+        self, name: str, timeout: float | None = None, *, file: bool = False
+    ) -> Writer:
+        """This client's writer of the region, taking the lease first if need be."""
         w = self._writers.get(name)
-        if w is not None:
-            return w
-        lock = self._epoch_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            w = self._writers.get(name)
-            if w is None:
-
-                def bump(meta: RegionMeta) -> RegionMeta:
-                    meta.epoch += 1
-                    return meta
-
-                meta = await self._update(name, bump)
-                w = self._writers[name] = _Writer(meta.epoch)
+        if w is None:
+            lock = self._epoch_locks.setdefault(name, asyncio.Lock())
+            async with lock:
+                w = self._writers.get(name)
+                if w is None:
+                    w = await self._take_over(name, timeout)
+                    self._writers[name] = w
+        w.check()
+        if file:
+            w.files += 1
+        elif w.files == 0:
+            w.sticky = True
         return w
 
-    async def ensure_slabs(self, name: str, end: int) -> RegionMeta:
+    async def _take_over(self, name: str, timeout: float | None) -> Writer:
+        await self._zk(lease.acquire, self.zk, self.meta.paths, name, self.holder, timeout)
+        try:
+
+            def bump(meta: RegionMeta) -> RegionMeta:
+                meta.epoch += 1
+                return meta
+
+            meta = await self._update(name, bump)
+            w = Writer(name, meta.epoch)
+            await self._fence(meta, w, meta.slabs)
+        except BaseException:
+            await self._zk(lease.release, self.zk, self.meta.paths, name)
+            raise
+        log.info("writing region %s at epoch %d", name, w.epoch)
+        return w
+
+    async def _fence(self, meta: RegionMeta, w: Writer, slabs: list[list[tuple[str, str]]]) -> None:
+        """Make the nodes of ``slabs`` refuse writers older than ``w``. Every write needs
+        all of a slab's nodes, so one fenced node per slab keeps an old writer out."""
+        nodes = sorted({n for slab in slabs for n, _ in slab})
+        results = await asyncio.gather(
+            *(self.pool.request(n, wire.Fence(meta.id, w.epoch)) for n in nodes),
+            return_exceptions=True,
+        )
+        fenced = set()
+        for node, result in zip(nodes, results, strict=True):
+            if isinstance(result, BaseException):
+                continue
+            reply = result[1]
+            if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
+                w.fence_off(reply.message)
+                w.check()
+            if isinstance(reply, wire.Ok):
+                fenced.add(node)
+        for i, slab in enumerate(slabs):
+            if not any(n in fenced for n, _ in slab):
+                raise ClusterError(
+                    f"region {meta.name!r}: cannot fence slab {i}, none of its nodes answered "
+                    f"({', '.join(n for n, _ in slab)}); bring them back and reopen"
+                )
+
+    async def writer_done(self, name: str) -> None:
+        """A region file opened for writing was closed."""
+        w = self._writers.get(name)
+        if w is None:
+            return
+        w.files = max(0, w.files - 1)
+        if w.files == 0 and not w.sticky:
+            await self.release(name)
+
+    async def release(self, name: str) -> None:
+        """Give up the write lease of a region (taken by open for writing, pwrite or truncate)."""
+        w = self._writers.pop(name, None)
+        if w is not None:
+            await self._zk(lease.release, self.zk, self.meta.paths, name)
+
+    def _check_epoch(self, w: Writer, m: RegionMeta) -> None:
+        if m.epoch != w.epoch:
+            w.fence_off(f"a writer of epoch {m.epoch} took the region over")
+            w.check()
+
+    async def ensure_slabs(self, name: str, end: int, w: Writer) -> RegionMeta:
         meta = await self._region(name)
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         want = layout.slabs_for(end)
         if want <= len(meta.slabs):
             return meta
+        first = len(meta.slabs)
 
         def grow(m: RegionMeta) -> RegionMeta | None:
+            self._check_epoch(w, m)
             if want <= len(m.slabs):
                 return None
             m.slabs = m.slabs + self._placements(m, want)
             return m
 
-        return await self._update(name, grow)
+        new = await self._update(name, grow)
+        await self._fence(new, w, new.slabs[first:])
+        return new
 
     async def publish_size(self, name: str, size: int, *, exact: bool = False) -> RegionMeta:
         """Record a new size (grow only, unless ``exact``) and the modification time."""
+        w = await self._writer(name)
 
         def change(m: RegionMeta) -> RegionMeta:
+            self._check_epoch(w, m)
             m.size = size if exact else max(m.size, size)
             m.mtime = time.time()
             return m
@@ -367,7 +454,7 @@ class AsyncClient:
         if n == 0:
             return
         writer = await self._writer(name)
-        meta = await self.ensure_slabs(name, offset + n)
+        meta = await self.ensure_slabs(name, offset + n, writer)
         view = self.view(meta)
         sd = view.layout.stripe_data
         tail_end = -(-size // sd) * sd
@@ -430,7 +517,7 @@ class AsyncClient:
             tail_end = min(size, -(-meta.size // sd) * sd)
             if tail_end > meta.size:
                 await self.write_at(name, meta.size, bytes(tail_end - meta.size), meta.size)
-            await self.ensure_slabs(name, size)
+            await self.ensure_slabs(name, size, writer)
             await self.publish_size(name, size, exact=True)
             return
         if size == meta.size:
@@ -439,13 +526,14 @@ class AsyncClient:
         floor = writer.next_version()
 
         def shrink(m: RegionMeta) -> RegionMeta:
+            self._check_epoch(writer, m)
             m.size = size
             m.mtime = time.time()
             m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
             return m
 
         new = await self._update(name, shrink)
-        unreached = await self.io.delete(self.view(new), first_gone)
+        unreached = await self.io.delete(self.view(new), first_gone, writer.epoch)
         if unreached:
             log.info(
                 "region %s truncated; nodes %s keep stale stripes past the end, which "
@@ -461,11 +549,14 @@ class AsyncClient:
         *,
         policy: str | None = None,
         size: int | str = 0,
+        timeout: float | None = None,
     ) -> AsyncRegionFile:
         """Open a region as a binary file object.
 
         Modes: ``rb``, ``r+b``, ``wb``, ``w+b``, ``ab``, ``a+b``, ``xb``, ``x+b``; those that
-        create a region use ``policy`` (default ec:4+2) and ``size``.
+        create a region use ``policy`` (default ec:4+2) and ``size``. Opening for writing
+        takes the region's write lease: if another client holds it, RegionBusy, unless
+        ``timeout`` gives seconds to wait for it.
         """
         flags = parse_mode(mode)
         validate_name(name)
@@ -486,7 +577,7 @@ class AsyncClient:
                     "a policy, or remove and recreate it"
                 )
         if flags.write:
-            await self._writer(name)
+            await self._writer(name, timeout, file=True)
         stripe = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
         f = AsyncRegionFile(self, name, flags, meta.size, stripe)
         if flags.truncate and meta.size:
@@ -506,11 +597,16 @@ async def connect(
     cluster: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
+    session_timeout: float = 10.0,
 ) -> AsyncClient:
-    """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
+    """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``.
+
+    ``session_timeout`` is how long ZooKeeper keeps this client's write leases after it
+    stops hearing from it (crash, pause, partition).
+    """
     tune_malloc()
     target = resolve(zk, cluster, state_dir)
-    zkc = await asyncio.to_thread(connect_zk, target.zk, timeout)
+    zkc = await asyncio.to_thread(connect_zk, target.zk, timeout, session_timeout)
     client = AsyncClient(zkc, target.cluster)
     try:
         await client._start()

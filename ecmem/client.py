@@ -104,9 +104,15 @@ class Client:
         return self._run(self._inner.create_region(name, size, policy, **kw))
 
     def open(
-        self, name: str, mode: str = "rb", *, policy: str | None = None, size: int | str = 0
+        self,
+        name: str,
+        mode: str = "rb",
+        *,
+        policy: str | None = None,
+        size: int | str = 0,
+        timeout: float | None = None,
     ) -> RegionFile:
-        inner = self._run(self._inner.open(name, mode, policy=policy, size=size))
+        inner = self._run(self._inner.open(name, mode, policy=policy, size=size, timeout=timeout))
         return RegionFile(inner, self._run, self._fast_read)
 
     def pread(self, name: str, offset: int, length: int) -> bytes:
@@ -118,6 +124,10 @@ class Client:
 
     def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
         return self._run(self._inner.pwrite(name, offset, data))
+
+    def release(self, name: str) -> None:
+        """Give up the write lease that pwrite or truncate took on a region."""
+        self._run(self._inner.release(name))
 
     def truncate(self, name: str, size: int) -> None:
         self._run(self._inner.truncate(name, size))
@@ -155,13 +165,20 @@ def connect(
     cluster: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
+    session_timeout: float = 10.0,
 ) -> Client:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
     tune_malloc()
     loop = _new_loop()
     try:
         inner = loop.run_until_complete(
-            aio.connect(zk, cluster=cluster, state_dir=state_dir, timeout=timeout)
+            aio.connect(
+                zk,
+                cluster=cluster,
+                state_dir=state_dir,
+                timeout=timeout,
+                session_timeout=session_timeout,
+            )
         )
     except BaseException:
         loop.close()

@@ -112,6 +112,23 @@ class RegionExists(EcmemError):
     code = "EXISTS"
 
 
+class RegionBusy(EcmemError):
+    """Another client holds the region's write lease."""
+
+    code = "BUSY"
+    retriable = True
+
+    def __init__(self, message: str, *, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class Fenced(EcmemError):
+    """A newer writer took the region over; this writer's writes are refused."""
+
+    code = "FENCED"
+
+
 class DataUnavailableError(EcmemError):
     """Too many fragments of a stripe are lost or damaged to rebuild it.
 

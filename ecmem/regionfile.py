@@ -273,6 +273,8 @@ class AsyncRegionFile:
             for task in list(self._inflight):
                 task.cancel()
             self.closed = True
+            if self.flags.write:
+                await self._client.writer_done(self.name)
 
     async def __aenter__(self) -> AsyncRegionFile:
         return self

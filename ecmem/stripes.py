@@ -25,6 +25,7 @@ from .errors import (
     ClusterError,
     DataUnavailableError,
     EcmemError,
+    Fenced,
     NodeTimeout,
     NodeUnavailable,
     NoSpaceError,
@@ -325,6 +326,8 @@ class StripeIO:
             if isinstance(reply, wire.Error):
                 if reply.code == wire.E_NO_SPACE:
                     raise NoSpaceError(f"node {node_id}: {reply.message}")
+                if reply.code == wire.E_FENCED:
+                    raise Fenced(f"region {view.name!r}: node {node_id}: {reply.message}")
                 raise RemoteError(
                     f"node {node_id}: {reply.message}", node=node_id, remote_code=reply.code
                 )
@@ -333,7 +336,7 @@ class StripeIO:
         errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
         if errors:
             for r in errors.values():
-                if not isinstance(r, EcmemError):
+                if not isinstance(r, EcmemError) or isinstance(r, Fenced):
                     raise r
             first = next(iter(errors.values()))
             detail = "; ".join(f"fragment {i}: {e}" for i, e in sorted(errors.items()))
@@ -386,11 +389,12 @@ class StripeIO:
             WRITE_WINDOW,
         )
 
-    async def delete(self, view: RegionView, from_stripe: int) -> list[str]:
-        """Drop fragments of stripes ``from_stripe`` on; returns nodes that could not be reached."""
+    async def delete(self, view: RegionView, from_stripe: int, epoch: int) -> list[str]:
+        """Drop fragments of stripes ``from_stripe`` on, as the writer of ``epoch`` (0 when
+        removing the region); returns the nodes that could not be reached."""
         nodes = sorted({n for slab in view.slabs for n, _ in slab})
         results = await asyncio.gather(
-            *(self.pool.request(n, wire.Delete(view.id, from_stripe)) for n in nodes),
+            *(self.pool.request(n, wire.Delete(view.id, from_stripe, epoch)) for n in nodes),
             return_exceptions=True,
         )
         return [n for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)]

@@ -173,11 +173,13 @@ class Get(Message):
 
 @dataclass(frozen=True, slots=True)
 class Delete(Message):
-    """Drop a region's fragments of stripes ``from_stripe`` and later."""
+    """Drop a region's fragments of stripes ``from_stripe`` and later, on behalf of a
+    writer of ``epoch`` (0: the region is being removed, whoever writes it)."""
 
     KIND: ClassVar[int] = 3
     region: str
     from_stripe: int
+    epoch: int
 
     def validate(self) -> None:
         _check_key(self.region, 0)
@@ -216,6 +218,18 @@ class Corrupt(Message):
 @dataclass(frozen=True, slots=True)
 class Ping(Message):
     KIND: ClassVar[int] = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Fence(Message):
+    """From now on refuse writes to ``region`` by writers older than ``epoch``."""
+
+    KIND: ClassVar[int] = 8
+    region: str
+    epoch: int
+
+    def validate(self) -> None:
+        _check_key(self.region, 0)
 
 
 # ---- replies ------------------------------------------------------------------
@@ -259,7 +273,7 @@ class Listing(Message):
 
 MESSAGES: dict[int, type[Message]] = {
     cls.KIND: _register(cls)
-    for cls in (Put, Get, Delete, List, Stat, Corrupt, Ping, Ok, Data, Error, Listing)
+    for cls in (Put, Get, Delete, List, Stat, Corrupt, Ping, Fence, Ok, Data, Error, Listing)
 }
 
 # Error codes a node may answer with.
@@ -269,6 +283,14 @@ E_BAD_REQUEST = "BAD_REQUEST"
 E_CORRUPT = "CORRUPT"
 E_DENIED = "DENIED"
 E_INTERNAL = "INTERNAL"
+E_FENCED = "FENCED"
+
+# A fragment version is the writer's epoch in the high bits and its sequence in the low.
+SEQ_BITS = 32
+
+
+def epoch_of(version: int) -> int:
+    return version >> SEQ_BITS
 
 
 def encode(msg: Message, req_id: int) -> list[bytes | bytearray | memoryview]:

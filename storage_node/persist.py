@@ -47,6 +47,9 @@ class DataDir:
                 if f.name.endswith(".tmp"):
                     f.unlink(missing_ok=True)
                     continue
+                if f.name == "epoch":
+                    store.epochs[region_dir.name] = int(f.read_text())
+                    continue
                 try:
                     stripe_s, index_s = f.name.split(".")
                     raw = f.read_bytes()
@@ -68,6 +71,13 @@ class DataDir:
                 except (ValueError, struct.error, StoreError) as exc:
                     log.error("skipping damaged fragment file %s: %s", f, exc)
         return loaded
+
+    def on_fence(self, region: str, epoch: int) -> None:
+        folder = self.frags / region
+        folder.mkdir(exist_ok=True)
+        tmp = folder / "epoch.tmp"
+        tmp.write_text(f"{epoch}\n")
+        os.replace(tmp, folder / "epoch")
 
     def on_change(
         self, op: str, region: str, stripe: int, index: int, frag: Fragment | None

@@ -55,7 +55,9 @@ class NodeServer:
                 store.put(msg.region, msg.stripe, msg.index, msg.version, msg.length, msg.crc, data)
                 return wire.Ok({})
             if isinstance(msg, wire.Delete):
-                return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe)})
+                return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe, msg.epoch)})
+            if isinstance(msg, wire.Fence):
+                return wire.Ok({"epoch": store.fence(msg.region, msg.epoch)})
             if isinstance(msg, wire.List):
                 return wire.Listing([list(e) for e in store.entries(msg.region)])
             if isinstance(msg, wire.Stat):

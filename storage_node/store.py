@@ -63,7 +63,9 @@ class FragmentStore:
         self.page = page
         self.used = 0
         self._regions: dict[str, dict[Key, Fragment]] = {}
+        self.epochs: dict[str, int] = {}  # highest writer epoch seen per region
         self.listeners: list[Listener] = []
+        self.fence_listeners: list[Callable[[str, int], None]] = []
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._regions.values())
@@ -84,6 +86,7 @@ class FragmentStore:
     ) -> None:
         """Store a fragment of ``length`` bytes given by its prefix ``data`` (the rest is
         zeros) whose crc32c is ``crc``."""
+        self.check_epoch(region, wire.epoch_of(version))
         if crc32c(data) != crc:
             raise StoreError(
                 wire.E_CORRUPT,
@@ -149,7 +152,29 @@ class FragmentStore:
             data = (memoryview(frag.data)[lo:], _zero_view(hi - stored))
         return ReadResult(frag.version, size, first, crcs, data)
 
-    def delete(self, region: str, from_stripe: int = 0) -> int:
+    def check_epoch(self, region: str, epoch: int) -> None:
+        newest = self.epochs.get(region, 0)
+        if epoch < newest:
+            raise StoreError(
+                wire.E_FENCED,
+                f"region {region}: a writer of epoch {newest} took over; this writer's "
+                f"epoch {epoch} is fenced off",
+            )
+
+    def fence(self, region: str, epoch: int) -> int:
+        """Raise the region's epoch; returns the epoch now in force."""
+        self.check_epoch(region, epoch)
+        if epoch > self.epochs.get(region, 0):
+            self.epochs[region] = epoch
+            for on_fence in self.fence_listeners:
+                on_fence(region, epoch)
+        return self.epochs.get(region, 0)
+
+    def delete(self, region: str, from_stripe: int = 0, epoch: int = 0) -> int:
+        if epoch:
+            self.check_epoch(region, epoch)
+        elif from_stripe == 0:
+            self.epochs.pop(region, None)  # the region itself is gone
         frags = self._regions.get(region)
         if not frags:
             return 0

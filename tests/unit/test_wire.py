@@ -13,7 +13,8 @@ from ecmem.errors import ProtocolError
 SAMPLES: list[wire.Message] = [
     wire.Put("r1", 3, 2, 7, 100, 0xDEADBEEF, b"payload"),
     wire.Get("r1", 3, 2, 100, 4096),
-    wire.Delete("r1", 5),
+    wire.Delete("r1", 5, 3),
+    wire.Fence("r1", 4),
     wire.List(""),
     wire.Stat(),
     wire.Corrupt("r1", 0, 1, "flip", 9),
