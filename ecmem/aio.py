@@ -34,6 +34,7 @@ from .errors import (
     ConfigError,
     CoordinationError,
     EcmemError,
+    NodeUnavailable,
     RegionNotFound,
 )
 from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
@@ -45,7 +46,7 @@ from .stat import RegionStat
 from .stripes import RegionView, StripeIO
 from .target import resolve
 from .units import parse_size
-from .writers import Writer
+from .writers import Writer, next_after
 
 log = logging.getLogger(__name__)
 
@@ -360,37 +361,116 @@ class AsyncClient:
 
             meta = await self._update(name, bump)
             w = Writer(name, meta.epoch)
-            await self._fence(meta, w, meta.slabs)
+            lac = await self._fence(meta, w, meta.slabs)
+            await self._recover(meta, w, lac)
         except BaseException:
             await self._zk(lease.release, self.zk, self.meta.paths, name)
             raise
         log.info("writing region %s at epoch %d", name, w.epoch)
         return w
 
-    async def _fence(self, meta: RegionMeta, w: Writer, slabs: list[list[tuple[str, str]]]) -> None:
-        """Make the nodes of ``slabs`` refuse writers older than ``w``. Every write needs
-        all of a slab's nodes, so one fenced node per slab keeps an old writer out."""
-        nodes = sorted({n for slab in slabs for n, _ in slab})
-        results = await asyncio.gather(
-            *(self.pool.request(n, wire.Fence(meta.id, w.epoch)) for n in nodes),
-            return_exceptions=True,
+    async def _fence(self, meta: RegionMeta, w: Writer, slabs: list[list[tuple[str, str]]]) -> int:
+        """Make the nodes of ``slabs`` refuse writers older than ``w``; returns the newest
+        commit point they know. Every write needs all of a slab's nodes, so one fenced node
+        per slab keeps an old writer out."""
+        answers = await self.io.broadcast(
+            [n for slab in slabs for n, _ in slab], wire.Fence(meta.id, w.epoch)
         )
-        fenced = set()
-        for node, result in zip(nodes, results, strict=True):
-            if isinstance(result, BaseException):
-                continue
-            reply = result[1]
+        fenced, lac = set(), 0
+        for node, reply in answers.items():
             if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
                 w.fence_off(reply.message)
                 w.check()
             if isinstance(reply, wire.Ok):
                 fenced.add(node)
+                lac = max(lac, int(reply.info.get("lac", 0)))
         for i, slab in enumerate(slabs):
             if not any(n in fenced for n, _ in slab):
                 raise ClusterError(
                     f"region {meta.name!r}: cannot fence slab {i}, none of its nodes answered "
                     f"({', '.join(n for n, _ in slab)}); bring them back and reopen"
                 )
+        return lac
+
+    async def _recover(self, meta: RegionMeta, w: Writer, lac: int) -> None:
+        """Close what the previous writer left: keep, in order, each staged write whose
+        every stripe can be read back (k fragments), up to the first that cannot; drop
+        the rest. So the region holds a prefix of the writes, and every write that was
+        acknowledged (committed, or staged in full) is in it."""
+        view = self._make_view(meta)
+        k = view.layout.policy.k
+        answers = await self.io.broadcast(
+            [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, 1)
+        )
+        writes: dict[int, tuple[int, int, int]] = {}
+        held: dict[int, dict[int, set[int]]] = {}  # version -> stripe -> fragment indexes
+        for node, reply in answers.items():
+            if not isinstance(reply, wire.Listing):
+                continue
+            for _, stripe, index, version, _, first, last, end in reply.entries:
+                if version <= lac or view.layout.slab_of(stripe) >= len(meta.slabs):
+                    continue
+                if view.placement(stripe)[index][0] != node:
+                    continue
+                writes[version] = (first, last, end)
+                held.setdefault(version, {}).setdefault(stripe, set()).add(index)
+        kept, size = lac, meta.size
+        for version in sorted(writes):
+            first, last, end = writes[version]
+            whole = all(len(held[version].get(s, ())) >= k for s in range(first, last + 1))
+            if not next_after(kept, version) or not whole:
+                break
+            kept, size = version, max(size, end)
+        dropped = [v for v in writes if v > kept]
+        if writes:
+            log.info(
+                "region %s: recovered %d staged writes of the previous writer, dropped %d",
+                meta.name,
+                len(writes) - len(dropped),
+                len(dropped),
+            )
+        w.base = kept
+        start = w.epoch << wire.SEQ_BITS
+        await self._commit_round(meta, w, start)
+        if size > meta.size:
+
+            def grow(m: RegionMeta) -> RegionMeta:
+                self._check_epoch(w, m)
+                m.size = max(m.size, size)
+                return m
+
+            await self._update(meta.name, grow)
+
+    async def _commit_round(self, meta: RegionMeta, w: Writer, upto: int) -> None:
+        """Tell every node of the region that all writes up to ``upto`` are committed."""
+        answers = await self.io.broadcast(
+            [n for slab in meta.slabs for n, _ in slab], wire.Commit(meta.id, upto, w.base)
+        )
+        failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
+        for reply in failed.values():
+            if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
+                w.fence_off(reply.message)
+                w.check()
+        if failed:
+            detail = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items(), key=lambda x: x[0]))
+            raise NodeUnavailable(
+                f"region {meta.name!r}: could not commit writes up to version {upto} on every "
+                f"node ({detail}); they are staged in full and the next writer keeps them"
+            )
+        w.committed_upto(upto)
+
+    async def commit(self, name: str, upto: int | None = None) -> None:
+        """Commit this client's writes of a region, once all of them up to ``upto`` (default:
+        all begun so far) are staged. Returns when every node knows."""
+        w = self._writers.get(name)
+        if w is None:
+            return
+        target = w.version if upto is None else upto
+        await w.wait_ready(target)
+        if w.committed >= target:
+            return
+        meta = await self._region(name)
+        await self._commit_round(meta, w, w.ready())
 
     async def writer_done(self, name: str) -> None:
         """A region file opened for writing was closed."""
@@ -446,8 +526,8 @@ class AsyncClient:
     async def write_at(
         self, name: str, offset: int, data: bytes | bytearray | memoryview, size: int
     ) -> None:
-        """Store ``data`` at ``offset`` without publishing a new size; ``size`` is the
-        writer's view of the region's size (bytes past it are treated as unset)."""
+        """Stage ``data`` at ``offset`` without publishing a new size or committing it;
+        ``size`` is the writer's view of the region's size (bytes past it are unset)."""
         if offset < 0:
             raise ConfigError(f"offset {offset} is negative")
         n = memoryview(data).nbytes
@@ -460,8 +540,26 @@ class AsyncClient:
         tail_end = -(-size // sd) * sd
         if offset + n > size and offset >= tail_end > size:
             # The stripe holding the old end may keep bytes of a longer past beyond it.
-            await self.io.write(view, size, bytes(tail_end - size), size, writer.next_version)
-        await self.io.write(view, offset, data, size, writer.next_version)
+            await self._stage(view, writer, size, bytes(tail_end - size), size)
+        await self._stage(view, writer, offset, data, size)
+
+    async def _stage(
+        self,
+        view: RegionView,
+        w: Writer,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        size: int,
+    ) -> None:
+        n = memoryview(data).nbytes
+        sd = view.layout.stripe_data
+        stamp = w.begin(offset // sd, (offset + n - 1) // sd, offset + n)
+        try:
+            await self.io.write(view, offset, data, size, stamp)
+        except BaseException as exc:
+            w.finish(stamp, False, str(exc))
+            raise
+        w.finish(stamp, True)
 
     async def read_at(self, name: str, offset: int, length: int, size: int | None = None) -> bytes:
         if offset < 0 or length < 0:
@@ -491,13 +589,19 @@ class AsyncClient:
         return await self.read_at(name, offset, length)
 
     async def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
-        """Write ``data`` at ``offset``, growing the region if it ends past its size."""
+        """Write ``data`` at ``offset``, growing the region if it ends past its size.
+        Returns once the write is committed: durable by the region's policy, and seen by
+        every reader that starts after."""
         n = memoryview(data).nbytes
         async with self._lock(name):
             meta = await self._region(name)
             await self.write_at(name, offset, data, meta.size)
-            if offset + n > meta.size:
-                await self.publish_size(name, offset + n)
+            w = await self._writer(name)
+            version = w.version
+        await w.wait_ready(version)
+        if offset + n > meta.size:
+            await self.publish_size(name, offset + n)
+        await self.commit(name, version)
         return n
 
     async def truncate(self, name: str, size: int) -> None:
@@ -522,8 +626,11 @@ class AsyncClient:
             return
         if size == meta.size:
             return
+        # Writes before the truncation are committed first, so that no recovery can
+        # bring back what it cut off.
+        await self.commit(name)
         first_gone = layout.stripes_for(size)
-        floor = writer.next_version()
+        floor = writer.upcoming()
 
         def shrink(m: RegionMeta) -> RegionMeta:
             self._check_epoch(writer, m)

@@ -142,12 +142,12 @@ class AsyncRegionFile:
         return self._size
 
     def quiescent(self) -> bool:
-        """Open for reading with no writes buffered or on their way."""
-        return self.flags.read and not self.closed and not self._buf and not self._inflight
+        """Open for reading only: what the nodes hold committed is all there is to read."""
+        return self.flags.read and not self.flags.write and not self.closed
 
     async def read(self, n: int = -1) -> bytes:
         self._check(read=True)
-        await self._settle()
+        await self._catch_up()
         if n is None or n < 0:
             n = max(0, self._size - self._pos)
         data = await self._client.read_at(self.name, self._pos, n, self._size)
@@ -157,7 +157,7 @@ class AsyncRegionFile:
     async def readinto(self, b: Any) -> int:
         """Read into ``b`` directly from the nodes, without an intermediate copy."""
         self._check(read=True)
-        await self._settle()
+        await self._catch_up()
         view = memoryview(b).cast("B")
         n = await self._client.read_into(self.name, self._pos, view, self._size)
         self._pos += n
@@ -239,11 +239,17 @@ class AsyncRegionFile:
             raise self._error
 
     async def _settle(self) -> None:
-        """Issue everything buffered and wait until it is on the nodes."""
+        """Issue everything buffered and wait until it is staged on the nodes."""
         await self._issue(whole_stripes=False)
         if self._inflight:
             await asyncio.wait(list(self._inflight))
         self._raise_background_error()
+
+    async def _catch_up(self) -> None:
+        """Before a read: our own writes staged and committed, so that we read them."""
+        if self.flags.write and (self._buf or self._inflight or self._dirty):
+            await self._settle()
+            await self._client.commit(self.name)
 
     async def flush(self) -> None:
         """Store buffered writes and publish the size; returns when the data is on all nodes."""
@@ -255,6 +261,8 @@ class AsyncRegionFile:
             self._published = self._size = max(self._size, meta.size)
             self._stored = max(self._stored, self._size)
             self._dirty = False
+        if self.flags.write:
+            await self._client.commit(self.name)
 
     async def truncate(self, size: int | None = None) -> int:
         self._check(write=True)

@@ -116,14 +116,16 @@ def check_reply(
     incarnation_seen: str,
     reply: wire.Message,
     into: memoryview | None,
+    want: int = 0,
 ) -> Outcome:
-    """Judge a node's answer to a Get: the bytes, checked against their sums; or why not."""
+    """Judge a node's answer to a Get: the bytes, checked against their sums; or why not.
+    With ``want``, only that version will do."""
     node_id, incarnation = view.placement(stripe)[index]
     if incarnation_seen != incarnation:
         return Failed(f"node {node_id} restarted without its data")
     if isinstance(reply, wire.Error):
         if reply.code == wire.E_NOT_FOUND:
-            return Missing()
+            return Failed(f"node {node_id} lacks version {want}") if want else Missing()
         return Failed(f"node {node_id}: {reply.code}: {reply.message}")
     if not isinstance(reply, wire.Data):
         return Failed(f"node {node_id} answered a read with {type(reply).__name__}")
@@ -146,6 +148,8 @@ def check_reply(
             bad[:4],
         )
         return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
+    if want and reply.version != want:
+        return Failed(f"node {node_id} answered version {reply.version}, not {want}")
     if reply.version < view.min_version(stripe):
         return Missing()
     if isinstance(payload, tuple):
@@ -176,8 +180,10 @@ class StripeIO:
         timeout: float = READ_TIMEOUT,
         into: memoryview | None = None,
         avoid_suspects: bool = True,
+        want: int = 0,
     ) -> Outcome:
-        """Bytes [offset, offset+length) of one fragment, checked against their sums.
+        """Bytes [offset, offset+length) of one fragment's committed version (or of
+        version ``want``), checked against their sums.
 
         With ``into`` (``length`` bytes) they are received straight into it; after a
         failure its contents are undefined.
@@ -187,27 +193,36 @@ class StripeIO:
             return Failed(f"node {node_id} is slow to answer")
         try:
             conn, reply = await self.pool.request(
-                node_id, wire.Get(view.id, stripe, index, offset, length), timeout, into
+                node_id, wire.Get(view.id, stripe, index, offset, length, want), timeout, into
             )
         except NodeTimeout as exc:
             self.pool.suspect(node_id)
             return Failed(str(exc))
         except NodeUnavailable as exc:
             return Failed(str(exc))
-        return check_reply(view, stripe, index, offset, length, conn.incarnation, reply, into)
+        return check_reply(view, stripe, index, offset, length, conn.incarnation, reply, into, want)
 
     async def read_piece(
-        self, view: RegionView, stripe: int, start: int, length: int, out: memoryview
+        self,
+        view: RegionView,
+        stripe: int,
+        start: int,
+        length: int,
+        out: memoryview,
+        want: int = 0,
     ) -> None:
-        """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe."""
+        """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe:
+        of its committed version, or of version ``want``."""
         ranges = list(view.layout.data_ranges(stripe, start, length))
         if len(ranges) == 1:
             i, off, n, pos = ranges[0]
-            outcomes = [await self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])]
+            outcomes = [
+                await self.fetch(view, stripe, i, off, n, into=out[pos : pos + n], want=want)
+            ]
         else:
             outcomes = await asyncio.gather(
                 *(
-                    self.fetch(view, stripe, i, off, n, into=out[pos : pos + n])
+                    self.fetch(view, stripe, i, off, n, into=out[pos : pos + n], want=want)
                     for i, off, n, pos in ranges
                 )
             )
@@ -217,41 +232,28 @@ class StripeIO:
                 if isinstance(o, Missing):
                     out[pos : pos + n] = bytes(n)
             return
-        data = await self.read_degraded(view, stripe)
+        data = await self.read_degraded(view, stripe, want)
         out[:length] = memoryview(data)[start : start + length]
 
-    async def read_degraded(self, view: RegionView, stripe: int) -> bytes:
-        """The whole stripe, from any k fragments of one version."""
+    async def read_degraded(self, view: RegionView, stripe: int, want: int = 0) -> bytes:
+        """The whole stripe, decoded from any k fragments of one version: the newest
+        committed one (or ``want``)."""
         layout = view.layout
         policy = layout.policy
-        width, k, size = policy.width, policy.k, layout.fragment_size
-
-        async def one(i: int) -> tuple[int, Outcome]:
-            return i, await self.fetch(
-                view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False
-            )
-
-        tasks = [asyncio.ensure_future(one(i)) for i in range(width)]
-        by_version: dict[int, dict[int, bytes]] = {}
-        failed: dict[int, str] = {}
-        missing: list[int] = []
-        winner: int | None = None
-        try:
-            for fut in asyncio.as_completed(tasks):
-                i, outcome = await fut
-                if isinstance(outcome, Got):
-                    frags = by_version.setdefault(outcome.version, {})
-                    frags[i] = bytes(outcome.data)
-                    if len(frags) >= k:
-                        winner = outcome.version
-                        break
-                elif isinstance(outcome, Missing):
-                    missing.append(i)
-                else:
-                    failed[i] = outcome.why
-        finally:
-            for t in tasks:
-                t.cancel()
+        k = policy.k
+        by_version, failed, missing = await self._gather(view, stripe, want, range(policy.width))
+        winner = next(
+            (v for v in sorted(by_version, reverse=True) if len(by_version[v]) >= k), None
+        )
+        if winner is None and by_version and not want:
+            # A commit may be on its way: the newest committed version, wherever it was
+            # seen, is on every node that staged it.
+            newest = max(by_version)
+            others = [i for i in range(policy.width) if i not in by_version[newest]]
+            more, _, _ = await self._gather(view, stripe, newest, others)
+            by_version[newest].update(more.get(newest, {}))
+            if len(by_version[newest]) >= k:
+                winner = newest
         if winner is not None:
             log.debug(
                 "region %s slab %d stripe %d: degraded read decoded from fragments %s",
@@ -261,9 +263,9 @@ class StripeIO:
                 sorted(by_version[winner]),
             )
             return policy.decode(by_version[winner], layout.chunk)
-        if missing:
-            # A node that held its data all along never received this stripe, so
-            # no write of it was ever acknowledged: it reads as zeros.
+        if missing and not by_version:
+            # A node that held its data all along has no committed copy of this stripe,
+            # and nobody has any: no write of it was ever committed. It reads as zeros.
             return bytes(layout.stripe_data)
         lost = dict(failed)
         for version, frags in by_version.items():
@@ -271,21 +273,57 @@ class StripeIO:
                 lost.setdefault(i, f"version {version} has too few peers to decode")
         raise DataUnavailableError(view.name, layout.slab_of(stripe), stripe, lost, k)
 
-    async def read(self, view: RegionView, offset: int, length: int) -> bytearray:
+    async def _gather(
+        self, view: RegionView, stripe: int, want: int, indexes: Iterable[int]
+    ) -> tuple[dict[int, dict[int, bytes]], dict[int, str], list[int]]:
+        """Whole fragments from ``indexes``, asked all at once; stops as soon as one version
+        has k of them (late binding: slow nodes are not waited for)."""
+        layout = view.layout
+        k, size = layout.policy.k, layout.fragment_size
+
+        async def one(i: int) -> tuple[int, Outcome]:
+            return i, await self.fetch(
+                view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=want
+            )
+
+        tasks = [asyncio.ensure_future(one(i)) for i in indexes]
+        by_version: dict[int, dict[int, bytes]] = {}
+        failed: dict[int, str] = {}
+        missing: list[int] = []
+        try:
+            for fut in asyncio.as_completed(tasks):
+                i, outcome = await fut
+                if isinstance(outcome, Got):
+                    frags = by_version.setdefault(outcome.version, {})
+                    frags[i] = bytes(outcome.data)
+                    if len(frags) >= k:
+                        break
+                elif isinstance(outcome, Missing):
+                    missing.append(i)
+                else:
+                    failed[i] = outcome.why
+        finally:
+            for t in tasks:
+                t.cancel()
+        return by_version, failed, missing
+
+    async def read(self, view: RegionView, offset: int, length: int, want: int = 0) -> bytearray:
         out = bytearray(length)
-        await self.read_into(view, offset, memoryview(out))
+        await self.read_into(view, offset, memoryview(out), want)
         return out
 
-    async def read_into(self, view: RegionView, offset: int, out: memoryview) -> None:
+    async def read_into(
+        self, view: RegionView, offset: int, out: memoryview, want: int = 0
+    ) -> None:
         pieces = list(view.layout.pieces(offset, len(out)))
         if len(pieces) == 1:
             p = pieces[0]
-            await self.read_piece(view, p.stripe, p.start, p.length, out)
+            await self.read_piece(view, p.stripe, p.start, p.length, out, want)
             return
         await windowed(
             (
                 lambda p=p: self.read_piece(  # type: ignore[misc]
-                    view, p.stripe, p.start, p.length, out[p.pos : p.pos + p.length]
+                    view, p.stripe, p.start, p.length, out[p.pos : p.pos + p.length], want
                 )
                 for p in pieces
             ),
@@ -299,11 +337,11 @@ class StripeIO:
         view: RegionView,
         stripe: int,
         data: bytes | bytearray | memoryview,
-        version: int,
+        stamp: Stamp,
         valid: int | None = None,
     ) -> None:
-        """Encode and store one stripe. Bytes from ``valid`` on are zeros, so each
-        fragment is sent, and kept, only up to where its own zeros begin."""
+        """Encode one stripe and stage its fragments on its nodes. Bytes from ``valid`` on
+        are zeros, so each fragment is sent, and kept, only up to where its zeros begin."""
         layout = view.layout
         frags = layout.policy.encode(data)
         placement = view.placement(stripe)
@@ -311,26 +349,33 @@ class StripeIO:
         keep = layout.stored_lengths(layout.stripe_data if valid is None else valid)
         parts = [memoryview(f)[:n] for f, n in zip(frags, keep, strict=True)]
         crcs = [crc32c(p) for p in parts]
+        first, last, end = stamp.write
+        lac, base = stamp.commit()
 
         async def put(i: int) -> None:
             node_id, incarnation = placement[i]
-            conn, reply = await self.pool.request(
-                node_id, wire.Put(view.id, stripe, i, version, size, crcs[i], parts[i])
+            msg = wire.Put(
+                view.id,
+                stripe,
+                i,
+                stamp.version,
+                size,
+                crcs[i],
+                first,
+                last,
+                end,
+                lac,
+                base,
+                parts[i],
             )
+            conn, reply = await self.pool.request(node_id, msg)
             if conn.incarnation != incarnation:
                 raise NodeUnavailable(
                     f"node {node_id} restarted without its data; its fragments of region "
                     f"{view.name!r} must be rebuilt before the region takes writes",
                     node=node_id,
                 )
-            if isinstance(reply, wire.Error):
-                if reply.code == wire.E_NO_SPACE:
-                    raise NoSpaceError(f"node {node_id}: {reply.message}")
-                if reply.code == wire.E_FENCED:
-                    raise Fenced(f"region {view.name!r}: node {node_id}: {reply.message}")
-                raise RemoteError(
-                    f"node {node_id}: {reply.message}", node=node_id, remote_code=reply.code
-                )
+            raise_for(view, node_id, reply)
 
         results = await asyncio.gather(*(put(i) for i in range(len(frags))), return_exceptions=True)
         errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
@@ -338,19 +383,18 @@ class StripeIO:
             for r in errors.values():
                 if not isinstance(r, EcmemError) or isinstance(r, Fenced):
                     raise r
-            first = next(iter(errors.values()))
+            first_error = next(iter(errors.values()))
             detail = "; ".join(f"fragment {i}: {e}" for i, e in sorted(errors.items()))
             msg = (
                 f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
-                f"stored in full ({detail}); the stripe keeps its old or new contents, "
-                "retry once the nodes are back (ecmem status)"
+                f"stored in full ({detail}); it was not applied"
             )
             err: EcmemError
-            if isinstance(first, NoSpaceError):
+            if isinstance(first_error, NoSpaceError):
                 err = NoSpaceError(msg)
             else:
-                err = NodeUnavailable(msg, node=getattr(first, "node", ""))
-            raise err from first
+                err = NodeUnavailable(msg, node=getattr(first_error, "node", ""))
+            raise err from first_error
 
     async def write(
         self,
@@ -358,28 +402,30 @@ class StripeIO:
         offset: int,
         data: bytes | bytearray | memoryview,
         size: int,
-        next_version: Callable[[], int],
+        stamp: Stamp,
     ) -> None:
-        """Write ``data`` at ``offset``; bytes at or past ``size`` are treated as unset."""
+        """Stage ``data`` at ``offset`` as one write, every stripe at ``stamp.version``;
+        bytes at or past ``size`` are treated as unset."""
         src = memoryview(data).cast("B")
         sd = view.layout.stripe_data
 
         async def piece(stripe: int, start: int, length: int, pos: int) -> None:
             chunk = src[pos : pos + length]
             if start == 0 and length == sd:
-                await self.write_stripe(view, stripe, chunk, next_version())
+                await self.write_stripe(view, stripe, chunk, stamp)
                 return
             base_off = stripe * sd
             if base_off >= size:
                 base = bytearray(sd)
             else:
-                base = await self.read(view, base_off, sd)
+                # Our own writes may not be committed yet: read the newest we staged.
+                base = await self.read(view, base_off, sd, stamp.latest(stripe))
                 valid = size - base_off
                 if valid < sd:
                     base[valid:] = bytes(sd - valid)
             base[start : start + length] = chunk
             end = min(sd, max(size - base_off, start + length))
-            await self.write_stripe(view, stripe, base, next_version(), end)
+            await self.write_stripe(view, stripe, base, stamp, end)
 
         await windowed(
             (
@@ -389,12 +435,44 @@ class StripeIO:
             WRITE_WINDOW,
         )
 
+    async def broadcast(
+        self, nodes: Iterable[str], msg: wire.Message
+    ) -> dict[str, wire.Message | BaseException]:
+        """Send one request to several nodes at once; each answer or exception by node."""
+        names = sorted(set(nodes))
+        results = await asyncio.gather(
+            *(self.pool.request(n, msg) for n in names), return_exceptions=True
+        )
+        return {
+            n: r if isinstance(r, BaseException) else r[1]
+            for n, r in zip(names, results, strict=True)
+        }
+
     async def delete(self, view: RegionView, from_stripe: int, epoch: int) -> list[str]:
         """Drop fragments of stripes ``from_stripe`` on, as the writer of ``epoch`` (0 when
         removing the region); returns the nodes that could not be reached."""
-        nodes = sorted({n for slab in view.slabs for n, _ in slab})
-        results = await asyncio.gather(
-            *(self.pool.request(n, wire.Delete(view.id, from_stripe, epoch)) for n in nodes),
-            return_exceptions=True,
-        )
-        return [n for n, r in zip(nodes, results, strict=True) if isinstance(r, BaseException)]
+        nodes = [n for slab in view.slabs for n, _ in slab]
+        answers = await self.broadcast(nodes, wire.Delete(view.id, from_stripe, epoch))
+        return [n for n, r in answers.items() if isinstance(r, BaseException)]
+
+
+@dataclass
+class Stamp:
+    """What every fragment of one write carries: its version, its extent, the writer's
+    commit points, and where to read the writer's own uncommitted stripes."""
+
+    version: int
+    write: tuple[int, int, int]  # first stripe, last stripe, end byte
+    commit: Callable[[], tuple[int, int]]  # (lac, base) at the time of sending
+    latest: Callable[[int], int]  # stripe -> version to read it at (0: committed)
+
+
+def raise_for(view: RegionView, node_id: str, reply: wire.Message) -> None:
+    """Turn a node's error answer to a write into the matching exception."""
+    if not isinstance(reply, wire.Error):
+        return
+    if reply.code == wire.E_NO_SPACE:
+        raise NoSpaceError(f"node {node_id}: {reply.message}")
+    if reply.code == wire.E_FENCED:
+        raise Fenced(f"region {view.name!r}: node {node_id}: {reply.message}")
+    raise RemoteError(f"node {node_id}: {reply.message}", node=node_id, remote_code=reply.code)

@@ -129,7 +129,7 @@ def _check_key(region: str, index: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Put(Message):
-    """Store one fragment of a stripe, replacing any older version.
+    """Stage one fragment of a stripe (see storage_node.store for staged and committed).
 
     The fragment is ``length`` bytes long; the payload may be shorter, the rest
     being zeros (the tail of a region's last stripe). ``crc`` is the crc32c of the
@@ -145,6 +145,11 @@ class Put(Message):
     version: int
     length: int
     crc: int
+    first: int  # the write this fragment belongs to: its first and last stripe,
+    last: int
+    end: int  # and the region byte it ends at
+    lac: int  # the writer's commit point: every version up to it is committed
+    base: int  # what the writer's recovery kept of older epochs' writes
     payload: bytes | bytearray | memoryview = b""
 
     def validate(self) -> None:
@@ -158,7 +163,8 @@ class Put(Message):
 
 @dataclass(frozen=True, slots=True)
 class Get(Message):
-    """Read up to ``length`` bytes of a fragment from ``offset``."""
+    """Read up to ``length`` bytes of a fragment from ``offset``: of its committed version,
+    or with ``version`` of exactly that version, staged or committed."""
 
     KIND: ClassVar[int] = 2
     region: str
@@ -166,6 +172,7 @@ class Get(Message):
     index: int
     offset: int
     length: int
+    version: int = 0
 
     def validate(self) -> None:
         _check_key(self.region, self.index)
@@ -187,10 +194,12 @@ class Delete(Message):
 
 @dataclass(frozen=True, slots=True)
 class List(Message):
-    """List fragments held, of one region or (empty string) of all."""
+    """List fragments held, of one region or (empty string) of all; committed ones, or
+    with ``staged`` the staged ones."""
 
     KIND: ClassVar[int] = 4
     region: str
+    staged: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +227,33 @@ class Corrupt(Message):
 @dataclass(frozen=True, slots=True)
 class Ping(Message):
     KIND: ClassVar[int] = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(Message):
+    """Every write of ``region`` up to version ``upto`` is committed; of the writes of
+    epochs older than ``upto``'s, those up to ``base`` are, and the rest never will be."""
+
+    KIND: ClassVar[int] = 9
+    region: str
+    upto: int
+    base: int
+
+    def validate(self) -> None:
+        _check_key(self.region, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Discard(Message):
+    """Drop the staged fragments of ``region`` newer than version ``above``."""
+
+    KIND: ClassVar[int] = 10
+    region: str
+    above: int
+    epoch: int
+
+    def validate(self) -> None:
+        _check_key(self.region, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +309,22 @@ class Listing(Message):
 
 MESSAGES: dict[int, type[Message]] = {
     cls.KIND: _register(cls)
-    for cls in (Put, Get, Delete, List, Stat, Corrupt, Ping, Fence, Ok, Data, Error, Listing)
+    for cls in (
+        Put,
+        Get,
+        Delete,
+        List,
+        Stat,
+        Corrupt,
+        Ping,
+        Fence,
+        Commit,
+        Discard,
+        Ok,
+        Data,
+        Error,
+        Listing,
+    )
 }
 
 # Error codes a node may answer with.

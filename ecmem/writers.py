@@ -1,32 +1,97 @@
-"""The writer side of a region: lease, epoch and the order of its writes.
+"""The writer side of a region: lease, epoch, and the order of its writes.
 
 One client at a time writes a region. It holds the region's lease in
-ZooKeeper, has bumped the region's epoch with a versioned set, and has fenced
-the region's nodes at that epoch, so that a writer it replaced cannot store
-another byte. Every fragment it stores carries (epoch, seq) as its version.
+ZooKeeper, has bumped the region's epoch with a versioned set, has fenced the
+region's nodes at that epoch (so a writer it replaced cannot store another
+byte) and has recovered what that writer left staged. Each of its writes gets
+the next version, (epoch, seq), carried by every fragment of the write.
+
+A write is staged on all its fragments' nodes, then committed: the commit
+point (last-add-confirmed) is the newest version below which every write is
+fully staged; it travels with later fragments and in explicit commit rounds,
+and nodes promote staged fragments up to it. See docs/protocol.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from . import wire
 from .errors import Fenced
+from .stripes import Stamp
+
+
+def next_after(prev: int, version: int) -> bool:
+    """Is ``version`` the write right after ``prev`` (same epoch, or a new epoch's first)?"""
+    e1, e2 = wire.epoch_of(prev), wire.epoch_of(version)
+    seq = version & ((1 << wire.SEQ_BITS) - 1)
+    return version == prev + 1 if e1 == e2 else e2 > e1 and seq == 1
 
 
 @dataclass
 class Writer:
     name: str
     epoch: int
+    base: int = 0  # the newest older-epoch version our recovery kept
     seq: int = 0
     files: int = 0  # region files open for writing through this client
     sticky: bool = False  # taken by pwrite/truncate: held until released or closed
     lost: str = ""  # why this writer may not write any more
+    committed: int = 0  # the commit point of the last commit round that succeeded
+    inflight: set[int] = field(default_factory=set)
+    latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def next_version(self) -> int:
+    @property
+    def version(self) -> int:
+        """The version of the newest write begun."""
+        return (self.epoch << wire.SEQ_BITS) | self.seq
+
+    def upcoming(self) -> int:
+        """The version the next write will get."""
+        return self.version + 1
+
+    def ready(self) -> int:
+        """The commit point: every write up to it is fully staged."""
+        return min(self.inflight) - 1 if self.inflight else self.version
+
+    def begin(self, first: int, last: int, end: int) -> Stamp:
         self.check()
         self.seq += 1
-        return (self.epoch << wire.SEQ_BITS) | self.seq
+        version = self.version
+        self.inflight.add(version)
+        return Stamp(
+            version,
+            (first, last, end),
+            lambda: (max(self.ready(), self.committed), self.base),
+            lambda stripe: self.latest.get(stripe, 0),
+        )
+
+    def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
+        self.inflight.discard(stamp.version)
+        if ok:
+            first, last, _ = stamp.write
+            for stripe in range(first, last + 1):
+                self.latest[stripe] = stamp.version
+        else:
+            # Later writes must not be committed past a hole: stop here, and let the next
+            # writer's recovery keep what is whole.
+            self.fence_off(f"a write failed ({why})")
+        self.changed.set()
+
+    async def wait_ready(self, version: int) -> None:
+        """Until every write up to ``version`` is staged (or one of them failed)."""
+        while self.ready() < version:
+            self.check()
+            self.changed.clear()
+            await self.changed.wait()
+        self.check()
+
+    def committed_upto(self, upto: int) -> None:
+        self.committed = max(self.committed, upto)
+        for stripe in [s for s, v in self.latest.items() if v <= self.committed]:
+            del self.latest[stripe]
 
     def check(self) -> None:
         if self.lost:
@@ -35,6 +100,8 @@ class Writer:
     def fence_off(self, why: str) -> None:
         if not self.lost:
             self.lost = (
-                f"region {self.name!r}: this client's writes (epoch {self.epoch}) are refused: "
-                f"{why}; reopen the region to write again"
+                f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "
+                f"{why}; reopen the region to write again (the next writer keeps every "
+                "write that was acknowledged)"
             )
+        self.changed.set()

@@ -91,9 +91,7 @@ async def serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         data_dir = DataDir(args.data_dir)
         server.incarnation = data_dir.incarnation()
-        n = data_dir.load(store)
-        store.listeners.append(data_dir.on_change)
-        store.fence_listeners.append(data_dir.on_fence)
+        n = data_dir.attach(store)
         log.info("loaded %d fragments (%d bytes) from %s", n, store.used, args.data_dir)
     else:
         server.incarnation = uuid.uuid4().hex[:16]

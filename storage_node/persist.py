@@ -1,9 +1,10 @@
 """Optional mirror of a node's fragments in a local directory.
 
 With ``--data-dir`` a node restarted with the same id comes back with its
-fragments and its incarnation, so clients keep trusting what it serves.
-Writes go to the page cache (no fsync): the mirror survives a process
-crash, which is what it is for; redundancy across nodes covers the rest.
+fragments (committed and staged), its fencing epochs and commit points, and its
+incarnation, so clients keep trusting what it serves. Writes go to the page
+cache (no fsync): the mirror survives a process crash, which is what it is for;
+redundancy across nodes covers the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ecmem import checksum
 from .store import Fragment, FragmentStore, StoreError
 
 log = logging.getLogger(__name__)
-_HEAD = struct.Struct("!QQI")  # version, fragment length, bytes of page sums
+# version, fragment length, bytes of page sums, write's first and last stripe, write's end
+_HEAD = struct.Struct("!QQIqqQ")
 
 
 class DataDir:
@@ -27,6 +29,8 @@ class DataDir:
         self.root = Path(path)
         self.frags = self.root / "fragments"
         self.frags.mkdir(parents=True, exist_ok=True)
+        self.store: FragmentStore | None = None
+        self._files: dict[tuple[str, str], set[str]] = {}  # (region, "stripe.index") -> names
 
     def incarnation(self) -> str:
         marker = self.root / "incarnation"
@@ -37,59 +41,94 @@ class DataDir:
             marker.write_text(value + "\n")
             return value
 
-    def _path(self, region: str, stripe: int, index: int) -> Path:
-        return self.frags / region / f"{stripe}.{index}"
+    def attach(self, store: FragmentStore) -> int:
+        """Load what the directory holds into ``store``, then mirror its changes."""
+        loaded = self._load(store)
+        self.store = store
+        store.listeners.append(self.on_change)
+        store.state_listeners.append(self.on_state)
+        return loaded
 
-    def load(self, store: FragmentStore) -> int:
+    def _load(self, store: FragmentStore) -> int:
         loaded = 0
         for region_dir in sorted(self.frags.iterdir()):
-            for f in region_dir.iterdir():
+            region = region_dir.name
+            state = region_dir / "state"
+            if state.exists():
+                try:
+                    epoch, lac, base = (int(x) for x in state.read_text().split())
+                    st = store.region(region)
+                    st.epoch, st.lac, st.base = epoch, lac, base
+                except ValueError as exc:
+                    log.error("damaged state file %s: %s", state, exc)
+            for f in sorted(region_dir.iterdir()):
+                if f.name == "state":
+                    continue
                 if f.name.endswith(".tmp"):
                     f.unlink(missing_ok=True)
                     continue
-                if f.name == "epoch":
-                    store.epochs[region_dir.name] = int(f.read_text())
-                    continue
                 try:
-                    stripe_s, index_s = f.name.split(".")
+                    parts = f.name.split(".")
+                    staged = parts[-1] == "staged"
                     raw = f.read_bytes()
-                    version, length, ncrc = _HEAD.unpack_from(raw)
+                    version, length, ncrc, first, last, end = _HEAD.unpack_from(raw)
                     crcs = raw[_HEAD.size : _HEAD.size + ncrc]
-                    data = raw[_HEAD.size + ncrc :]
+                    data = bytearray(raw[_HEAD.size + ncrc :])
                     if checksum.page_crcs_padded(data, length, store.page) != crcs:
                         raise ValueError("checksum mismatch")
-                    store.restore(
-                        region_dir.name,
-                        int(stripe_s),
-                        int(index_s),
-                        version,
-                        crcs,
-                        bytearray(data),
-                        length,
-                    )
+                    frag = Fragment(data, version, crcs, length, (first, last, end))
+                    store.restore(region, int(parts[0]), int(parts[1]), frag, staged=staged)
+                    self._files.setdefault((region, f"{parts[0]}.{parts[1]}"), set()).add(f.name)
                     loaded += 1
-                except (ValueError, struct.error, StoreError) as exc:
+                except (ValueError, IndexError, struct.error, StoreError) as exc:
                     log.error("skipping damaged fragment file %s: %s", f, exc)
         return loaded
 
-    def on_fence(self, region: str, epoch: int) -> None:
-        folder = self.frags / region
-        folder.mkdir(exist_ok=True)
-        tmp = folder / "epoch.tmp"
-        tmp.write_text(f"{epoch}\n")
-        os.replace(tmp, folder / "epoch")
+    def _dir(self, region: str) -> Path:
+        d = self.frags / region
+        d.mkdir(exist_ok=True)
+        return d
 
-    def on_change(
-        self, op: str, region: str, stripe: int, index: int, frag: Fragment | None
-    ) -> None:
-        path = self._path(region, stripe, index)
-        if op == "delete" or frag is None:
-            path.unlink(missing_ok=True)
-            return
-        path.parent.mkdir(exist_ok=True)
+    @staticmethod
+    def _write(path: Path, frag: Fragment) -> None:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            fh.write(_HEAD.pack(frag.version, frag.length, len(frag.crcs)))
+            fh.write(_HEAD.pack(frag.version, frag.length, len(frag.crcs), *frag.write))
             fh.write(frag.crcs)
             fh.write(frag.data)
         os.replace(tmp, path)
+
+    def on_state(self, region: str, epoch: int, lac: int, base: int) -> None:
+        d = self._dir(region)
+        tmp = d / "state.tmp"
+        tmp.write_text(f"{epoch} {lac} {base}\n")
+        os.replace(tmp, d / "state")
+
+    def on_change(
+        self, event: str, region: str, stripe: int, index: int, frag: Fragment | None, staged: bool
+    ) -> None:
+        d = self._dir(region)
+        base = f"{stripe}.{index}"
+        files = self._files.setdefault((region, base), set())
+        if event == "put" and frag is not None:
+            name = f"{base}.{frag.version}.staged" if staged else base
+            self._write(d / name, frag)
+            files.add(name)
+            return
+        if event == "promote" and frag is not None:
+            src = f"{base}.{frag.version}.staged"
+            if src in files:
+                os.replace(d / src, d / base)
+                files.discard(src)
+            else:
+                self._write(d / base, frag)
+            files.add(base)
+        # After a promote or a drop, keep exactly the versions the store still has.
+        assert self.store is not None
+        st = self.store.region(region)
+        keep = {f"{base}.{f.version}.staged" for f in st.staged.get((stripe, index), ())}
+        if (stripe, index) in st.committed:
+            keep.add(base)
+        for name in files - keep:
+            (d / name).unlink(missing_ok=True)
+        files &= keep

@@ -46,20 +46,40 @@ class NodeServer:
         store = self.store
         try:
             if isinstance(msg, wire.Get):
-                r = store.get(msg.region, msg.stripe, msg.index, msg.offset, msg.length)
+                r = store.get(
+                    msg.region, msg.stripe, msg.index, msg.offset, msg.length, msg.version
+                )
                 return wire.Data(r.version, r.fragment_len, r.first_page, r.crcs, r.data)
             if isinstance(msg, wire.Put):
                 data = (
                     msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)
                 )
-                store.put(msg.region, msg.stripe, msg.index, msg.version, msg.length, msg.crc, data)
+                store.put(
+                    msg.region,
+                    msg.stripe,
+                    msg.index,
+                    msg.version,
+                    msg.length,
+                    msg.crc,
+                    data,
+                    (msg.first, msg.last, msg.end),
+                    msg.lac,
+                    msg.base,
+                )
                 return wire.Ok({})
             if isinstance(msg, wire.Delete):
                 return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe, msg.epoch)})
             if isinstance(msg, wire.Fence):
-                return wire.Ok({"epoch": store.fence(msg.region, msg.epoch)})
+                epoch, lac = store.fence(msg.region, msg.epoch)
+                return wire.Ok({"epoch": epoch, "lac": lac})
             if isinstance(msg, wire.List):
-                return wire.Listing([list(e) for e in store.entries(msg.region)])
+                return wire.Listing(list(store.entries(msg.region, bool(msg.staged))))
+            if isinstance(msg, wire.Commit):
+                store.check_epoch(msg.region, wire.epoch_of(msg.upto))
+                return wire.Ok({"lac": store.commit(msg.region, msg.upto, msg.base)})
+            if isinstance(msg, wire.Discard):
+                store.check_epoch(msg.region, msg.epoch)
+                return wire.Ok({"discarded": store.discard(msg.region, msg.above)})
             if isinstance(msg, wire.Stat):
                 info: dict[str, object] = dict(store.stats())
                 info.update(

@@ -1,10 +1,18 @@
-"""Fragments in RAM: the storage logic of a node, with no sockets in it."""
+"""Fragments in RAM: the storage logic of a node, with no sockets in it.
+
+A fragment arrives *staged*: kept beside the committed version of its key,
+invisible to ordinary reads. It becomes *committed* when the node learns that
+its write is committed: a later Put or a Commit carries the region's commit
+point (last-add-confirmed). A new writer's recovery commits a prefix of the
+staged writes and discards the rest. Staged versions of a key are only those of
+writes still in flight, so memory stays bounded however many writes a region sees.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from crc32c import crc32c
 
@@ -25,12 +33,28 @@ class StoreError(Exception):
 
 @dataclass(slots=True)
 class Fragment:
-    """A fragment of ``length`` bytes; only ``data``, a prefix, is kept: the rest is zeros."""
+    """A fragment of ``length`` bytes; only ``data``, a prefix, is kept: the rest is zeros.
+
+    ``write`` describes the write it belongs to: (first stripe, last stripe, end byte).
+    """
 
     data: bytes | bytearray
     version: int
     crcs: bytes
     length: int
+    write: tuple[int, int, int] = (-1, -1, 0)
+
+
+@dataclass
+class RegionState:
+    committed: dict[Key, Fragment] = field(default_factory=dict)
+    staged: dict[Key, list[Fragment]] = field(default_factory=dict)  # oldest first
+    lac: int = 0  # the highest version this node knows to be committed
+    base: int = 0  # of writes from epochs before lac's, those up to base are committed
+    epoch: int = 0  # writers older than this are fenced off
+
+    def empty(self) -> bool:
+        return not self.committed and not self.staged and not self.lac and not self.epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +76,9 @@ def _zero_view(n: int) -> memoryview:
     return _zeros[:n]
 
 
-Listener = Callable[[str, str, int, int, Fragment | None], None]
+# Called with (event, region, stripe, index, fragment, staged) on every change:
+# event "put" (fragment stored), "drop" (fragment removed), "promote" (staged committed).
+Listener = Callable[[str, str, int, int, Fragment | None, bool], None]
 
 
 class FragmentStore:
@@ -62,17 +88,38 @@ class FragmentStore:
         self.capacity = capacity
         self.page = page
         self.used = 0
-        self._regions: dict[str, dict[Key, Fragment]] = {}
-        self.epochs: dict[str, int] = {}  # highest writer epoch seen per region
+        self._regions: dict[str, RegionState] = {}
         self.listeners: list[Listener] = []
-        self.fence_listeners: list[Callable[[str, int], None]] = []
+        # called with (region, epoch, lac, base) when those change
+        self.state_listeners: list[Callable[[str, int, int, int], None]] = []
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._regions.values())
+        return sum(
+            len(r.committed) + sum(len(v) for v in r.staged.values())
+            for r in self._regions.values()
+        )
 
-    def _notify(self, op: str, region: str, stripe: int, index: int, frag: Fragment | None) -> None:
+    @property
+    def epochs(self) -> dict[str, int]:
+        return {rid: st.epoch for rid, st in self._regions.items() if st.epoch}
+
+    def region(self, region: str) -> RegionState:
+        st = self._regions.get(region)
+        if st is None:
+            st = self._regions[region] = RegionState()
+        return st
+
+    def _notify(
+        self, event: str, region: str, key: Key, frag: Fragment | None, staged: bool
+    ) -> None:
         for listener in self.listeners:
-            listener(op, region, stripe, index, frag)
+            listener(event, region, key[0], key[1], frag, staged)
+
+    def _state_changed(self, region: str, st: RegionState) -> None:
+        for listener in self.state_listeners:
+            listener(region, st.epoch, st.lac, st.base)
+
+    # -- writing ------------------------------------------------------------------
 
     def put(
         self,
@@ -83,9 +130,13 @@ class FragmentStore:
         length: int,
         crc: int,
         data: bytes | bytearray,
+        write: tuple[int, int, int] = (-1, -1, 0),
+        lac: int = 0,
+        base: int = 0,
     ) -> None:
-        """Store a fragment of ``length`` bytes given by its prefix ``data`` (the rest is
-        zeros) whose crc32c is ``crc``."""
+        """Stage a fragment of ``length`` bytes given by its prefix ``data`` (the rest is
+        zeros) whose crc32c is ``crc``. ``lac`` and ``base`` are the writer's commit
+        points (see commit)."""
         self.check_epoch(region, wire.epoch_of(version))
         if crc32c(data) != crc:
             raise StoreError(
@@ -95,44 +146,127 @@ class FragmentStore:
             )
         if len(data) > length:
             raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
+        if lac:
+            self.commit(region, lac, base)
         crcs = checksum.page_crcs_padded(data, length, self.page)
-        self.restore(region, stripe, index, version, crcs, data, length)
+        self.restore(region, stripe, index, Fragment(data, version, crcs, length, write))
 
     def restore(
-        self,
-        region: str,
-        stripe: int,
-        index: int,
-        version: int,
-        crcs: bytes,
-        data: bytes | bytearray,
-        length: int,
+        self, region: str, stripe: int, index: int, frag: Fragment, *, staged: bool | None = None
     ) -> None:
-        """Store a fragment with its per-page sums already known."""
-        frags = self._regions.setdefault(region, {})
-        old = frags.get((stripe, index))
-        if old is not None and old.version > version:
+        """Keep a fragment whose page sums are known: staged, unless its version is
+        committed already (``staged`` forces the choice, for reloading from disk)."""
+        st = self.region(region)
+        key = (stripe, index)
+        committed = st.committed.get(key)
+        if committed is not None and committed.version > frag.version:
             raise StoreError(
                 wire.E_BAD_REQUEST,
-                f"fragment {region}/{stripe}/{index} holds version {old.version}, "
-                f"newer than the {version} written",
+                f"fragment {region}/{stripe}/{index} holds committed version "
+                f"{committed.version}, newer than the {frag.version} written",
             )
-        growth = len(data) - (len(old.data) if old is not None else 0)
+        as_staged = frag.version > st.lac if staged is None else staged
+        if as_staged:
+            versions = st.staged.setdefault(key, [])
+            old = next((f for f in versions if f.version == frag.version), None)
+        else:
+            old = committed
+        growth = len(frag.data) - (len(old.data) if old is not None else 0)
         if growth > 0 and self.used + growth > self.capacity:
-            if not frags:
-                del self._regions[region]
+            if as_staged and not versions:
+                del st.staged[key]
             raise StoreError(
                 wire.E_NO_SPACE,
                 f"node is full: {self.used} of {self.capacity} bytes used, "
-                f"{len(data)} more asked; add nodes or free regions",
+                f"{len(frag.data)} more asked; add nodes or free regions",
             )
-        frag = Fragment(data, version, crcs, length)
-        frags[(stripe, index)] = frag
         self.used += growth
-        self._notify("put", region, stripe, index, frag)
+        if as_staged:
+            if old is not None:
+                versions.remove(old)
+            versions.append(frag)
+            versions.sort(key=lambda f: f.version)
+        else:
+            st.committed[key] = frag
+            self._drop_staged(region, st, key, lambda v: v <= frag.version)
+        self._notify("put", region, key, frag, as_staged)
 
-    def get(self, region: str, stripe: int, index: int, offset: int, length: int) -> ReadResult:
-        frag = self._regions.get(region, {}).get((stripe, index))
+    def _drop_staged(
+        self, region: str, st: RegionState, key: Key, which: Callable[[int], bool]
+    ) -> int:
+        versions = st.staged.get(key)
+        if not versions:
+            return 0
+        keep = [f for f in versions if not which(f.version)]
+        dropped = len(versions) - len(keep)
+        for f in versions:
+            if which(f.version):
+                self.used -= len(f.data)
+        if keep:
+            st.staged[key] = keep
+        else:
+            del st.staged[key]
+        if dropped:
+            self._notify("drop", region, key, None, True)
+        return dropped
+
+    def commit(self, region: str, upto: int, base: int = 0) -> int:
+        """Every write up to version ``upto`` is committed; of older epochs' writes those
+        up to ``base`` are (the writer's recovery kept them) and no others will ever be.
+        Promotes and drops staged fragments accordingly; returns the commit point."""
+        st = self.region(region)
+        if upto <= st.lac and base <= st.base:
+            return st.lac
+        st.lac = max(st.lac, upto)
+        st.base = max(st.base, base)
+        epoch = wire.epoch_of(st.lac)
+        for key in list(st.staged):
+            self._drop_staged(region, st, key, lambda v: wire.epoch_of(v) < epoch and v > st.base)
+            if key in st.staged and st.staged[key][0].version <= st.lac:
+                self._promote(region, st, key)
+        self._state_changed(region, st)
+        return st.lac
+
+    def _promote(self, region: str, st: RegionState, key: Key) -> None:
+        """Commit the newest staged version of ``key`` at or below the commit point."""
+        versions = st.staged[key]
+        ready = [f for f in versions if f.version <= st.lac]
+        if not ready:
+            return
+        frag = ready[-1]
+        old = st.committed.get(key)
+        if old is None or old.version < frag.version:
+            if old is not None:
+                self.used -= len(old.data)
+            self.used += len(frag.data)  # counted again below, when the staged list drops it
+            st.committed[key] = frag
+            self._notify("promote", region, key, frag, False)
+        self._drop_staged(region, st, key, lambda v: v <= st.lac)
+
+    def discard(self, region: str, above: int) -> int:
+        """Drop staged fragments of writes newer than ``above`` (recovery left them out)."""
+        st = self._regions.get(region)
+        if st is None:
+            return 0
+        return sum(self._drop_staged(region, st, k, lambda v: v > above) for k in list(st.staged))
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(
+        self, region: str, stripe: int, index: int, offset: int, length: int, version: int = 0
+    ) -> ReadResult:
+        """Read a committed fragment, or with ``version`` exactly that version, staged
+        or committed (a reader racing a commit asks for it)."""
+        st = self._regions.get(region)
+        frag = None
+        if st is not None:
+            key = (stripe, index)
+            staged = st.staged.get(key)
+            if staged and staged[0].version <= st.lac:
+                self._promote(region, st, key)  # its commit point came with another key
+            frag = st.committed.get(key)
+            if version and (frag is None or frag.version != version):
+                frag = next((f for f in st.staged.get(key, ()) if f.version == version), None)
         if frag is None:
             raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
         size = frag.length
@@ -152,8 +286,11 @@ class FragmentStore:
             data = (memoryview(frag.data)[lo:], _zero_view(hi - stored))
         return ReadResult(frag.version, size, first, crcs, data)
 
+    # -- fencing --------------------------------------------------------------------
+
     def check_epoch(self, region: str, epoch: int) -> None:
-        newest = self.epochs.get(region, 0)
+        st = self._regions.get(region)
+        newest = st.epoch if st is not None else 0
         if epoch < newest:
             raise StoreError(
                 wire.E_FENCED,
@@ -161,40 +298,52 @@ class FragmentStore:
                 f"epoch {epoch} is fenced off",
             )
 
-    def fence(self, region: str, epoch: int) -> int:
-        """Raise the region's epoch; returns the epoch now in force."""
+    def fence(self, region: str, epoch: int) -> tuple[int, int]:
+        """Raise the region's epoch; returns (epoch now in force, commit point)."""
         self.check_epoch(region, epoch)
-        if epoch > self.epochs.get(region, 0):
-            self.epochs[region] = epoch
-            for on_fence in self.fence_listeners:
-                on_fence(region, epoch)
-        return self.epochs.get(region, 0)
+        st = self.region(region)
+        if epoch > st.epoch:
+            st.epoch = epoch
+            self._state_changed(region, st)
+        return st.epoch, st.lac
+
+    # -- housekeeping -----------------------------------------------------------------
 
     def delete(self, region: str, from_stripe: int = 0, epoch: int = 0) -> int:
         if epoch:
             self.check_epoch(region, epoch)
-        elif from_stripe == 0:
-            self.epochs.pop(region, None)  # the region itself is gone
-        frags = self._regions.get(region)
-        if not frags:
+        st = self._regions.get(region)
+        if st is None:
             return 0
-        doomed = [key for key in frags if key[0] >= from_stripe]
-        for key in doomed:
-            self.used -= len(frags.pop(key).data)
-            self._notify("delete", region, key[0], key[1], None)
-        if not frags:
+        count = 0
+        for key in [k for k in st.committed if k[0] >= from_stripe]:
+            self.used -= len(st.committed.pop(key).data)
+            self._notify("drop", region, key, None, False)
+            count += 1
+        for key in [k for k in st.staged if k[0] >= from_stripe]:
+            count += self._drop_staged(region, st, key, lambda v: True)
+        if from_stripe == 0 and not epoch:  # the region itself is gone
             del self._regions[region]
-        return len(doomed)
+        return count
 
-    def entries(self, region: str = "") -> Iterator[tuple[str, int, int, int, int]]:
+    def entries(self, region: str = "", staged: bool = False) -> Iterator[list[int | str]]:
+        """[region, stripe, index, version, length, first, last, end] of each fragment."""
         regions = [region] if region else sorted(self._regions)
         for rid in regions:
-            for (stripe, index), frag in sorted(self._regions.get(rid, {}).items()):
-                yield rid, stripe, index, frag.version, frag.length
+            st = self._regions.get(rid)
+            if st is None:
+                continue
+            if staged:
+                frags = [(k, f) for k, fs in sorted(st.staged.items()) for f in fs]
+            else:
+                frags = sorted(st.committed.items())
+            for (stripe, index), frag in frags:
+                yield [rid, stripe, index, frag.version, frag.length, *frag.write]
 
     def corrupt(self, region: str, stripe: int, index: int, mode: str, offset: int) -> None:
-        frag = self._regions.get(region, {}).get((stripe, index))
-        if frag is None:
+        st = self._regions.get(region)
+        frag = st.committed.get((stripe, index)) if st is not None else None
+        if st is None or frag is None:
             raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
         if mode == "flip":
             if offset >= frag.length:
@@ -212,12 +361,13 @@ class FragmentStore:
         log.warning(
             "debug: corrupted fragment %s/%s/%s (%s at %d)", region, stripe, index, mode, offset
         )
-        self._notify("put", region, stripe, index, frag)
+        self._notify("put", region, (stripe, index), frag, False)
 
     def stats(self) -> dict[str, int]:
         return {
             "capacity": self.capacity,
             "used": self.used,
             "fragments": len(self),
+            "staged": sum(sum(len(v) for v in r.staged.values()) for r in self._regions.values()),
             "regions": len(self._regions),
         }

@@ -25,7 +25,7 @@ def node_address(cluster: TestCluster, node_id: str) -> tuple[str, int]:
 
 def announce_put(payload_len: int) -> bytes:
     """A Put whose header and metadata are valid, announcing ``payload_len`` bytes."""
-    meta = msgpack.packb(["fuzz", 0, 0, 1, payload_len, 0])
+    meta = msgpack.packb(["fuzz", 0, 0, 1, payload_len, 0, 0, 0, 0, 0, 0])
     return wire.HEADER.pack(b"EM", 1, wire.Put.KIND, 1, len(meta), payload_len, 0) + meta
 
 
@@ -54,9 +54,9 @@ def test_fuzzed_frames_do_not_hurt_the_node(cluster: TestCluster) -> None:
             for m in (
                 wire.Ping(),
                 wire.Stat(),
-                wire.Get("abc", 0, 0, 0, 10),
-                wire.List(""),
-                wire.Put("abc", 1, 0, 1, 100, 0, b"x" * 100),
+                wire.Get("abc", 0, 0, 0, 10, 0),
+                wire.List("", 0),
+                wire.Put("abc", 1, 0, 1, 100, 0, 1, 1, 0, 0, 0, b"x" * 100),
             )
         ]
         sent = 0

@@ -134,7 +134,9 @@ def test_nodes_refuse_an_older_epoch(cluster: TestCluster) -> None:
         node = meta.slabs[0][0][0]
         stale = (meta.epoch - 1) << wire.SEQ_BITS | 99
         _, reply = cl._run(
-            cl.async_client.pool.request(node, wire.Put(meta.id, 0, 0, stale, 2, 0, b"xx"))
+            cl.async_client.pool.request(
+                node, wire.Put(meta.id, 0, 0, stale, 2, 0, 0, 0, 2, 0, 0, b"xx")
+            )
         )
         assert isinstance(reply, wire.Error) and reply.code == wire.E_FENCED
         _, reply = cl._run(cl.async_client.pool.request(node, wire.Fence(meta.id, meta.epoch - 1)))

@@ -20,6 +20,7 @@ def put(
 ) -> None:
     n = len(data) if length is None else length
     store.put(region, stripe, index, version, n, crc32c(data), bytearray(data))
+    store.commit(region, version)
 
 
 def test_put_get_range() -> None:
@@ -43,12 +44,12 @@ def test_damaged_upload_refused() -> None:
 
 
 def test_capacity_and_replace() -> None:
-    s = FragmentStore(1000)
+    s = FragmentStore(2000)
     put(s, 0, 0, b"x" * 600)
-    put(s, 0, 0, b"y" * 900, version=2)  # replacing only charges the growth
+    put(s, 0, 0, b"y" * 900, version=2)  # staged beside the old one, which goes at commit
     assert s.used == 900
     with pytest.raises(StoreError) as err:
-        put(s, 1, 0, b"z" * 200)
+        put(s, 1, 0, b"z" * 1200, version=3)
     assert err.value.code == wire.E_NO_SPACE and "full" in str(err.value)
     assert s.used == 900
 
@@ -58,7 +59,72 @@ def test_older_version_refused() -> None:
     put(s, 0, 0, b"new", version=5)
     with pytest.raises(StoreError):
         put(s, 0, 0, b"old", version=4)
-    assert bytes(s.get("r", 0, 0, 0, 3).data) == b"new"
+    assert bytes(s.get("r", 0, 0, 0, 3).data) == b"new"  # type: ignore[arg-type]
+
+
+def v(epoch: int, seq: int) -> int:
+    return epoch << wire.SEQ_BITS | seq
+
+
+def stage(
+    s: FragmentStore, key: tuple[int, int], data: bytes, version: int, lac: int = 0, base: int = 0
+) -> None:
+    s.put(
+        "r",
+        key[0],
+        key[1],
+        version,
+        len(data),
+        crc32c(data),
+        bytearray(data),
+        (key[0], key[0], 0),
+        lac,
+        base,
+    )
+
+
+def read(s: FragmentStore, key: tuple[int, int], version: int = 0) -> bytes:
+    return bytes(s.get("r", key[0], key[1], 0, 100, version).data)  # type: ignore[arg-type]
+
+
+def test_staged_until_committed() -> None:
+    s = FragmentStore(1 << 20)
+    stage(s, (0, 0), b"one", v(1, 1))
+    with pytest.raises(StoreError):
+        read(s, (0, 0))  # nothing committed yet
+    assert read(s, (0, 0), v(1, 1)) == b"one"  # but the exact version can be asked for
+    stage(s, (0, 0), b"two", v(1, 2))  # two writes in flight on one key
+    assert [e[3] for e in s.entries("r", staged=True)] == [v(1, 1), v(1, 2)]
+    stage(s, (1, 0), b"xyz", v(1, 3), lac=v(1, 1))  # a later write brings the commit point
+    assert read(s, (0, 0)) == b"one"
+    s.commit("r", v(1, 3))
+    assert read(s, (0, 0)) == b"two" and read(s, (1, 0)) == b"xyz"
+    assert not list(s.entries("r", staged=True))
+    assert s.used == 6  # staged copies were released
+
+
+def test_recovery_keeps_a_prefix_of_older_epochs() -> None:
+    s = FragmentStore(1 << 20)
+    stage(s, (0, 0), b"a", v(1, 1))
+    stage(s, (1, 0), b"b", v(1, 2))
+    stage(s, (2, 0), b"c", v(1, 3))
+    s.fence("r", 2)
+    with pytest.raises(StoreError) as err:
+        stage(s, (3, 0), b"late", v(1, 4))  # the old writer is fenced off
+    assert err.value.code == wire.E_FENCED
+    s.commit("r", v(2, 0), base=v(1, 2))  # the new writer kept writes 1 and 2
+    assert read(s, (0, 0)) == b"a" and read(s, (1, 0)) == b"b"
+    with pytest.raises(StoreError):
+        read(s, (2, 0))
+    assert not list(s.entries("r", staged=True))
+
+
+def test_discard() -> None:
+    s = FragmentStore(1 << 20)
+    stage(s, (0, 0), b"a", v(1, 1))
+    stage(s, (0, 1), b"b", v(1, 2))
+    assert s.discard("r", v(1, 1)) == 1
+    assert [e[3] for e in s.entries("r", staged=True)] == [v(1, 1)]
 
 
 def test_delete_from_stripe() -> None:

@@ -11,11 +11,13 @@ from ecmem import wire
 from ecmem.errors import ProtocolError
 
 SAMPLES: list[wire.Message] = [
-    wire.Put("r1", 3, 2, 7, 100, 0xDEADBEEF, b"payload"),
-    wire.Get("r1", 3, 2, 100, 4096),
+    wire.Put("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 6, 5, b"payload"),
+    wire.Commit("r1", 9, 5),
+    wire.Discard("r1", 9, 1),
+    wire.Get("r1", 3, 2, 100, 4096, 0),
     wire.Delete("r1", 5, 3),
     wire.Fence("r1", 4),
-    wire.List(""),
+    wire.List("", 1),
     wire.Stat(),
     wire.Corrupt("r1", 0, 1, "flip", 9),
     wire.Ping(),
@@ -91,12 +93,12 @@ def test_oversized_rejected_before_buffering() -> None:
 @pytest.mark.parametrize(
     "meta,needle",
     [
-        ([1, 2, 3], "list of 5 fields"),
-        (["r", -1, 0, 0, 1], "negative"),
-        (["r", "x", 0, 0, 1], "must be int"),
+        ([1, 2, 3], "list of 6 fields"),
+        (["r", -1, 0, 0, 1, 0], "negative"),
+        (["r", "x", 0, 0, 1, 0], "must be int"),
         ({"a": 1}, "must be a list"),
-        (["", 0, 0, 0, 1], "region id"),
-        (["r", 0, 999, 0, 1], "fragment index"),
+        (["", 0, 0, 0, 1, 0], "region id"),
+        (["r", 0, 999, 0, 1, 0], "fragment index"),
     ],
 )
 def test_bad_metadata(meta: object, needle: str) -> None:
@@ -118,7 +120,7 @@ def test_garbage_msgpack() -> None:
 def test_payload_on_request_without_payload() -> None:
     import msgpack
 
-    body = msgpack.packb(["r", 0, 0, 0, 1])
+    body = msgpack.packb(["r", 0, 0, 0, 1, 0])
     frame = _header(kind=wire.Get.KIND, meta=len(body), payload=3) + body + b"abc"
     with pytest.raises(ProtocolError, match="carries no payload"):
         wire.FrameDecoder().feed(frame)
