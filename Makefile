@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv demo test test-unit test-integration bench lint typecheck check clean
+.PHONY: setup system venv demo test test-unit test-integration bench chaos lint typecheck check clean
 
 setup: system $(STAMP)
 
@@ -34,6 +34,11 @@ test-integration: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# Long runs: 500 seeded writer crashes (the chaos suite proper lands with its issue).
+chaos: setup
+	ECMEM_CRASH_RUNS=500 $(BIN)/python -m pytest -q -p no:cacheprovider -s \
+		tests/integration/test_crash_consistency.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check ecmem coordinator storage_node tests bench scripts

@@ -1,0 +1,61 @@
+"""A writer for the crash-consistency test: streams seeded writes, prints each ack.
+
+    python crash_writer.py ZK CLUSTER REGION SEED MODE
+
+MODE "pwrite": every pwrite is acknowledged when it returns. MODE "file": writes go
+through a region file (stored in the background) and are acknowledged, all those
+before it, by each flush. Prints "ack SEQ" after each acknowledgement.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import sys
+from collections.abc import Iterator
+
+from crc32c import crc32c
+
+SPAN = 1_500_000
+MAX_WRITE = 150_000
+
+
+def writes(seed: int) -> Iterator[tuple[int, bytes]]:
+    """The seeded stream of writes: (offset, data), data led by its seq and checksum."""
+    rng = random.Random(seed)
+    seq = 0
+    while True:
+        offset = rng.randrange(0, SPAN)
+        body = rng.randbytes(rng.randrange(1, MAX_WRITE))
+        yield offset, struct.pack("<II", seq, crc32c(body)) + body
+        seq += 1
+
+
+def apply(model: bytearray, offset: int, data: bytes) -> None:
+    if offset > len(model):
+        model.extend(bytes(offset - len(model)))
+    model[offset : offset + len(data)] = data
+
+
+def main() -> None:
+    import ecmem
+
+    zk, cluster, region, seed, mode = sys.argv[1:6]
+    cl = ecmem.connect(zk, cluster=cluster, session_timeout=1.0)
+    stream = writes(int(seed))
+    if mode == "pwrite":
+        for seq, (offset, data) in enumerate(stream):
+            cl.pwrite(region, offset, data)
+            print(f"ack {seq}", flush=True)
+    else:
+        with cl.open(region, "r+b") as f:
+            for seq, (offset, data) in enumerate(stream):
+                f.seek(offset)
+                f.write(data)
+                if seq % 4 == 3:
+                    f.flush()
+                    print(f"ack {seq}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
