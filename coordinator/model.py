@@ -63,6 +63,11 @@ class RegionMeta:
     # (first stripe, lowest valid version): fragments of those stripes written
     # before a truncation are stale and read as never written.
     floors: list[tuple[int, int]] = field(default_factory=list)
+    # (slab, fragment index) whose holder joined after the slab had data (a handoff):
+    # it lacks older stripes, so its "no such fragment" does not mean "never written".
+    # A vacant holder ("", "") is a fragment no node holds until it is rebuilt.
+    partial: list[tuple[int, int]] = field(default_factory=list)
+    min_durable: int = 0  # fragments a write needs when nodes are down (0: k+1)
 
     def to_json(self) -> bytes:
         # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
@@ -83,6 +88,7 @@ class RegionMeta:
             stored: list[list[int]] = meta.slabs  # type: ignore[assignment]  # indexes on disk
             meta.slabs = [[holders[int(j)] for j in slab] for slab in stored]
             meta.floors = [(int(s), int(v)) for s, v in meta.floors]
+            meta.partial = [(int(s), int(i)) for s, i in meta.partial]
         except (ValueError, TypeError, IndexError) as exc:
             raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
         return meta

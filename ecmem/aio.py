@@ -24,7 +24,7 @@ from kazoo.exceptions import KazooException
 from coordinator import lease
 from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.model import NodeInfo, RegionMeta
-from coordinator.placement import Candidate, place_slabs
+from coordinator.placement import Candidate, place, place_slabs
 
 from . import wire
 from .conn import ConnectionPool
@@ -35,6 +35,7 @@ from .errors import (
     CoordinationError,
     EcmemError,
     NodeUnavailable,
+    NotEnoughNodesError,
     RegionNotFound,
 )
 from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
@@ -66,6 +67,7 @@ class AsyncClient:
         self._nodes_lock = threading.Lock()
         self.pool = ConnectionPool(self._address)
         self.io = StripeIO(self.pool)
+        self.io.replace = self._replace
         self._regions: dict[str, tuple[RegionMeta, int]] = {}
         self._watched: set[str] = set()
         self._writers: dict[str, Writer] = {}
@@ -77,6 +79,7 @@ class AsyncClient:
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._epoch_locks: dict[str, asyncio.Lock] = {}
         self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
+        self._placement_locks: dict[str, asyncio.Lock] = {}
         self.closed = False
 
     # -- set-up -----------------------------------------------------------------
@@ -215,8 +218,10 @@ class AsyncClient:
             meta.name,
             meta.id,
             Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
-            meta.slabs,
+            [list(slab) for slab in meta.slabs],
             meta.floors,
+            set(meta.partial),
+            meta.min_durable,
         )
 
     def _placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
@@ -243,13 +248,21 @@ class AsyncClient:
         owner: str | None = None,
         chunk: int | None = None,
         slab_size: int | str | None = None,
+        min_durable: int | None = None,
         exist_ok: bool = False,
     ) -> RegionStat:
         """Create a region. ``chunk`` (bytes per fragment per stripe) and ``slab_size``
-        (bytes of the region placed together) override the measured defaults."""
+        (bytes of the region placed together) override the measured defaults.
+        ``min_durable`` is how many fragments of a stripe a write needs when nodes are
+        down and no handoff node can stand in (default K+1; K+M forbids degraded writes)."""
         validate_name(name)
         nbytes = parse_size(size)
         pol = parse_policy(policy)
+        if min_durable is not None and not pol.k <= min_durable <= pol.width:
+            raise ConfigError(
+                f"min_durable {min_durable} must be between {pol.k} (readable at all) and "
+                f"{pol.width} (every fragment) for policy {pol.name}"
+            )
         chunk0, _ = default_geometry(pol)
         if chunk is not None:
             chunk0 = check_chunk(chunk)
@@ -276,6 +289,7 @@ class AsyncClient:
             mode=mode,
             ctime=now,
             mtime=now,
+            min_durable=min_durable or 0,
         )
         layout = Layout(pol, chunk0, slab_stripes)
 
@@ -374,7 +388,7 @@ class AsyncClient:
         commit point they know. Every write needs all of a slab's nodes, so one fenced node
         per slab keeps an old writer out."""
         answers = await self.io.broadcast(
-            [n for slab in slabs for n, _ in slab], wire.Fence(meta.id, w.epoch)
+            [n for slab in slabs for n, _ in slab if n], wire.Fence(meta.id, w.epoch)
         )
         fenced, lac = set(), 0
         for node, reply in answers.items():
@@ -384,11 +398,15 @@ class AsyncClient:
             if isinstance(reply, wire.Ok):
                 fenced.add(node)
                 lac = max(lac, int(reply.info.get("lac", 0)))
+        view = self._make_view(meta)
+        # An old writer must not find min_durable unfenced nodes in any slab.
+        need = view.layout.policy.width - view.durable_minimum() + 1
         for i, slab in enumerate(slabs):
-            if not any(n in fenced for n, _ in slab):
+            if sum(1 for n, _ in slab if n in fenced) < need:
                 raise ClusterError(
-                    f"region {meta.name!r}: cannot fence slab {i}, none of its nodes answered "
-                    f"({', '.join(n for n, _ in slab)}); bring them back and reopen"
+                    f"region {meta.name!r}: cannot fence slab {i}: {need} of its nodes must "
+                    f"answer, only {sorted(n for n, _ in slab if n in fenced)} did; bring "
+                    "nodes back (ecmem nodes) and reopen"
                 )
         return lac
 
@@ -442,22 +460,113 @@ class AsyncClient:
             await self._update(meta.name, grow)
 
     async def _commit_round(self, meta: RegionMeta, w: Writer, upto: int) -> None:
-        """Tell every node of the region that all writes up to ``upto`` are committed."""
-        answers = await self.io.broadcast(
-            [n for slab in meta.slabs for n, _ in slab], wire.Commit(meta.id, upto, w.base)
-        )
+        """Tell every node of the region that all writes up to ``upto`` are committed.
+        A node that cannot be told is taken out of the region's placements (until it is
+        rebuilt): it might hold a staged copy it would never learn was committed."""
+        nodes = [n for slab in meta.slabs for n, _ in slab if n]
+        answers = await self.io.broadcast(nodes, wire.Commit(meta.id, upto, w.base))
         failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
         for reply in failed.values():
             if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
                 w.fence_off(reply.message)
                 w.check()
         if failed:
+            tolerates = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.tolerates
             detail = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items(), key=lambda x: x[0]))
-            raise NodeUnavailable(
-                f"region {meta.name!r}: could not commit writes up to version {upto} on every "
-                f"node ({detail}); they are staged in full and the next writer keeps them"
+            if len(failed) > tolerates:
+                raise NodeUnavailable(
+                    f"region {meta.name!r}: could not commit writes up to version {upto} on "
+                    f"{len(failed)} nodes ({detail}); they are staged in full and the next "
+                    "writer keeps them"
+                )
+            await self._vacate(meta.name, w, set(failed))
+            log.warning(
+                "region %s: nodes %s missed a commit and left its placements until rebuilt (%s)",
+                meta.name,
+                ", ".join(sorted(failed)),
+                detail,
             )
         w.committed_upto(upto)
+
+    async def _vacate(self, name: str, w: Writer, nodes: set[str]) -> RegionMeta:
+        def change(m: RegionMeta) -> RegionMeta | None:
+            self._check_epoch(w, m)
+            hit = [
+                (s, i)
+                for s, slab in enumerate(m.slabs)
+                for i, (n, _) in enumerate(slab)
+                if n in nodes
+            ]
+            for s, i in hit:
+                m.slabs[s][i] = ("", "")
+            m.partial = [p for p in m.partial if p not in hit]
+            return m if hit else None
+
+        return await self._update(name, change)
+
+    async def _replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool:
+        """Give a fragment whose holder failed a write to a handoff node (or leave the slot
+        vacant if none qualifies); updates ZooKeeper, then ``view``."""
+        name = view.name
+        w = self._writers.get(name)
+        if w is None:
+            return False
+        slab = view.layout.slab_of(stripe)
+        failed = view.slabs[slab][index][0]
+        async with self._placement_locks.setdefault(name, asyncio.Lock()):
+            meta = await self._region(name)
+            current = meta.slabs[slab][index]
+            if current[0] == failed:
+                meta = await self._zk(self._handoff, meta, w, slab, index, failed)
+                current = meta.slabs[slab][index]
+                if current[0]:
+                    await self._fence(meta, w, [meta.slabs[slab]])
+                log.warning(
+                    "region %s slab %d fragment %d: node %s failed (%s); %s",
+                    name,
+                    slab,
+                    index,
+                    failed,
+                    why,
+                    f"handed off to {current[0]}" if current[0] else "no handoff node, left vacant",
+                )
+            view.slabs[slab][index] = current
+            view.partial = set(meta.partial)
+            return bool(current[0])
+
+    def _handoff(
+        self, meta: RegionMeta, w: Writer, slab: int, index: int, failed: str
+    ) -> RegionMeta:
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        live = self.meta.live_nodes()
+        members = {n for n, _ in meta.slabs[slab]}
+        used_domains = {live[n].failure_domain for n in members if n in live and n != failed}
+        cands = [
+            Candidate(n.id, n.failure_domain or n.id, n.free)
+            for n in live.values()
+            if n.id not in members and not self.pool.is_suspect(n.id)
+        ]
+        fresh = [c for c in cands if c.domain not in used_domains]
+        try:
+            pick = place(fresh or cands, 1, layout.slab_fragment_bytes, random.Random())[0]
+            holder = (pick, live[pick].incarnation)
+        except NotEnoughNodesError:
+            holder = ("", "")
+
+        def change(m: RegionMeta) -> RegionMeta | None:
+            self._check_epoch(w, m)
+            if m.slabs[slab][index][0] != failed:
+                return None
+            m.slabs[slab][index] = holder
+            m.partial = [p for p in m.partial if p != (slab, index)]
+            if holder[0]:
+                m.partial.append((slab, index))
+            return m
+
+        new = self.meta.update_region(meta.name, change)
+        _, stat = self.zk.get(self.meta.paths.region(meta.name))
+        self._cache(new, stat.version)
+        return new
 
     async def commit(self, name: str, upto: int | None = None) -> None:
         """Commit this client's writes of a region, once all of them up to ``upto`` (default:
@@ -623,6 +732,7 @@ class AsyncClient:
                 await self.write_at(name, meta.size, bytes(tail_end - meta.size), meta.size)
             await self.ensure_slabs(name, size, writer)
             await self.publish_size(name, size, exact=True)
+            await self.commit(name)
             return
         if size == meta.size:
             return

@@ -55,6 +55,14 @@ class RegionView:
     layout: Layout
     slabs: list[Placement]
     floors: list[tuple[int, int]] = field(default_factory=list)
+    partial: set[tuple[int, int]] = field(default_factory=set)
+    min_durable: int = 0
+
+    def durable_minimum(self) -> int:
+        """Fragments of a stripe that must be staged for a write to count."""
+        pol = self.layout.policy
+        wanted = self.min_durable or pol.k + 1
+        return max(pol.k, min(pol.width, wanted))
 
     def placement(self, stripe: int) -> Placement:
         slab = self.layout.slab_of(stripe)
@@ -125,7 +133,11 @@ def check_reply(
         return Failed(f"node {node_id} restarted without its data")
     if isinstance(reply, wire.Error):
         if reply.code == wire.E_NOT_FOUND:
-            return Failed(f"node {node_id} lacks version {want}") if want else Missing()
+            if want:
+                return Failed(f"node {node_id} lacks version {want}")
+            if (view.layout.slab_of(stripe), index) in view.partial:
+                return Failed(f"node {node_id} took this fragment over and has no copy yet")
+            return Missing()
         return Failed(f"node {node_id}: {reply.code}: {reply.message}")
     if not isinstance(reply, wire.Data):
         return Failed(f"node {node_id} answered a read with {type(reply).__name__}")
@@ -164,9 +176,15 @@ def check_reply(
     return Got(reply.version, data)
 
 
+Replacer = Callable[["RegionView", int, int, str], Awaitable[bool]]
+
+
 class StripeIO:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        # Set by the client: give fragment (stripe, index) of a view another holder;
+        # True if one took it over (the view is updated), False if it is left vacant.
+        self.replace: Replacer | None = None
 
     # -- reading ----------------------------------------------------------------
 
@@ -189,6 +207,8 @@ class StripeIO:
         failure its contents are undefined.
         """
         node_id, incarnation = view.placement(stripe)[index]
+        if not node_id:
+            return Failed(f"no node holds fragment {index} until it is rebuilt")
         if avoid_suspects and self.pool.is_suspect(node_id):
             return Failed(f"node {node_id} is slow to answer")
         try:
@@ -354,6 +374,8 @@ class StripeIO:
 
         async def put(i: int) -> None:
             node_id, incarnation = placement[i]
+            if not node_id:
+                raise NodeUnavailable(f"no node holds fragment {i} (vacant until rebuilt)")
             msg = wire.Put(
                 view.id,
                 stripe,
@@ -377,24 +399,60 @@ class StripeIO:
                 )
             raise_for(view, node_id, reply)
 
-        results = await asyncio.gather(*(put(i) for i in range(len(frags))), return_exceptions=True)
-        errors = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
-        if errors:
+        async def attempt(indexes: list[int]) -> dict[int, BaseException]:
+            results = await asyncio.gather(*(put(i) for i in indexes), return_exceptions=True)
+            errors = {i: r for i, r in zip(indexes, results, strict=True) if r is not None}
             for r in errors.values():
                 if not isinstance(r, EcmemError) or isinstance(r, Fenced):
                     raise r
-            first_error = next(iter(errors.values()))
-            detail = "; ".join(f"fragment {i}: {e}" for i, e in sorted(errors.items()))
-            msg = (
-                f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
-                f"stored in full ({detail}); it was not applied"
+            return errors
+
+        errors = await attempt(list(range(len(parts))))
+        lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
+        if lost and self.replace is not None:
+            # A handoff node takes the fragment over; with none to be had, the slot is
+            # left vacant (its old holder can never be trusted for this slab again).
+            moved = []
+            for i in lost:
+                if await self.replace(view, stripe, i, str(errors[i])):
+                    moved.append(i)
+            if moved:
+                retried = await attempt(moved)
+                for i in moved:
+                    if i in retried:
+                        errors[i] = retried[i]
+                    else:
+                        del errors[i]
+        staged = len(parts) - len(errors)
+        if not errors:
+            return
+        detail = "; ".join(f"fragment {i}: {e}" for i, e in sorted(errors.items()))
+        if staged >= view.durable_minimum() and all(
+            isinstance(e, NodeUnavailable) for e in errors.values()
+        ):
+            log.warning(
+                "region %s slab %d stripe %d: written degraded, %d of %d fragments (%s); "
+                "it is rebuilt when nodes come back or are replaced",
+                view.name,
+                layout.slab_of(stripe),
+                stripe,
+                staged,
+                len(parts),
+                detail,
             )
-            err: EcmemError
-            if isinstance(first_error, NoSpaceError):
-                err = NoSpaceError(msg)
-            else:
-                err = NodeUnavailable(msg, node=getattr(first_error, "node", ""))
-            raise err from first_error
+            return
+        msg = (
+            f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
+            f"stored ({staged} of {len(parts)} fragments, {view.durable_minimum()} needed: "
+            f"{detail}); it was not applied"
+        )
+        first_error = next(iter(errors.values()))
+        err: EcmemError
+        if isinstance(first_error, NoSpaceError):
+            err = NoSpaceError(msg)
+        else:
+            err = NodeUnavailable(msg, node=getattr(first_error, "node", ""))
+        raise err from first_error
 
     async def write(
         self,

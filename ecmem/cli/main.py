@@ -319,11 +319,14 @@ def region_info(
         for idx, (node_id, inc) in enumerate(placement):
             node = nodes.get(node_id)
             ok = node is not None and node.state == "up" and node.incarnation == inc
-            state = (
-                "ok"
-                if ok
-                else ("restarted-empty" if node is not None and node.state == "up" else "down")
-            )
+            if not node_id:
+                state = "vacant"
+            elif ok:
+                state = "partial" if (slab, idx) in meta.partial else "ok"
+            elif node is not None and node.state == "up":
+                state = "restarted-empty"
+            else:
+                state = "down"
             frags.append({"index": idx, "node": node_id, "state": state})
         placements.append({"slab": slab, "fragments": frags})
     data = {
@@ -353,7 +356,7 @@ def region_info(
         )
         for p in placements:
             frags = " ".join(
-                f["node"] + ("" if f["state"] == "ok" else f"({f['state']})")
+                (f["node"] or "-") + ("" if f["state"] == "ok" else f"({f['state']})")
                 for f in p["fragments"]
             )
             click.echo(f"  slab {p['slab']:>4}: {frags}")
