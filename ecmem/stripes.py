@@ -31,7 +31,7 @@ from .errors import (
     NoSpaceError,
     RemoteError,
 )
-from .layout import Layout
+from .layout import Layout, Piece
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ WRITE_WINDOW = 12  # stripes in flight per write call
 # A healthy read waits this long before reading around a fragment; a degraded read
 # asks every fragment and takes the first k, so it can afford to wait longer.
 READ_TIMEOUT = 2.0
+TORN_RETRIES = 10
+CHURN_RETRIES = 5
 DEGRADED_TIMEOUT = 5.0
 
 T = TypeVar("T")
@@ -83,6 +85,7 @@ class RegionView:
 class Got:
     version: int
     data: memoryview
+    extent: tuple[int, int] = (0, 0)  # the stripes its write covered: (first, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class Failed:
 
 
 Outcome = Got | Missing | Failed
+Seen = tuple[int, int, int]  # version read, and its write's first stripe and stripe count
 
 
 async def windowed(jobs: Iterable[Callable[[], Awaitable[T]]], window: int) -> list[T]:
@@ -164,8 +168,9 @@ def check_reply(
         return Failed(f"node {node_id} answered version {reply.version}, not {want}")
     if reply.version < view.min_version(stripe):
         return Missing()
+    extent = (reply.wfirst, reply.wcount)
     if isinstance(payload, tuple):
-        return Got(reply.version, payload[1])
+        return Got(reply.version, payload[1], extent)
     rel = offset - reply.first_page * checksum.PAGE
     data = memoryview(payload)[rel : rel + length]
     if len(data) != length:
@@ -173,7 +178,7 @@ def check_reply(
     if into is not None:
         into[:] = data
         data = into
-    return Got(reply.version, data)
+    return Got(reply.version, data, extent)
 
 
 Replacer = Callable[["RegionView", int, int, str], Awaitable[bool]]
@@ -230,9 +235,10 @@ class StripeIO:
         length: int,
         out: memoryview,
         want: int = 0,
-    ) -> None:
+    ) -> Seen:
         """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe:
-        of its committed version, or of version ``want``."""
+        of its committed version, or of version ``want``. Returns the version read and
+        its write's extent."""
         ranges = list(view.layout.data_ranges(stripe, start, length))
         if len(ranges) == 1:
             i, off, n, pos = ranges[0]
@@ -248,29 +254,43 @@ class StripeIO:
             )
         versions = {o.version if isinstance(o, Got) else 0 for o in outcomes}
         if len(versions) == 1 and not any(isinstance(o, Failed) for o in outcomes):
+            seen: Seen = (0, 0, 0)
             for (_, _, n, pos), o in zip(ranges, outcomes, strict=True):
-                if isinstance(o, Missing):
+                if isinstance(o, Got):
+                    seen = (o.version, *o.extent)
+                else:
                     out[pos : pos + n] = bytes(n)
-            return
-        data = await self.read_degraded(view, stripe, want)
+            return seen
+        data, seen = await self.read_degraded(view, stripe, want)
         out[:length] = memoryview(data)[start : start + length]
+        return seen
 
-    async def read_degraded(self, view: RegionView, stripe: int, want: int = 0) -> bytes:
+    async def read_degraded(
+        self, view: RegionView, stripe: int, want: int = 0
+    ) -> tuple[bytes, Seen]:
         """The whole stripe, decoded from any k fragments of one version: the newest
-        committed one (or ``want``)."""
+        committed one (or ``want``); with the version read and its write's extent."""
         layout = view.layout
         policy = layout.policy
         k = policy.k
-        by_version, failed, missing = await self._gather(view, stripe, want, range(policy.width))
-        winner = next(
-            (v for v in sorted(by_version, reverse=True) if len(by_version[v]) >= k), None
-        )
+        for attempt in range(CHURN_RETRIES):
+            by_version, failed, missing, extents = await self._gather(
+                view, stripe, want, range(policy.width)
+            )
+            winner = next(
+                (v for v in sorted(by_version, reverse=True) if len(by_version[v]) >= k), None
+            )
+            if winner is not None or want or sum(map(len, by_version.values())) < k:
+                break
+            # Enough fragments, but of different versions: writes are being committed
+            # over this stripe right now. Let them land and look again.
+            await asyncio.sleep(0.002 * (attempt + 1))
         if winner is None and by_version and not want:
             # A commit may be on its way: the newest committed version, wherever it was
             # seen, is on every node that staged it.
             newest = max(by_version)
             others = [i for i in range(policy.width) if i not in by_version[newest]]
-            more, _, _ = await self._gather(view, stripe, newest, others)
+            more, _, _, _ = await self._gather(view, stripe, newest, others)
             by_version[newest].update(more.get(newest, {}))
             if len(by_version[newest]) >= k:
                 winner = newest
@@ -282,11 +302,12 @@ class StripeIO:
                 stripe,
                 sorted(by_version[winner]),
             )
-            return policy.decode(by_version[winner], layout.chunk)
+            seen: Seen = (winner, *extents.get(winner, (0, 0)))
+            return policy.decode(by_version[winner], layout.chunk), seen
         if missing and not by_version:
             # A node that held its data all along has no committed copy of this stripe,
             # and nobody has any: no write of it was ever committed. It reads as zeros.
-            return bytes(layout.stripe_data)
+            return bytes(layout.stripe_data), (0, 0, 0)
         lost = dict(failed)
         for version, frags in by_version.items():
             for i in frags:
@@ -295,7 +316,7 @@ class StripeIO:
 
     async def _gather(
         self, view: RegionView, stripe: int, want: int, indexes: Iterable[int]
-    ) -> tuple[dict[int, dict[int, bytes]], dict[int, str], list[int]]:
+    ) -> tuple[dict[int, dict[int, bytes]], dict[int, str], list[int], dict[int, tuple[int, int]]]:
         """Whole fragments from ``indexes``, asked all at once; stops as soon as one version
         has k of them (late binding: slow nodes are not waited for)."""
         layout = view.layout
@@ -308,6 +329,7 @@ class StripeIO:
 
         tasks = [asyncio.ensure_future(one(i)) for i in indexes]
         by_version: dict[int, dict[int, bytes]] = {}
+        extents: dict[int, tuple[int, int]] = {}
         failed: dict[int, str] = {}
         missing: list[int] = []
         try:
@@ -316,6 +338,7 @@ class StripeIO:
                 if isinstance(outcome, Got):
                     frags = by_version.setdefault(outcome.version, {})
                     frags[i] = bytes(outcome.data)
+                    extents[outcome.version] = outcome.extent
                     if len(frags) >= k:
                         break
                 elif isinstance(outcome, Missing):
@@ -325,7 +348,7 @@ class StripeIO:
         finally:
             for t in tasks:
                 t.cancel()
-        return by_version, failed, missing
+        return by_version, failed, missing, extents
 
     async def read(self, view: RegionView, offset: int, length: int, want: int = 0) -> bytearray:
         out = bytearray(length)
@@ -340,14 +363,46 @@ class StripeIO:
             p = pieces[0]
             await self.read_piece(view, p.stripe, p.start, p.length, out, want)
             return
-        await windowed(
-            (
-                lambda p=p: self.read_piece(  # type: ignore[misc]
-                    view, p.stripe, p.start, p.length, out[p.pos : p.pos + p.length], want
-                )
-                for p in pieces
-            ),
+
+        async def read(p: Piece, version: int) -> Seen:
+            return await self.read_piece(
+                view, p.stripe, p.start, p.length, out[p.pos : p.pos + p.length], version
+            )
+
+        seen = await windowed(
+            (lambda p=p: read(p, want) for p in pieces),  # type: ignore[misc]
             READ_WINDOW,
+        )
+        if want:
+            return
+        # A write is committed stripe by stripe: if this read saw a write in one stripe and
+        # not yet in another it covered, read again, so that no write shows torn.
+        by_stripe = {p.stripe: i for i, p in enumerate(pieces)}
+        for attempt in range(TORN_RETRIES):
+            stale: dict[int, int] = {}
+            for version, first, count in set(seen):
+                for stripe in range(first, first + count):
+                    i = by_stripe.get(stripe)
+                    if version and i is not None and seen[i][0] < version:
+                        stale[i] = max(stale.get(i, 0), version)
+            if not stale:
+                return
+            if attempt % 2 == 0:
+                # Most likely its commit is still on its way: read those stripes at that
+                # version (every node staged it), unless a newer one replaced it since.
+                for i, version in stale.items():
+                    try:
+                        seen[i] = await read(pieces[i], version)
+                    except DataUnavailableError:
+                        seen[i] = await read(pieces[i], 0)
+            else:  # writes keep landing: read everything again, as close together as can be
+                seen = await windowed(
+                    (lambda p=p: read(p, 0) for p in pieces),  # type: ignore[misc]
+                    READ_WINDOW,
+                )
+        raise ClusterError(
+            f"region {view.name!r}: writes kept landing on the range being read and no "
+            f"consistent view was had after {TORN_RETRIES} tries; retry the read"
         )
 
     # -- writing ----------------------------------------------------------------

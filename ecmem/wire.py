@@ -291,6 +291,8 @@ class Data(Message):
     fragment_len: int
     first_page: int
     crcs: bytes
+    wfirst: int  # the stripes its write covered: wcount from wfirst (0: not known)
+    wcount: int
     payload: bytes | bytearray | memoryview | tuple[memoryview, ...] = b""
 
 

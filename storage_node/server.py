@@ -49,7 +49,11 @@ class NodeServer:
                 r = store.get(
                     msg.region, msg.stripe, msg.index, msg.offset, msg.length, msg.version
                 )
-                return wire.Data(r.version, r.fragment_len, r.first_page, r.crcs, r.data)
+                wfirst, wlast, _ = r.write
+                wcount = wlast - wfirst + 1 if wfirst >= 0 else 0
+                return wire.Data(
+                    r.version, r.fragment_len, r.first_page, r.crcs, max(wfirst, 0), wcount, r.data
+                )
             if isinstance(msg, wire.Put):
                 data = (
                     msg.payload if not isinstance(msg.payload, memoryview) else bytes(msg.payload)

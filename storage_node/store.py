@@ -64,6 +64,7 @@ class ReadResult:
     first_page: int
     crcs: bytes
     data: memoryview | tuple[memoryview, ...]
+    write: tuple[int, int, int] = (-1, -1, 0)
 
 
 _zeros = memoryview(bytes(1 << 20))
@@ -284,7 +285,7 @@ class FragmentStore:
             data = _zero_view(hi - lo)
         else:
             data = (memoryview(frag.data)[lo:], _zero_view(hi - stored))
-        return ReadResult(frag.version, size, first, crcs, data)
+        return ReadResult(frag.version, size, first, crcs, data, frag.write)
 
     # -- fencing --------------------------------------------------------------------
 
