@@ -1,9 +1,9 @@
 """make bench: ecmem and a local redis-server side by side, in one run.
 
 Measures sequential write and read of 1 GiB through the Python API on an
-ec:4+2 region over 6 storage nodes, and 4 KiB random reads, against redis-py
-SET/GET of 1 MiB values and GET of 4 KiB values on the same machine at the
-same time. Prints MB/s, p50/p99 and ecmem/redis ratios, and writes them to
+ec:4+2 region over 6 storage nodes, 4 KiB random reads and acknowledged 4 KiB
+random writes, against redis-py SET/GET of 1 MiB values and GET/SET of 4 KiB
+values on the same machine at the same time. Prints MB/s, p50/p99 and ecmem/redis ratios, and writes them to
 bench/out/results.json. Each measurement is repeated, alternating the two
 systems, and the best run of each is kept: these machines are noisy.
 """
@@ -95,6 +95,25 @@ def redis_rand(r: Any, keys: int, n: int, seed: int) -> dict[str, float]:
     return {"rand_read_4k_p50_us": pct(lat, 0.5) * 1e6, "rand_read_4k_p99_us": pct(lat, 0.99) * 1e6}
 
 
+def ecmem_small_writes(cl: ecmem.Client, name: str, size: int, n: int, seed: int) -> float:
+    """Acknowledged 4 KiB pwrites at random offsets, per second."""
+    rng = random.Random(seed)
+    block = os.urandom(4096)
+    t = time.perf_counter()
+    for _ in range(n):
+        cl.pwrite(name, rng.randrange(0, size // 4096) * 4096, block)
+    return n / (time.perf_counter() - t)
+
+
+def redis_small_writes(r: Any, keys: int, n: int, seed: int) -> float:
+    rng = random.Random(seed)
+    block = os.urandom(4096)
+    t = time.perf_counter()
+    for _ in range(n):
+        r.set(f"r4k:{rng.randrange(keys)}", block)
+    return n / (time.perf_counter() - t)
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in runs[0]:
@@ -109,6 +128,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reads", type=int, default=3000, help="4 KiB random reads per run")
     ap.add_argument("--nodes", type=int, default=6)
+    ap.add_argument("--small-writes", type=int, default=200, help="4 KiB pwrites per run")
     args = ap.parse_args()
     size = args.size_mib * MiB
     OUT.mkdir(parents=True, exist_ok=True)
@@ -136,6 +156,13 @@ def main() -> int:
                 print(f"random-read run {i + 1}/{args.repeat} ...", flush=True)
                 e_runs[i].update(ecmem_rand(cl, "bench/rand", rset, args.reads, i))
                 r_runs[i].update(redis_rand(r, rset // 4096, args.reads, i))
+                print(f"small-write run {i + 1}/{args.repeat} ...", flush=True)
+                e_runs[i]["small_write_4k_ops"] = ecmem_small_writes(
+                    cl, "bench/rand", rset, args.small_writes, i
+                )
+                r_runs[i]["small_write_4k_ops"] = redis_small_writes(
+                    r, rset // 4096, args.small_writes * 10, i
+                )
             e, rd = best(e_runs), best(r_runs)
     finally:
         lc.down()
@@ -147,11 +174,13 @@ def main() -> int:
             "seq_read": e["seq_read_MBps"] / rd["seq_read_MBps"],
             "seq_read_bytes": e["seq_read_bytes_MBps"] / rd["seq_read_MBps"],
             "rand_read_4k_p50": e["rand_read_4k_p50_us"] / rd["rand_read_4k_p50_us"],
+            "small_write_4k": e["small_write_4k_ops"] / rd["small_write_4k_ops"],
         },
         "config": {
             "size_mib": args.size_mib,
             "repeat": args.repeat,
             "reads": args.reads,
+            "small_writes": args.small_writes,
             "nodes": args.nodes,
             "policy": "ec:4+2",
             "block": BLOCK,
@@ -167,9 +196,10 @@ def main() -> int:
         ("seq read MB/s (readinto)", "seq_read_MBps", "seq_read_MBps", "seq_read"),
         ("seq read MB/s (read)", "seq_read_bytes_MBps", "seq_read_MBps", "seq_read_bytes"),
         ("4 KiB read p50 us", "rand_read_4k_p50_us", "rand_read_4k_p50_us", "rand_read_4k_p50"),
+        ("4 KiB write ops/s", "small_write_4k_ops", "small_write_4k_ops", "small_write_4k"),
     ]
     for label, ek, rk, ratio in rows:
-        print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.2f}")
+        print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.3f}")
     print(
         f"{'4 KiB read p99 us':28}{e['rand_read_4k_p99_us']:12.0f}{rd['rand_read_4k_p99_us']:12.0f}"
     )
