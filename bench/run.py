@@ -3,9 +3,10 @@
 Measures sequential write and read of 1 GiB through the Python API on an
 ec:4+2 region over 6 storage nodes, 4 KiB random reads and acknowledged 4 KiB
 random writes, against redis-py SET/GET of 1 MiB values and GET/SET of 4 KiB
-values on the same machine at the same time. Prints MB/s, p50/p99 and ecmem/redis ratios, and writes them to
-bench/out/results.json. Each measurement is repeated, alternating the two
-systems, and the best run of each is kept: these machines are noisy.
+values on the same machine at the same time. Prints MB/s, p50/p99 and
+ecmem/redis ratios, and writes them to bench/out/results.json. Each measurement
+is repeated, alternating the two systems, and the best run of each is kept:
+these machines are noisy.
 """
 
 from __future__ import annotations
