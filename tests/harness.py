@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,8 +113,24 @@ class TestCluster:
             out.append(f"==== {f.name} (last {len(lines)} lines)\n" + "\n".join(lines))
         return "\n".join(out)
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the ecmem command line against this cluster."""
+        return run_cli(*args, zk=self.zk, cluster=self.name)
+
     def down(self) -> None:
         self.local.down()
+
+
+def run_cli(*args: str, zk: str, cluster: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ECMEM_ZK": zk, "ECMEM_CLUSTER": cluster}
+    return subprocess.run(
+        [sys.executable, "-m", "ecmem.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
+    )
 
 
 def shared_zookeeper(state_dir: Path) -> tuple[LocalCluster, ClusterState]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -93,17 +90,6 @@ def test_no_cluster_is_a_clear_error(tmp_path, monkeypatch) -> None:  # type: ig
         ecmem.connect("127.0.0.1:1", timeout=1)
 
 
-def ecmem_cli(*args: str, zk: str, cluster: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ECMEM_ZK": zk, "ECMEM_CLUSTER": cluster}
-    return subprocess.run(
-        [sys.executable, "-m", "ecmem.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -117,9 +103,9 @@ def ecmem_cli(*args: str, zk: str, cluster: str) -> subprocess.CompletedProcess[
     ],
 )
 def test_cli_errors(cluster: TestCluster, args: list[str], needle: str) -> None:
-    r = ecmem_cli(*args, zk=cluster.zk, cluster=cluster.name)
+    r = cluster.cli(*args)
     assert r.returncode == 2, r
     assert needle in r.stderr and "Traceback" not in r.stderr
-    j = ecmem_cli(*args, "--json", zk=cluster.zk, cluster=cluster.name)
+    j = cluster.cli(*args, "--json")
     assert j.returncode == 2
     assert needle in json.loads(j.stdout)["error"]["message"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -56,7 +55,7 @@ def test_degraded_write_with_no_spare_then_refused(fresh_cluster: TestCluster) -
         assert cl.pread("d", 0, len(data)) == data
         fresh_cluster.kill(nodes[0])  # one more loss: 4 left, still readable
         assert cl.pread("d", 0, len(data)) == data
-        r = ecmem_cli(fresh_cluster, "status", "--json")
+        r = fresh_cluster.cli("status", "--json")
         assert r.returncode == 1 and "REGION_DEGRADED" in r.stdout
         with pytest.raises(ecmem.NodeUnavailable) as err:
             cl.pwrite("d", 0, b"too few nodes")  # 4 < 5 fragments
@@ -74,18 +73,3 @@ def test_min_durable_is_validated(cluster: TestCluster) -> None:
             cl.create_region("md", 0, "ec:4+2", min_durable=7)
     finally:
         cl.close()
-
-
-def ecmem_cli(c: TestCluster, *args: str):  # type: ignore[no-untyped-def]
-    import subprocess
-    import sys
-
-    env = {**os.environ, "ECMEM_ZK": c.zk, "ECMEM_CLUSTER": c.name}
-    return subprocess.run(
-        [sys.executable, "-m", "ecmem.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        cwd=Path(__file__).parents[2],
-    )
