@@ -76,15 +76,19 @@ def slab_stripe_count(meta: RegionMeta, slab: int) -> int:
 
 def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
     policy = parse_policy(meta.policy)
+    partial = set(meta.partial)
     lost: dict[int, list[int]] = {}
     stripes = degraded = unavailable = 0
     for slab, placement in enumerate(meta.slabs):
         n = slab_stripe_count(meta, slab)
         stripes += n
+        # A handoff holder (partial) may lack the slab's older stripes until rebuilt.
         gone = [
             idx
             for idx, (node_id, incarnation) in enumerate(placement)
-            if node_id not in live or live[node_id].incarnation != incarnation
+            if node_id not in live
+            or live[node_id].incarnation != incarnation
+            or (slab, idx) in partial
         ]
         if gone:
             lost[slab] = gone

@@ -522,11 +522,11 @@ class AsyncClient:
                 if current[0]:
                     await self._fence(meta, w, [meta.slabs[slab]])
                 log.warning(
-                    "region %s slab %d fragment %d: node %s failed (%s); %s",
+                    "region %s slab %d fragment %d: %s failed (%s); %s",
                     name,
                     slab,
                     index,
-                    failed,
+                    f"node {failed}" if failed else "a vacant slot",
                     why,
                     f"handed off to {current[0]}" if current[0] else "no handoff node, left vacant",
                 )

@@ -61,3 +61,11 @@ def test_region_record_roundtrip_and_size() -> None:
     assert len(raw) < 512 * 1024, "must fit ZooKeeper's 1 MB znode limit with room to spare"
     back = RegionMeta.from_json(raw)
     assert back.slabs == meta.slabs and back.floors == meta.floors and back == meta
+
+
+def test_handoff_holder_counts_as_degraded_until_rebuilt() -> None:
+    meta = region(1)
+    meta.partial = [(0, 2)]
+    report, regions = assess({f"n{i}": node(i) for i in range(6)}, [meta])
+    assert report.status == HEALTH_WARN and regions[0].lost == {0: [2]}
+    assert "REGION_DEGRADED" in {c.code for c in report.checks}
