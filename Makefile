@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv demo test test-unit test-integration bench chaos lint typecheck check clean
+.PHONY: setup system venv demo test test-unit test-integration bench soak chaos lint typecheck check clean
 
 setup: system $(STAMP)
 
@@ -34,6 +34,11 @@ test-integration: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# Long run: a million acknowledged 4 KiB writes, watching memory (WRITES=N to change).
+WRITES ?= 1000000
+soak: setup
+	$(BIN)/python bench/soak.py --writes $(WRITES)
 
 # Long runs: 500 seeded writer crashes (the chaos suite proper lands with its issue).
 chaos: setup

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import sys
@@ -131,6 +132,8 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=6)
     ap.add_argument("--small-writes", type=int, default=200, help="4 KiB pwrites per run")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kazoo").setLevel(logging.ERROR)  # retried connection hiccups
     size = args.size_mib * MiB
     OUT.mkdir(parents=True, exist_ok=True)
     lc = LocalCluster(OUT / "cluster")

@@ -1,0 +1,86 @@
+"""make soak: many acknowledged 4 KiB writes to one region, watching memory.
+
+Writes N blocks of 4 KiB at random offsets of a 64 MiB region (ec:4+2 with
+16 KiB stripes, so each write rewrites one small stripe) through the blocking
+client, and reports the write rate and the peak resident memory of the client
+and of the storage nodes as it goes: staged fragments are committed and
+released as the commit point moves, so memory must stay flat. Writes
+bench/out/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ecmem  # noqa: E402
+from ecmem.localcluster import LocalCluster  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+SPAN = 64 * 1024 * 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--writes", type=int, default=1_000_000)
+    ap.add_argument("--every", type=int, default=10_000, help="report every N writes")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kazoo").setLevel(logging.ERROR)  # retried connection hiccups
+    OUT.mkdir(parents=True, exist_ok=True)
+    lc = LocalCluster(OUT / "soak-cluster")
+    lc.down()
+    state = lc.up(6, "2GiB", cluster="soak")
+    nodes = [psutil.Process(n.pid) for n in state.nodes.values()]
+    samples = []
+    try:
+        with ecmem.connect(state.zk, cluster="soak") as cl:
+            cl.create_region("soak", SPAN, "ec:4+2", chunk=4096, slab_size="1MiB")
+            block = os.urandom(4096)
+            rng = random.Random(1)
+            start = last = time.perf_counter()
+            for i in range(1, args.writes + 1):
+                cl.pwrite("soak", rng.randrange(SPAN // 4096) * 4096, block)
+                if i % args.every == 0 or i == args.writes:
+                    now = time.perf_counter()
+                    sample = {
+                        "writes": i,
+                        "ops_per_s": args.every / (now - last) if i % args.every == 0 else 0.0,
+                        "client_rss_mib": psutil.Process().memory_info().rss >> 20,
+                        "node_rss_mib": max(p.memory_info().rss for p in nodes) >> 20,
+                    }
+                    last = now
+                    samples.append(sample)
+                    print(json.dumps(sample), flush=True)
+            elapsed = time.perf_counter() - start
+    finally:
+        lc.down()
+    result = {
+        "writes": args.writes,
+        "seconds": elapsed,
+        "ops_per_s": args.writes / elapsed,
+        "client_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+        "node_peak_rss_mib": max(s["node_rss_mib"] for s in samples),
+        "samples": samples,
+    }
+    (OUT / "soak.json").write_text(json.dumps(result, indent=2))
+    print(
+        f"{args.writes} writes in {elapsed:.0f}s ({result['ops_per_s']:.0f}/s); peak RSS: "
+        f"client {result['client_peak_rss_mib']} MiB, nodes {result['node_peak_rss_mib']} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
