@@ -10,16 +10,11 @@ import pytest
 
 import ecmem
 from ecmem import wire
-from tests.harness import SESSION_TIMEOUT, TestCluster
+from tests.harness import SESSION_TIMEOUT, TestCluster, region_nodes
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-
-
-def region_nodes(cl: ecmem.Client, name: str, slab: int = 0) -> list[str]:
-    meta = cl._run(cl.async_client.region_meta(name))
-    return [n for n, _ in meta.slabs[slab]]
 
 
 def corrupt(cl: ecmem.Client, name: str, stripe: int, index: int, mode: str, offset: int) -> None:

@@ -7,14 +7,10 @@ import os
 import pytest
 
 import ecmem
-from tests.harness import TestCluster
+from tests.harness import TestCluster, region_nodes
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
-
-
-def placement(cl: ecmem.Client, name: str) -> list[str]:
-    return [n for n, _ in cl._run(cl.async_client.region_meta(name)).slabs[0]]
 
 
 def test_down_node_is_handed_off_with_a_seventh(
@@ -26,12 +22,12 @@ def test_down_node_is_handed_off_with_a_seventh(
         cl.create_region("h", 0, "ec:4+2")
         first = os.urandom(3 * MiB)
         cl.pwrite("h", 0, first)
-        before = placement(cl, "h")
+        before = region_nodes(cl, "h")
         spare = next(n for n in c.node_ids if n not in before)
         c.kill(before[2])
         second = os.urandom(5 * MiB)
         cl.pwrite("h", 0, second)  # fragment 2 goes to the spare node
-        after = placement(cl, "h")
+        after = region_nodes(cl, "h")
         assert after[2] == spare and before[2] not in after
         assert cl.pread("h", 0, len(second)) == second
         # Fully durable: any two more nodes of the new placement can go.
@@ -47,11 +43,11 @@ def test_degraded_write_with_no_spare_then_refused(fresh_cluster: TestCluster) -
     try:
         cl.create_region("d", 0, "ec:4+2")  # min_durable defaults to K+1 = 5
         cl.pwrite("d", 0, os.urandom(MiB))
-        nodes = placement(cl, "d")
+        nodes = region_nodes(cl, "d")
         fresh_cluster.kill(nodes[5])
         data = os.urandom(2 * MiB)
         cl.pwrite("d", 0, data)  # 5 of 6 fragments: degraded, not refused
-        assert placement(cl, "d")[5] == ""  # the old holder can never be trusted again
+        assert region_nodes(cl, "d")[5] == ""  # the old holder can never be trusted again
         assert cl.pread("d", 0, len(data)) == data
         fresh_cluster.kill(nodes[0])  # one more loss: 4 left, still readable
         assert cl.pread("d", 0, len(data)) == data
