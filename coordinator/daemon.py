@@ -6,6 +6,7 @@ is called on a timer, so tests can step it instead of sleeping).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -14,10 +15,12 @@ from collections.abc import Callable
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
 
+from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
 
 from .health import assess
 from .metadata import MetadataStore
+from .rebuild import Rebuilder
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +67,22 @@ class Monitor:
 
 class Coordinator:
     def __init__(
-        self, zk: KazooClient, cluster: str, identifier: str, interval: float = 2.0
+        self,
+        zk: KazooClient,
+        cluster: str,
+        identifier: str,
+        interval: float = 2.0,
+        grace: float = 30.0,
     ) -> None:
         self.zk = zk
+        self.cluster = cluster
         self.store = MetadataStore(zk, cluster)
         self.identifier = identifier
         self.interval = interval
+        self.grace = grace
         self.stopping = threading.Event()
         self.monitor = Monitor(self.store)
+        self.rebuilder: Rebuilder | None = None
         zk.add_listener(self._on_state)
 
     def _on_state(self, state: str) -> None:
@@ -79,17 +90,30 @@ class Coordinator:
             log.warning("ZooKeeper connection suspended")
         elif state == KazooState.LOST:
             log.error("ZooKeeper session lost; will stand for election again when reconnected")
+            if self.rebuilder is not None:
+                self.rebuilder.stopping = True
 
     def lead(self) -> None:
-        log.info("coordinator %s is the leader", self.identifier)
-        while not self.stopping.is_set():
-            try:
-                self.monitor.run_once()
-            except (KazooException, EcmemError) as exc:
-                log.warning("monitor pass failed: %s", exc)
-                if not self.zk.connected:
-                    return
-            self.stopping.wait(self.interval)
+        log.info("coordinator %s is the leader (rebuild grace %.1fs)", self.identifier, self.grace)
+        asyncio.run(self._lead())
+
+    async def _lead(self) -> None:
+        client = AsyncClient(self.zk, self.cluster, own_zk=False)
+        await client._start()
+        self.rebuilder = Rebuilder(client, self.grace, identifier=self.identifier)
+        try:
+            while not self.stopping.is_set() and not self.rebuilder.stopping:
+                try:
+                    await asyncio.to_thread(self.monitor.run_once)
+                    await self.rebuilder.run_once()
+                except (KazooException, EcmemError) as exc:
+                    log.warning("coordinator pass failed: %s", exc)
+                    if not self.zk.connected:
+                        return
+                await asyncio.to_thread(self.stopping.wait, self.interval)
+        finally:
+            self.rebuilder = None
+            await client.close()
 
     def run(self) -> None:
         self.store.ensure()
@@ -105,3 +129,5 @@ class Coordinator:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.rebuilder is not None:
+            self.rebuilder.stopping = True

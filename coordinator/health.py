@@ -5,6 +5,7 @@ Check codes are stable: scripts may match on them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class HealthReport:
     unavailable_stripes: int
     capacity: int
     used: int
+    out: list[str] = field(default_factory=list)  # down, holding nothing
+    rebuild: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +60,8 @@ class HealthReport:
                 c.code: {"severity": c.severity, "summary": c.summary, "detail": c.detail}
                 for c in self.checks
             },
-            "nodes": {"up": self.nodes_up, "total": self.nodes_total},
+            "nodes": {"up": self.nodes_up, "total": self.nodes_total, "out": self.out},
+            "rebuild": self.rebuild,
             "regions": self.regions,
             "stripes": {
                 "total": self.stripes,
@@ -101,13 +105,56 @@ def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
 
 
 def assess(
-    nodes: dict[str, NodeInfo], regions: list[RegionMeta]
+    nodes: dict[str, NodeInfo],
+    regions: list[RegionMeta],
+    rebuild: dict[str, Any] | None = None,
+    drains: Iterable[str] = (),
 ) -> tuple[HealthReport, list[RegionHealth]]:
+    """Health of the cluster; ``rebuild`` is the rebuilder's progress record and
+    ``drains`` the nodes being drained, when known."""
     live = {k: v for k, v in nodes.items() if v.state == "up"}
-    down = sorted(k for k, v in nodes.items() if v.state != "up")
+    # A node that is down but holds no fragment any more (rebuilt elsewhere) is out of
+    # the cluster: worth listing, not worth a warning.
+    holding = {n for meta in regions for slab in meta.slabs for n, _ in slab}
+    down = sorted(k for k, v in nodes.items() if v.state != "up" and k in holding)
+    out = sorted(k for k, v in nodes.items() if v.state != "up" and k not in holding)
     checks: list[Check] = []
     if not live:
         checks.append(Check("NO_NODES", HEALTH_ERR, "no storage nodes are up"))
+    draining = sorted(set(drains))
+    if draining:
+        moving = [n for n in draining if n in holding]
+        checks.append(
+            Check(
+                "NODE_DRAINING",
+                HEALTH_WARN if moving else "info",
+                f"{_n(len(moving), 'node')} draining: {', '.join(moving)}"
+                if moving
+                else f"drained, ready for 'ecmem node rm': {', '.join(draining)}",
+                [f"{n}: {'draining' if n in moving else 'drained'}" for n in draining],
+            )
+        )
+    if rebuild and rebuild.get("state") == "running":
+        total = int(rebuild.get("bytes_total", 0)) or 1
+        done = int(rebuild.get("bytes_done", 0))
+        checks.append(
+            Check(
+                "REBUILD_IN_PROGRESS",
+                HEALTH_WARN,
+                f"rebuilding {rebuild.get('slots_done', 0)}/{rebuild.get('slots_total', 0)} "
+                f"fragment slots, {100.0 * done / total:.0f}% of "
+                f"{total / 2**20:.0f} MiB",
+            )
+        )
+    if rebuild and rebuild.get("unrecoverable"):
+        checks.append(
+            Check(
+                "REBUILD_FAILED",
+                HEALTH_ERR,
+                "some stripes had too few fragments left to rebuild",
+                [str(x) for x in rebuild["unrecoverable"]],
+            )
+        )
     if down:
         checks.append(
             Check(
@@ -171,7 +218,13 @@ def assess(
             )
         )
     severities = {c.severity for c in checks}
-    status = HEALTH_ERR if HEALTH_ERR in severities else HEALTH_WARN if checks else HEALTH_OK
+    status = (
+        HEALTH_ERR
+        if HEALTH_ERR in severities
+        else HEALTH_WARN
+        if HEALTH_WARN in severities
+        else HEALTH_OK
+    )
     report = HealthReport(
         status,
         checks,
@@ -183,6 +236,8 @@ def assess(
         unavailable,
         sum(n.capacity for n in live.values()),
         sum(n.used for n in live.values()),
+        out,
+        dict(rebuild or {}),
     )
     return report, per_region
 

@@ -19,6 +19,8 @@ from ecmem.errors import RegionBusy
 
 from .paths import Paths
 
+REBUILD_WAIT = 60.0  # seconds a writer waits, unasked, for a rebuilder's lease
+
 
 def describe(info: dict[str, Any]) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info.get("since", 0))))
@@ -49,6 +51,9 @@ def acquire(
             info = json.loads(raw)
         except ValueError:
             info = {}
+        if deadline is None and info.get("rebuild"):
+            # A rebuilder holds a lease for a few seconds at a time: wait for it.
+            deadline = time.monotonic() + REBUILD_WAIT
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is None or remaining <= 0:
             waited = "" if timeout is None else f" (waited {timeout:.0f}s)"

@@ -81,6 +81,17 @@ class MetadataStore:
 
     def forget_node(self, node_id: str) -> None:
         self.zk.delete(self.paths.registered(node_id))
+        try:
+            self.zk.delete(self.paths.drain(node_id))
+        except NoNodeError:
+            pass
+
+    def draining(self) -> list[str]:
+        """Nodes being drained (or drained): no new fragments go to them."""
+        try:
+            return sorted(self.zk.get_children(self.paths.drains))
+        except NoNodeError:
+            return []
 
     # -- regions ----------------------------------------------------------------
 

@@ -52,6 +52,41 @@ class Paths:
     def election(self) -> str:
         return f"{self.root}/coordinator/election"
 
+    @property
+    def drains(self) -> str:
+        """A znode per node being drained (or drained), kept until the node is removed."""
+        return f"{self.root}/drain"
+
+    def drain(self, node_id: str) -> str:
+        return f"{self.drains}/{node_id}"
+
+    @property
+    def down(self) -> str:
+        """When the coordinator first saw each missing node gone (the grace clock)."""
+        return f"{self.root}/coordinator/down"
+
+    @property
+    def rebuild(self) -> str:
+        """Rebuild state: tasks per region, requests from the CLI, progress."""
+        return f"{self.root}/rebuild"
+
+    @property
+    def rebuild_tasks(self) -> str:
+        return f"{self.rebuild}/tasks"
+
+    @property
+    def rebuild_requests(self) -> str:
+        return f"{self.rebuild}/requests"
+
+    @property
+    def rebuild_progress(self) -> str:
+        return f"{self.rebuild}/progress"
+
+    @property
+    def garbage(self) -> str:
+        """Fragments left on nodes a slab moved away from, to be deleted there."""
+        return f"{self.rebuild}/garbage"
+
     def node(self, node_id: str) -> str:
         return f"{self.nodes}/{node_id}"
 

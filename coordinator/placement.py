@@ -77,3 +77,19 @@ def place_slabs(
             pool[node_id] = replace(c, free=c.free - need)
         out.append(ids)
     return out
+
+
+def replacement(
+    candidates: Sequence[Candidate],
+    members: Iterable[str],
+    member_domains: Iterable[str],
+    need: int,
+    rng: random.Random,
+) -> str:
+    """One node to take over a fragment of a slab held by ``members``: never a member,
+    in a failure domain the slab does not use yet when one has room."""
+    taken = set(members)
+    used = set(member_domains)
+    others = [c for c in candidates if c.id not in taken]
+    fresh = [c for c in others if c.domain not in used and c.free >= need]
+    return place(fresh or others, 1, need, rng)[0]

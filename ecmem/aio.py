@@ -24,7 +24,7 @@ from kazoo.exceptions import KazooException
 from coordinator import lease
 from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.model import NodeInfo, RegionMeta
-from coordinator.placement import Candidate, place, place_slabs
+from coordinator.placement import Candidate, place_slabs, replacement
 
 from . import wire
 from .conn import ConnectionPool
@@ -228,7 +228,12 @@ class AsyncClient:
         """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``."""
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         live = self.meta.live_nodes()
-        cands = [Candidate(n.id, n.failure_domain or n.id, n.free) for n in live.values()]
+        draining = set(self.meta.draining())
+        cands = [
+            Candidate(n.id, n.failure_domain or n.id, n.free)
+            for n in live.values()
+            if n.id not in draining
+        ]
         first = len(meta.slabs)
         rng = random.Random(f"{meta.id}/{first}")
         ids = place_slabs(
@@ -540,15 +545,15 @@ class AsyncClient:
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         live = self.meta.live_nodes()
         members = {n for n, _ in meta.slabs[slab]}
-        used_domains = {live[n].failure_domain for n in members if n in live and n != failed}
+        draining = set(self.meta.draining())
         cands = [
             Candidate(n.id, n.failure_domain or n.id, n.free)
             for n in live.values()
-            if n.id not in members and not self.pool.is_suspect(n.id)
+            if not self.pool.is_suspect(n.id) and n.id not in draining
         ]
-        fresh = [c for c in cands if c.domain not in used_domains]
+        domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
         try:
-            pick = place(fresh or cands, 1, layout.slab_fragment_bytes, random.Random())[0]
+            pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
             holder = (pick, live[pick].incarnation)
         except NotEnoughNodesError:
             holder = ("", "")

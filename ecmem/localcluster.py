@@ -111,6 +111,7 @@ class ClusterState:
     zk_pid: int = 0
     coordinator_pid: int = 0
     session_timeout: float = 4.0
+    rebuild_grace: float = 30.0
     allow_debug: bool = False
     external_zk: bool = False  # ZooKeeper run by someone else: never started or stopped here
     nodes: dict[str, NodeProc] = field(default_factory=dict)
@@ -217,9 +218,25 @@ class LocalCluster:
         marker = f"coordinator --zk {state.zk}"
         if state.coordinator_pid and _alive(state.coordinator_pid, marker):
             return
-        state.coordinator_pid = self._spawn(
-            [sys.executable, "-m", "coordinator", "--zk", state.zk, "--cluster", state.cluster],
-            "coordinator.log",
+        state.coordinator_pid = self.spawn_coordinator(state, "coordinator.log")
+
+    def spawn_coordinator(self, state: ClusterState, logname: str) -> int:
+        """Start a coordinator process (one more may run beside it: one leads)."""
+        return self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "coordinator",
+                "--zk",
+                state.zk,
+                "--cluster",
+                state.cluster,
+                "--rebuild-grace",
+                str(state.rebuild_grace),
+                "--interval",
+                "0.5" if state.rebuild_grace < 5 else "2",
+            ],
+            logname,
         )
 
     def node_args(self, state: ClusterState, node: NodeProc) -> list[str]:
@@ -264,6 +281,7 @@ class LocalCluster:
         persist: bool = False,
         allow_debug: bool = False,
         session_timeout: float = 4.0,
+        rebuild_grace: float = 30.0,
         timeout: float = 60.0,
     ) -> ClusterState:
         """Start what is not running; harmless when everything already is."""
@@ -274,6 +292,7 @@ class LocalCluster:
         if not state.nodes:
             state.cluster = cluster
             state.session_timeout = session_timeout
+            state.rebuild_grace = rebuild_grace
             state.allow_debug = allow_debug
             if zk:
                 state.zk, state.external_zk = zk, True

@@ -180,16 +180,45 @@ class Get(Message):
 
 @dataclass(frozen=True, slots=True)
 class Delete(Message):
-    """Drop a region's fragments of stripes ``from_stripe`` and later, on behalf of a
-    writer of ``epoch`` (0: the region is being removed, whoever writes it)."""
+    """Drop a region's fragments of stripes ``from_stripe`` and later (before ``until``
+    if it is not 0; of versions up to ``upto`` if it is not 0), on behalf of a writer
+    of ``epoch`` (0: the region is being removed, or a slab moved off this node)."""
 
     KIND: ClassVar[int] = 3
     region: str
     from_stripe: int
     epoch: int
+    until: int = 0
+    upto: int = 0
 
     def validate(self) -> None:
         _check_key(self.region, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Repair(Message):
+    """Store a rebuilt fragment of a committed write: kept committed at once, under
+    its original ``version``, on behalf of a rebuilder holding the lease of ``epoch``
+    (refused, like any write, once a newer writer fenced the node)."""
+
+    KIND: ClassVar[int] = 11
+    HAS_PAYLOAD: ClassVar[bool] = True
+    region: str
+    stripe: int
+    index: int
+    version: int
+    length: int
+    crc: int
+    first: int
+    last: int
+    end: int
+    epoch: int
+    payload: bytes | bytearray | memoryview = b""
+
+    def validate(self) -> None:
+        _check_key(self.region, self.index)
+        if self.length > DEFAULT_MAX_PAYLOAD or len(self.payload) > self.length:
+            raise ProtocolError("Repair: payload longer than the fragment")
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +344,7 @@ MESSAGES: dict[int, type[Message]] = {
         Put,
         Get,
         Delete,
+        Repair,
         List,
         Stat,
         Corrupt,

@@ -71,8 +71,22 @@ class NodeServer:
                     msg.base,
                 )
                 return wire.Ok({})
+            if isinstance(msg, wire.Repair):
+                stored = store.repair(
+                    msg.region,
+                    msg.stripe,
+                    msg.index,
+                    msg.version,
+                    msg.length,
+                    msg.crc,
+                    bytes(msg.payload),
+                    (msg.first, msg.last, msg.end),
+                    msg.epoch,
+                )
+                return wire.Ok({"stored": stored})
             if isinstance(msg, wire.Delete):
-                return wire.Ok({"deleted": store.delete(msg.region, msg.from_stripe, msg.epoch)})
+                deleted = store.delete(msg.region, msg.from_stripe, msg.epoch, msg.until, msg.upto)
+                return wire.Ok({"deleted": deleted})
             if isinstance(msg, wire.Fence):
                 epoch, lac = store.fence(msg.region, msg.epoch)
                 return wire.Ok({"epoch": epoch, "lac": lac})

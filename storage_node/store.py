@@ -152,6 +152,39 @@ class FragmentStore:
         crcs = checksum.page_crcs_padded(data, length, self.page)
         self.restore(region, stripe, index, Fragment(data, version, crcs, length, write))
 
+    def repair(
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        version: int,
+        length: int,
+        crc: int,
+        data: bytes | bytearray,
+        write: tuple[int, int, int],
+        epoch: int,
+    ) -> bool:
+        """Keep a rebuilt fragment of a committed write, committed at once, for a
+        rebuilder holding the lease of ``epoch``. False if a version at least as new
+        is committed here already (nothing to do)."""
+        self.check_epoch(region, epoch)
+        if crc32c(data) != crc:
+            raise StoreError(
+                wire.E_CORRUPT,
+                f"rebuilt fragment {region}/{stripe}/{index} arrived damaged (crc32c mismatch)",
+            )
+        if len(data) > length:
+            raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
+        st = self.region(region)
+        old = st.committed.get((stripe, index))
+        if old is not None and old.version >= version:
+            return False
+        crcs = checksum.page_crcs_padded(data, length, self.page)
+        self.restore(
+            region, stripe, index, Fragment(data, version, crcs, length, write), staged=False
+        )
+        return True
+
     def restore(
         self, region: str, stripe: int, index: int, frag: Fragment, *, staged: bool | None = None
     ) -> None:
@@ -310,20 +343,31 @@ class FragmentStore:
 
     # -- housekeeping -----------------------------------------------------------------
 
-    def delete(self, region: str, from_stripe: int = 0, epoch: int = 0) -> int:
+    def delete(
+        self, region: str, from_stripe: int = 0, epoch: int = 0, until: int = 0, upto: int = 0
+    ) -> int:
+        """Drop fragments of stripes ``from_stripe`` and later (before ``until``, if not 0),
+        of versions up to ``upto`` (if not 0: newer ones were written since, keep them)."""
         if epoch:
             self.check_epoch(region, epoch)
         st = self._regions.get(region)
         if st is None:
             return 0
+
+        def hit(stripe: int) -> bool:
+            return stripe >= from_stripe and (not until or stripe < until)
+
+        def old(version: int) -> bool:
+            return not upto or version <= upto
+
         count = 0
-        for key in [k for k in st.committed if k[0] >= from_stripe]:
+        for key in [k for k, f in st.committed.items() if hit(k[0]) and old(f.version)]:
             self.used -= len(st.committed.pop(key).data)
             self._notify("drop", region, key, None, False)
             count += 1
-        for key in [k for k in st.staged if k[0] >= from_stripe]:
-            count += self._drop_staged(region, st, key, lambda v: True)
-        if from_stripe == 0 and not epoch:  # the region itself is gone
+        for key in [k for k in st.staged if hit(k[0])]:
+            count += self._drop_staged(region, st, key, old)
+        if from_stripe == 0 and not epoch and not until and not upto:  # the region is gone
             del self._regions[region]
         return count
 

@@ -30,6 +30,7 @@ class TestCluster:
         nodes: int = 6,
         capacity: str = "1GiB",
         persist: bool = False,
+        rebuild_grace: float = 30.0,
     ) -> None:
         self.local = LocalCluster(state_dir)
         self.zk = zk
@@ -42,6 +43,7 @@ class TestCluster:
             persist=persist,
             allow_debug=True,
             session_timeout=SESSION_TIMEOUT,
+            rebuild_grace=rebuild_grace,
         )
 
     @property

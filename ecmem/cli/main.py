@@ -19,6 +19,7 @@ from .output import (
     EXIT_WARN,
     Progress,
     cluster_options,
+    connect_cli,
     emit,
     handle_errors,
     json_option,
@@ -27,12 +28,6 @@ from .output import (
 )
 
 COPY_BLOCK = 16 * 1024 * 1024
-
-
-def _connect(zk: str | None, cluster: str | None, state_dir: str) -> Any:
-    import ecmem
-
-    return ecmem.connect(zk, cluster=cluster, state_dir=state_dir)
 
 
 def _local_pids(state_dir: str) -> dict[str, int]:
@@ -143,10 +138,12 @@ def status(
 ) -> None:
     """Cluster health: HEALTH_OK, HEALTH_WARN or HEALTH_ERR, with check codes."""
     from coordinator.health import HEALTH_ERR, HEALTH_OK, assess
+    from coordinator.records import Records
 
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         md = cl.async_client.meta
-        report, _ = assess(md.all_nodes(), md.regions())
+        records = Records(md.zk, md.paths)
+        report, _ = assess(md.all_nodes(), md.regions(), records.progress(), records.drains())
     data = report.to_dict()
 
     def text() -> None:
@@ -157,7 +154,19 @@ def status(
             if detail:
                 for line in c.detail:
                     click.echo(f"      {line}")
-        click.echo(f"  nodes: {report.nodes_up} up of {report.nodes_total}")
+        outs = f" ({len(report.out)} out: {', '.join(report.out)})" if report.out else ""
+        click.echo(f"  nodes: {report.nodes_up} up of {report.nodes_total}{outs}")
+        rb = report.rebuild
+        if rb.get("state") == "running":
+            click.echo(
+                f"  rebuild: {format_size(rb.get('bytes_done', 0))} of "
+                f"{format_size(rb.get('bytes_total', 0))}, {rb.get('slots_done', 0)}/"
+                f"{rb.get('slots_total', 0)} fragment slots"
+            )
+        for node, left in sorted(rb.get("grace", {}).items()):
+            click.echo(f"  rebuild: {node} is rebuilt elsewhere in {left:.0f}s unless it returns")
+        for what, why in sorted(rb.get("waiting", {}).items()):
+            click.echo(f"  rebuild waits: {what}: {why}")
         click.echo(
             f"  regions: {report.regions}, stripes: {report.stripes} "
             f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable)"
@@ -180,7 +189,7 @@ def status(
 @handle_errors
 def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
     """Storage nodes, live and down."""
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         all_nodes = cl.async_client.meta.all_nodes()
     pids = _local_pids(state_dir) if not zk else {}
     rows = []
@@ -253,7 +262,7 @@ def region_create(
     except ValueError:
         raise ConfigError(f"--mode {mode!r} is not an octal permission such as 644") from None
     nbytes = parse_size(size)
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         st = cl.create_region(name, nbytes, policy, mode=mode_bits)
     emit(
         as_json,
@@ -271,7 +280,7 @@ def region_ls(
     prefix: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
 ) -> None:
     """List regions whose names start with PREFIX."""
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         stats = cl.list_regions(prefix)
 
     def text() -> None:
@@ -307,7 +316,7 @@ def region_info(
     from coordinator.health import region_health
     from ecmem.stat import RegionStat
 
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         ac = cl.async_client
         meta = cl._run(ac.region_meta(name))
         nodes = ac.meta.all_nodes()
@@ -374,7 +383,7 @@ def region_rm(
     name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
 ) -> None:
     """Remove region NAME and free its memory."""
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         cl.delete_region(name)
     emit(as_json, {"removed": name}, f"removed region {name}")
 
@@ -411,7 +420,7 @@ def put(
         src, total = open(path, "rb"), path.stat().st_size
     started = time.monotonic()
     copied = 0
-    with src, _connect(zk, cluster, state_dir) as cl:
+    with src, connect_cli(zk, cluster, state_dir) as cl:
         if cl.exists(name) and not force:
             raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
         with (
@@ -449,7 +458,7 @@ def get(
         raise ConfigError("--json and output to stdout (-) do not mix: give a file name")
     started = time.monotonic()
     copied = 0
-    with _connect(zk, cluster, state_dir) as cl:
+    with connect_cli(zk, cluster, state_dir) as cl:
         src = cl.open(name, "rb")
         total = src.size
         dst: BinaryIO = sys.stdout.buffer if file == "-" else open(file + ".part", "wb")
@@ -483,6 +492,16 @@ def get(
             f"read {format_size(copied)} from region {name} into {file} in {secs:.2f}s, "
             f"{copied / secs / 1e6:.0f} MB/s",
         )
+
+
+def _add_ops() -> None:
+    from . import ops
+
+    for command in (ops.rebuild, ops.drain, ops.node):
+        cli.add_command(command)
+
+
+_add_ops()
 
 
 def main() -> None:

@@ -51,6 +51,12 @@ def cluster_options(f: F) -> F:
     return f
 
 
+def connect_cli(zk: str | None, cluster: str | None, state_dir: str) -> Any:
+    import ecmem
+
+    return ecmem.connect(zk, cluster=cluster, state_dir=state_dir)
+
+
 def emit(as_json: bool, data: Any, text: str | Callable[[], None] = "") -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

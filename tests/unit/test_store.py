@@ -169,3 +169,33 @@ def test_zero_tail_is_not_stored() -> None:
     r = s.get("r", 0, 0, 0, size)
     parts = r.data if isinstance(r.data, tuple) else (r.data,)
     assert checksum.bad_pages_in(list(parts), r.crcs, 0) == [2]
+
+
+def test_repair_is_committed_at_once_and_fenced_like_a_write() -> None:
+    s = FragmentStore(1 << 20)
+    old = (1 << wire.SEQ_BITS) | 5
+    s.fence("r", 3)
+    data = b"rebuilt"
+    assert s.repair("r", 0, 1, old, 64, crc32c(data), data, (0, 0, 7), 3)
+    got = s.get("r", 0, 1, 0, 64)
+    parts = got.data if isinstance(got.data, tuple) else (got.data,)
+    assert got.version == old and b"".join(bytes(p) for p in parts)[:7] == data
+    assert not s.repair("r", 0, 1, old, 64, crc32c(data), data, (0, 0, 7), 3)  # had it
+    with pytest.raises(StoreError) as exc:
+        s.repair("r", 0, 2, old, 64, crc32c(data), data, (0, 0, 7), 2)
+    assert exc.value.code == wire.E_FENCED
+    with pytest.raises(StoreError) as exc:
+        s.repair("r", 0, 2, old, 64, 0, data, (0, 0, 7), 3)
+    assert exc.value.code == wire.E_CORRUPT
+
+
+def test_ranged_delete_keeps_other_stripes_and_newer_versions() -> None:
+    s = FragmentStore(1 << 20)
+    v1 = 1 << wire.SEQ_BITS
+    v2 = 2 << wire.SEQ_BITS
+    for stripe in range(4):
+        s.repair("r", stripe, 0, v1 + stripe, 8, crc32c(b"x"), b"x", (stripe, stripe, 1), 1)
+    s.repair("r", 1, 0, v2, 8, crc32c(b"y"), b"y", (1, 1, 1), 2)
+    assert s.delete("r", 1, 0, until=3, upto=v2 - 1) == 1  # stripe 2; stripe 1 is newer
+    held = {(e[1], e[3]) for e in s.entries("r")}
+    assert held == {(0, v1), (1, v2), (3, v1 + 3)}

@@ -16,6 +16,8 @@ SAMPLES: list[wire.Message] = [
     wire.Discard("r1", 9, 1),
     wire.Get("r1", 3, 2, 100, 4096, 0),
     wire.Delete("r1", 5, 3),
+    wire.Delete("r1", 5, 0, 9, 1 << 33),
+    wire.Repair("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 2, b"rebuilt"),
     wire.Fence("r1", 4),
     wire.List("", 1),
     wire.Stat(),

@@ -1,0 +1,525 @@
+"""The rebuilder: gives every damaged fragment slot (see damage.py) a healthy holder.
+
+For each damaged slab it takes the region's write lease (so no writer races it and a
+newer writer fences it off), picks a replacement node by the placement rules, reads
+k surviving fragments of each stripe's committed version, reconstructs the missing
+one (or copies it from a draining node), stores it committed on the replacement with
+its original version, and only then switches the placement in ZooKeeper with a
+versioned set that checks the lease's epoch. The old holder's copies are deleted
+later (garbage), once readers have seen the new placement.
+
+Everything it needs is in ZooKeeper (placements, membership, the grace clock), so
+another coordinator, or a rerun, picks up where a dead one stopped; repairing a
+fragment twice stores the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crc32c import crc32c
+
+from ecmem import wire
+from ecmem.aio import AsyncClient
+from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, RegionNotFound
+from ecmem.layout import Layout
+from ecmem.policy import ECPolicy
+from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
+
+from .damage import DRAINING, PARTIAL, Damage, Slot, by_slab, find_damage
+from .health import slab_stripe_count
+from .model import NodeInfo, RegionMeta
+from .placement import Candidate, replacement
+from .records import Records
+
+log = logging.getLogger(__name__)
+
+WINDOW = 4  # stripes rebuilt at once
+LEASE_SLICE = 5.0  # seconds a rebuild keeps a region's lease before letting writers in
+GARBAGE_DELAY = 5.0  # seconds before an old holder's copies are deleted
+REPAIR_TIMEOUT = 10.0
+
+
+@dataclass
+class Progress:
+    """What a rebuild pass did and has left, as kept in ZooKeeper."""
+
+    state: str = "idle"  # idle, waiting (grace or leases), running
+    started: float = 0.0
+    updated: float = 0.0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    slots_done: int = 0
+    slots_total: int = 0
+    waiting: dict[str, str] = field(default_factory=dict)  # what holds work back, and why
+    grace: dict[str, float] = field(default_factory=dict)  # node -> seconds before rebuild
+    unrecoverable: list[str] = field(default_factory=list)
+    grace_delay: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Rebuilder:
+    def __init__(
+        self,
+        client: AsyncClient,
+        grace: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        log_: logging.Logger = log,
+        identifier: str = "",
+    ) -> None:
+        self.client = client
+        self.records = Records(client.zk, client.meta.paths)
+        self.grace = grace
+        self.clock = clock
+        self.log = log_
+        self.progress = Progress()
+        self.stopping = False
+        self._metas: dict[str, RegionMeta] = {}
+        client.holder = {
+            **client.holder,
+            "holder": f"rebuilder {identifier or client.holder['holder']}",
+            "rebuild": True,
+        }
+
+    async def _zk(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    # -- one pass -----------------------------------------------------------------
+
+    def survey(self) -> tuple[Damage, dict[str, NodeInfo], dict[str, dict[str, Any]]]:
+        """Damage now, the live nodes, and the operator's open requests."""
+        store = self.client.meta
+        registered = set(store.registered_nodes())
+        live = store.live_nodes()
+        since = self.records.track_down(registered, set(live), self.clock())
+        requests = self.records.requests()
+        forced = {str(r["node"]) for r in requests.values() if r.get("node")}
+        if "*" in forced:  # an operator asked to rebuild every down node now
+            forced |= registered - set(live)
+        regions = store.regions()
+        self._metas = {m.name: m for m in regions}
+        damage = find_damage(
+            regions, live, since, self.clock(), self.grace, self.records.drains(), forced
+        )
+        return damage, live, requests
+
+    async def run_once(self) -> Progress:
+        """Rebuild everything damaged now; returns the pass's progress."""
+        damage, live, requests = await self._zk(self.survey)
+        p = self.progress = Progress(
+            started=self.clock(), grace=dict(damage.waiting), grace_delay=self.grace
+        )
+        groups = by_slab(damage.slots)
+        p.slots_total = len(damage.slots)
+        p.bytes_total = sum(self._slab_bytes(slots) for slots in groups.values())
+        await self._zk(self.records.set_tasks, _tasks(damage.slots))
+        if groups:
+            p.state = "running"
+            self.log.info(
+                "rebuild: %d fragment slots in %d slabs of %d regions to rebuild",
+                p.slots_total,
+                len(groups),
+                len({r for r, _ in groups}),
+            )
+        await self._publish()
+        held: dict[str, float] = {}
+        try:
+            for (region, slab), slots in groups.items():
+                if self.stopping:
+                    break
+                await self._rebuild_slab(region, slab, slots, held)
+                await self._publish()
+        finally:
+            for region in held:
+                await self.client.release(region)
+        await self.collect_garbage()
+        left, _, _ = await self._zk(self.survey)
+        await self._close_requests(requests)
+        await self._zk(self.records.set_tasks, _tasks(left.slots))
+        p.state = "waiting" if (p.waiting or left.waiting or left.slots) else "idle"
+        p.grace = dict(left.waiting)
+        await self._publish()
+        return p
+
+    def _slab_bytes(self, slots: list[Slot]) -> int:
+        meta = self._metas.get(slots[0].region)
+        if meta is None:
+            return 0
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        return slab_stripe_count(meta, slots[0].slab) * layout.fragment_size * len(slots)
+
+    async def _publish(self) -> None:
+        self.progress.updated = self.clock()
+        try:
+            await self._zk(self.records.set_progress, self.progress.to_dict())
+        except Exception as exc:  # progress is for show; never stop a rebuild for it
+            self.log.debug("could not publish rebuild progress: %s", exc)
+
+    async def _close_requests(self, requests: dict[str, dict[str, Any]]) -> None:
+        """A request for one node stands until the node holds nothing (or is back);
+        others were served by this pass."""
+        live = await self._zk(self.client.meta.live_nodes)
+        holding = {n for m in self._metas.values() for slab in m.slabs for n, _ in slab}
+        for name, req in requests.items():
+            node = str(req.get("node", ""))
+            if node in ("", "*") or node in live or node not in holding:
+                await self._zk(self.records.done_request, name)
+
+    # -- one slab -----------------------------------------------------------------
+
+    async def _lease(self, region: str, held: dict[str, float]) -> bool:
+        """Hold the region's write lease (a slice of time at most); False if a writer has it."""
+        now = self.clock()
+        if region in held and now - held[region] > LEASE_SLICE:
+            await self.client.release(region)
+            del held[region]
+        if region not in held:
+            try:
+                await self.client._writer(region, None)
+            except RegionBusy as exc:
+                self.progress.waiting[region] = f"open for writing by {exc.holder}"
+                self.log.info(
+                    "rebuild of region %s waits: it is open for writing by %s", region, exc.holder
+                )
+                return False
+            held[region] = now
+        return True
+
+    async def _rebuild_slab(
+        self, region: str, slab: int, slots: list[Slot], held: dict[str, float]
+    ) -> None:
+        try:
+            if not await self._lease(region, held):
+                return
+            await self._repair(region, slab)
+        except RegionNotFound:
+            return
+        except Fenced as exc:
+            held.pop(region, None)
+            self.log.warning("rebuild of region %s slab %d stopped: %s", region, slab, exc)
+        except EcmemError as exc:
+            self.progress.waiting[f"{region}/{slab}"] = str(exc)
+            self.log.warning(
+                "rebuild of region %s slab %d failed, will retry next pass: %s", region, slab, exc
+            )
+
+    async def _repair(self, region: str, slab: int) -> None:
+        client = self.client
+        meta = await client.region_meta(region)
+        w = client._writers[region]
+        # Look again under the lease: placements may have moved since the survey.
+        damage, live, _ = await self._zk(self.survey)
+        slots = [s for s in damage.slots if s.region == region and s.slab == slab]
+        if not slots or slab >= len(meta.slabs):
+            return
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        targets = await self._zk(self._targets, meta, slab, slots, live, layout)
+        if not targets:
+            return
+        view = client._make_view(meta)
+        new_nodes = {t for t, _ in targets.values()}
+        answers = await client.io.broadcast(sorted(new_nodes), wire.Fence(meta.id, w.epoch))
+        for node, reply in answers.items():
+            if not isinstance(reply, wire.Ok):
+                raise _Retry(f"replacement node {node} refused the region's epoch: {reply}")
+        stripes = await self._committed(meta, view, slab, slots, targets)
+        lost: list[int] = []
+
+        async def one(stripe: int, entry: tuple[int, tuple[int, int, int], set[int]]) -> None:
+            if not await self._stripe(meta, view, stripe, entry, slots, targets, w.epoch):
+                lost.append(stripe)
+
+        sem = asyncio.Semaphore(WINDOW)
+
+        async def bounded(stripe: int, entry: Any) -> None:
+            async with sem:
+                await one(stripe, entry)
+
+        await asyncio.gather(*(bounded(s, e) for s, e in sorted(stripes.items())))
+        if lost:
+            msg = (
+                f"region {region} slab {slab}: stripes {sorted(lost)[:8]} have fewer than "
+                f"{layout.policy.k} fragments of their newest version; they cannot be rebuilt"
+            )
+            self.progress.unrecoverable.append(msg)
+            self.log.error("%s", msg)
+        await self._switch(meta, slab, slots, targets, w.epoch)
+
+    def _targets(
+        self,
+        meta: RegionMeta,
+        slab: int,
+        slots: list[Slot],
+        live: dict[str, NodeInfo],
+        layout: Layout,
+    ) -> dict[int, tuple[str, str]]:
+        """A new holder for each damaged slot: the handoff itself for a partial slot."""
+        drains = set(self.records.drains())
+        members = {n for n, _ in meta.slabs[slab] if n}
+        out: dict[int, tuple[str, str]] = {}
+        cands = [
+            Candidate(n.id, n.failure_domain or n.id, n.free)
+            for n in live.values()
+            if n.id not in drains and not self.client.pool.is_suspect(n.id)
+        ]
+        for s in slots:
+            node = s.holder[0]
+            if s.reason == PARTIAL and node in live:
+                out[s.index] = (node, live[node].incarnation)
+                continue
+            healthy = members - {x.holder[0] for x in slots if x.reason != PARTIAL}
+            domains = [live[n].failure_domain or n for n in healthy if n in live]
+            taken = members | {t for t, _ in out.values()}
+            try:
+                pick = replacement(
+                    cands, taken, domains, layout.slab_fragment_bytes, random.Random()
+                )
+            except NotEnoughNodesError as exc:
+                self.progress.waiting[f"{meta.name}/{slab}/{s.index}"] = str(exc)
+                self.log.warning(
+                    "region %s slab %d fragment %d: no node can take it over (%s)",
+                    meta.name,
+                    slab,
+                    s.index,
+                    exc,
+                )
+                continue
+            out[s.index] = (pick, live[pick].incarnation)
+            members.add(pick)
+        return out
+
+    async def _committed(
+        self,
+        meta: RegionMeta,
+        view: RegionView,
+        slab: int,
+        slots: list[Slot],
+        targets: dict[int, tuple[str, str]],
+    ) -> dict[int, tuple[int, tuple[int, int, int], set[int]]]:
+        """For each stripe of the slab: its newest committed version, that write's extent,
+        and the fragment indexes holding it (the partial holders' own included)."""
+        first = slab * meta.slab_stripes
+        end = first + slab_stripe_count(meta, slab)
+        damaged = {s.index for s in slots if s.reason not in (PARTIAL, DRAINING)}
+        holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in damaged}
+        answers = await self.client.io.broadcast(
+            sorted(set(holders.values())), wire.List(meta.id, 0)
+        )
+        out: dict[int, tuple[int, tuple[int, int, int], set[int]]] = {}
+        for node, reply in answers.items():
+            if not isinstance(reply, wire.Listing):
+                continue
+            mine = {i for i, n in holders.items() if n == node}
+            for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
+                if not first <= stripe < end or index not in mine:
+                    continue
+                if version < view.min_version(stripe):
+                    continue  # written before a truncation: reads as never written
+                cur = out.get(stripe)
+                if cur is None or version > cur[0]:
+                    out[stripe] = (version, (wfirst, wlast, wend), {index})
+                elif version == cur[0]:
+                    cur[2].add(index)
+        return out
+
+    async def _stripe(
+        self,
+        meta: RegionMeta,
+        view: RegionView,
+        stripe: int,
+        entry: tuple[int, tuple[int, int, int], set[int]],
+        slots: list[Slot],
+        targets: dict[int, tuple[str, str]],
+        epoch: int,
+    ) -> bool:
+        version, write, have = entry
+        layout = view.layout
+        policy = layout.policy
+        size = layout.fragment_size
+        # A partial holder that has this stripe already needs nothing.
+        need = [i for i in targets if not (i in have and targets[i] == view.placement(stripe)[i])]
+        if not need:
+            return True
+        frags: dict[int, bytes] = {}
+        # A draining holder still has its fragment: copy it rather than decode.
+        for i in need:
+            if i in have:
+                got = await self.client.io.fetch(
+                    view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=version
+                )
+                if isinstance(got, Got):
+                    frags[i] = bytes(got.data)
+        rest = [i for i in need if i not in frags]
+        if rest:
+            sources = await self._sources(view, stripe, version, have - set(need), policy.k)
+            if sources is None:
+                return False
+            if isinstance(policy, ECPolicy):
+                frags.update(policy.reconstruct(sources, rest))
+            else:
+                copy = next(iter(sources.values()))
+                frags.update({i: copy for i in rest})
+        for i in need:
+            await self._store(meta, stripe, i, version, write, frags[i], size, targets[i], epoch)
+            self.progress.bytes_done += size
+        return True
+
+    async def _sources(
+        self, view: RegionView, stripe: int, version: int, have: set[int], k: int
+    ) -> dict[int, bytes] | None:
+        """k fragments of ``version``, data fragments first (late binding over the rest)."""
+        size = view.layout.fragment_size
+        got: dict[int, bytes] = {}
+        order = sorted(have)
+        while len(got) < k and order:
+            batch, order = order[: k - len(got)], order[k - len(got) :]
+            outcomes = await asyncio.gather(
+                *(
+                    self.client.io.fetch(
+                        view,
+                        stripe,
+                        i,
+                        0,
+                        size,
+                        DEGRADED_TIMEOUT,
+                        avoid_suspects=False,
+                        want=version,
+                    )
+                    for i in batch
+                )
+            )
+            for i, o in zip(batch, outcomes, strict=True):
+                if isinstance(o, Got):
+                    got[i] = bytes(o.data)
+        return got if len(got) >= k else None
+
+    async def _store(
+        self,
+        meta: RegionMeta,
+        stripe: int,
+        index: int,
+        version: int,
+        write: tuple[int, int, int],
+        frag: bytes,
+        length: int,
+        target: tuple[str, str],
+        epoch: int,
+    ) -> None:
+        data = frag.rstrip(b"\0")  # zeros past the stored prefix read back as zeros
+        msg = wire.Repair(
+            meta.id, stripe, index, version, length, crc32c(data), *write, epoch, data
+        )
+        conn, reply = await self.client.pool.request(target[0], msg, REPAIR_TIMEOUT)
+        if conn.incarnation != target[1]:
+            raise _Retry(f"node {target[0]} restarted during the rebuild")
+        if isinstance(reply, wire.Error):
+            if reply.code == wire.E_FENCED:
+                raise Fenced(f"region {meta.name}: {reply.message}")
+            raise _Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
+
+    async def _switch(
+        self,
+        meta: RegionMeta,
+        slab: int,
+        slots: list[Slot],
+        targets: dict[int, tuple[str, str]],
+        epoch: int,
+    ) -> None:
+        """Point the slab at its new holders, now that they hold every stripe."""
+        old = {s.index: s.holder for s in slots if s.index in targets}
+
+        def change(m: RegionMeta) -> RegionMeta | None:
+            if m.epoch != epoch:
+                raise Fenced(
+                    f"region {m.name}: a writer of epoch {m.epoch} took over during the rebuild"
+                )
+            hit = [i for i, h in old.items() if m.slabs[slab][i] == h]
+            for i in hit:
+                m.slabs[slab][i] = targets[i]
+            m.partial = [p for p in m.partial if not (p[0] == slab and p[1] in hit)]
+            return m if hit else None
+
+        await asyncio.to_thread(self.client.meta.update_region, meta.name, change)
+        now = self.clock()
+        first = slab * meta.slab_stripes
+        for i, (node, _) in old.items():
+            self.progress.slots_done += 1
+            self.log.info(
+                "region %s slab %d fragment %d: rebuilt on %s (was %s)",
+                meta.name,
+                slab,
+                i,
+                targets[i][0],
+                node or "vacant",
+            )
+            if node and node != targets[i][0]:
+                await self._zk(
+                    self.records.add_garbage,
+                    {
+                        "node": node,
+                        "region": meta.name,
+                        "region_id": meta.id,
+                        "from": first,
+                        "until": first + meta.slab_stripes,
+                        "upto": ((epoch + 1) << wire.SEQ_BITS) - 1,
+                        "after": now + GARBAGE_DELAY,
+                    },
+                )
+
+    # -- garbage ----------------------------------------------------------------------
+
+    async def collect_garbage(self) -> int:
+        """Delete slabs' copies on nodes they moved away from; returns how many were done."""
+        entries = await self._zk(self.records.garbage)
+        if not entries:
+            return 0
+        live = await self._zk(self.client.meta.live_nodes)
+        registered = await self._zk(self.client.meta.registered_nodes)
+        done = 0
+        for name, g in sorted(entries.items()):
+            node = str(g.get("node", ""))
+            if node not in registered and node not in live:
+                await self._zk(self.records.done_garbage, name)
+                continue
+            if node not in live or float(g.get("after", 0)) > self.clock():
+                continue
+            try:
+                meta = await self.client.region_meta(str(g["region"]))
+            except RegionNotFound:
+                meta = None
+            if meta is not None and meta.id == g["region_id"]:
+                slab = int(g["from"]) // meta.slab_stripes
+                if slab < len(meta.slabs) and any(n == node for n, _ in meta.slabs[slab]):
+                    await self._zk(self.records.done_garbage, name)  # it holds the slab again
+                    continue
+            msg = wire.Delete(
+                str(g["region_id"]), int(g["from"]), 0, int(g["until"]), int(g["upto"])
+            )
+            try:
+                _, reply = await self.client.pool.request(node, msg, REPAIR_TIMEOUT)
+            except EcmemError as exc:
+                self.log.info("garbage on node %s kept for now: %s", node, exc)
+                continue
+            if isinstance(reply, wire.Ok):
+                await self._zk(self.records.done_garbage, name)
+                done += 1
+        return done
+
+
+class _Retry(EcmemError):
+    """A slab's rebuild met a transient problem; the next pass tries again."""
+
+
+def _tasks(slots: list[Slot]) -> dict[str, list[list[Any]]]:
+    out: dict[str, list[list[Any]]] = {}
+    for s in slots:
+        out.setdefault(s.region, []).append([s.slab, s.index, list(s.holder), s.reason])
+    return out

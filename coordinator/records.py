@@ -1,0 +1,168 @@
+"""Rebuild and drain bookkeeping kept in ZooKeeper, so any coordinator (and the CLI)
+sees the same state and work survives the death of whoever was doing it.
+
+- ``coordinator/down/<node>``: when the leader first saw the node gone (the grace clock);
+- ``drain/<node>``: an operator asked to empty the node;
+- ``rebuild/requests/<seq>``: an operator asked to rebuild a node now (skipping the
+  grace delay) or to check a region now;
+- ``rebuild/tasks/<region>``: the slots of a region still to rebuild;
+- ``rebuild/progress``: what the rebuilder is doing, for ``ecmem status`` and the CLI;
+- ``rebuild/garbage/<seq>``: a slab's fragments on a node it moved away from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
+
+from ecmem.names import encode_name
+
+from .paths import Paths
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True).encode()
+
+
+class Records:
+    def __init__(self, zk: KazooClient, paths: Paths) -> None:
+        self.zk = zk
+        self.paths = paths
+
+    def _children(self, folder: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            names = self.zk.get_children(folder)
+        except NoNodeError:
+            return out
+        for name in names:
+            try:
+                raw, _ = self.zk.get(f"{folder}/{name}")
+            except NoNodeError:
+                continue
+            out[name] = _load(raw)
+        return out
+
+    # -- the grace clock ------------------------------------------------------------
+
+    def down_since(self) -> dict[str, float]:
+        return {n: float(d.get("since", 0.0)) for n, d in self._children(self.paths.down).items()}
+
+    def track_down(self, registered: set[str], live: set[str], now: float) -> dict[str, float]:
+        """Start the grace clock of nodes newly gone, stop it for nodes back; returns it."""
+        since = self.down_since()
+        for node in sorted(registered - live - set(since)):
+            try:
+                self.zk.create(f"{self.paths.down}/{node}", _dump({"since": now}), makepath=True)
+            except NodeExistsError:
+                continue
+            since[node] = now
+        for node in sorted(set(since) & live):
+            self._delete(f"{self.paths.down}/{node}")
+            del since[node]
+        for node in sorted(set(since) - registered):  # forgotten with ecmem node rm
+            self._delete(f"{self.paths.down}/{node}")
+            del since[node]
+        return since
+
+    # -- drains -----------------------------------------------------------------------
+
+    def drains(self) -> dict[str, dict[str, Any]]:
+        return self._children(self.paths.drains)
+
+    def start_drain(self, node: str) -> bool:
+        try:
+            self.zk.create(self.paths.drain(node), _dump({"since": time.time()}), makepath=True)
+        except NodeExistsError:
+            return False
+        return True
+
+    def stop_drain(self, node: str) -> bool:
+        return self._delete(self.paths.drain(node))
+
+    # -- requests -----------------------------------------------------------------------
+
+    def request(self, node: str = "", region: str = "") -> str:
+        path: str = self.zk.create(
+            f"{self.paths.rebuild_requests}/r-",
+            _dump({"node": node, "region": region, "since": time.time()}),
+            sequence=True,
+            makepath=True,
+        )
+        return path.rsplit("/", 1)[-1]
+
+    def requests(self) -> dict[str, dict[str, Any]]:
+        return self._children(self.paths.rebuild_requests)
+
+    def done_request(self, name: str) -> None:
+        self._delete(f"{self.paths.rebuild_requests}/{name}")
+
+    # -- tasks and progress ---------------------------------------------------------------
+
+    def set_tasks(self, tasks: dict[str, list[list[Any]]]) -> None:
+        """Replace the task list: region name -> [[slab, index, holder, reason], ...]."""
+        current = self._children(self.paths.rebuild_tasks)
+        for region, slots in tasks.items():
+            path = f"{self.paths.rebuild_tasks}/{encode_name(region)}"
+            data = _dump({"region": region, "slots": slots})
+            try:
+                self.zk.create(path, data, makepath=True)
+            except NodeExistsError:
+                self.zk.set(path, data)
+        wanted = {encode_name(r) for r in tasks}
+        for name in current:
+            if name not in wanted:
+                self._delete(f"{self.paths.rebuild_tasks}/{name}")
+
+    def tasks(self) -> dict[str, list[list[Any]]]:
+        return {
+            str(d.get("region", k)): list(d.get("slots", []))
+            for k, d in self._children(self.paths.rebuild_tasks).items()
+        }
+
+    def set_progress(self, progress: dict[str, Any]) -> None:
+        data = _dump(progress)
+        try:
+            self.zk.set(self.paths.rebuild_progress, data)
+        except NoNodeError:
+            try:
+                self.zk.create(self.paths.rebuild_progress, data, makepath=True)
+            except NodeExistsError:
+                self.zk.set(self.paths.rebuild_progress, data)
+
+    def progress(self) -> dict[str, Any]:
+        try:
+            raw, _ = self.zk.get(self.paths.rebuild_progress)
+        except NoNodeError:
+            return {}
+        return _load(raw)
+
+    # -- garbage ------------------------------------------------------------------------------
+
+    def add_garbage(self, entry: dict[str, Any]) -> None:
+        self.zk.create(f"{self.paths.garbage}/g-", _dump(entry), sequence=True, makepath=True)
+
+    def garbage(self) -> dict[str, dict[str, Any]]:
+        return self._children(self.paths.garbage)
+
+    def done_garbage(self, name: str) -> None:
+        self._delete(f"{self.paths.garbage}/{name}")
+
+    def _delete(self, path: str) -> bool:
+        try:
+            self.zk.delete(path)
+        except NoNodeError:
+            return False
+        return True

@@ -1,0 +1,298 @@
+"""Operator commands that drive the coordinator: rebuild, drain, node rm.
+
+The work itself is done by the elected coordinator (so it goes on if this command
+is killed, and a rerun joins it); these commands file requests in ZooKeeper and,
+with --wait, watch the damage they asked about go away.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from ecmem.errors import ConfigError, EcmemError, NodeUnavailable
+from ecmem.units import format_size
+
+from .output import (
+    EXIT_ERR,
+    EXIT_OK,
+    cluster_options,
+    connect_cli,
+    emit,
+    handle_errors,
+    json_option,
+)
+
+POLL = 0.5
+
+
+class _View:
+    """What the commands read of the cluster, with the same damage rules as the rebuilder."""
+
+    def __init__(self, cl: Any) -> None:
+        from coordinator.records import Records
+
+        self.md = cl.async_client.meta
+        self.records = Records(self.md.zk, self.md.paths)
+
+    def coordinators(self) -> list[str]:
+        try:
+            return list(self.md.zk.get_children(self.md.paths.election))
+        except EcmemError:
+            raise
+        except Exception:  # no election folder yet: none ever ran
+            return []
+
+    def remaining(self, node: str = "", region: str = "", forced: bool = False) -> list[Any]:
+        from coordinator.damage import find_damage
+
+        grace = float(self.records.progress().get("grace_delay", 30.0))
+        live = self.md.live_nodes()
+        regions = [m for m in self.md.regions() if not region or m.name == region]
+        down = set(self.records.down_since()) | (set(self.md.registered_nodes()) - set(live))
+        damage = find_damage(
+            regions,
+            live,
+            self.records.down_since(),
+            time.time(),
+            grace,
+            self.records.drains(),
+            ([node] if node else sorted(down)) if forced else [],
+        )
+        return [s for s in damage.slots if not node or s.holder[0] == node]
+
+    def held_by(self, node: str) -> list[tuple[str, int, int]]:
+        return [
+            (m.name, slab, i)
+            for m in self.md.regions()
+            for slab, placement in enumerate(m.slabs)
+            for i, (n, _) in enumerate(placement)
+            if n == node
+        ]
+
+
+def _need_coordinator(v: _View) -> None:
+    if not v.coordinators():
+        raise NodeUnavailable(
+            "no coordinator is running, so nothing would do the work: start one "
+            "('python -m coordinator --zk HOSTS', or 'ecmem up' for a local cluster) and rerun"
+        )
+
+
+def _watch(v: _View, label: str, left: Any, as_json: bool, timeout: float) -> int:
+    """Wait until ``left()`` (slots still to do) is empty; a bar on a terminal."""
+    start = time.monotonic()
+    first = len(left())
+    bar = None
+    if not as_json and sys.stderr.isatty() and first:
+        bar = click.progressbar(length=first, label=label, file=sys.stderr, show_eta=True)
+        bar.__enter__()
+    done_before = 0
+    try:
+        while True:
+            remaining = len(left())
+            done = max(0, first - remaining)
+            if bar is not None and done > done_before:
+                bar.update(done - done_before)
+                done_before = done
+            if remaining == 0:
+                return 0
+            if timeout and time.monotonic() - start > timeout:
+                return remaining
+            time.sleep(POLL)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+@click.command()
+@click.option("--node", default="", help="rebuild this node's fragments now (no grace delay)")
+@click.option("--region", default="", help="only this region")
+@click.option("--wait", is_flag=True, help="return when the rebuild is done")
+@click.option("--timeout", type=float, default=0.0, help="with --wait: give up after S seconds")
+@cluster_options
+@json_option
+@handle_errors
+def rebuild(
+    node: str,
+    region: str,
+    wait: bool,
+    timeout: float,
+    zk: str | None,
+    cluster: str | None,
+    state_dir: str,
+    as_json: bool,
+) -> None:
+    """Start (or join) the rebuild of lost fragments and show its progress."""
+    started = time.monotonic()
+    with connect_cli(zk, cluster, state_dir) as cl:
+        v = _View(cl)
+        if node:
+            known = v.md.all_nodes()
+            if node not in known:
+                raise ConfigError(f"no node {node!r}: see 'ecmem nodes' for the node ids")
+            if known[node].state == "up":
+                raise ConfigError(
+                    f"node {node} is up and serves its fragments: to move them off it, "
+                    f"use 'ecmem drain {node}'"
+                )
+        if region:
+            cl.stat(region)  # a clear error for an unknown region
+        _need_coordinator(v)
+        v.records.request(node or "*", region)
+        before = len(v.remaining(node, region, forced=True))
+        left = 0
+        if wait:
+            left = _watch(
+                v,
+                "rebuild",
+                lambda: v.remaining(node, region, forced=True),
+                as_json,
+                timeout,
+            )
+        progress = v.records.progress()
+    secs = time.monotonic() - started
+    data = {
+        "requested": {"node": node, "region": region},
+        "slots_at_start": before,
+        "slots_left": left if wait else before,
+        "waited": wait,
+        "seconds": secs,
+        "progress": progress,
+    }
+    if wait and left:
+        text = f"rebuild not finished after {secs:.0f}s: {left} fragment slots left"
+    elif wait:
+        text = (
+            f"rebuild done: {before} fragment slots rebuilt or found healthy in {secs:.1f}s"
+            if before
+            else "nothing to rebuild: every fragment has a healthy holder"
+        )
+    else:
+        text = (
+            f"rebuild requested: {before} fragment slots to rebuild; watch it with "
+            "'ecmem status' or rerun with --wait"
+        )
+    emit(as_json, data, text)
+    sys.exit(EXIT_ERR if wait and left else EXIT_OK)
+
+
+@click.command()
+@click.argument("node")
+@click.option("--wait", is_flag=True, help="return when the node holds nothing")
+@click.option("--dry-run", is_flag=True, help="only say what would move")
+@click.option("--cancel", is_flag=True, help="stop draining the node (what moved stays moved)")
+@click.option("--timeout", type=float, default=0.0, help="with --wait: give up after S seconds")
+@cluster_options
+@json_option
+@handle_errors
+def drain(
+    node: str,
+    wait: bool,
+    dry_run: bool,
+    cancel: bool,
+    timeout: float,
+    zk: str | None,
+    cluster: str | None,
+    state_dir: str,
+    as_json: bool,
+) -> None:
+    """Move every fragment off NODE, keeping full redundancy throughout."""
+    from ecmem.layout import Layout
+
+    started = time.monotonic()
+    with connect_cli(zk, cluster, state_dir) as cl:
+        v = _View(cl)
+        known = v.md.all_nodes()
+        if node not in known:
+            raise ConfigError(f"no node {node!r}: see 'ecmem nodes' for the node ids")
+        if cancel:
+            stopped = v.records.stop_drain(node)
+            emit(
+                as_json,
+                {"node": node, "cancelled": stopped},
+                f"node {node} is no longer drained" if stopped else f"node {node} was not draining",
+            )
+            return
+        held = v.held_by(node)
+        metas = {m.name: m for m in v.md.regions()}
+        moving = 0
+        for name, _, _ in held:
+            m = metas[name]
+            moving += Layout.of(m.policy, m.chunk, m.slab_stripes).slab_fragment_bytes
+        live = [n for n in known.values() if n.state == "up" and n.id != node]
+        widest = max((Layout.of(m.policy, 4096, 1).policy.width for m in metas.values()), default=0)
+        touched = sorted({r for r, _, _ in held})
+        plan = {
+            "node": node,
+            "slots": len(held),
+            "regions": touched,
+            "bytes_at_most": moving,
+            "other_live_nodes": len(live),
+        }
+        if widest > len(live):
+            raise NodeUnavailable(
+                f"cannot drain {node}: a region needs {widest} distinct nodes and only "
+                f"{len(live)} others are up; add nodes first"
+            )
+        if dry_run:
+            emit(
+                as_json,
+                {**plan, "dry_run": True},
+                f"would move {len(held)} fragment slots of {len(touched)} regions "
+                f"(at most {format_size(moving)}) off {node} onto {len(live)} other nodes",
+            )
+            return
+        _need_coordinator(v)
+        fresh = v.records.start_drain(node)
+        left = len(held)
+        if wait:
+            left = _watch(v, f"drain {node}", lambda: v.held_by(node), as_json, timeout)
+    secs = time.monotonic() - started
+    if wait and not left:
+        text = f"node {node} drained in {secs:.1f}s; remove it with 'ecmem node rm {node}'"
+    elif wait:
+        text = f"drain of {node} not finished after {secs:.0f}s: {left} fragment slots left"
+    else:
+        text = (
+            f"draining {node}{'' if fresh else ' (already asked)'}: {left} fragment slots to "
+            "move; watch with 'ecmem status' or rerun with --wait"
+        )
+    emit(as_json, {**plan, "slots_left": left, "seconds": secs}, text)
+    sys.exit(EXIT_ERR if wait and left else EXIT_OK)
+
+
+@click.group()
+def node() -> None:
+    """Storage node records."""
+
+
+@node.command("rm")
+@click.argument("node_id")
+@cluster_options
+@json_option
+@handle_errors
+def node_rm(
+    node_id: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
+) -> None:
+    """Forget NODE_ID; it must hold no fragments (drain it first) and be down or drained."""
+    with connect_cli(zk, cluster, state_dir) as cl:
+        v = _View(cl)
+        known = v.md.all_nodes()
+        if node_id not in known:
+            raise ConfigError(f"no node {node_id!r}: see 'ecmem nodes' for the node ids")
+        held = v.held_by(node_id)
+        if held:
+            raise ConfigError(
+                f"node {node_id} still holds {len(held)} fragment slots: run "
+                f"'ecmem drain {node_id} --wait' (or wait for the rebuild) first"
+            )
+        if known[node_id].state == "up" and node_id not in v.records.drains():
+            raise ConfigError(
+                f"node {node_id} is up: drain it ('ecmem drain {node_id} --wait') or stop it first"
+            )
+        v.md.forget_node(node_id)
+    emit(as_json, {"removed": node_id}, f"node {node_id} forgotten")
