@@ -109,6 +109,7 @@ def assess(
     regions: list[RegionMeta],
     rebuild: dict[str, Any] | None = None,
     drains: Iterable[str] = (),
+    scrub: dict[str, Any] | None = None,
 ) -> tuple[HealthReport, list[RegionHealth]]:
     """Health of the cluster; ``rebuild`` is the rebuilder's progress record and
     ``drains`` the nodes being drained, when known."""
@@ -144,6 +145,16 @@ def assess(
                 f"rebuilding {rebuild.get('slots_done', 0)}/{rebuild.get('slots_total', 0)} "
                 f"fragment slots, {100.0 * done / total:.0f}% of "
                 f"{total / 2**20:.0f} MiB",
+            )
+        )
+    if scrub and scrub.get("unrepaired"):
+        checks.append(
+            Check(
+                "SCRUB_ERRORS",
+                HEALTH_ERR,
+                f"the last scrub found {len(scrub['unrepaired'])} damaged fragments it did not "
+                "repair: run 'ecmem scrub --repair'",
+                [str(x) for x in scrub["unrepaired"]],
             )
         )
     if rebuild and rebuild.get("unrecoverable"):

@@ -230,7 +230,8 @@ class Rebuilder:
         for node, reply in answers.items():
             if not isinstance(reply, wire.Ok):
                 raise _Retry(f"replacement node {node} refused the region's epoch: {reply}")
-        stripes = await self._committed(meta, view, slab, slots, targets)
+        damaged = {s.index for s in slots if s.reason not in (PARTIAL, DRAINING)}
+        stripes = await committed_versions(client, meta, view, slab, damaged)
         lost: list[int] = []
 
         async def one(stripe: int, entry: tuple[int, tuple[int, int, int], set[int]]) -> None:
@@ -296,40 +297,6 @@ class Rebuilder:
             members.add(pick)
         return out
 
-    async def _committed(
-        self,
-        meta: RegionMeta,
-        view: RegionView,
-        slab: int,
-        slots: list[Slot],
-        targets: dict[int, tuple[str, str]],
-    ) -> dict[int, tuple[int, tuple[int, int, int], set[int]]]:
-        """For each stripe of the slab: its newest committed version, that write's extent,
-        and the fragment indexes holding it (the partial holders' own included)."""
-        first = slab * meta.slab_stripes
-        end = first + slab_stripe_count(meta, slab)
-        damaged = {s.index for s in slots if s.reason not in (PARTIAL, DRAINING)}
-        holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in damaged}
-        answers = await self.client.io.broadcast(
-            sorted(set(holders.values())), wire.List(meta.id, 0)
-        )
-        out: dict[int, tuple[int, tuple[int, int, int], set[int]]] = {}
-        for node, reply in answers.items():
-            if not isinstance(reply, wire.Listing):
-                continue
-            mine = {i for i, n in holders.items() if n == node}
-            for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
-                if not first <= stripe < end or index not in mine:
-                    continue
-                if version < view.min_version(stripe):
-                    continue  # written before a truncation: reads as never written
-                cur = out.get(stripe)
-                if cur is None or version > cur[0]:
-                    out[stripe] = (version, (wfirst, wlast, wend), {index})
-                elif version == cur[0]:
-                    cur[2].add(index)
-        return out
-
     async def _stripe(
         self,
         meta: RegionMeta,
@@ -368,7 +335,9 @@ class Rebuilder:
                 copy = next(iter(sources.values()))
                 frags.update({i: copy for i in rest})
         for i in need:
-            await self._store(meta, stripe, i, version, write, frags[i], size, targets[i], epoch)
+            await store_fragment(
+                self.client, meta, stripe, i, version, write, frags[i], size, targets[i], epoch
+            )
             self.progress.bytes_done += size
         return True
 
@@ -400,30 +369,6 @@ class Rebuilder:
                 if isinstance(o, Got):
                     got[i] = bytes(o.data)
         return got if len(got) >= k else None
-
-    async def _store(
-        self,
-        meta: RegionMeta,
-        stripe: int,
-        index: int,
-        version: int,
-        write: tuple[int, int, int],
-        frag: bytes,
-        length: int,
-        target: tuple[str, str],
-        epoch: int,
-    ) -> None:
-        data = frag.rstrip(b"\0")  # zeros past the stored prefix read back as zeros
-        msg = wire.Repair(
-            meta.id, stripe, index, version, length, crc32c(data), *write, epoch, data
-        )
-        conn, reply = await self.client.pool.request(target[0], msg, REPAIR_TIMEOUT)
-        if conn.incarnation != target[1]:
-            raise _Retry(f"node {target[0]} restarted during the rebuild")
-        if isinstance(reply, wire.Error):
-            if reply.code == wire.E_FENCED:
-                raise Fenced(f"region {meta.name}: {reply.message}")
-            raise _Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
 
     async def _switch(
         self,
@@ -512,6 +457,60 @@ class Rebuilder:
                 await self._zk(self.records.done_garbage, name)
                 done += 1
         return done
+
+
+Committed = dict[int, tuple[int, tuple[int, int, int], set[int]]]
+
+
+async def committed_versions(
+    client: AsyncClient, meta: RegionMeta, view: RegionView, slab: int, skip: set[int]
+) -> Committed:
+    """For each stripe of a slab: its newest committed version, that write's extent, and
+    the fragment indexes holding it, asking every holder but those of ``skip``."""
+    first = slab * meta.slab_stripes
+    end = first + slab_stripe_count(meta, slab)
+    holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in skip}
+    answers = await client.io.broadcast(sorted(set(holders.values())), wire.List(meta.id, 0))
+    out: Committed = {}
+    for node, reply in answers.items():
+        if not isinstance(reply, wire.Listing):
+            continue
+        mine = {i for i, n in holders.items() if n == node}
+        for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
+            if not first <= stripe < end or index not in mine:
+                continue
+            if version < view.min_version(stripe):
+                continue  # written before a truncation: reads as never written
+            cur = out.get(stripe)
+            if cur is None or version > cur[0]:
+                out[stripe] = (version, (wfirst, wlast, wend), {index})
+            elif version == cur[0]:
+                cur[2].add(index)
+    return out
+
+
+async def store_fragment(
+    client: AsyncClient,
+    meta: RegionMeta,
+    stripe: int,
+    index: int,
+    version: int,
+    write: tuple[int, int, int],
+    frag: bytes,
+    length: int,
+    target: tuple[str, str],
+    epoch: int,
+) -> None:
+    """Store a rebuilt fragment, committed, on ``target`` for a lease holder of ``epoch``."""
+    data = frag.rstrip(b"\0")  # zeros past the stored prefix read back as zeros
+    msg = wire.Repair(meta.id, stripe, index, version, length, crc32c(data), *write, epoch, data)
+    conn, reply = await client.pool.request(target[0], msg, REPAIR_TIMEOUT)
+    if conn.incarnation != target[1]:
+        raise _Retry(f"node {target[0]} restarted during the rebuild")
+    if isinstance(reply, wire.Error):
+        if reply.code == wire.E_FENCED:
+            raise Fenced(f"region {meta.name}: {reply.message}")
+        raise _Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
 
 
 class _Retry(EcmemError):

@@ -149,6 +149,23 @@ class Records:
             return {}
         return _load(raw)
 
+    # -- scrub results ------------------------------------------------------------------
+
+    def set_scrub(self, summary: dict[str, Any]) -> None:
+        path = f"{self.paths.rebuild}/scrub"
+        data = _dump(summary)
+        try:
+            self.zk.set(path, data)
+        except NoNodeError:
+            self.zk.create(path, data, makepath=True)
+
+    def scrub(self) -> dict[str, Any]:
+        try:
+            raw, _ = self.zk.get(f"{self.paths.rebuild}/scrub")
+        except NoNodeError:
+            return {}
+        return _load(raw)
+
     # -- garbage ------------------------------------------------------------------------------
 
     def add_garbage(self, entry: dict[str, Any]) -> None:

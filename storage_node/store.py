@@ -165,8 +165,8 @@ class FragmentStore:
         epoch: int,
     ) -> bool:
         """Keep a rebuilt fragment of a committed write, committed at once, for a
-        rebuilder holding the lease of ``epoch``. False if a version at least as new
-        is committed here already (nothing to do)."""
+        rebuilder holding the lease of ``epoch`` (the same version is overwritten: a
+        scrub repairs damaged copies so). False if a newer version is committed here."""
         self.check_epoch(region, epoch)
         if crc32c(data) != crc:
             raise StoreError(
@@ -177,8 +177,8 @@ class FragmentStore:
             raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
         st = self.region(region)
         old = st.committed.get((stripe, index))
-        if old is not None and old.version >= version:
-            return False
+        if old is not None and old.version > version:
+            return False  # a newer write landed since: the rebuilt copy is stale
         crcs = checksum.page_crcs_padded(data, length, self.page)
         self.restore(
             region, stripe, index, Fragment(data, version, crcs, length, write), staged=False

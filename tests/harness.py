@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import ecmem
 from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.model import NodeInfo
+from ecmem import wire
 from ecmem.localcluster import ClusterState, LocalCluster, NodeProc
 
 SESSION_TIMEOUT = 2.0
@@ -104,6 +106,26 @@ class TestCluster:
         self.local.save(state)
         self.state = state
         return node_id
+
+    def ask(self, node_id: str, msg: wire.Message) -> wire.Message:
+        """Send one request straight to a node and return its reply."""
+        host, port = self.live()[node_id].address.rsplit(":", 1)
+        dec = wire.FrameDecoder()
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(wire.encode_bytes(msg, 1))
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    raise AssertionError(f"node {node_id} closed the connection")
+                got = dec.feed(chunk)
+                if got:
+                    return got[0][1]
+
+    def fragments(self, node_id: str, region_id: str = "") -> list[list[object]]:
+        """The committed fragments a node holds (of one region, or of all)."""
+        reply = self.ask(node_id, wire.List(region_id, 0))
+        assert isinstance(reply, wire.Listing), reply
+        return reply.entries
 
     def signal(self, node_id: str, sig: int) -> None:
         os.kill(self.pid(node_id), sig)

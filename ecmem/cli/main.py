@@ -143,7 +143,9 @@ def status(
     with connect_cli(zk, cluster, state_dir) as cl:
         md = cl.async_client.meta
         records = Records(md.zk, md.paths)
-        report, _ = assess(md.all_nodes(), md.regions(), records.progress(), records.drains())
+        report, _ = assess(
+            md.all_nodes(), md.regions(), records.progress(), records.drains(), records.scrub()
+        )
     data = report.to_dict()
 
     def text() -> None:
@@ -497,7 +499,7 @@ def get(
 def _add_ops() -> None:
     from . import ops
 
-    for command in (ops.rebuild, ops.drain, ops.node):
+    for command in (ops.rebuild, ops.drain, ops.scrub, ops.node):
         cli.add_command(command)
 
 

@@ -19,6 +19,7 @@ from ecmem.units import format_size
 from .output import (
     EXIT_ERR,
     EXIT_OK,
+    EXIT_WARN,
     cluster_options,
     connect_cli,
     emit,
@@ -265,6 +266,75 @@ def drain(
     sys.exit(EXIT_ERR if wait and left else EXIT_OK)
 
 
+@click.command()
+@click.argument("regions", nargs=-1)
+@click.option("--repair", is_flag=True, help="rebuild damaged fragments from the good ones")
+@cluster_options
+@json_option
+@handle_errors
+def scrub(
+    regions: tuple[str, ...],
+    repair: bool,
+    zk: str | None,
+    cluster: str | None,
+    state_dir: str,
+    as_json: bool,
+) -> None:
+    """Read every fragment of REGIONS (default: all), check sums and parity; --repair fixes."""
+    from coordinator.records import Records
+    from coordinator.scrub import Scrubber
+    from ecmem.layout import Layout
+
+    from .output import Progress, show_progress, table
+
+    with connect_cli(zk, cluster, state_dir) as cl:
+        md = cl.async_client.meta
+        names = list(regions) or md.region_names()
+        total = 0
+        for name in names:
+            cl.stat(name)  # a clear error for an unknown region
+            meta = md.get_region(name)[0]
+            layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+            total += layout.stripes_for(meta.size) * layout.policy.width * layout.fragment_size
+        with Progress(show_progress(as_json), total, "scrub") as bar:
+            scrubber = Scrubber(cl.async_client, on_bytes=bar.update)
+            report = cl._run(scrubber.run_once(names, repair))
+        if not regions:
+            Records(md.zk, md.paths).set_scrub(report.summary(time.time()))
+    data = report.to_dict()
+
+    def text() -> None:
+        click.echo(
+            f"scrubbed {report.regions} regions, {report.stripes} stripes, "
+            f"{format_size(report.bytes)} in {report.seconds:.1f}s: "
+            f"{len(report.findings)} damaged fragments"
+            + (f", {len(report.findings) - len(report.unrepaired)} repaired" if repair else "")
+        )
+        if report.findings:
+            rows = [
+                (
+                    f.region,
+                    f.slab,
+                    f.stripe,
+                    f.index,
+                    f.node,
+                    "yes" if f.repaired else "no",
+                    f.problem,
+                )
+                for f in report.findings
+            ]
+            click.echo(
+                table(rows, ["REGION", "SLAB", "STRIPE", "FRAG", "NODE", "FIXED", "PROBLEM"])
+            )
+        for name, why in report.skipped.items():
+            click.echo(f"region {name}: {why}")
+        if report.unrepaired and not repair:
+            click.echo("repair with: ecmem scrub --repair " + " ".join(regions))
+
+    emit(as_json, data, text)
+    sys.exit(EXIT_ERR if report.unrepaired else EXIT_WARN if report.findings else EXIT_OK)
+
+
 @click.group()
 def node() -> None:
     """Storage node records."""
@@ -278,7 +348,7 @@ def node() -> None:
 def node_rm(
     node_id: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
 ) -> None:
-    """Forget NODE_ID; it must hold no fragments (drain it first) and be down or drained."""
+    """Forget NODE_ID; it must hold no fragments (drain it first) and be stopped."""
     with connect_cli(zk, cluster, state_dir) as cl:
         v = _View(cl)
         known = v.md.all_nodes()
@@ -290,9 +360,10 @@ def node_rm(
                 f"node {node_id} still holds {len(held)} fragment slots: run "
                 f"'ecmem drain {node_id} --wait' (or wait for the rebuild) first"
             )
-        if known[node_id].state == "up" and node_id not in v.records.drains():
+        if known[node_id].state == "up":
             raise ConfigError(
-                f"node {node_id} is up: drain it ('ecmem drain {node_id} --wait') or stop it first"
+                f"node {node_id} is still running: stop its process (after 'ecmem drain "
+                f"{node_id} --wait' if it holds data), then rerun"
             )
         v.md.forget_node(node_id)
     emit(as_json, {"removed": node_id}, f"node {node_id} forgotten")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,5 +93,126 @@ def test_node_back_within_grace_causes_no_rebuild(
         log = (c.local.logs / "coordinator.log").read_text()
         assert "rebuilt on" not in log
         assert wait_health(c, "HEALTH_OK", 10)
+    finally:
+        c.down()
+
+
+def leader_pid(c: TestCluster) -> int:
+    with c.meta() as md:
+        contenders = md.zk.Election(md.paths.election).contenders()
+    assert contenders, "no coordinator is running"
+    return int(str(contenders[0]).rsplit("-", 1)[1])
+
+
+def progress(c: TestCluster) -> dict:  # type: ignore[type-arg]
+    from coordinator.records import Records
+
+    with c.meta() as md:
+        return Records(md.zk, md.paths).progress()
+
+
+def test_leader_killed_mid_rebuild_another_finishes(cluster7: TestCluster) -> None:
+    c = cluster7
+    spare = c.local.spawn_coordinator(c.local.load(), "coordinator-2.log")
+    try:
+        data = os.urandom(256 * MiB)
+        digest = hashlib.sha256(data).hexdigest()
+        with c.client() as cl:
+            cl.create_region("big", len(data), "ec:4+2", slab_size="4MiB")
+            cl.pwrite("big", 0, data)
+            victim = region_nodes(cl, "big")[2]
+        del data
+        first = leader_pid(c)
+        assert first != spare
+        c.kill(victim)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = progress(c)
+            if p.get("state") == "running" and 0 < p.get("slots_done", 0) < p["slots_total"]:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"never saw the rebuild under way: {progress(c)}")
+        os.kill(first, signal.SIGKILL)
+        print(f"killed leader {first} at {p['slots_done']}/{p['slots_total']} slots")
+        wait_health(c, "HEALTH_OK", 120)
+        assert leader_pid(c) == spare
+        with c.client() as cl:
+            meta = cl._run(cl.async_client.region_meta("big"))
+            assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
+            survivors = [n for n in region_nodes(cl, "big", 5)]
+        c.kill(*survivors[:2])
+        with c.client() as cl:
+            assert hashlib.sha256(cl.pread("big", 0, 256 * MiB)).hexdigest() == digest
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(spare, signal.SIGKILL)
+
+
+def test_rebuild_cli_killed_and_rerun_completes(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A long grace: only the operator's request starts this rebuild.
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=7, rebuild_grace=600)
+    try:
+        _rebuild_cli_killed_and_rerun(c)
+    finally:
+        c.down()
+
+
+def _rebuild_cli_killed_and_rerun(c: TestCluster) -> None:
+    data = os.urandom(64 * MiB)
+    with c.client() as cl:
+        cl.create_region("r", len(data), "ec:4+2", slab_size="2MiB")
+        cl.pwrite("r", 0, data)
+        victim = region_nodes(cl, "r")[0]
+    c.kill(victim)
+    time.sleep(2)
+    assert json.loads(c.cli("status", "--json").stdout)["stripes"]["degraded"] > 0
+    env = {**os.environ, "ECMEM_ZK": c.zk, "ECMEM_CLUSTER": c.name}
+    cmd = [sys.executable, "-m", "ecmem.cli.main", "rebuild", "--node", victim, "--wait"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    first.kill()
+    first.wait()
+    again = c.cli("rebuild", "--node", victim, "--wait", "--json", "--timeout", "120")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["slots_left"] == 0
+    with c.client() as cl:
+        meta = cl._run(cl.async_client.region_meta("r"))
+        assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
+        assert cl.pread("r", 0, len(data)) == data
+    assert c.cli("rebuild", "--node", "node-99").returncode == 2
+
+
+def test_node_back_after_grace_never_serves_stale_fragments(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=7, rebuild_grace=1.0, persist=True)
+    try:
+        old = os.urandom(8 * MiB)
+        new = os.urandom(8 * MiB)
+        with c.client() as cl:
+            cl.create_region("r", len(old), "ec:4+2", slab_size="2MiB")
+            cl.pwrite("r", 0, old)
+            rid = cl._run(cl.async_client.region_meta("r")).id
+            victim = region_nodes(cl, "r")[0]
+        c.kill(victim)
+        wait_health(c, "HEALTH_OK", 60)
+        with c.client() as cl:
+            cl.pwrite("r", 0, new)  # the victim's copies are now stale twice over
+        c.restart(victim)
+        c.local.wait_registered(c.local.load(), 30, only=[victim])
+        deadline = time.monotonic() + 30
+        while c.fragments(victim, rid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not c.fragments(victim, rid), "stale fragments were not discarded"
+        others = [n for n in c.node_ids if n != victim]
+        with c.client() as cl:
+            assert victim not in {
+                n for slab in cl._run(cl.async_client.region_meta("r")).slabs for n, _ in slab
+            }
+            c.kill(*[n for n in region_nodes(cl, "r") if n in others][:2])
+            assert cl.pread("r", 0, len(new)) == new
     finally:
         c.down()

@@ -180,7 +180,7 @@ def test_repair_is_committed_at_once_and_fenced_like_a_write() -> None:
     got = s.get("r", 0, 1, 0, 64)
     parts = got.data if isinstance(got.data, tuple) else (got.data,)
     assert got.version == old and b"".join(bytes(p) for p in parts)[:7] == data
-    assert not s.repair("r", 0, 1, old, 64, crc32c(data), data, (0, 0, 7), 3)  # had it
+    assert not s.repair("r", 0, 1, old - 1, 64, crc32c(data), data, (0, 0, 7), 3)  # stale
     with pytest.raises(StoreError) as exc:
         s.repair("r", 0, 2, old, 64, crc32c(data), data, (0, 0, 7), 2)
     assert exc.value.code == wire.E_FENCED
