@@ -38,6 +38,7 @@ from .errors import (
     NotEnoughNodesError,
     RegionNotFound,
 )
+from .heartbeat import Detector
 from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
 from .memtune import tune_malloc
 from .names import validate_name
@@ -81,6 +82,7 @@ class AsyncClient:
         self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
         self._placement_locks: dict[str, asyncio.Lock] = {}
         self.closed = False
+        self._beats: asyncio.Task[None] | None = None
 
     # -- set-up -----------------------------------------------------------------
 
@@ -88,6 +90,10 @@ class AsyncClient:
         await self._zk(self.meta.ensure)
         await self._zk(self._watch_nodes)
         self.zk.add_listener(self._on_zk_state)
+        detector = Detector(
+            lambda: {n: info.address for n, info in self._nodes.items()}, self.pool.beats
+        )
+        self._beats = asyncio.create_task(detector.run())
 
     def _on_zk_state(self, state: str) -> None:
         if state == KazooState.LOST:
@@ -130,6 +136,8 @@ class AsyncClient:
             except EcmemError as exc:
                 log.warning("could not release the write lease of %s: %s", name, exc)
         self.closed = True
+        if self._beats is not None:
+            self._beats.cancel()
         self.pool.close()
         if self._own_zk:
             await asyncio.to_thread(self._stop_zk)

@@ -17,7 +17,9 @@ from .conn import read_targets
 from .errors import NodeTimeout, NodeUnavailable, ProtocolError
 from .framing import tune_socket
 
-TIMEOUT = 2.0
+# A small read is answered in well under a millisecond; past this the read goes
+# around the node (decoded from the others) rather than stall the caller.
+TIMEOUT = 0.5
 
 
 class BlockingConnection:

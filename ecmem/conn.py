@@ -88,6 +88,15 @@ class NodeConnection(FrameProtocol):
                     )
                 )
 
+    def give_up(self, why: str) -> None:
+        """Fail the requests in flight as timed out (the node stopped answering beats)."""
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    NodeTimeout(f"node {self.node_id} at {self.address}: {why}", node=self.node_id)
+                )
+
     async def request(
         self, msg: wire.Message, timeout: float = REQUEST_TIMEOUT, into: memoryview | None = None
     ) -> wire.Message:
@@ -147,6 +156,7 @@ class ConnectionPool:
         self._conns: dict[str, NodeConnection] = {}
         self._connecting: dict[str, asyncio.Future[NodeConnection]] = {}
         self._suspect_until: dict[str, float] = {}
+        self._silent: set[str] = set()  # missed their heartbeats
 
     def suspect(self, node_id: str) -> None:
         self._suspect_until[node_id] = time.monotonic() + self.SUSPECT_FOR
@@ -154,7 +164,24 @@ class ConnectionPool:
             "node %s is slow to answer; reads go around it for %.0fs", node_id, self.SUSPECT_FOR
         )
 
+    def beats(self, node_id: str, silent: bool) -> None:
+        """Heartbeats say ``node_id`` went silent (or answers again)."""
+        if silent:
+            self._silent.add(node_id)
+            log.warning(
+                "node %s missed its heartbeats; reads go around it, writes to handoffs", node_id
+            )
+            conn = self._conns.get(node_id)
+            if conn is not None:
+                conn.give_up("stopped answering heartbeats")
+        elif node_id in self._silent:
+            self._silent.discard(node_id)
+            self._suspect_until.pop(node_id, None)
+            log.info("node %s answers heartbeats again", node_id)
+
     def is_suspect(self, node_id: str) -> bool:
+        if node_id in self._silent:
+            return True
         until = self._suspect_until.get(node_id)
         if until is None:
             return False

@@ -15,6 +15,7 @@ import uuid
 
 from coordinator.metadata import connect_zk
 from coordinator.model import NodeInfo
+from ecmem import heartbeat
 from ecmem.errors import EcmemError
 from ecmem.logs import setup_logging
 from ecmem.memtune import tune_malloc
@@ -97,6 +98,17 @@ async def serve(args: argparse.Namespace) -> int:
         server.incarnation = uuid.uuid4().hex[:16]
     tcp = await server.listen(host or "127.0.0.1", int(port_s or 0))
     bound = tcp.sockets[0].getsockname()
+    try:
+        beats = await heartbeat.serve(bound[0], bound[1])
+    except OSError as exc:
+        log.warning(
+            "cannot answer heartbeats on UDP %s:%d (%s); clients will notice this node's "
+            "failures only by timeouts",
+            bound[0],
+            bound[1],
+            exc,
+        )
+        beats = None
     address = f"{advertised_host(args.advertise, bound[0])}:{bound[1]}"
     info = NodeInfo(
         id=args.id,
@@ -125,6 +137,8 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     log.info("node %s stopping", args.id)
     refresher.cancel()
+    if beats is not None:
+        beats.cancel()
     tcp.close()
     await asyncio.to_thread(reg.deregister)
     zk.stop()
