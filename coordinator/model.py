@@ -32,6 +32,7 @@ class NodeInfo:
     pid: int = 0
     started: float = 0.0
     state: str = "up"
+    metrics: str = ""  # host:port of its Prometheus endpoint, if it serves one
 
     @property
     def free(self) -> int:

@@ -52,6 +52,7 @@ class NodeConnection(FrameProtocol):
         self._pending: dict[int, asyncio.Future[wire.Message]] = {}
         # Reads that land straight in the caller's buffer: req id -> (fragment offset, dest).
         self._dests: dict[int, tuple[int, memoryview]] = {}
+        self._reads: set[int] = set()  # requests that only read
 
     def payload_targets(self, header: wire.FrameHeader, meta: Any) -> list[memoryview] | None:
         dest = self._dests.pop(header.req_id, None)
@@ -89,9 +90,11 @@ class NodeConnection(FrameProtocol):
                 )
 
     def give_up(self, why: str) -> None:
-        """Fail the requests in flight as timed out (the node stopped answering beats)."""
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
+        """Fail the reads in flight as timed out (the node stopped answering beats); they
+        are read around. Writes keep their own timeouts: a node merely slow to answer
+        beats must not lose its fragments to a handoff."""
+        for req_id in [r for r in self._pending if r in self._reads]:
+            fut = self._pending.pop(req_id)
             if not fut.done():
                 fut.set_exception(
                     NodeTimeout(f"node {self.node_id} at {self.address}: {why}", node=self.node_id)
@@ -110,8 +113,10 @@ class NodeConnection(FrameProtocol):
         req_id = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        if into is not None and isinstance(msg, wire.Get):
-            self._dests[req_id] = (msg.offset, into)
+        if isinstance(msg, wire.Get):
+            self._reads.add(req_id)
+            if into is not None:
+                self._dests[req_id] = (msg.offset, into)
         # A timer per request is much cheaper than asyncio.wait_for on this hot path.
         timer = asyncio.get_running_loop().call_later(timeout, _expire, fut, self, timeout)
         try:
@@ -127,6 +132,7 @@ class NodeConnection(FrameProtocol):
             timer.cancel()
             self._pending.pop(req_id, None)
             self._dests.pop(req_id, None)
+            self._reads.discard(req_id)
 
 
 def _expire(fut: asyncio.Future[wire.Message], conn: NodeConnection, timeout: float) -> None:

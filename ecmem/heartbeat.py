@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import time
 from collections.abc import Callable
 
 import asyncio_dgram
@@ -72,7 +71,11 @@ async def serve(host: str, port: int) -> asyncio.Task[None]:
 
 
 class Detector:
-    """Beats nodes and reports those that stop (and start again) answering."""
+    """Beats nodes and reports those that stop (and start again) answering.
+
+    A node is silent once ``misses`` beats in a row went unanswered, counting only
+    rounds this loop really ran (a sync client's loop sleeps between calls).
+    """
 
     def __init__(
         self,
@@ -80,26 +83,20 @@ class Detector:
         on_change: Callable[[str, bool], None],
         interval: float = INTERVAL,
         misses: int = MISSES,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.addresses = addresses
         self.on_change = on_change
         self.interval = interval
         self.misses = misses
-        self.clock = clock
-        self.last: dict[str, float] = {}  # node -> when it last answered
-        self.sent: dict[str, float] = {}  # node -> when we began beating it
+        self.unanswered: dict[str, int] = {}  # node -> beats since its last answer
         self.suspect: set[str] = set()
         self._by_addr: dict[tuple[str, int], str] = {}
         self.seq = 0
-        self.last_round = 0.0
 
-    def judge(self, now: float) -> None:
-        """Mark nodes silent for ``misses`` beats suspect, answering ones healthy."""
-        limit = self.interval * self.misses
-        for node in list(self.sent):
-            heard = max(self.last.get(node, 0.0), self.sent[node])
-            silent = now - heard > limit
+    def judge(self) -> None:
+        """Mark nodes that missed ``misses`` beats suspect, answering ones healthy."""
+        for node, missed in self.unanswered.items():
+            silent = missed >= self.misses
             if silent and node not in self.suspect:
                 self.suspect.add(node)
                 self.on_change(node, True)
@@ -107,41 +104,43 @@ class Detector:
                 self.suspect.discard(node)
                 self.on_change(node, False)
 
-    def heard(self, node: str, now: float) -> None:
-        self.last[node] = now
+    def heard(self, node: str) -> None:
+        if node in self.unanswered:
+            self.unanswered[node] = 0
+            if node in self.suspect:
+                self.judge()
+
+    def round(self, nodes: dict[str, str]) -> list[tuple[str, tuple[str, int]]]:
+        """Start a round: judge the last one, and say whom to beat now."""
+        self.judge()
+        for gone in set(self.unanswered) - set(nodes):
+            del self.unanswered[gone]
+            if gone in self.suspect:
+                self.suspect.discard(gone)
+                self.on_change(gone, False)
+        out = []
+        self._by_addr = {}
+        for node, address in nodes.items():
+            try:
+                addr = _addr(address)
+            except ValueError:
+                continue
+            self._by_addr[addr] = node
+            self.unanswered[node] = self.unanswered.get(node, 0) + 1
+            out.append((node, addr))
+        return out
 
     async def run(self) -> None:
         stream = await asyncio_dgram.bind(("0.0.0.0", 0))
         receiver = asyncio.create_task(self._receive(stream))
         try:
             while True:
-                now = self.clock()
-                if self.last_round and now - self.last_round > self.interval * self.misses:
-                    # Our loop was not running (a sync client between calls): silence
-                    # we could not hear is not the nodes' fault. Start counting afresh.
-                    self.sent = {n: now for n in self.sent}
-                self.last_round = now
-                nodes = self.addresses()
-                self._by_addr = {}
-                for node, address in nodes.items():
-                    try:
-                        addr = _addr(address)
-                    except ValueError:
-                        continue
-                    self._by_addr[addr] = node
-                    self.sent.setdefault(node, now)
+                for _, addr in self.round(self.addresses()):
                     try:
                         await stream.send(beat(self.seq), addr)
                     except OSError:
                         pass
-                for gone in set(self.sent) - set(nodes):
-                    self.sent.pop(gone, None)
-                    self.last.pop(gone, None)
-                    if gone in self.suspect:
-                        self.suspect.discard(gone)
-                        self.on_change(gone, False)
                 self.seq += 1
-                self.judge(now)
                 await asyncio.sleep(self.interval)
         finally:
             receiver.cancel()
@@ -154,4 +153,4 @@ class Detector:
                 continue
             node = self._by_addr.get((str(peer[0]), int(peer[1])))
             if node is not None and answered(data) is not None:
-                self.heard(node, self.clock())
+                self.heard(node)

@@ -258,6 +258,8 @@ class LocalCluster:
             node.id,
             "--session-timeout",
             str(state.session_timeout),
+            "--metrics-port",
+            "0",
         ]
         if node.data_dir:
             args += ["--data-dir", node.data_dir]

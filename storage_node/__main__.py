@@ -21,6 +21,7 @@ from ecmem.logs import setup_logging
 from ecmem.memtune import tune_malloc
 from ecmem.units import parse_size
 
+from .metrics import NodeMetrics
 from .persist import DataDir
 from .registration import NodeIdInUse, Registration
 from .server import NodeServer
@@ -46,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="mirror fragments here to survive restarts")
     p.add_argument("--allow-debug", action="store_true", help="accept debug (corrupt) requests")
     p.add_argument("--session-timeout", type=float, default=6.0, help="ZooKeeper session, s")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=-1,
+        help="serve Prometheus metrics over HTTP on this port (0: any free port, -1: off)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ECMEM_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     if not args.zk:
@@ -97,6 +104,17 @@ async def serve(args: argparse.Namespace) -> int:
     else:
         server.incarnation = uuid.uuid4().hex[:16]
     tcp = await server.listen(host or "127.0.0.1", int(port_s or 0))
+    metrics_at = ""
+    if args.metrics_port >= 0:
+        server.metrics = NodeMetrics(store, args.id)
+        mhost = host or "127.0.0.1"
+        try:
+            mport = server.metrics.serve(mhost, args.metrics_port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%d: %s", mhost, args.metrics_port, exc)
+            return 2
+        metrics_at = f"{mhost}:{mport}"
+        log.info("metrics at http://%s/metrics", metrics_at)
     bound = tcp.sockets[0].getsockname()
     try:
         beats = await heartbeat.serve(bound[0], bound[1])
@@ -120,6 +138,7 @@ async def serve(args: argparse.Namespace) -> int:
         hostname=socket.gethostname(),
         pid=os.getpid(),
         started=time.time(),
+        metrics=metrics_at,
     )
     zk = await asyncio.to_thread(connect_zk, args.zk, 10.0, args.session_timeout)
     reg = Registration(zk, args.cluster, info)

@@ -10,6 +10,7 @@ from ecmem import wire
 from ecmem.errors import ProtocolError
 from ecmem.framing import Budget, FrameProtocol
 
+from .metrics import NodeMetrics
 from .store import FragmentStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class NodeServer:
         self.protocol_errors = 0
         self.incarnation = ""
         self.budget = Budget(IN_FLIGHT)
+        self.metrics: NodeMetrics | None = None
 
     def protocol(self) -> NodeProtocol:
         return NodeProtocol(self)
@@ -42,6 +44,19 @@ class NodeServer:
         return await loop.create_server(self.protocol, host, port, reuse_address=True)
 
     def handle(self, msg: wire.Message) -> wire.Message:
+        if self.metrics is None:
+            return self._handle(msg)
+        start = time.perf_counter()
+        reply = self._handle(msg)
+        self.metrics.observe(
+            type(msg).__name__,
+            time.perf_counter() - start,
+            reply.code if isinstance(reply, wire.Error) else "",
+            len(msg.payload) if isinstance(msg, wire.Put | wire.Repair) else 0,
+        )
+        return reply
+
+    def _handle(self, msg: wire.Message) -> wire.Message:
         self.requests += 1
         store = self.store
         try:

@@ -14,17 +14,19 @@ def test_beat_answer_roundtrip_and_garbage_ignored() -> None:
 
 def test_silent_node_becomes_suspect_and_recovers() -> None:
     changes: list[tuple[str, bool]] = []
-    d = heartbeat.Detector(lambda: {}, lambda n, s: changes.append((n, s)), interval=0.1)
-    d.sent = {"a": 0.0, "b": 0.0}
-    for t in (0.1, 0.2):
-        d.heard("a", t)
-        d.heard("b", t)
-        d.judge(t)
-    assert changes == []
-    for t in (0.3, 0.4, 0.5, 0.6):  # b goes quiet
-        d.heard("a", t)
-        d.judge(t)
+    d = heartbeat.Detector(lambda: {}, lambda n, s: changes.append((n, s)), misses=3)
+    nodes = {"a": "127.0.0.1:1", "b": "127.0.0.1:2"}
+    for _ in range(5):  # both answer every beat
+        assert [n for n, _ in d.round(nodes)] == ["a", "b"]
+        d.heard("a")
+        d.heard("b")
+    for _ in range(3):  # b goes quiet; no verdict until three beats went unanswered
+        assert changes == []
+        d.round(nodes)
+        d.heard("a")
+    d.round(nodes)
     assert changes == [("b", True)]
-    d.heard("b", 0.7)
-    d.judge(0.7)
+    d.heard("b")
     assert changes == [("b", True), ("b", False)]
+    d.round({"a": "127.0.0.1:1"})  # a node that left is forgotten
+    assert "b" not in d.unanswered
