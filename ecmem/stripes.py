@@ -383,7 +383,14 @@ class StripeIO:
             for version, first, count in set(seen):
                 for stripe in range(first, first + count):
                     i = by_stripe.get(stripe)
-                    if version and i is not None and seen[i][0] < version:
+                    # A stripe truncated since that write (its floor is newer) lost it
+                    # for good: seeing it without the write is not a torn read.
+                    if (
+                        version
+                        and i is not None
+                        and seen[i][0] < version
+                        and view.min_version(stripe) <= version
+                    ):
                         stale[i] = max(stale.get(i, 0), version)
             if not stale:
                 return
