@@ -206,6 +206,7 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
                 "capacity": n.capacity,
                 "used": n.used if n.state == "up" else None,
                 "pid": pid,
+                "metrics": f"http://{n.metrics}/metrics" if n.metrics and n.state == "up" else "",
             }
         )
 
