@@ -83,6 +83,7 @@ class Rebuilder:
         self.progress = Progress()
         self.stopping = False
         self._metas: dict[str, RegionMeta] = {}
+        self._swept: set[str] = set()  # live nodes checked for orphans since they joined
         client.holder = {
             **client.holder,
             "holder": f"rebuilder {identifier or client.holder['holder']}",
@@ -141,6 +142,9 @@ class Rebuilder:
             for region in held:
                 await self.client.release(region)
         await self.collect_garbage()
+        for node in sorted(set(live) - self._swept):
+            await self.sweep(node)
+        self._swept = set(live)
         left, _, _ = await self._zk(self.survey)
         await self._close_requests(requests)
         await self._zk(self.records.set_tasks, _tasks(left.slots))
@@ -418,6 +422,45 @@ class Rebuilder:
                         "after": now + GARBAGE_DELAY,
                     },
                 )
+
+    async def sweep(self, node: str) -> int:
+        """Delete what a (re)joined node holds of slabs it no longer holds: copies left from
+        before a rebuild moved them. Only versions of epochs older than the region's
+        current one go, so a write racing this sweep is never touched."""
+        try:
+            _, reply = await self.client.pool.request(node, wire.List("", 0), REPAIR_TIMEOUT)
+        except EcmemError as exc:
+            self.log.info("could not sweep node %s for stale fragments: %s", node, exc)
+            self._swept.discard(node)
+            return 0
+        if not isinstance(reply, wire.Listing):
+            return 0
+        metas = {m.id: m for m in await self._zk(self.client.meta.regions)}
+        stale: set[tuple[str, int]] = set()
+        for rid, stripe, *_ in reply.entries:
+            meta = metas.get(rid)
+            if meta is None:
+                continue  # a region removed: its own removal (or scrub) deals with it
+            slab = int(stripe) // meta.slab_stripes
+            if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
+                stale.add((rid, slab))
+        for rid, slab in sorted(stale):
+            meta = metas[rid]
+            first = slab * meta.slab_stripes
+            upto = (meta.epoch << wire.SEQ_BITS) - 1
+            msg = wire.Delete(rid, first, 0, first + meta.slab_stripes, upto)
+            try:
+                await self.client.pool.request(node, msg, REPAIR_TIMEOUT)
+            except EcmemError:
+                continue
+        if stale:
+            self.log.info(
+                "node %s rejoined holding %d slabs it no longer owns; their stale copies are "
+                "deleted",
+                node,
+                len(stale),
+            )
+        return len(stale)
 
     # -- garbage ----------------------------------------------------------------------
 

@@ -63,7 +63,9 @@ class _View:
             self.records.drains(),
             ([node] if node else sorted(down)) if forced else [],
         )
-        return [s for s in damage.slots if not node or s.holder[0] == node]
+        # A writer (or the rebuilder's own takeover) vacates a lost node's slots: those
+        # are the node's too until rebuilt.
+        return [s for s in damage.slots if not node or s.holder[0] in (node, "")]
 
     def held_by(self, node: str) -> list[tuple[str, int, int]]:
         return [

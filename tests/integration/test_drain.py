@@ -15,6 +15,8 @@ from tests.harness import TestCluster, region_nodes
 
 MiB = 1024 * 1024
 REGIONS = {"d/ec42": "ec:4+2", "d/rep3": "rep:3", "d/ec33": "ec:3+3"}
+K = {"ec:4+2": 4, "rep:3": 1, "ec:3+3": 3}
+CHUNK = 256 * 1024
 
 
 @pytest.fixture()
@@ -29,7 +31,9 @@ def test_drain_moves_everything_off_while_reads_go_on(cluster7: TestCluster) -> 
     contents = {name: os.urandom(40 * MiB) for name in REGIONS}
     with c.client() as cl:
         for name, policy in REGIONS.items():
-            cl.create_region(name, len(contents[name]), policy, slab_size="8MiB")
+            cl.create_region(
+                name, len(contents[name]), policy, chunk=CHUNK, slab_size=8 * K[policy] * CHUNK
+            )
             cl.pwrite(name, 0, contents[name])
         ids = {name: cl._run(cl.async_client.region_meta(name)).id for name in REGIONS}
         everywhere = set(c.node_ids)

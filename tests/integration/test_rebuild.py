@@ -163,7 +163,7 @@ def test_rebuild_cli_killed_and_rerun_completes(
 def _rebuild_cli_killed_and_rerun(c: TestCluster) -> None:
     data = os.urandom(64 * MiB)
     with c.client() as cl:
-        cl.create_region("r", len(data), "ec:4+2", slab_size="2MiB")
+        cl.create_region("r", len(data), "ec:4+2", chunk=256 * 1024, slab_size="2MiB")
         cl.pwrite("r", 0, data)
         victim = region_nodes(cl, "r")[0]
     c.kill(victim)
@@ -193,7 +193,7 @@ def test_node_back_after_grace_never_serves_stale_fragments(
         old = os.urandom(8 * MiB)
         new = os.urandom(8 * MiB)
         with c.client() as cl:
-            cl.create_region("r", len(old), "ec:4+2", slab_size="2MiB")
+            cl.create_region("r", len(old), "ec:4+2", chunk=256 * 1024, slab_size="2MiB")
             cl.pwrite("r", 0, old)
             rid = cl._run(cl.async_client.region_meta("r")).id
             victim = region_nodes(cl, "r")[0]
