@@ -67,6 +67,19 @@ class ReadResult:
     write: tuple[int, int, int] = (-1, -1, 0)
 
 
+def _check_arrival(
+    region: str, stripe: int, index: int, length: int, crc: int, data: bytes | bytearray
+) -> None:
+    if crc32c(data) != crc:
+        raise StoreError(
+            wire.E_CORRUPT,
+            f"fragment {region}/{stripe}/{index} arrived damaged (crc32c mismatch); "
+            "the sender will retry",
+        )
+    if len(data) > length:
+        raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
+
+
 _zeros = memoryview(bytes(1 << 20))
 
 
@@ -139,14 +152,7 @@ class FragmentStore:
         zeros) whose crc32c is ``crc``. ``lac`` and ``base`` are the writer's commit
         points (see commit)."""
         self.check_epoch(region, wire.epoch_of(version))
-        if crc32c(data) != crc:
-            raise StoreError(
-                wire.E_CORRUPT,
-                f"fragment {region}/{stripe}/{index} arrived damaged (crc32c mismatch); "
-                "the client will retry",
-            )
-        if len(data) > length:
-            raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
+        _check_arrival(region, stripe, index, length, crc, data)
         if lac:
             self.commit(region, lac, base)
         crcs = checksum.page_crcs_padded(data, length, self.page)
@@ -168,13 +174,7 @@ class FragmentStore:
         rebuilder holding the lease of ``epoch`` (the same version is overwritten: a
         scrub repairs damaged copies so). False if a newer version is committed here."""
         self.check_epoch(region, epoch)
-        if crc32c(data) != crc:
-            raise StoreError(
-                wire.E_CORRUPT,
-                f"rebuilt fragment {region}/{stripe}/{index} arrived damaged (crc32c mismatch)",
-            )
-        if len(data) > length:
-            raise StoreError(wire.E_BAD_REQUEST, "fragment data is longer than the fragment")
+        _check_arrival(region, stripe, index, length, crc, data)
         st = self.region(region)
         old = st.committed.get((stripe, index))
         if old is not None and old.version > version:
