@@ -84,6 +84,11 @@ class Rebuilder:
         self.stopping = False
         self._metas: dict[str, RegionMeta] = {}
         self._swept: set[str] = set()  # live nodes checked for orphans since they joined
+        # What the last survey read of ZooKeeper, reused for each slab of the pass.
+        self._live: dict[str, NodeInfo] = {}
+        self._since: dict[str, float] = {}
+        self._forced: set[str] = set()
+        self._drains: set[str] = set()
         client.holder = {
             **client.holder,
             "holder": f"rebuilder {identifier or client.holder['holder']}",
@@ -107,10 +112,19 @@ class Rebuilder:
             forced |= registered - set(live)
         regions = store.regions()
         self._metas = {m.name: m for m in regions}
-        damage = find_damage(
-            regions, live, since, self.clock(), self.grace, self.records.drains(), forced
-        )
+        self._live, self._since, self._forced = live, since, forced
+        self._drains = set(self.records.drains())
+        damage = find_damage(regions, live, since, self.clock(), self.grace, self._drains, forced)
         return damage, live, requests
+
+    def _recheck(self, meta: RegionMeta, slab: int) -> tuple[list[Slot], dict[str, NodeInfo]]:
+        """The slab's damage by its current record, with the pass's view of the nodes
+        (membership kept current by the client's watch): no full survey per slab."""
+        live = {n: self._live.get(n, info) for n, info in self.client.live_nodes().items()}
+        damage = find_damage(
+            [meta], live, self._since, self.clock(), self.grace, self._drains, self._forced
+        )
+        return [s for s in damage.slots if s.slab == slab], live
 
     async def run_once(self) -> Progress:
         """Rebuild everything damaged now; returns the pass's progress."""
@@ -220,12 +234,11 @@ class Rebuilder:
         meta = await client.region_meta(region)
         w = client._writers[region]
         # Look again under the lease: placements may have moved since the survey.
-        damage, live, _ = await self._zk(self.survey)
-        slots = [s for s in damage.slots if s.region == region and s.slab == slab]
+        slots, live = self._recheck(meta, slab)
         if not slots or slab >= len(meta.slabs):
             return
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        targets = await self._zk(self._targets, meta, slab, slots, live, layout)
+        targets = self._targets(meta, slab, slots, live, layout)
         if not targets:
             return
         view = client._make_view(meta)
@@ -267,7 +280,7 @@ class Rebuilder:
         layout: Layout,
     ) -> dict[int, tuple[str, str]]:
         """A new holder for each damaged slot: the handoff itself for a partial slot."""
-        drains = set(self.records.drains())
+        drains = self._drains
         members = {n for n, _ in meta.slabs[slab] if n}
         out: dict[int, tuple[str, str]] = {}
         cands = [
