@@ -20,7 +20,10 @@ from ecmem.errors import EcmemError
 
 from .health import assess
 from .metadata import MetadataStore
+from .metrics import CoordinatorMetrics
 from .rebuild import Rebuilder
+from .records import Records
+from .scrubcycle import ScrubCycle
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +36,12 @@ class Monitor:
         store: MetadataStore,
         log_: logging.Logger = log,
         clock: Callable[[], float] = time.time,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.store = store
         self.log = log_
         self.clock = clock
+        self.metrics = metrics
         self.live: dict[str, str] = {}
         self.status = ""
 
@@ -53,6 +58,8 @@ class Monitor:
             self.log.info("node %s joined at %s", node_id, live[node_id])
         self.live = live
         report, _ = assess(nodes, self.store.regions())
+        if self.metrics is not None:
+            self.metrics.observe_health(report)
         if report.status != self.status:
             summary = "; ".join(c.summary for c in report.checks) or "all good"
             self.log.log(
@@ -73,15 +80,23 @@ class Coordinator:
         identifier: str,
         interval: float = 2.0,
         grace: float = 30.0,
+        scrub_interval: float = 0.0,
+        scrub_repair: bool = True,
+        metrics: CoordinatorMetrics | None = None,
+        announce: dict[str, object] | None = None,
     ) -> None:
         self.zk = zk
+        self.announce = announce or {"id": identifier}
         self.cluster = cluster
         self.store = MetadataStore(zk, cluster)
         self.identifier = identifier
         self.interval = interval
         self.grace = grace
+        self.scrub_interval = scrub_interval
+        self.scrub_repair = scrub_repair
+        self.metrics = metrics
         self.stopping = threading.Event()
-        self.monitor = Monitor(self.store)
+        self.monitor = Monitor(self.store, metrics=metrics)
         self.rebuilder: Rebuilder | None = None
         zk.add_listener(self._on_state)
 
@@ -94,18 +109,40 @@ class Coordinator:
                 self.rebuilder.stopping = True
 
     def lead(self) -> None:
-        log.info("coordinator %s is the leader (rebuild grace %.1fs)", self.identifier, self.grace)
-        asyncio.run(self._lead())
+        log.info(
+            "coordinator %s is the leader (rebuild grace %.1fs, background scrub %s)",
+            self.identifier,
+            self.grace,
+            f"every {self.scrub_interval:.0f}s" if self.scrub_interval > 0 else "off",
+        )
+        if self.metrics is not None:
+            self.metrics.leader.set(1)
+        try:
+            asyncio.run(self._lead())
+        finally:
+            if self.metrics is not None:
+                self.metrics.leader.set(0)
 
     async def _lead(self) -> None:
         client = AsyncClient(self.zk, self.cluster, own_zk=False)
         await client._start()
-        self.rebuilder = Rebuilder(client, self.grace, identifier=self.identifier)
+        self.rebuilder = rebuilder = Rebuilder(client, self.grace, identifier=self.identifier)
+        scrubs = ScrubCycle(client, self.scrub_interval, self.scrub_repair)
+        m = self.metrics
+        if m is not None:
+            rebuilder.on_bytes = m.rebuild_bytes.inc
+            rebuilder.on_slot = m.rebuild_slots.inc
+            scrubs.on_report = m.observe_scrub
+            scrubs.on_summary = m.observe_scrub_summary
         try:
-            while not self.stopping.is_set() and not self.rebuilder.stopping:
+            while not self.stopping.is_set() and not rebuilder.stopping:
                 try:
                     await asyncio.to_thread(self.monitor.run_once)
-                    await self.rebuilder.run_once()
+                    progress = await rebuilder.run_once()
+                    if m is not None:
+                        m.observe_rebuild(progress)
+                    if not rebuilder.stopping and await scrubs.run_once() is None and scrubs.queue:
+                        continue  # mid-cycle: next region without waiting
                 except (KazooException, EcmemError) as exc:
                     log.warning("coordinator pass failed: %s", exc)
                     if not self.zk.connected:
@@ -118,7 +155,12 @@ class Coordinator:
     def run(self) -> None:
         self.store.ensure()
         self.zk.ensure_path(self.store.paths.election)
+        records = Records(self.zk, self.store.paths)
         while not self.stopping.is_set():
+            try:  # again each round: a lost session took the ephemeral record with it
+                records.announce(self.identifier, self.announce)
+            except KazooException as exc:
+                log.warning("could not announce this coordinator: %s", exc)
             election = self.zk.Election(self.store.paths.election, self.identifier)
             try:
                 election.run(self.lead)

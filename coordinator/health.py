@@ -110,6 +110,7 @@ def assess(
     rebuild: dict[str, Any] | None = None,
     drains: Iterable[str] = (),
     scrub: dict[str, Any] | None = None,
+    coordinators: list[dict[str, Any]] | None = None,
 ) -> tuple[HealthReport, list[RegionHealth]]:
     """Health of the cluster; ``rebuild`` is the rebuilder's progress record and
     ``drains`` the nodes being drained, when known."""
@@ -145,6 +146,15 @@ def assess(
                 f"rebuilding {rebuild.get('slots_done', 0)}/{rebuild.get('slots_total', 0)} "
                 f"fragment slots, {100.0 * done / total:.0f}% of "
                 f"{total / 2**20:.0f} MiB",
+            )
+        )
+    if coordinators is not None and not coordinators:
+        checks.append(
+            Check(
+                "NO_COORDINATOR",
+                HEALTH_WARN,
+                "no coordinator is running: lost fragments are not rebuilt and nothing is "
+                "scrubbed; start one with 'python -m coordinator --zk HOSTS --cluster NAME'",
             )
         )
     if scrub and scrub.get("unrepaired"):

@@ -53,6 +53,11 @@ class Paths:
         return f"{self.root}/coordinator/election"
 
     @property
+    def coordinators(self) -> str:
+        """An ephemeral znode per running coordinator: where its metrics are served."""
+        return f"{self.root}/coordinator/members"
+
+    @property
     def drains(self) -> str:
         """A znode per node being drained (or drained), kept until the node is removed."""
         return f"{self.root}/drain"

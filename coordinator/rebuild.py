@@ -29,6 +29,7 @@ from ecmem import wire
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, RegionNotFound
 from ecmem.layout import Layout
+from ecmem.logs import where
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
@@ -89,6 +90,9 @@ class Rebuilder:
         self._since: dict[str, float] = {}
         self._forced: set[str] = set()
         self._drains: set[str] = set()
+        # Hooks for metrics: fragment bytes stored, slots switched.
+        self.on_bytes: Callable[[int], None] = lambda _n: None
+        self.on_slot: Callable[[], None] = lambda: None
         client.holder = {
             **client.holder,
             "holder": f"rebuilder {identifier or client.holder['holder']}",
@@ -205,7 +209,10 @@ class Rebuilder:
             except RegionBusy as exc:
                 self.progress.waiting[region] = f"open for writing by {exc.holder}"
                 self.log.info(
-                    "rebuild of region %s waits: it is open for writing by %s", region, exc.holder
+                    "rebuild of region %s waits: it is open for writing by %s",
+                    region,
+                    exc.holder,
+                    extra=where(region),
                 )
                 return False
             held[region] = now
@@ -222,11 +229,21 @@ class Rebuilder:
             return
         except Fenced as exc:
             held.pop(region, None)
-            self.log.warning("rebuild of region %s slab %d stopped: %s", region, slab, exc)
+            self.log.warning(
+                "rebuild of region %s slab %d stopped: %s",
+                region,
+                slab,
+                exc,
+                extra=where(region, slab),
+            )
         except EcmemError as exc:
             self.progress.waiting[f"{region}/{slab}"] = str(exc)
             self.log.warning(
-                "rebuild of region %s slab %d failed, will retry next pass: %s", region, slab, exc
+                "rebuild of region %s slab %d failed, will retry next pass: %s",
+                region,
+                slab,
+                exc,
+                extra=where(region, slab),
             )
 
     async def _repair(self, region: str, slab: int) -> None:
@@ -268,7 +285,7 @@ class Rebuilder:
                 f"{layout.policy.k} fragments of their newest version; they cannot be rebuilt"
             )
             self.progress.unrecoverable.append(msg)
-            self.log.error("%s", msg)
+            self.log.error("%s", msg, extra=where(region, slab))
         await self._switch(meta, slab, slots, targets, w.epoch)
 
     def _targets(
@@ -308,6 +325,7 @@ class Rebuilder:
                     slab,
                     s.index,
                     exc,
+                    extra=where(meta.name, slab, s.index),
                 )
                 continue
             out[s.index] = (pick, live[pick].incarnation)
@@ -356,6 +374,7 @@ class Rebuilder:
                 self.client, meta, stripe, i, version, write, frags[i], size, targets[i], epoch
             )
             self.progress.bytes_done += size
+            self.on_bytes(size)
         return True
 
     async def _sources(
@@ -414,6 +433,7 @@ class Rebuilder:
         first = slab * meta.slab_stripes
         for i, (node, _) in old.items():
             self.progress.slots_done += 1
+            self.on_slot()
             self.log.info(
                 "region %s slab %d fragment %d: rebuilt on %s (was %s)",
                 meta.name,
@@ -421,6 +441,7 @@ class Rebuilder:
                 i,
                 targets[i][0],
                 node or "vacant",
+                extra=where(meta.name, slab, i, targets[i][0]),
             )
             if node and node != targets[i][0]:
                 await self._zk(
@@ -443,7 +464,9 @@ class Rebuilder:
         try:
             _, reply = await self.client.pool.request(node, wire.List("", 0), REPAIR_TIMEOUT)
         except EcmemError as exc:
-            self.log.info("could not sweep node %s for stale fragments: %s", node, exc)
+            self.log.info(
+                "could not sweep node %s for stale fragments: %s", node, exc, extra=where(node=node)
+            )
             self._swept.discard(node)
             return 0
         if not isinstance(reply, wire.Listing):
@@ -472,6 +495,7 @@ class Rebuilder:
                 "deleted",
                 node,
                 len(stale),
+                extra=where(node=node),
             )
         return len(stale)
 
@@ -507,7 +531,9 @@ class Rebuilder:
             try:
                 _, reply = await self.client.pool.request(node, msg, REPAIR_TIMEOUT)
             except EcmemError as exc:
-                self.log.info("garbage on node %s kept for now: %s", node, exc)
+                self.log.info(
+                    "garbage on node %s kept for now: %s", node, exc, extra=where(node=node)
+                )
                 continue
             if isinstance(reply, wire.Ok):
                 await self._zk(self.records.done_garbage, name)

@@ -7,7 +7,8 @@ sees the same state and work survives the death of whoever was doing it.
   grace delay) or to check a region now;
 - ``rebuild/tasks/<region>``: the slots of a region still to rebuild;
 - ``rebuild/progress``: what the rebuilder is doing, for ``ecmem status`` and the CLI;
-- ``rebuild/garbage/<seq>``: a slab's fragments on a node it moved away from.
+- ``rebuild/garbage/<seq>``: a slab's fragments on a node it moved away from;
+- ``coordinator/members/<id>``: a running coordinator (ephemeral) and its metrics address.
 """
 
 from __future__ import annotations
@@ -54,6 +55,32 @@ class Records:
                 continue
             out[name] = _load(raw)
         return out
+
+    # -- running coordinators -------------------------------------------------------
+
+    def announce(self, identifier: str, info: dict[str, Any]) -> None:
+        path = f"{self.paths.coordinators}/{encode_name(identifier)}"
+        try:
+            self.zk.create(path, _dump(info), ephemeral=True, makepath=True)
+        except NodeExistsError:
+            self.zk.set(path, _dump(info))
+
+    def coordinators(self) -> list[dict[str, Any]]:
+        """The running coordinators, leader first (election order), each with its id."""
+        members = {
+            str(info.get("id", name)): info
+            for name, info in self._children(self.paths.coordinators).items()
+        }
+        try:
+            order = self.zk.Election(self.paths.election).contenders()
+        except NoNodeError:
+            order = []
+        out = [
+            {**members.get(str(who), {"id": str(who)}), "leader": i == 0}
+            for i, who in enumerate(order)
+        ]
+        seen = {str(c["id"]) for c in out}
+        return out + [{**m, "leader": False} for k, m in members.items() if k not in seen]
 
     # -- the grace clock ------------------------------------------------------------
 

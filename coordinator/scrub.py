@@ -19,6 +19,7 @@ from typing import Any
 
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, RegionBusy, RegionNotFound
+from ecmem.logs import where
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
@@ -243,6 +244,7 @@ class Scrubber:
                     meta.name,
                     stripe,
                     len(good),
+                    extra=where(meta.name, slab),
                 )
                 continue
             if isinstance(policy, ECPolicy):
@@ -264,7 +266,12 @@ class Scrubber:
                         w.epoch,
                     )
                 except EcmemError as exc:
-                    self.log.error("scrub: could not repair %s: %s", f, exc)
+                    self.log.error(
+                        "scrub: could not repair %s: %s",
+                        f,
+                        exc,
+                        extra=where(f.region, f.slab, f.index, f.node),
+                    )
                     continue
                 f.repaired = True
                 self.log.warning(
@@ -275,6 +282,7 @@ class Scrubber:
                     f.index,
                     f.node,
                     f.problem,
+                    extra=where(f.region, f.slab, f.index, f.node),
                 )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from coordinator.metadata import MetadataStore, connect_zk
+from coordinator.records import Records
 
 from .errors import ClusterError, ConfigError
 from .units import parse_size
@@ -112,6 +113,7 @@ class ClusterState:
     coordinator_pid: int = 0
     session_timeout: float = 4.0
     rebuild_grace: float = 30.0
+    scrub_interval: float = 7 * 86400.0
     allow_debug: bool = False
     external_zk: bool = False  # ZooKeeper run by someone else: never started or stopped here
     nodes: dict[str, NodeProc] = field(default_factory=dict)
@@ -235,6 +237,10 @@ class LocalCluster:
                 str(state.rebuild_grace),
                 "--interval",
                 "0.5" if state.rebuild_grace < 5 else "2",
+                "--scrub-interval",
+                str(state.scrub_interval),
+                "--metrics-port",
+                "0",
             ],
             logname,
         )
@@ -285,6 +291,7 @@ class LocalCluster:
         session_timeout: float = 4.0,
         rebuild_grace: float = 30.0,
         timeout: float = 60.0,
+        scrub_interval: float = 7 * 86400.0,
     ) -> ClusterState:
         """Start what is not running; harmless when everything already is."""
         if nodes < 1:
@@ -295,6 +302,7 @@ class LocalCluster:
             state.cluster = cluster
             state.session_timeout = session_timeout
             state.rebuild_grace = rebuild_grace
+            state.scrub_interval = scrub_interval
             state.allow_debug = allow_debug
             if zk:
                 state.zk, state.external_zk = zk, True
@@ -312,7 +320,27 @@ class LocalCluster:
         self.save(state)
         self.wait_registered(state, timeout)
         self.save(state)
+        self.wait_coordinator(state, timeout)
         return state
+
+    def wait_coordinator(self, state: ClusterState, timeout: float = 60.0) -> None:
+        """Until the coordinator has announced itself (so status counts it)."""
+        zk = connect_zk(state.zk, timeout=10)
+        try:
+            md = MetadataStore(zk, state.cluster)
+            records = Records(zk, md.paths)
+            deadline = time.monotonic() + timeout
+            while not any(c.get("pid") == state.coordinator_pid for c in records.coordinators()):
+                if not _alive(state.coordinator_pid, f"coordinator --zk {state.zk}"):
+                    raise ClusterError(f"the coordinator exited at start; see {self.logs}")
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"the coordinator did not start within {timeout:.0f}s; see {self.logs}"
+                    )
+                time.sleep(0.1)
+        finally:
+            zk.stop()
+            zk.close()
 
     def wait_registered(
         self, state: ClusterState, timeout: float = 60.0, only: list[str] | None = None

@@ -17,7 +17,7 @@ from coordinator.metadata import connect_zk
 from coordinator.model import NodeInfo
 from ecmem import heartbeat
 from ecmem.errors import EcmemError
-from ecmem.logs import setup_logging
+from ecmem.logs import add_log_options, setup_logging
 from ecmem.memtune import tune_malloc
 from ecmem.units import parse_size
 
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=-1,
         help="serve Prometheus metrics over HTTP on this port (0: any free port, -1: off)",
     )
-    p.add_argument("--log-level", default=os.environ.get("ECMEM_LOG_LEVEL", "INFO"))
+    add_log_options(p)
     args = p.parse_args(argv)
     if not args.zk:
         p.error("--zk is required (or set ECMEM_ZK), e.g. --zk 127.0.0.1:2181")
@@ -167,7 +167,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, f"node {args.id}")
+    setup_logging(args.log_level, f"node {args.id}", args.log_format)
     tune_malloc(keep_freed=True)
     try:
         import uvloop

@@ -33,6 +33,7 @@ class TestCluster:
         capacity: str = "1GiB",
         persist: bool = False,
         rebuild_grace: float = 30.0,
+        scrub_interval: float = 7 * 86400.0,
     ) -> None:
         self.local = LocalCluster(state_dir)
         self.zk = zk
@@ -46,6 +47,7 @@ class TestCluster:
             allow_debug=True,
             session_timeout=SESSION_TIMEOUT,
             rebuild_grace=rebuild_grace,
+            scrub_interval=scrub_interval,
         )
 
     @property

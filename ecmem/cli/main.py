@@ -137,16 +137,38 @@ def status(
     zk: str | None, cluster: str | None, state_dir: str, detail: bool, as_json: bool
 ) -> None:
     """Cluster health: HEALTH_OK, HEALTH_WARN or HEALTH_ERR, with check codes."""
+    _status(zk, cluster, state_dir, detail, as_json)
+
+
+@cli.group()
+def health() -> None:
+    """Cluster health, as 'ecmem status' shows it."""
+
+
+@health.command("detail")
+@cluster_options
+@json_option
+@handle_errors
+def health_detail(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
+    """Health with what each check found: the nodes, regions and fragments concerned."""
+    _status(zk, cluster, state_dir, True, as_json)
+
+
+def _status(
+    zk: str | None, cluster: str | None, state_dir: str, detail: bool, as_json: bool
+) -> None:
     from coordinator.health import HEALTH_ERR, HEALTH_OK, assess
     from coordinator.records import Records
 
     with connect_cli(zk, cluster, state_dir) as cl:
         md = cl.async_client.meta
         records = Records(md.zk, md.paths)
+        coordinators = records.coordinators()
+        scrub = records.scrub()
         report, _ = assess(
-            md.all_nodes(), md.regions(), records.progress(), records.drains(), records.scrub()
+            md.all_nodes(), md.regions(), records.progress(), records.drains(), scrub, coordinators
         )
-    data = report.to_dict()
+    data = {**report.to_dict(), "coordinators": coordinators, "scrub": scrub}
 
     def text() -> None:
         color = {"HEALTH_OK": "green", "HEALTH_WARN": "yellow"}.get(report.status, "red")
@@ -158,6 +180,16 @@ def status(
                     click.echo(f"      {line}")
         outs = f" ({len(report.out)} out: {', '.join(report.out)})" if report.out else ""
         click.echo(f"  nodes: {report.nodes_up} up of {report.nodes_total}{outs}")
+        if coordinators:
+            click.echo(
+                "  coordinators: "
+                + ", ".join(
+                    c["id"]
+                    + (" (leader)" if c.get("leader") else "")
+                    + (f" metrics {c['metrics']}" if detail and c.get("metrics") else "")
+                    for c in coordinators
+                )
+            )
         rb = report.rebuild
         if rb.get("state") == "running":
             click.echo(
@@ -174,6 +206,12 @@ def status(
             f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable)"
         )
         click.echo(f"  capacity: {format_size(report.used)} used of {format_size(report.capacity)}")
+        if scrub.get("finished"):
+            ago = max(0.0, time.time() - float(scrub["finished"]))
+            click.echo(
+                f"  last full scrub: {_ago(ago)} ago, {scrub.get('regions', 0)} regions, "
+                f"{scrub.get('found', 0)} damaged fragments found"
+            )
 
     emit(as_json, data, text)
     sys.exit(
@@ -183,6 +221,13 @@ def status(
         if report.status == HEALTH_ERR
         else EXIT_WARN
     )
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 @cli.command()
