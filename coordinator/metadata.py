@@ -16,12 +16,17 @@ from kazoo.handlers.threading import KazooTimeoutError
 from ecmem.errors import ConcurrentUpdateError, CoordinationError, RegionExists, RegionNotFound
 from ecmem.names import decode_name
 
-from .model import NodeInfo, RegionMeta
+from .model import DirMeta, NodeInfo, RegionMeta
 from .paths import Paths
 
 log = logging.getLogger(__name__)
 
 CAS_RETRIES = 50
+TRASH = ".ecmem-trash"  # regions renamed over or unlinked while open, awaiting deletion
+
+
+def trash_name(region_id: str) -> str:
+    return f"{TRASH}/{region_id}"
 
 
 def connect_zk(hosts: str, timeout: float = 10.0, session_timeout: float = 10.0) -> KazooClient:
@@ -142,6 +147,79 @@ class MetadataStore:
         except NoNodeError as exc:
             raise RegionNotFound(f"no region named {name!r}") from exc
         return meta
+
+    def rename_region(self, old: str, new: str, replace: bool = False) -> RegionMeta | None:
+        """Give region ``old`` the name ``new`` in one ZooKeeper transaction; with
+        ``replace``, a region already named ``new`` is moved to ``trash`` in the same
+        transaction and returned (its data is the caller's to delete)."""
+        for _ in range(CAS_RETRIES):
+            meta, version = self.get_region(old)
+            displaced: tuple[RegionMeta, int] | None = None
+            trashed: RegionMeta | None = None
+            try:
+                displaced = self.get_region(new)
+            except RegionNotFound:
+                pass
+            if displaced is not None and not replace:
+                raise RegionExists(f"region {new!r} exists already: remove it first")
+            tx = self.zk.transaction()
+            if displaced is not None:
+                gone, gone_version = displaced
+                trashed = RegionMeta.from_json(gone.to_json())
+                trashed.name = trash_name(gone.id)
+                tx.delete(self.paths.region(new), version=gone_version)
+                tx.create(self.paths.region(trashed.name), trashed.to_json())
+            moved = RegionMeta.from_json(meta.to_json())
+            moved.name = new
+            tx.delete(self.paths.region(old), version=version)
+            tx.create(self.paths.region(new), moved.to_json())
+            results = tx.commit()
+            if not any(isinstance(r, Exception) for r in results):
+                return trashed
+            if any(isinstance(r, NodeExistsError) for r in results) and displaced is None:
+                continue  # someone created ``new`` meanwhile: look again
+        raise ConcurrentUpdateError(
+            f"regions {old!r} and {new!r} kept changing while being renamed; retry"
+        )
+
+    # -- directories (made on a mount) -------------------------------------------
+
+    def dirs(self) -> dict[str, DirMeta]:
+        out: dict[str, DirMeta] = {}
+        try:
+            children = self.zk.get_children(self.paths.dirs)
+        except NoNodeError:
+            return out
+        for c in children:
+            name = decode_name(c)
+            try:
+                raw, _ = self.zk.get(self.paths.dir(name))
+            except NoNodeError:
+                continue
+            out[name] = DirMeta.from_json(raw)
+        return out
+
+    def get_dir(self, name: str) -> DirMeta | None:
+        try:
+            raw, _ = self.zk.get(self.paths.dir(name))
+        except NoNodeError:
+            return None
+        return DirMeta.from_json(raw)
+
+    def put_dir(self, meta: DirMeta, create: bool = False) -> None:
+        """Record a directory; with ``create``, RegionExists if it is there already."""
+        try:
+            self.zk.create(self.paths.dir(meta.name), meta.to_json(), makepath=True)
+        except NodeExistsError as exc:
+            if create:
+                raise RegionExists(f"directory {meta.name!r} exists already") from exc
+            self.zk.set(self.paths.dir(meta.name), meta.to_json())
+
+    def delete_dir(self, name: str) -> None:
+        try:
+            self.zk.delete(self.paths.dir(name))
+        except NoNodeError:
+            pass
 
     def region_names(self, prefix: str = "") -> list[str]:
         try:

@@ -59,6 +59,8 @@ class RegionMeta:
     mode: int = 0o644
     ctime: float = 0.0
     mtime: float = 0.0
+    uid: int = -1  # numeric owner as a mount shows it (-1: the mounting user)
+    gid: int = -1
     epoch: int = 0
     slabs: list[Placement] = field(default_factory=list)
     # (first stripe, lowest valid version): fragments of those stripes written
@@ -92,4 +94,24 @@ class RegionMeta:
             meta.partial = [(int(s), int(i)) for s, i in meta.partial]
         except (ValueError, TypeError, IndexError) as exc:
             raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
+        return meta
+
+
+@dataclass
+class DirMeta:
+    """A directory made on a mount: its attributes (regions' names make the rest)."""
+
+    name: str
+    mode: int = 0o755
+    uid: int = -1
+    gid: int = -1
+    ctime: float = 0.0
+    mtime: float = 0.0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> DirMeta:
+        meta: DirMeta = _from_dict(cls, raw, "directory")
         return meta

@@ -41,6 +41,14 @@ class Paths:
         return f"{self.root}/regions"
 
     @property
+    def dirs(self) -> str:
+        """Directories made with mkdir on a mount (others exist by their regions' names)."""
+        return f"{self.root}/dirs"
+
+    def dir(self, name: str) -> str:
+        return f"{self.dirs}/{encode_name(name)}"
+
+    @property
     def leases(self) -> str:
         """Ephemeral write leases, one per region being written."""
         return f"{self.root}/leases"

@@ -180,6 +180,11 @@ class AsyncClient:
 
         self.zk.DataWatch(self.meta.paths.region(name), changed)
 
+    def forget(self, *names: str) -> None:
+        """Drop cached metadata of regions renamed or removed behind the cache's back."""
+        for name in names:
+            self._regions.pop(name, None)
+
     def cached_meta(self, name: str) -> RegionMeta | None:
         """The region's metadata if this client holds it (kept fresh by a watch)."""
         cached = self._regions.get(name)
@@ -263,6 +268,8 @@ class AsyncClient:
         slab_size: int | str | None = None,
         min_durable: int | None = None,
         exist_ok: bool = False,
+        uid: int = -1,
+        gid: int = -1,
     ) -> RegionStat:
         """Create a region. ``chunk`` (bytes per fragment per stripe) and ``slab_size``
         (bytes of the region placed together) override the measured defaults.
@@ -300,6 +307,8 @@ class AsyncClient:
             slab_stripes=slab_stripes,
             owner=owner if owner is not None else _whoami(),
             mode=mode,
+            uid=uid,
+            gid=gid,
             ctime=now,
             mtime=now,
             min_durable=min_durable or 0,

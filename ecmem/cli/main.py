@@ -543,9 +543,9 @@ def get(
 
 
 def _add_ops() -> None:
-    from . import ops
+    from . import mount, ops
 
-    for command in (ops.rebuild, ops.drain, ops.scrub, ops.node):
+    for command in (ops.rebuild, ops.drain, ops.scrub, ops.node, mount.mount, mount.umount):
         cli.add_command(command)
 
 

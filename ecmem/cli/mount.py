@@ -1,0 +1,153 @@
+"""ecmem mount / umount: the FUSE file system of a cluster's regions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ecmem.errors import ConfigError, EcmemError
+from ecmem.target import resolve
+
+from .output import cluster_options, emit, handle_errors, json_option
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0  # the daemon commits files still open before it exits
+
+
+def _record(mountpoint: str) -> Path:
+    """Where ``ecmem mount`` notes the daemon serving a mount point."""
+    key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:12]
+    return Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "ecmem-mounts" / f"{key}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--policy", default="ec:4+2", show_default=True, help="policy of new files")
+@click.option("--prefix", default="", help="show only regions under this name (a subtree)")
+@click.option("--foreground", is_flag=True, help="serve in this process until unmounted")
+@click.option("--log-file", default=None, help="daemon log (default: in the state directory)")
+@cluster_options
+@json_option
+@handle_errors
+def mount(
+    mountpoint: str,
+    policy: str,
+    prefix: str,
+    foreground: bool,
+    log_file: str | None,
+    zk: str | None,
+    cluster: str | None,
+    state_dir: str,
+    as_json: bool,
+) -> None:
+    """Mount the cluster's regions at MOUNTPOINT: directories are name prefixes, files
+    are regions. Returns once the mount serves (unless --foreground)."""
+    from ecmem.policy import parse_policy
+
+    parse_policy(policy)
+    mp = os.path.abspath(mountpoint)
+    if not os.path.isdir(mp):
+        raise ConfigError(f"mount point {mp} is not a directory: create it first (mkdir -p {mp})")
+    if os.path.ismount(mp):
+        raise ConfigError(f"{mp} is a mount point already: 'ecmem umount {mp}' first")
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
+    target = resolve(zk, cluster, state_dir)
+    args = [
+        sys.executable,
+        "-m",
+        "ecmem.mount",
+        mp,
+        "--zk",
+        target.zk,
+        "--cluster",
+        target.cluster,
+        "--policy",
+        policy,
+    ]
+    if prefix:
+        args += ["--prefix", prefix.strip("/")]
+    if foreground:
+        os.execv(sys.executable, args)
+    logs = Path(log_file) if log_file else Path(state_dir) / "logs" / f"mount-{_slug(mp)}.log"
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    with open(logs, "ab") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.ismount(mp):
+        if proc.poll() is not None:
+            tail = logs.read_text(errors="replace").strip().splitlines()[-3:]
+            raise EcmemError(f"the mount of {mp} failed: {' / '.join(tail)} (log: {logs})")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise EcmemError(
+                f"the mount of {mp} did not come up in {START_TIMEOUT:.0f}s; see {logs}"
+            )
+        time.sleep(0.05)
+    record = _record(mp)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    info = {"mountpoint": mp, "pid": proc.pid, "log": str(logs), "cluster": target.cluster}
+    record.write_text(json.dumps(info))
+    emit(
+        as_json,
+        info,
+        f"mounted cluster {target.cluster!r} at {mp} (pid {proc.pid}, log {logs}); "
+        f"'ecmem umount {mp}' to unmount",
+    )
+
+
+def _slug(path: str) -> str:
+    return path.strip("/").replace("/", "_") or "root"
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@json_option
+@handle_errors
+def umount(mountpoint: str, as_json: bool) -> None:
+    """Unmount MOUNTPOINT once no file on it is in use; waits for the mount to finish."""
+    mp = os.path.abspath(mountpoint)
+    if not os.path.ismount(mp):
+        raise ConfigError(f"{mp} is not mounted")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [tool, "-u", mp] if tool else ["umount", mp]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        why = out.stderr.strip() or out.stdout.strip()
+        if "busy" in why.lower():
+            raise EcmemError(
+                f"{mp} is busy: files or directories on it are in use (find them with "
+                f"'fuser -vm {mp}'); close them and try again"
+            )
+        raise EcmemError(f"cannot unmount {mp}: {why}")
+    record = _record(mp)
+    pid = 0
+    try:
+        pid = int(json.loads(record.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while pid and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record.unlink(missing_ok=True)
+    emit(as_json, {"mountpoint": mp, "pid": pid}, f"unmounted {mp}")

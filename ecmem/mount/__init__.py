@@ -1,0 +1,1 @@
+"""The FUSE mount: regions as files (ecmem mount)."""
