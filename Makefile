@@ -15,7 +15,10 @@ system:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench,examples]'
+	@# The mpi4py wheel loads MPICH by its ABI name, libmpi.so.12; Debian calls it libmpich.so.12.
+	@lib=$$(/sbin/ldconfig -p | awk '/libmpich\.so\.12 /{print $$NF; exit}'); \
+	  if [ -n "$$lib" ]; then ln -sf "$$lib" $(VENV)/lib/libmpi.so.12; fi
 	@touch $(STAMP)
 
 venv: $(STAMP)

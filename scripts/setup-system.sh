@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages ecmem needs, only those missing.
 # ZooKeeper (server and Java) for cluster metadata, redis-server as the benchmark peer,
-# fuse3 for the region mount.
+# fuse3 for the region mount; fio and mpich for the mount's tests and examples.
 set -euo pipefail
 
-packages=(zookeeper redis-server fuse3 libfuse3-dev pkg-config)
+packages=(zookeeper redis-server fuse3 libfuse3-dev pkg-config fio mpich)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

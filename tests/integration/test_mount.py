@@ -73,7 +73,7 @@ def test_shell_tools(mnt: Mount, tmp_path: Path) -> None:
     assert sh("sha256sum < tools/a/b/copy.bin", mnt.path).split()[0] == want
     sh("dd if=/dev/urandom of=tools/dd.bin bs=1M count=3 status=none", mnt.path)
     assert (mnt / "tools/dd.bin").stat().st_size == 3 * MiB
-    sh("echo hello > tools/hello.txt && cat tools/hello.txt tools/hello.txt > tools/2.txt", mnt.path)
+    sh("echo hello > tools/1.txt && cat tools/1.txt tools/1.txt > tools/2.txt", mnt.path)
     sh("echo bye >> tools/2.txt", mnt.path)
     assert sh("cat tools/2.txt", mnt.path) == "hello\nhello\nbye\n"
     listing = sh("ls -l tools/a/b", mnt.path)
