@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv demo test test-unit test-integration bench soak chaos lint typecheck check clean
+.PHONY: setup system venv demo test test-unit test-integration bench soak fio chaos lint typecheck check clean
 
 setup: system $(STAMP)
 
@@ -44,14 +44,18 @@ WRITES ?= 1000000
 soak: setup
 	$(BIN)/python bench/soak.py --writes $(WRITES)
 
+# fio through the mount at full size: 1 GiB per job, sequential 1 MiB and random 4 KiB.
+fio: setup
+	ECMEM_FIO_MIB=1024 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_fio.py
+
 # Long runs: 500 seeded writer crashes (the chaos suite proper lands with its issue).
 chaos: setup
 	ECMEM_CRASH_RUNS=500 $(BIN)/python -m pytest -q -p no:cacheprovider -s \
 		tests/integration/test_crash_consistency.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check ecmem coordinator storage_node tests bench scripts
-	$(BIN)/ruff format --check ecmem coordinator storage_node tests bench scripts
+	$(BIN)/ruff check ecmem coordinator storage_node tests bench scripts examples
+	$(BIN)/ruff format --check ecmem coordinator storage_node tests bench scripts examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -32,11 +32,13 @@ from ecmem.policy import parse_policy
 from ecmem.regionfile import AsyncRegionFile
 
 from .errno_map import fuse_errors
+from .stripecache import StripeCache
 from .tree import ROOT_INODE, Inodes, children, join, mount_path, parent_of, region_name
 
 log = logging.getLogger("ecmem.mount")
 
 CACHE = 1.0  # seconds the kernel may trust names and attributes
+STRIPE_CACHE = 64 * 1024 * 1024  # bytes of scattered writes an open file gathers
 BLOCK = 4096  # statfs block size
 
 
@@ -50,6 +52,8 @@ class OpenFile:
     readers: int = 0
     writers: int = 0
     file: AsyncRegionFile | None = None  # the writer, while any descriptor writes
+    cache: StripeCache | None = None  # scattered writes, gathered into whole stripes
+    next_off: int = 0  # where a sequential stream of writes goes next
     unlinked: bool = False  # its name is gone; delete the region at the last close
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -154,6 +158,8 @@ class RegionFS(pyfuse3.Operations):
             of = self.opens.get(ino)
             if of is not None and of.file is not None:
                 size = of.file.size  # our writes not yet flushed count
+                if of.cache is not None:
+                    size = of.cache.size(size)
             e.st_mode = stat.S_IFREG | (what.mode & 0o7777)
             e.st_nlink = 0 if of is not None and of.unlinked else 1
             e.st_size = size
@@ -244,7 +250,10 @@ class RegionFS(pyfuse3.Operations):
     async def _truncate(self, name: str, of: OpenFile | None, size: int) -> None:
         if of is not None and of.file is not None:
             async with of.lock:
+                await self._sync(of)
                 await of.file.truncate(size)
+                if of.cache is not None:
+                    of.cache.truncated(size)
             return
         try:
             await self.client.truncate(name, size)
@@ -299,7 +308,7 @@ class RegionFS(pyfuse3.Operations):
     async def _move_open(self, of: OpenFile, new: str, replace: bool) -> RegionMeta | None:
         """Rename a region this mount has open, moving its write lease along."""
         if of.file is not None:
-            await of.file.flush()
+            await self._sync(of)
             await self.client.release(of.name)
         try:
             displaced: RegionMeta | None = await self._zk(
@@ -369,7 +378,7 @@ class RegionFS(pyfuse3.Operations):
         if victim is not None and victim.file is not None:
             # Open for writing here: its lease must leave the name before the name moves.
             async with victim.lock:
-                await victim.file.flush()
+                await self._sync(victim)
                 await self.client.release(victim.name)
         displaced: RegionMeta | None = None
         try:
@@ -473,9 +482,14 @@ class RegionFS(pyfuse3.Operations):
             try:
                 if write and of.file is None:
                     of.file = await self.client.open(of.name, "r+b")
+                    of.cache = self._stripe_cache(of.file, meta)
+                    of.next_off = 0
                 if flags & os.O_TRUNC and write:
                     assert of.file is not None
+                    await self._sync(of)
                     await of.file.truncate(0)
+                    if of.cache is not None:
+                        of.cache.truncated(0)
             except BaseException:
                 if not of.readers and not of.writers and self.opens.get(ino) is of:
                     del self.opens[ino]
@@ -522,32 +536,73 @@ class RegionFS(pyfuse3.Operations):
         info = await self._open(self.inodes.ino(path), meta, flags)
         return info, await self._entry(path)
 
+    def _stripe_cache(self, f: AsyncRegionFile, meta: RegionMeta) -> StripeCache:
+        async def load(offset: int, length: int) -> bytes:
+            f.seek(offset)
+            return await f.read(length)
+
+        async def store(offset: int, data: memoryview) -> None:
+            f.seek(offset)
+            await f.write(data)
+
+        stripe = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
+        return StripeCache(stripe, STRIPE_CACHE, load, store)
+
+    async def _sync(self, of: OpenFile) -> None:
+        """Every write of this file stored and committed: durable by its policy."""
+        if of.file is None:
+            return
+        if of.cache is not None:
+            await of.cache.flush(of.file.size)
+        await of.file.flush()
+
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        h = self.handles[fh]
-        of = h.of
-        if of.file is not None:
-            async with of.lock:
-                of.file.seek(off)
-                return await of.file.read(size)
-        return await self.client.read_at(of.name, off, size)
+        of = self.handles[fh].of
+        f = of.file
+        if f is None:
+            return await self.client.read_at(of.name, off, size)
+        async with of.lock:
+            cache = of.cache
+            total = cache.size(f.size) if cache is not None else f.size
+            n = max(0, min(size, total - off))
+            f.seek(off)
+            base = await f.read(min(n, max(0, f.size - off)))
+            if cache is None or not cache.touches(off, n):
+                return base + bytes(n - len(base))
+            out = bytearray(base) + bytearray(n - len(base))
+            cache.overlay(off, out)
+            return bytes(out)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self.handles[fh]
-        f = h.of.file
+        of = h.of
+        f = of.file
         if not h.write or f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        async with h.of.lock:
-            f.seek(f.size if h.append else off)
-            return await f.write(buf)
+        async with of.lock:
+            cache = of.cache
+            if h.append:
+                off = cache.size(f.size) if cache is not None else f.size
+            n = len(buf)
+            stream = off == of.next_off or (
+                cache is not None and off % cache.stripe == 0 and n >= cache.stripe
+            )
+            if cache is not None and (cache.touches(off, n) or not stream):
+                await cache.write(off, buf, f.size)
+            else:
+                f.seek(off)
+                await f.write(buf)
+            of.next_off = off + n
+            return n
 
     @fuse_errors
     async def flush(self, fh: int) -> None:
         h = self.handles[fh]
         if h.write and h.of.file is not None:
             async with h.of.lock:
-                await h.of.file.flush()
+                await self._sync(h.of)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -564,7 +619,8 @@ class RegionFS(pyfuse3.Operations):
         # Under the lock: an open of the same file may be waiting to reuse this state.
         async with of.lock:
             if of.writers == 0 and of.file is not None:
-                f, of.file = of.file, None
+                await self._sync(of)
+                f, of.file, of.cache = of.file, None, None
                 await f.close()
             if of.readers or of.writers or self.opens.get(of.ino) is not of:
                 return

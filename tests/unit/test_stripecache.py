@@ -1,0 +1,76 @@
+"""The mount's stripe cache against a plain bytearray model of the file."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ecmem.mount.stripecache import StripeCache
+
+STRIPE = 64
+
+
+class Backing:
+    """A file: bytes past its size read as absent; every store is whole-stripe or tail."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.stores: list[tuple[int, int]] = []
+
+    async def load(self, offset: int, length: int) -> bytes:
+        return bytes(self.data[offset : offset + length])
+
+    async def store(self, offset: int, data: memoryview) -> None:
+        self.stores.append((offset, data.nbytes))
+        end = offset + data.nbytes
+        if end > len(self.data):
+            self.data += bytes(end - len(self.data))
+        self.data[offset:end] = data
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("w"), st.integers(0, 1000), st.binary(min_size=1, max_size=200)),
+        st.tuples(st.just("r"), st.integers(0, 1100), st.integers(0, 300)),
+        st.tuples(st.just("f"), st.just(0), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops, st.integers(1, 6))
+def test_cache_behaves_like_the_file(script: list[tuple[str, int, object]], stripes: int) -> None:
+    async def run() -> None:
+        file = Backing()
+        cache = StripeCache(STRIPE, stripes * STRIPE, file.load, file.store)
+        model = bytearray()
+        for op, off, arg in script:
+            if op == "w":
+                assert isinstance(arg, bytes)
+                await cache.write(off, arg, len(file.data))
+                end = off + len(arg)
+                if end > len(model):
+                    model += bytes(end - len(model))
+                model[off:end] = arg
+                assert cache.cached_bytes <= max(stripes * STRIPE, STRIPE)
+            elif op == "r":
+                assert isinstance(arg, int)
+                size = cache.size(len(file.data))
+                assert size == len(model)
+                n = max(0, min(arg, size - off))
+                out = bytearray(file.data[off : off + n])
+                out += bytes(n - len(out))
+                cache.overlay(off, out)
+                assert bytes(out) == bytes(model[off : off + n])
+            else:
+                await cache.flush(len(file.data))
+                assert file.data == model and not cache.stripes
+        await cache.flush(len(file.data))
+        assert file.data == model
+        for offset, length in file.stores:  # whole stripes (short only at the file's end)
+            assert offset % STRIPE == 0 and 0 < length <= STRIPE
+
+    asyncio.run(run())
