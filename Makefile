@@ -38,6 +38,7 @@ test-integration: setup
 bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/heal.py
+	$(BIN)/python bench/mount.py
 
 # Long run: a million acknowledged 4 KiB writes, watching memory (WRITES=N to change).
 WRITES ?= 1000000
