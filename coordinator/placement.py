@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from ecmem.errors import NotEnoughNodesError
+from ecmem.errors import ClusterFullError, NotEnoughNodesError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ def place(
     if len(eligible) < width:
         full = sorted(c.id for c in candidates if c.id not in skip and c.free < need)
         detail = f"; full or nearly full: {', '.join(full)}" if full else ""
-        raise NotEnoughNodesError(
+        usable = sum(1 for c in candidates if c.id not in skip)
+        short = ClusterFullError if usable >= width else NotEnoughNodesError
+        raise short(
             f"placement needs {width} storage nodes with {need} bytes free, "
             f"only {len(eligible)} of {len(candidates)} live nodes qualify{detail}; "
             "start more nodes, free space, or choose a narrower policy"

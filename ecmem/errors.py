@@ -86,6 +86,13 @@ class NotEnoughNodesError(ClusterError):
     retriable = True
 
 
+class ClusterFullError(NotEnoughNodesError, NoSpaceError):
+    """Enough nodes are up, but too few have room for the data."""
+
+    code = "NO_SPACE"
+    retriable = False
+
+
 class CoordinationError(ClusterError):
     """ZooKeeper could not be reached or gave up the session."""
 

@@ -26,7 +26,7 @@ import pyfuse3
 from coordinator.metadata import trash_name
 from coordinator.model import DirMeta, RegionMeta
 from ecmem.aio import AsyncClient
-from ecmem.errors import RegionExists, RegionNotFound
+from ecmem.errors import EcmemError, RegionExists, RegionNotFound
 from ecmem.layout import Layout
 from ecmem.policy import parse_policy
 from ecmem.regionfile import AsyncRegionFile
@@ -619,9 +619,15 @@ class RegionFS(pyfuse3.Operations):
         # Under the lock: an open of the same file may be waiting to reuse this state.
         async with of.lock:
             if of.writers == 0 and of.file is not None:
-                await self._sync(of)
-                f, of.file, of.cache = of.file, None, None
-                await f.close()
+                f, cache = of.file, of.cache
+                try:
+                    if cache is not None:
+                        await cache.flush(f.size)
+                    await f.close()
+                except EcmemError as exc:  # close() was told already, by flush
+                    log.warning("file %s closed with writes lost: %s", of.name, exc)
+                finally:
+                    of.file = of.cache = None
             if of.readers or of.writers or self.opens.get(of.ino) is not of:
                 return
             del self.opens[of.ino]
