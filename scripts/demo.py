@@ -2,8 +2,9 @@
 
 Runs the ecmem CLI as a user would, printing each command and its output:
 start ZooKeeper and 6 storage nodes, store a 256 MiB file in an ec:4+2
-region, SIGKILL 2 of the nodes holding it, read it back byte-identical,
-show the cluster health, and stop the cluster.
+region with 'ecmem put' and copy it into a checkpoint directory on an
+'ecmem mount', SIGKILL 2 of the nodes holding it, read both back
+byte-identical, show the cluster health, and stop the cluster.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def sha256(path: Path) -> str:
 
 def main() -> int:
     print(f"ecmem demo: local cluster state in {STATE}")
+    mounted: list[Path] = []
     try:
         run("up", "--nodes", "6", "--capacity", "2GiB")
         with tempfile.TemporaryDirectory(prefix="ecmem-demo-") as tmp:
@@ -59,6 +61,19 @@ def main() -> int:
             print(f"\nwrote {SIZE >> 20} MiB of random data to {src}")
             run("put", str(src), "demo/checkpoint", "--policy", "ec:4+2", "--force")
             run("region", "info", "demo/checkpoint")
+            mnt = Path(tmp) / "mnt"
+            mnt.mkdir()
+            run("mount", str(mnt), "--prefix", "demo")
+            mounted.append(mnt)
+            (mnt / "job1").mkdir(exist_ok=True)
+            print(f"\n$ cp {src} {mnt}/job1/ && sync    # through the mount")
+            subprocess.run(["cp", str(src), str(mnt / "job1" / "checkpoint.bin")], check=True)
+            subprocess.run(["sync", "-f", str(mnt / "job1" / "checkpoint.bin")], check=True)
+            print(
+                subprocess.run(
+                    ["ls", "-l", str(mnt / "job1")], text=True, capture_output=True
+                ).stdout
+            )
             info = json.loads(run("region", "info", "demo/checkpoint", "--json", show=False).stdout)
             nodes = json.loads(run("nodes", "--json", show=False).stdout)["nodes"]
             pids = {n["id"]: n["pid"] for n in nodes}
@@ -74,8 +89,11 @@ def main() -> int:
                 time.sleep(0.5)
             run("get", "demo/checkpoint", str(dst))
             a, b = sha256(src), sha256(dst)
-            print(f"\nsha256 written:  {a}\nsha256 read back: {b}")
-            if a != b:
+            c = sha256(mnt / "job1" / "checkpoint.bin")
+            run("umount", str(mnt))
+            print(f"\nsha256 written:            {a}\nsha256 read back (get):    {b}")
+            print(f"sha256 read back (mount):  {c}")
+            if not a == b == c:
                 print("MISMATCH: the data read back differs from what was written")
                 return 1
             print("byte-identical, with 2 of the 6 storage nodes killed")
@@ -89,6 +107,9 @@ def main() -> int:
                 return 1
         return 0
     finally:
+        for m in mounted:
+            if os.path.ismount(m):
+                run("umount", str(m), check=False, show=False)
         run("down", check=False)
 
 
