@@ -81,6 +81,8 @@ def test_shell_tools(mnt: Mount, tmp_path: Path) -> None:
     sh("mv tools/a/b/copy.bin tools/moved.bin", mnt.path)
     assert sh("sha256sum < tools/moved.bin", mnt.path).split()[0] == want
     assert not (mnt / "tools/a/b/copy.bin").exists()
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    assert ["ecmem", str(mnt.path), "fuse.ecmem"] in [m[:3] for m in mounts]
     df = sh(f"df -P {mnt.path}", mnt.path).splitlines()[1].split()
     assert df[0] == "ecmem" and int(df[1]) > 0 and int(df[3]) > 0, df
     sh("rm -r tools", mnt.path)
