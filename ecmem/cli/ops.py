@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import click
@@ -38,6 +39,7 @@ class _View:
 
         self.md = cl.async_client.meta
         self.records = Records(self.md.zk, self.md.paths)
+        self.metas: dict[str, Any] = {}  # regions as last read, to size the work left
 
     def coordinators(self) -> list[str]:
         try:
@@ -53,6 +55,7 @@ class _View:
         grace = float(self.records.progress().get("grace_delay", 30.0))
         live = self.md.live_nodes()
         regions = [m for m in self.md.regions() if not region or m.name == region]
+        self.metas = {m.name: m for m in regions}
         down = set(self.records.down_since()) | (set(self.md.registered_nodes()) - set(live))
         damage = find_damage(
             regions,
@@ -68,13 +71,31 @@ class _View:
         return [s for s in damage.slots if not node or s.holder[0] in (node, "")]
 
     def held_by(self, node: str) -> list[tuple[str, int, int]]:
+        self.metas = {m.name: m for m in self.md.regions()}
         return [
             (m.name, slab, i)
-            for m in self.md.regions()
+            for m in self.metas.values()
             for slab, placement in enumerate(m.slabs)
             for i, (n, _) in enumerate(placement)
             if n == node
         ]
+
+    def amount(self, items: list[Any]) -> tuple[int, int]:
+        """Fragment bytes and slabs of slots, each a Slot or (region, slab, index)."""
+        from coordinator.health import slab_stripe_count
+        from ecmem.layout import Layout
+
+        nbytes = 0
+        slabs: set[tuple[str, int]] = set()
+        for it in items:
+            region, slab = (it.region, it.slab) if hasattr(it, "region") else (it[0], it[1])
+            meta = self.metas.get(region)
+            if meta is None:
+                continue
+            size = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).fragment_size
+            nbytes += slab_stripe_count(meta, slab) * size
+            slabs.add((region, slab))
+        return nbytes, len(slabs)
 
 
 def _need_coordinator(v: _View) -> None:
@@ -85,27 +106,56 @@ def _need_coordinator(v: _View) -> None:
         )
 
 
-def _watch(v: _View, label: str, left: Any, as_json: bool, timeout: float) -> int:
-    """Wait until ``left()`` (slots still to do) is empty; a bar on a terminal."""
+@dataclass
+class Watched:
+    left: int = 0  # fragment slots still to do when the watch ended
+    bytes_total: int = 0
+    bytes_done: int = 0
+    slabs_total: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = self.bytes_done / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        return {**asdict(self), "MBps": rate}
+
+
+def _watch(v: _View, label: str, left: Any, as_json: bool, timeout: float) -> Watched:
+    """Wait until ``left()`` (slots still to do) is empty, showing fragment bytes, slabs,
+    rate and ETA on a terminal."""
     start = time.monotonic()
-    first = len(left())
+    slots = left()
+    w = Watched(len(slots))
+    w.bytes_total, w.slabs_total = v.amount(slots)
+    slabs_left = w.slabs_total
+
+    def show(_: object) -> str:
+        secs = max(time.monotonic() - start, 1e-6)
+        return f"{slabs_left}/{w.slabs_total} slabs left, {w.bytes_done / secs / 1e6:.0f} MB/s"
+
     bar = None
-    if not as_json and sys.stderr.isatty() and first:
-        bar = click.progressbar(length=first, label=label, file=sys.stderr, show_eta=True)
+    if not as_json and sys.stderr.isatty() and slots:
+        bar = click.progressbar(
+            length=max(1, w.bytes_total),
+            label=label,
+            file=sys.stderr,
+            show_eta=True,
+            show_percent=True,
+            item_show_func=show,
+        )
         bar.__enter__()
-    done_before = 0
     try:
         while True:
-            remaining = len(left())
-            done = max(0, first - remaining)
-            if bar is not None and done > done_before:
-                bar.update(done - done_before)
-                done_before = done
-            if remaining == 0:
-                return 0
-            if timeout and time.monotonic() - start > timeout:
-                return remaining
+            w.left = len(slots)
+            nbytes, slabs_left = v.amount(slots)
+            done = max(0, w.bytes_total - nbytes)
+            if bar is not None and done > w.bytes_done:
+                bar.update(done - w.bytes_done, None)
+            w.bytes_done = max(w.bytes_done, done)
+            w.seconds = time.monotonic() - start
+            if not slots or (timeout and w.seconds > timeout):
+                return w
             time.sleep(POLL)
+            slots = left()
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -146,16 +196,18 @@ def rebuild(
             cl.stat(region)  # a clear error for an unknown region
         _need_coordinator(v)
         v.records.request(node or "*", region)
-        before = len(v.remaining(node, region, forced=True))
-        left = 0
+        slots = v.remaining(node, region, forced=True)
+        before = len(slots)
+        watched = Watched(before, v.amount(slots)[0])
         if wait:
-            left = _watch(
+            watched = _watch(
                 v,
                 "rebuild",
                 lambda: v.remaining(node, region, forced=True),
                 as_json,
                 timeout,
             )
+        left = watched.left
         progress = v.records.progress()
     secs = time.monotonic() - started
     data = {
@@ -164,13 +216,15 @@ def rebuild(
         "slots_left": left if wait else before,
         "waited": wait,
         "seconds": secs,
+        "watched": watched.to_dict(),
         "progress": progress,
     }
     if wait and left:
         text = f"rebuild not finished after {secs:.0f}s: {left} fragment slots left"
     elif wait:
         text = (
-            f"rebuild done: {before} fragment slots rebuilt or found healthy in {secs:.1f}s"
+            f"rebuild done: {before} fragment slots ({format_size(watched.bytes_total)} in "
+            f"{watched.slabs_total} slabs) rebuilt or found healthy in {secs:.1f}s"
             if before
             else "nothing to rebuild: every fragment has a healthy holder"
         )
@@ -252,8 +306,10 @@ def drain(
         _need_coordinator(v)
         fresh = v.records.start_drain(node)
         left = len(held)
+        watched = Watched(left)
         if wait:
-            left = _watch(v, f"drain {node}", lambda: v.held_by(node), as_json, timeout)
+            watched = _watch(v, f"drain {node}", lambda: v.held_by(node), as_json, timeout)
+            left = watched.left
     secs = time.monotonic() - started
     if wait and not left:
         text = f"node {node} drained in {secs:.1f}s; remove it with 'ecmem node rm {node}'"
@@ -264,7 +320,7 @@ def drain(
             f"draining {node}{'' if fresh else ' (already asked)'}: {left} fragment slots to "
             "move; watch with 'ecmem status' or rerun with --wait"
         )
-    emit(as_json, {**plan, "slots_left": left, "seconds": secs}, text)
+    emit(as_json, {**plan, "slots_left": left, "seconds": secs, "watched": watched.to_dict()}, text)
     sys.exit(EXIT_ERR if wait and left else EXIT_OK)
 
 
