@@ -7,6 +7,7 @@ two clients racing on one region never lose each other's change.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
@@ -163,14 +164,17 @@ class MetadataStore:
             if displaced is not None and not replace:
                 raise RegionExists(f"region {new!r} exists already: remove it first")
             tx = self.zk.transaction()
+            now = time.time()  # a rename changes the file: its ctime
             if displaced is not None:
                 gone, gone_version = displaced
                 trashed = RegionMeta.from_json(gone.to_json())
                 trashed.name = trash_name(gone.id)
+                trashed.ctime = now
                 tx.delete(self.paths.region(new), version=gone_version)
                 tx.create(self.paths.region(trashed.name), trashed.to_json())
             moved = RegionMeta.from_json(meta.to_json())
             moved.name = new
+            moved.ctime = now
             tx.delete(self.paths.region(old), version=version)
             tx.create(self.paths.region(new), moved.to_json())
             results = tx.commit()

@@ -35,6 +35,7 @@ from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
 from .damage import DRAINING, PARTIAL, Damage, Slot, by_slab, find_damage
 from .health import slab_stripe_count
+from .metadata import TRASH
 from .model import NodeInfo, RegionMeta
 from .placement import Candidate, replacement
 from .records import Records
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 WINDOW = 4  # stripes rebuilt at once
 LEASE_SLICE = 5.0  # seconds a rebuild keeps a region's lease before letting writers in
 GARBAGE_DELAY = 5.0  # seconds before an old holder's copies are deleted
+TRASH_DELAY = 10.0  # seconds a mount has to take the lease of a file it moved to the trash
 REPAIR_TIMEOUT = 10.0
 
 
@@ -160,6 +162,7 @@ class Rebuilder:
             for region in held:
                 await self.client.release(region)
         await self.collect_garbage()
+        await self.collect_trash()
         for node in sorted(set(live) - self._swept):
             await self.sweep(node)
         self._swept = set(live)
@@ -500,6 +503,26 @@ class Rebuilder:
         return len(stale)
 
     # -- garbage ----------------------------------------------------------------------
+
+    async def collect_trash(self) -> int:
+        """Delete files a mount unlinked (or renamed over) while it had them open, once
+        no mount holds them: a mount keeps the lease of such a file until its last
+        close, and loses it with its ZooKeeper session if it dies."""
+        names = await self._zk(self.client.meta.region_names, TRASH + "/")
+        done = 0
+        for name in names:
+            meta = self._metas.get(name)
+            if meta is None or self.clock() - meta.ctime < TRASH_DELAY:
+                continue
+            if await self._zk(self.client.meta.zk.exists, self.client.meta.paths.lease(name)):
+                continue
+            try:
+                await self.client.delete_region(name)
+            except RegionNotFound:
+                continue
+            done += 1
+            self.log.info("deleted %s: unlinked on a mount that no longer has it open", name)
+        return done
 
     async def collect_garbage(self) -> int:
         """Delete slabs' copies on nodes they moved away from; returns how many were done."""

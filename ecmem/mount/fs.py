@@ -297,10 +297,13 @@ class RegionFS(pyfuse3.Operations):
         ino = self.inodes.known(path)
         of = self.opens.get(ino) if ino is not None else None
         if of is not None:
-            # Open here: keep the data under a hidden name until the last close.
+            # Open here: keep the data under a hidden name until the last close, holding
+            # its lease so that the coordinator leaves it be while this mount lives.
             async with of.lock:
                 await self._move_open(of, trash_name(what.id), replace=False)
                 of.unlinked = True
+                if of.file is None:
+                    await self.client._writer(of.name, None)
         else:
             await self.client.delete_region(what.name)
         self.inodes.drop(path)
@@ -395,6 +398,8 @@ class RegionFS(pyfuse3.Operations):
                 if victim.file is not None:
                     victim.file.name = victim.name
                     await self.client._writer(victim.name, None, file=True)
+                elif victim.unlinked:
+                    await self.client._writer(victim.name, None)  # see unlink
         if displaced is not None and victim is None:
             await self.client.delete_region(displaced.name)
 

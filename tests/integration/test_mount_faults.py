@@ -4,8 +4,12 @@ nodes are back, without a remount."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -85,4 +89,33 @@ def test_more_than_m_lost_is_eio_and_serves_again_after(
         assert (m / "precious.bin").read_bytes() == data  # same mount, no remount
     finally:
         m.umount()
+        c.down()
+
+
+def test_unlinked_open_file_outlives_nothing_but_its_mount(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=6, rebuild_grace=1.0)
+    m = Mount(c, tmp_path / "mnt")
+    try:
+        (m / "scratch.bin").write_bytes(b"s" * 1000)
+        f = open(m / "scratch.bin", "rb")
+        (m / "scratch.bin").unlink()
+
+        def trash() -> list[str]:
+            with c.client() as cl:
+                return [r.name for r in cl.list_regions(".ecmem-trash/")]
+
+        time.sleep(12)  # past the coordinator's delay: the mount's lease keeps it
+        assert len(trash()) == 1
+        assert f.read() == b"s" * 1000
+        os.kill(m.pid, signal.SIGKILL)  # the mount dies with the file open
+        with contextlib.suppress(OSError):  # its file system is gone with it
+            f.close()
+        deadline = time.monotonic() + 60
+        while trash():
+            assert time.monotonic() < deadline, "the coordinator never collected the trash"
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
         c.down()
