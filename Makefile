@@ -55,8 +55,8 @@ chaos: setup
 		tests/integration/test_crash_consistency.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check ecmem coordinator storage_node tests bench scripts examples
-	$(BIN)/ruff format --check ecmem coordinator storage_node tests bench scripts examples
+	$(BIN)/ruff check ecmem coordinator storage_node chaos tests bench scripts examples
+	$(BIN)/ruff format --check ecmem coordinator storage_node chaos tests bench scripts examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
