@@ -1,0 +1,139 @@
+"""The write checker: what a region holds after a run, against what was written.
+
+For one region, given every write a run made (each with its order, the pages it
+set, and whether it was acknowledged, failed or unknown) and the pages as read
+back at the end, it verifies ecmem's write guarantees:
+
+- prefix: the region equals the writes applied in order up to some write, at or
+  after the last acknowledged one (so nothing acknowledged is lost, and nothing
+  is applied out of order or in part);
+- no stale epoch: no write of an old epoch was acknowledged when it began after a
+  writer of a newer epoch had opened the region (fencing must have refused it).
+
+Each problem found is named: a lost acknowledged write, a torn write (some of its
+pages applied, others not), a write that failed yet shows, a stale-epoch write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .history import FAIL, OK
+
+Pages = dict[int, str | None]
+
+
+@dataclass(frozen=True)
+class Write:
+    epoch: int
+    seq: int
+    pages: dict[int, str]  # page -> what the write put there
+    outcome: str  # ok, fail or info
+    start: float = 0.0
+    end: float = float("inf")
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.epoch, self.seq)
+
+
+@dataclass(frozen=True)
+class Open:
+    """A writer of ``epoch`` finished opening the region (taking it over) at ``time``."""
+
+    epoch: int
+    time: float
+
+
+@dataclass
+class Report:
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    applied_up_to: tuple[int, int] | None = None  # the prefix the region holds
+
+    def fail(self, why: str) -> None:
+        self.ok = False
+        self.problems.append(why)
+
+
+def check_region(
+    writes: list[Write], final: Pages, opens: Sequence[Open] = (), initial: str | None = None
+) -> Report:
+    report = Report()
+    _stale(writes, opens, report)
+    candidates = sorted((w for w in writes if w.outcome != FAIL), key=lambda w: w.order)
+    acked = [w.order for w in candidates if w.outcome == OK]
+    floor = max(acked) if acked else None
+    # Try each possible prefix end, from the last acknowledged write on.
+    ends: list[tuple[int, int] | None] = [None] if floor is None else []
+    ends += [w.order for w in candidates if floor is None or w.order >= floor]
+    for end in ends:
+        if _matches(candidates, end, final, initial):
+            report.applied_up_to = end
+            return report
+    _explain(writes, candidates, floor, final, initial, report)
+    return report
+
+
+def _expected(candidates: list[Write], end: tuple[int, int] | None, initial: str | None) -> Pages:
+    out: Pages = {}
+    for w in candidates:
+        if end is None or w.order > end:
+            break
+        out.update(w.pages)
+    return out
+
+
+def _matches(
+    candidates: list[Write], end: tuple[int, int] | None, final: Pages, initial: str | None
+) -> bool:
+    want = _expected(candidates, end, initial)
+    return all(final.get(p, initial) == want.get(p, initial) for p in set(want) | set(final))
+
+
+def _explain(
+    writes: list[Write],
+    candidates: list[Write],
+    floor: tuple[int, int] | None,
+    final: Pages,
+    initial: str | None,
+    report: Report,
+) -> None:
+    """Say why no prefix fits."""
+    shown: dict[int, Write] = {}
+    for w in candidates:
+        for p, v in w.pages.items():
+            if final.get(p, initial) == v:
+                shown[p] = w  # the latest write that put this value there
+    for w in writes:
+        if w.outcome == FAIL and any(
+            final.get(p, initial) == v and shown.get(p) is None for p, v in w.pages.items()
+        ):
+            report.fail(f"write {w.order} failed, yet its bytes are in the region")
+    for w in candidates:
+        later = [x for x in candidates if x.order > w.order]
+        kept = [p for p in w.pages if not any(p in x.pages for x in later)]
+        seen = [p for p in kept if final.get(p, initial) == w.pages[p]]
+        if w.outcome == OK and len(seen) < len(kept):
+            lost = sorted(set(kept) - set(seen))
+            report.fail(f"acknowledged write {w.order} is lost on pages {lost[:8]}")
+        elif seen and len(seen) < len(kept):
+            missing = sorted(set(kept) - set(seen))
+            report.fail(f"write {w.order} is torn: applied on pages {seen[:8]}, not {missing[:8]}")
+    if report.ok:
+        report.fail(
+            f"the region is not the writes applied in order up to any point at or after "
+            f"the last acknowledged write {floor}"
+        )
+
+
+def _stale(writes: list[Write], opens: Sequence[Open], report: Report) -> None:
+    for w in writes:
+        newer = [o for o in opens if o.epoch > w.epoch and o.time < w.start]
+        if w.outcome == OK and newer:
+            o = min(newer, key=lambda o: o.time)
+            report.fail(
+                f"stale-epoch write {w.order} was acknowledged: it began at {w.start:.3f}, "
+                f"after a writer of epoch {o.epoch} opened the region at {o.time:.3f}"
+            )
