@@ -15,7 +15,7 @@ system:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench,examples]'
+	$(BIN)/pip install -q -e '.[test,bench,examples,chaos]'
 	@# The mpi4py wheel loads MPICH by its ABI name, libmpi.so.12; Debian calls it libmpich.so.12.
 	@lib=$$(/sbin/ldconfig -p | awk '/libmpich\.so\.12 /{print $$NF; exit}'); \
 	  if [ -n "$$lib" ]; then ln -sf "$$lib" $(VENV)/lib/libmpi.so.12; fi
@@ -49,8 +49,11 @@ soak: setup
 fio: setup
 	ECMEM_FIO_MIB=1024 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_fio.py
 
-# Long runs: 500 seeded writer crashes (the chaos suite proper lands with its issue).
+# Long runs: the chaos scenarios on namespaced hosts (SEED=N replays one; reports in
+# chaos/out/), then 500 seeded writer crashes.
+SEED ?=
 chaos: setup
+	$(BIN)/python -m chaos.run --mib 1024 $(if $(SEED),--seed $(SEED))
 	ECMEM_CRASH_RUNS=500 $(BIN)/python -m pytest -q -p no:cacheprovider -s \
 		tests/integration/test_crash_consistency.py
 

@@ -16,12 +16,12 @@ pages applied, others not), a write that failed yet shows, a stale-epoch write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .history import FAIL, OK
 
-Pages = dict[int, str | None]
+Pages = Mapping[int, str | None]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def check_region(
 
 
 def _expected(candidates: list[Write], end: tuple[int, int] | None, initial: str | None) -> Pages:
-    out: Pages = {}
+    out: dict[int, str | None] = {}
     for w in candidates:
         if end is None or w.order > end:
             break

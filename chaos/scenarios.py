@@ -1,0 +1,163 @@
+"""Chaos scenarios, each with its pass criteria in code.
+
+A scenario takes a running ChaosCluster, a seed (which fixes every random choice,
+so a failing seed replays the same faults) and a size, and fills a RunReport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import ecmem
+from coordinator.health import HEALTH_OK, assess
+from coordinator.metadata import MetadataStore
+
+from .checker import Open, Write, check_region
+from .cluster import ChaosCluster
+from .history import FAIL, INFO, OK
+from .report import RunReport, Sample
+from .schedule import KILL, Fault
+
+MiB = 1024 * 1024
+BLOCK = 4 * MiB  # one stripe of the default ec:4+2 geometry: a write is whole or absent
+
+
+def _block(seed: int, i: int) -> bytes:
+    return random.Random(seed * 1_000_003 + i).randbytes(BLOCK)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class Reader(threading.Thread):
+    """Random reads of what was acknowledged, timing each, until stopped."""
+
+    def __init__(self, c: ChaosCluster, name: str, acked: Callable[[], int], t0: float) -> None:
+        super().__init__(daemon=True)
+        self.c, self.name_, self.acked, self.t0 = c, name, acked, t0
+        self.samples: list[Sample] = []
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        with ecmem.connect(self.c.zk, cluster="chaos") as cl:
+            while not self.stop.is_set():
+                n = self.acked()
+                if n == 0:
+                    time.sleep(0.05)
+                    continue
+                off = rng.randrange(n * BLOCK // 65536) * 65536
+                t = time.monotonic()
+                try:
+                    cl.pread(self.name_, off, 65536)
+                    ok = True
+                except ecmem.EcmemError as exc:
+                    ok = False
+                    self.errors.append(str(exc))
+                self.samples.append(Sample(t - self.t0, "read", time.monotonic() - t, 65536, ok))
+
+
+def _health(c: ChaosCluster) -> str:
+    from coordinator.metadata import connect_zk
+
+    zk = connect_zk(c.zk, timeout=20)
+    try:
+        md = MetadataStore(zk, "chaos")
+        report, _ = assess(md.all_nodes(), md.regions())
+        return report.status
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 1: SIGKILL M hosts during a long sequential write."""
+    rng = random.Random(seed)
+    blocks = max(4, mib * MiB // BLOCK)
+    m = 2
+    victims = rng.sample(c.node_hosts, m)
+    at = sorted(rng.sample(range(blocks // 5, max(blocks // 5 + m, 3 * blocks // 5)), m))
+    writes: list[Write] = []
+    opens: list[Open] = []
+    acked = 0
+    t0 = time.monotonic()
+    reader = Reader(c, "s1", lambda: acked, t0)
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        cl.create_region("s1", 0, "ec:4+2")
+        reader.start()
+        with cl.open("s1", "r+b") as f:
+            epoch = cl.async_client._writers["s1"].epoch
+            opens.append(Open(epoch, time.monotonic() - t0))
+            for i in range(blocks):
+                if at and i == at[0]:
+                    at.pop(0)
+                    host = victims[len(report.faults)]
+                    c.kill(host)
+                    report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+                data = _block(seed, i)
+                start = time.monotonic()
+                try:
+                    f.write(data)
+                    f.flush()  # committed: acknowledged
+                    outcome = OK
+                    acked = i + 1
+                except ecmem.EcmemError as exc:
+                    outcome = FAIL if not exc.retriable else INFO
+                    report.fail(f"write of block {i} failed with {m} hosts down: {exc}")
+                end = time.monotonic()
+                writes.append(Write(epoch, i, {i: _digest(data)}, outcome, start - t0, end - t0))
+                report.samples.append(
+                    Sample(start - t0, "write", end - start, BLOCK, outcome == OK)
+                )
+        reader.stop.set()
+        reader.join()
+        report.samples += reader.samples
+        final = {i: _digest(cl.pread("s1", i * BLOCK, BLOCK)) for i in range(blocks)}
+    verdict = check_region(writes, final, opens)
+    for p in verdict.problems:
+        report.fail(p)
+    slowest = max((s.seconds for s in reader.samples), default=0.0)
+    report.numbers.update(
+        blocks=blocks,
+        acknowledged=acked,
+        slowest_read_s=slowest,
+        failed_reads=len(reader.errors),
+    )
+    if reader.errors:
+        report.fail(f"{len(reader.errors)} reads failed, first: {reader.errors[0]}")
+    if slowest > c.session_timeout + 2:
+        report.fail(f"a read took {slowest:.1f}s, over session timeout + 2 s")
+    # Full redundancy comes back by itself...
+    t = time.monotonic()
+    while _health(c) != HEALTH_OK:
+        if time.monotonic() - t > 180:
+            report.fail("full redundancy did not come back within 180 s")
+            break
+        time.sleep(1)
+    report.numbers["redundancy_restored_s"] = time.monotonic() - t
+    # ...for real: M more hosts die and every block still reads the same.
+    more = rng.sample([h for h in c.node_hosts if h not in victims], m)
+    for host in more:
+        c.kill(host)
+        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        again = {i: _digest(cl.pread("s1", i * BLOCK, BLOCK)) for i in range(blocks)}
+    if again != final:
+        bad = sorted(i for i in final if again.get(i) != final[i])
+        report.fail(f"after {m} more hosts died, blocks {bad[:8]} read differently")
+    report.passed = not report.problems
+
+
+Scenario = Callable[[ChaosCluster, int, int, RunReport], None]
+
+# name -> (scenario, storage hosts it needs)
+SCENARIOS: dict[str, tuple[Scenario, int]] = {
+    # K+M hosts must survive the first M deaths for redundancy to come back: 8 for ec:4+2.
+    "kill-during-write": (kill_during_write, 8),
+}
