@@ -47,7 +47,8 @@ soak: setup
 
 # fio through the mount at full size: 1 GiB per job, sequential 1 MiB and random 4 KiB.
 fio: setup
-	ECMEM_FIO_MIB=1024 $(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_fio.py
+	ECMEM_FIO_MIB=1024 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 7200 \
+		tests/integration/test_fio.py
 
 # Long runs: the chaos scenarios on namespaced hosts (SEED=N replays one; reports in
 # chaos/out/), then 500 seeded writer crashes.

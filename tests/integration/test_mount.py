@@ -44,6 +44,8 @@ class Mount:
     def umount(self) -> None:
         if os.path.ismount(self.path):
             out = self.c.cli("umount", str(self.path))
+            if out.returncode != 0:  # leave no mount behind, then report
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
             assert out.returncode == 0, out.stdout + out.stderr
         assert not os.path.ismount(self.path)
 
