@@ -4,9 +4,10 @@ For one region, given every write a run made (each with its order, the pages it
 set, and whether it was acknowledged, failed or unknown) and the pages as read
 back at the end, it verifies ecmem's write guarantees:
 
-- prefix: the region equals the writes applied in order up to some write, at or
-  after the last acknowledged one (so nothing acknowledged is lost, and nothing
-  is applied out of order or in part);
+- prefix: the region equals the writes applied in order, each writer's (epoch's)
+  up to some write at or after its last acknowledged one (a successor's recovery
+  cuts its predecessor's log once): nothing acknowledged is lost, and nothing is
+  applied out of order or in part;
 - no stale epoch: no write of an old epoch was acknowledged when it began after a
   writer of a newer epoch had opened the region (fencing must have refused it).
 
@@ -16,12 +17,14 @@ pages applied, others not), a write that failed yet shows, a stale-epoch write.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .history import FAIL, OK
 
 Pages = Mapping[int, str | None]
+MAX_COMBINATIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -61,34 +64,45 @@ def check_region(
     writes: list[Write], final: Pages, opens: Sequence[Open] = (), initial: str | None = None
 ) -> Report:
     report = Report()
-    _stale(writes, opens, report)
-    candidates = sorted((w for w in writes if w.outcome != FAIL), key=lambda w: w.order)
-    acked = [w.order for w in candidates if w.outcome == OK]
-    floor = max(acked) if acked else None
-    # Try each possible prefix end, from the last acknowledged write on.
-    ends: list[tuple[int, int] | None] = [None] if floor is None else []
-    ends += [w.order for w in candidates if floor is None or w.order >= floor]
-    for end in ends:
-        if _matches(candidates, end, final, initial):
-            report.applied_up_to = end
+    _stale(writes, opens, final, initial, report)
+    # Writes begun after a newer writer opened the region were refused (checked above).
+    live = [w for w in writes if w.outcome != FAIL and not _after_takeover(w, opens)]
+    candidates = sorted(live, key=lambda w: w.order)
+    by_epoch: dict[int, list[Write]] = {}
+    for w in candidates:
+        by_epoch.setdefault(w.epoch, []).append(w)
+    # Each writer's log is cut once, by its successor's recovery or by the end of the run:
+    # at or after its last acknowledged write. Try every combination of cuts.
+    choices: list[list[tuple[int, int] | None]] = []
+    for _, mine in sorted(by_epoch.items()):
+        acked = [w.order for w in mine if w.outcome == OK]
+        floor = max(acked) if acked else None
+        options: list[tuple[int, int] | None] = [] if floor is not None else [None]
+        options += [w.order for w in mine if floor is None or w.order >= floor]
+        choices.append(options)
+    for cuts in itertools.islice(itertools.product(*choices), MAX_COMBINATIONS):
+        ends = dict(zip(sorted(by_epoch), cuts, strict=True))
+        applied = [w for w in candidates if _within(w, ends[w.epoch])]
+        if _matches(applied, final, initial):
+            report.applied_up_to = max((w.order for w in applied), default=None)
             return report
-    _explain(writes, candidates, floor, final, initial, report)
+    floor_all = max((w.order for w in candidates if w.outcome == OK), default=None)
+    _explain(writes, candidates, floor_all, final, initial, report)
     return report
 
 
-def _expected(candidates: list[Write], end: tuple[int, int] | None, initial: str | None) -> Pages:
-    out: dict[int, str | None] = {}
-    for w in candidates:
-        if end is None or w.order > end:
-            break
-        out.update(w.pages)
-    return out
+def _within(w: Write, end: tuple[int, int] | None) -> bool:
+    return end is not None and w.order <= end
 
 
-def _matches(
-    candidates: list[Write], end: tuple[int, int] | None, final: Pages, initial: str | None
-) -> bool:
-    want = _expected(candidates, end, initial)
+def _after_takeover(w: Write, opens: Sequence[Open]) -> bool:
+    return any(o.epoch > w.epoch and o.time < w.start for o in opens)
+
+
+def _matches(applied: list[Write], final: Pages, initial: str | None) -> bool:
+    want: dict[int, str | None] = {}
+    for w in applied:  # in order
+        want.update(w.pages)
     return all(final.get(p, initial) == want.get(p, initial) for p in set(want) | set(final))
 
 
@@ -128,12 +142,20 @@ def _explain(
         )
 
 
-def _stale(writes: list[Write], opens: Sequence[Open], report: Report) -> None:
+def _stale(
+    writes: list[Write], opens: Sequence[Open], final: Pages, initial: str | None, report: Report
+) -> None:
+    """A write begun after a newer epoch's writer opened the region must be refused:
+    neither acknowledged nor visible."""
     for w in writes:
         newer = [o for o in opens if o.epoch > w.epoch and o.time < w.start]
-        if w.outcome == OK and newer:
-            o = min(newer, key=lambda o: o.time)
-            report.fail(
-                f"stale-epoch write {w.order} was acknowledged: it began at {w.start:.3f}, "
-                f"after a writer of epoch {o.epoch} opened the region at {o.time:.3f}"
-            )
+        if not newer:
+            continue
+        o = min(newer, key=lambda o: o.time)
+        when = (
+            f"it began at {w.start:.3f}, after a writer of epoch {o.epoch} opened at {o.time:.3f}"
+        )
+        if w.outcome == OK:
+            report.fail(f"stale-epoch write {w.order} was acknowledged: {when}")
+        elif any(final.get(p, initial) == v for p, v in w.pages.items()):
+            report.fail(f"stale-epoch write {w.order} is in the region: {when}")

@@ -82,7 +82,8 @@ class RunReport:
         bottom.set_ylabel("latency, ms (red: failed)")
         bottom.set_yscale("log")
         bottom.set_xlabel("seconds (faults shaded)")
-        top.legend(loc="upper right")
+        if top.get_legend_handles_labels()[0]:
+            top.legend(loc="upper right")
         verdict = "PASS" if self.passed else "FAIL"
         top.set_title(f"{self.scenario}, seed {self.seed}: {verdict}")
         fig.tight_layout()

@@ -7,10 +7,16 @@ so a failing seed replays the same faults) and a size, and fills a RunReport.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import ecmem
 from coordinator.health import HEALTH_OK, assess
@@ -161,3 +167,122 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     # K+M hosts must survive the first M deaths for redundancy to come back: 8 for ec:4+2.
     "kill-during-write": (kill_during_write, 8),
 }
+
+
+def _writer_history(path: Path) -> tuple[list[Write], list[Open], int]:
+    writes, opens = [], []
+    block = -1
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["kind"] == "open":
+            opens.append(Open(r["epoch"], r["time"]))
+        else:
+            block = max(block, r["block"])
+            writes.append(
+                Write(
+                    r["epoch"],
+                    r["block"],
+                    {r["block"]: r["digest"]},
+                    r["outcome"],
+                    r["start"],
+                    r["end"],
+                )
+            )
+    return writes, opens, block
+
+
+def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 4: a writer paused past its ZooKeeper session, a new writer takes over,
+    the old one resumes: none of its writes may be accepted."""
+    size = 65536
+    history = c.root / "writer-a.jsonl"
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        cl.create_region("s4", 0, "ec:4+2", chunk=16384)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaos.writer",
+            "--zk",
+            c.zk,
+            "--region",
+            "s4",
+            "--seed",
+            str(seed),
+            "--block",
+            str(size),
+            "--history",
+            str(history),
+            "--session-timeout",
+            "3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(c.root / "logs" / "writer-a.log", "ab"),
+        start_new_session=True,
+    )
+    t0 = time.time()
+    try:
+        rng = random.Random(seed)
+        want = rng.randrange(10, 40)
+
+        def lines() -> int:
+            return len(history.read_text().splitlines()) if history.exists() else 0
+
+        while lines() < want + 1:
+            if proc.poll() is not None or time.time() - t0 > 60:
+                report.fail("writer A stopped or stalled before the pause")
+                return
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGSTOP)
+        paused = time.time()
+        report.faults.append(Fault(paused - t0, "pause", "writer-a", 0.0))
+        time.sleep(3 + 4)  # past A's session timeout: its lease is gone
+        writes_a, _, last = _writer_history(history)
+        b_writes: list[Write] = []
+        opens_b: list[Open] = []
+        with ecmem.connect(c.zk, cluster="chaos") as cl:
+            with cl.open("s4", "r+b", timeout=20) as f:
+                epoch_b = cl.async_client._writers["s4"].epoch
+                opens_b.append(Open(epoch_b, time.time()))
+                for j, blk in enumerate(range(0, last + 1, 3)):  # B overwrites every third
+                    data = random.Random(-seed - blk).randbytes(size)
+                    start = time.time()
+                    f.seek(blk * size)
+                    f.write(data)
+                    f.flush()
+                    b_writes.append(Write(epoch_b, j, {blk: _digest(data)}, OK, start, time.time()))
+        report.faults[-1] = Fault(paused - t0, "pause", "writer-a", time.time() - paused)
+        os.kill(proc.pid, signal.SIGCONT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            report.fail("writer A kept going after being fenced: it never got an error")
+            proc.kill()
+            proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+    writes_a, opens_a, last = _writer_history(history)
+    after = [w for w in writes_a if w.start > opens_b[0].time]
+    if not after:
+        report.fail("writer A made no write after it was resumed: nothing was tested")
+    accepted = [w for w in after if w.outcome == OK]
+    report.numbers.update(
+        writes_before_pause=sum(1 for w in writes_a if w.start <= paused),
+        writes_after_resume=len(after),
+        accepted_after_resume=len(accepted),
+    )
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        region = cl.stat("s4").size
+        final = {
+            i: _digest(cl.pread("s4", i * size, size)) for i in range(min(last + 1, region // size))
+        }
+    verdict = check_region(writes_a + b_writes, final, opens_a + opens_b)
+    for p in verdict.problems:
+        report.fail(p)
+    report.passed = not report.problems
+
+
+SCENARIOS["stale-writer"] = (stale_writer, 7)

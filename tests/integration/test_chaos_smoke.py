@@ -47,3 +47,30 @@ def test_kill_during_write_smoke(tmp_path: Path) -> None:
     assert leftovers() == []
     procs = subprocess.run(["pgrep", "-f", "--cluster chaos"], capture_output=True, text=True)
     assert procs.stdout.strip() == "", procs.stdout
+
+
+def test_stale_writer_smoke(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the chaos suite needs root and iproute2 for network namespaces")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chaos.run",
+            "--scenario",
+            "stale-writer",
+            "--seed",
+            "9",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "stale-writer-seed9.json").read_text())
+    assert report["passed"] and report["numbers"]["writes_after_resume"] >= 1
+    assert report["numbers"]["accepted_after_resume"] == 0
+    assert leftovers() == []

@@ -68,3 +68,15 @@ def test_a_stale_epoch_write_is_named() -> None:
     assert any("stale-epoch write (1, 2)" in p for p in r.problems), r.problems
     fenced = [writes[0], writes[1], w(2, {2: "zombie"}, FAIL, epoch=1, start=6.0)]
     assert check_region(fenced, {0: "old", 1: "new"}, opens).ok
+
+
+def test_a_refused_stale_write_must_not_show() -> None:
+    opens = [Open(1, 0.0), Open(2, 4.0)]
+    writes = [
+        w(1, {0: "old"}, epoch=1, start=0.0),
+        w(1, {1: "new"}, epoch=2, start=5.0),
+        w(2, {2: "zombie"}, INFO, epoch=1, start=6.0),  # refused, the client could not tell
+    ]
+    assert check_region(writes, {0: "old", 1: "new"}, opens).ok
+    r = check_region(writes, {0: "old", 1: "new", 2: "zombie"}, opens)
+    assert not r.ok and any("is in the region" in p for p in r.problems), r.problems
