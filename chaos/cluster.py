@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ecmem import wire
 from ecmem.localcluster import ZK_JAR, ZK_MAIN
 
 from .net import Net
@@ -223,6 +224,21 @@ class ChaosCluster:
                     pass
             self.kill(name)
         self.net.close()
+
+
+def ask(address: str, msg: wire.Message) -> wire.Message:
+    """One request straight to a storage node at host:port, and its reply."""
+    host, port = address.rsplit(":", 1)
+    dec = wire.FrameDecoder()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(wire.encode_bytes(msg, 1))
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError(f"node at {address} closed the connection")
+            got = dec.feed(chunk)
+            if got:
+                return got[0][1]
 
 
 def _zk_serving(address: str) -> bool:

@@ -21,9 +21,10 @@ from pathlib import Path
 import ecmem
 from coordinator.health import HEALTH_OK, assess
 from coordinator.metadata import MetadataStore
+from ecmem import wire
 
 from .checker import Open, Write, check_region
-from .cluster import ChaosCluster
+from .cluster import ChaosCluster, ask
 from .history import FAIL, INFO, OK
 from .report import RunReport, Sample
 from .schedule import KILL, Fault
@@ -286,3 +287,77 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
 
 
 SCENARIOS["stale-writer"] = (stale_writer, 7)
+
+
+def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 6: corrupt 1..M fragments of stripes (flips and truncations, data and
+    parity): reads stay correct; M+1 in a stripe: an error, never wrong bytes; scrub
+    finds and repairs every corruption."""
+    from coordinator.scrub import Scrubber
+
+    rng = random.Random(seed)
+    stripes = max(8, min(64, mib * MiB // BLOCK))
+    data = b"".join(_block(seed, i) for i in range(stripes))
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        cl.create_region("s6", 0, "ec:4+2")
+        cl.pwrite("s6", 0, data)
+        meta = cl._run(cl.async_client.region_meta("s6"))
+        live = cl.async_client.live_nodes()
+        m = 2
+        plan: dict[int, list[int]] = {}
+        for s in rng.sample(range(stripes), stripes // 2):
+            plan[s] = rng.sample(range(6), rng.randint(1, m))  # up to M per stripe
+        beyond = rng.choice([s for s in range(stripes) if s not in plan])
+        plan[beyond] = rng.sample(range(6), m + 1)
+
+        def corrupt(stripe: int, index: int) -> None:
+            node = meta.slabs[stripe // meta.slab_stripes][index][0]
+            mode = rng.choice(["flip", "truncate"])
+            offset = rng.randrange(4096, meta.chunk - 4096)
+            reply = ask(live[node].address, wire.Corrupt(meta.id, stripe, index, mode, offset))
+            if not isinstance(reply, wire.Ok):
+                raise RuntimeError(f"corrupting {stripe}/{index} on {node}: {reply}")
+
+        for stripe, indexes in sorted(plan.items()):
+            for i in indexes:
+                corrupt(stripe, i)
+        injected = sum(len(v) for v in plan.values())
+        report.numbers.update(stripes=stripes, corrupted_fragments=injected, beyond_m=beyond)
+        for s in range(stripes):
+            try:
+                got = cl.pread("s6", s * BLOCK, BLOCK)
+            except ecmem.EcmemError as exc:
+                if s != beyond:
+                    report.fail(f"stripe {s} with <= M corruptions failed to read: {exc}")
+                continue
+            if s == beyond:
+                report.fail(f"stripe {s} with M+1 corruptions read without an error")
+            if got != data[s * BLOCK : (s + 1) * BLOCK]:
+                report.fail(f"stripe {s} read WRONG BYTES")
+        found = cl._run(Scrubber(cl.async_client).run_once(["s6"], repair=True))
+        seen = {(f.stripe, f.index) for f in found.findings}
+        want = {(s, i) for s, v in plan.items() for i in v}
+        if seen != want:
+            report.fail(
+                f"scrub found {len(seen)} of {len(want)} corruptions; missed "
+                f"{sorted(want - seen)[:8]}, extra {sorted(seen - want)[:8]}"
+            )
+        unrepaired = {(f.stripe, f.index) for f in found.unrepaired}
+        if unrepaired - {(beyond, i) for i in plan[beyond]}:
+            report.fail(f"scrub left {sorted(unrepaired)[:8]} unrepaired")
+        report.numbers["scrub_found"] = len(seen)
+        report.numbers["scrub_repaired"] = len(found.findings) - len(found.unrepaired)
+        again = cl._run(Scrubber(cl.async_client).run_once(["s6"], repair=False))
+        left = {(f.stripe, f.index) for f in again.findings}
+        if left - {(beyond, i) for i in plan[beyond]}:
+            report.fail(f"a second scrub still finds {sorted(left)[:8]}")
+        for s in range(stripes):
+            if (
+                s != beyond
+                and cl.pread("s6", s * BLOCK, BLOCK) != data[s * BLOCK : (s + 1) * BLOCK]
+            ):
+                report.fail(f"stripe {s} differs after the repair")
+    report.passed = not report.problems
+
+
+SCENARIOS["corruption"] = (corruption, 6)

@@ -74,3 +74,31 @@ def test_stale_writer_smoke(tmp_path: Path) -> None:
     assert report["passed"] and report["numbers"]["writes_after_resume"] >= 1
     assert report["numbers"]["accepted_after_resume"] == 0
     assert leftovers() == []
+
+
+def test_corruption_smoke(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the chaos suite needs root and iproute2 for network namespaces")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chaos.run",
+            "--scenario",
+            "corruption",
+            "--seed",
+            "4",
+            "--mib",
+            "64",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    numbers = json.loads((tmp_path / "corruption-seed4.json").read_text())["numbers"]
+    assert numbers["scrub_found"] == numbers["corrupted_fragments"] > 0
+    assert leftovers() == []
