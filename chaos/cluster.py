@@ -214,6 +214,22 @@ class ChaosCluster:
             zk.stop()
             zk.close()
 
+    def wait_gone(self, hosts: list[str], timeout: float = 30.0) -> None:
+        """Until ZooKeeper no longer lists the hosts' nodes as live."""
+        from coordinator.metadata import MetadataStore, connect_zk
+
+        zk = connect_zk(self.zk, timeout=20)
+        try:
+            md = MetadataStore(zk, "chaos")
+            deadline = time.monotonic() + timeout
+            while set(hosts) & set(md.live_nodes()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nodes {hosts} still live after {timeout:.0f}s")
+                time.sleep(0.2)
+        finally:
+            zk.stop()
+            zk.close()
+
     def close(self) -> None:
         for name in list(self.procs):
             p = self.procs[name]

@@ -30,10 +30,10 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def run_one(name: str, seed: int, mib: int, out: Path) -> RunReport:
     report = RunReport(name, seed)
-    scenario, nodes = SCENARIOS[name]
+    scenario, nodes, grace = SCENARIOS[name]
     run = f"{os.getpid() % 1000}{random.Random(seed).randrange(10)}"[:5]
     with tempfile.TemporaryDirectory(prefix=f"ecmem-chaos-{name}-") as tmp:
-        c = ChaosCluster(Path(tmp), run, 64 + os.getpid() % 150, nodes=nodes)
+        c = ChaosCluster(Path(tmp), run, 64 + os.getpid() % 150, nodes=nodes, grace=grace)
         try:
             c.up()
             scenario(c, seed, mib, report)

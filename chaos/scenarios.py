@@ -163,10 +163,10 @@ def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -
 
 Scenario = Callable[[ChaosCluster, int, int, RunReport], None]
 
-# name -> (scenario, storage hosts it needs)
-SCENARIOS: dict[str, tuple[Scenario, int]] = {
+# name -> (scenario, storage hosts it needs, the coordinator's rebuild grace in seconds)
+SCENARIOS: dict[str, tuple[Scenario, int, float]] = {
     # K+M hosts must survive the first M deaths for redundancy to come back: 8 for ec:4+2.
-    "kill-during-write": (kill_during_write, 8),
+    "kill-during-write": (kill_during_write, 8, 2.0),
 }
 
 
@@ -286,7 +286,7 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
     report.passed = not report.problems
 
 
-SCENARIOS["stale-writer"] = (stale_writer, 7)
+SCENARIOS["stale-writer"] = (stale_writer, 7, 2.0)
 
 
 def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
@@ -360,4 +360,102 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     report.passed = not report.problems
 
 
-SCENARIOS["corruption"] = (corruption, 6)
+SCENARIOS["corruption"] = (corruption, 6, 2.0)
+
+
+def _region_with_data(c: ChaosCluster, name: str, seed: int, blocks: int) -> bytes:
+    data = b"".join(_block(seed, i) for i in range(blocks))
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        cl.create_region(name, 0, "ec:4+2")
+        cl.pwrite(name, 0, data)
+    return data
+
+
+def slow_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 7: a host SIGSTOPped for seconds during reads: reads keep going from the
+    other fragments, each within a second; p99 during the pause is reported."""
+    rng = random.Random(seed)
+    blocks = max(4, min(64, mib * MiB // BLOCK))
+    data = _region_with_data(c, "s7", seed, blocks)
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        meta = cl._run(cl.async_client.region_meta("s7"))
+        victim = meta.slabs[0][rng.randrange(4)][0]  # holds data fragments: reads need it
+        t0 = time.monotonic()
+        pause_at, pause_for = 2.0, min(3.0, c.session_timeout - 1)
+        paused = False
+        wrong = 0
+        while time.monotonic() - t0 < pause_at + pause_for + 2:
+            now = time.monotonic() - t0
+            if not paused and now >= pause_at:
+                c.pause(victim)
+                paused = True
+            if paused and c.procs[victim].paused and now >= pause_at + pause_for:
+                c.resume(victim)
+                report.faults.append(Fault(pause_at, "pause", victim, pause_for))
+            off = rng.randrange(len(data) // 65536) * 65536
+            t = time.monotonic()
+            try:
+                got = cl.pread("s7", off, 65536)
+                ok = True
+                wrong += got != data[off : off + 65536]
+            except ecmem.EcmemError as exc:
+                ok = False
+                report.fail(f"a read failed during the pause: {exc}")
+            report.samples.append(Sample(t - t0, "read", time.monotonic() - t, 65536, ok))
+    during = sorted(s.seconds for s in report.samples if pause_at <= s.time <= pause_at + pause_for)
+    p99 = during[min(len(during) - 1, int(0.99 * len(during)))] if during else 0.0
+    report.numbers.update(
+        reads=len(report.samples),
+        reads_during_pause=len(during),
+        p99_during_pause_s=p99,
+        slowest_s=max((s.seconds for s in report.samples), default=0.0),
+    )
+    if wrong:
+        report.fail(f"{wrong} reads returned WRONG BYTES")
+    if not during:
+        report.fail("no read completed during the pause")
+    elif during[-1] > 1.0:
+        report.fail(f"a read took {during[-1]:.2f}s during the pause (over a second)")
+    report.passed = not report.problems
+
+
+def rebuild_cli_killed(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 8: 'ecmem rebuild --wait' killed mid-way and run again: it completes,
+    redundancy is full, and the data is identical (also with M more hosts gone)."""
+    rng = random.Random(seed)
+    blocks = max(8, min(64, mib * MiB // BLOCK))
+    data = _region_with_data(c, "s8", seed, blocks)
+    victim = rng.choice(c.node_hosts)
+    c.kill(victim)
+    t0 = time.monotonic()
+    report.faults.append(Fault(0.0, KILL, victim, 0.0))
+    c.wait_gone([victim])
+    env = {**os.environ, "ECMEM_ZK": c.zk, "ECMEM_CLUSTER": "chaos"}
+    cli = [sys.executable, "-m", "ecmem.cli.main", "rebuild", "--node", victim, "--wait"]
+    first = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(0.5, 2.0))
+    first.kill()
+    first.wait()
+    report.faults.append(Fault(time.monotonic() - t0, KILL, "ecmem rebuild", 0.0))
+    again = subprocess.run(
+        [*cli, "--json", "--timeout", "240"], env=env, capture_output=True, text=True
+    )
+    report.numbers["rerun_exit"] = again.returncode
+    if again.returncode != 0:
+        report.fail(f"the rerun of ecmem rebuild did not finish: {again.stdout[-500:]}")
+    if _health(c) != HEALTH_OK:
+        report.fail(f"health is {_health(c)} after the rebuild, not HEALTH_OK")
+    more = rng.sample([h for h in c.node_hosts if h != victim], 2)
+    for host in more:
+        c.kill(host)
+        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        if cl.pread("s8", 0, len(data)) != data:
+            report.fail("the region reads differently after the rebuild and 2 more deaths")
+    report.numbers["seconds"] = time.monotonic() - t0
+    report.passed = not report.problems
+
+
+SCENARIOS["slow-host"] = (slow_host, 7, 2.0)
+# A grace delay longer than the run: only the operator's request drives this rebuild.
+SCENARIOS["rebuild-cli-killed"] = (rebuild_cli_killed, 7, 600.0)
