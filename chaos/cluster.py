@@ -43,6 +43,7 @@ class ChaosCluster:
     capacity: str = "2GiB"
     grace: float = 2.0
     session_timeout: float = 4.0
+    persist: bool = False  # nodes mirror their fragments to disk and come back with them
     net: Net = field(init=False)
     procs: dict[str, Proc] = field(default_factory=dict)
 
@@ -187,7 +188,7 @@ class ChaosCluster:
             "--session-timeout",
             str(self.session_timeout),
             "--allow-debug",
-        ]
+        ] + (["--data-dir", str(self.root / f"{host}-data")] if self.persist else [])
 
     def wait_zk(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -33,7 +33,9 @@ def run_one(name: str, seed: int, mib: int, out: Path) -> RunReport:
     scenario, nodes, grace = SCENARIOS[name]
     run = f"{os.getpid() % 1000}{random.Random(seed).randrange(10)}"[:5]
     with tempfile.TemporaryDirectory(prefix=f"ecmem-chaos-{name}-") as tmp:
-        c = ChaosCluster(Path(tmp), run, 64 + os.getpid() % 150, nodes=nodes, grace=grace)
+        c = ChaosCluster(
+            Path(tmp), run, 64 + os.getpid() % 150, nodes=nodes, grace=grace, persist=True
+        )
         try:
             c.up()
             scenario(c, seed, mib, report)

@@ -459,3 +459,137 @@ def rebuild_cli_killed(c: ChaosCluster, seed: int, mib: int, report: RunReport) 
 SCENARIOS["slow-host"] = (slow_host, 7, 2.0)
 # A grace delay longer than the run: only the operator's request drives this rebuild.
 SCENARIOS["rebuild-cli-killed"] = (rebuild_cli_killed, 7, 600.0)
+
+
+def beyond_m(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 2: SIGKILL M+1 hosts: reads fail clearly, never with wrong bytes; writes
+    are refused; once the hosts return (with their data), nothing is lost."""
+    rng = random.Random(seed)
+    blocks = max(8, min(64, mib * MiB // BLOCK))
+    data = _region_with_data(c, "s2", seed, blocks)
+    victims = rng.sample(c.node_hosts, 3)
+    t0 = time.monotonic()
+    for host in victims:
+        c.kill(host)
+        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+    c.wait_gone(victims)
+    errors = wrong = 0
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        for i in range(blocks):
+            try:
+                got = cl.pread("s2", i * BLOCK, BLOCK)
+                wrong += got != data[i * BLOCK : (i + 1) * BLOCK]
+            except ecmem.DataUnavailableError:
+                errors += 1
+            except ecmem.EcmemError as exc:
+                report.fail(f"block {i}: an unclear error with M+1 hosts down: {exc!r}")
+        try:
+            cl.pwrite("s2", 0, b"x" * 4096)
+            report.fail("a write was acknowledged with M+1 hosts down")
+        except ecmem.EcmemError:
+            pass
+    report.numbers.update(blocks=blocks, unreadable_blocks=errors)
+    if wrong:
+        report.fail(f"{wrong} blocks read WRONG BYTES with M+1 hosts down")
+    if errors == 0:
+        report.fail("every block read with M+1 hosts down: the hosts held nothing?")
+    for host in victims:
+        c.start(host)
+    c.wait_nodes(victims)
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        if cl.pread("s2", 0, len(data)) != data:
+            report.fail("after the hosts returned, the region reads differently")
+    report.numbers["seconds"] = time.monotonic() - t0
+    report.passed = not report.problems
+
+
+SCENARIOS["beyond-m"] = (beyond_m, 6, 600.0)
+
+
+def mount_under_failure(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 9: checkpoint files written through a mount (temporary file, fsync,
+    rename) while M hosts die survive byte-identical, through that mount and a fresh one."""
+    rng = random.Random(seed)
+    files = max(6, min(48, mib * MiB // BLOCK))
+    victims = rng.sample(c.node_hosts, 2)
+    kill_at = sorted(rng.sample(range(1, files - 1), 2))
+    where = c.root / "mnt"
+    written: dict[str, str] = {}
+    t0 = time.monotonic()
+
+    def mount() -> subprocess.Popen[bytes]:
+        where.mkdir(exist_ok=True)
+        log = open(c.root / "logs" / "mount.log", "ab")
+        p = subprocess.Popen(
+            [sys.executable, "-m", "ecmem.mount", str(where), "--zk", c.zk, "--cluster", "chaos"],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(where):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the mount did not come up; see mount.log")
+            time.sleep(0.05)
+        return p
+
+    def umount(p: subprocess.Popen[bytes]) -> None:
+        subprocess.run(["fusermount3", "-u", str(where)], capture_output=True)
+        if os.path.ismount(where):
+            subprocess.run(["fusermount3", "-u", "-z", str(where)], capture_output=True)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def verify(label: str) -> None:
+        for name, digest in written.items():
+            try:
+                got = _digest((where / "job" / name).read_bytes())
+            except OSError as exc:
+                report.fail(f"{label}: {name} unreadable: {exc}")
+                continue
+            if got != digest:
+                report.fail(f"{label}: {name} differs from what was fsynced")
+
+    p = mount()
+    try:
+        (where / "job").mkdir()
+        for i in range(files):
+            if kill_at and i == kill_at[0]:
+                kill_at.pop(0)
+                host = victims[len(report.faults)]
+                c.kill(host)
+                report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+            data = _block(seed, i)
+            name = f"rank-{i}.ckpt"
+            start = time.monotonic()
+            try:
+                with open(where / "job" / f"{name}.tmp", "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.rename(where / "job" / f"{name}.tmp", where / "job" / name)
+                written[name] = _digest(data)
+                ok = True
+            except OSError as exc:
+                ok = False
+                report.fail(f"checkpoint {name} failed with {len(report.faults)} hosts down: {exc}")
+            report.samples.append(Sample(start - t0, "write", time.monotonic() - start, BLOCK, ok))
+        verify("same mount")
+    finally:
+        umount(p)
+    p = mount()
+    try:
+        verify("fresh mount")
+        leftover = [n for n in os.listdir(where / "job") if n.endswith(".tmp")]
+        if leftover:
+            report.fail(f"temporary files left behind: {leftover[:4]}")
+    finally:
+        umount(p)
+    report.numbers.update(files=files, checkpoints=len(written))
+    report.passed = not report.problems
+
+
+SCENARIOS["mount-under-failure"] = (mount_under_failure, 8, 2.0)
