@@ -149,10 +149,7 @@ def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -
         time.sleep(1)
     report.numbers["redundancy_restored_s"] = time.monotonic() - t
     # ...for real: M more hosts die and every block still reads the same.
-    more = rng.sample([h for h in c.node_hosts if h not in victims], m)
-    for host in more:
-        c.kill(host)
-        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+    _kill(c, report, t0, rng.sample([h for h in c.node_hosts if h not in victims], m))
     with ecmem.connect(c.zk, cluster="chaos") as cl:
         again = {i: _digest(cl.pread("s1", i * BLOCK, BLOCK)) for i in range(blocks)}
     if again != final:
@@ -363,6 +360,17 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
 SCENARIOS["corruption"] = (corruption, 6, 2.0)
 
 
+def _kill(c: ChaosCluster, report: RunReport, t0: float, hosts: list[str]) -> None:
+    for host in hosts:
+        c.kill(host)
+        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+
+
+def _reads_back(c: ChaosCluster, region: str, data: bytes) -> bool:
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        return cl.pread(region, 0, len(data)) == data
+
+
 def _region_with_data(c: ChaosCluster, name: str, seed: int, blocks: int) -> bytes:
     data = b"".join(_block(seed, i) for i in range(blocks))
     with ecmem.connect(c.zk, cluster="chaos") as cl:
@@ -445,13 +453,9 @@ def rebuild_cli_killed(c: ChaosCluster, seed: int, mib: int, report: RunReport) 
         report.fail(f"the rerun of ecmem rebuild did not finish: {again.stdout[-500:]}")
     if _health(c) != HEALTH_OK:
         report.fail(f"health is {_health(c)} after the rebuild, not HEALTH_OK")
-    more = rng.sample([h for h in c.node_hosts if h != victim], 2)
-    for host in more:
-        c.kill(host)
-        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        if cl.pread("s8", 0, len(data)) != data:
-            report.fail("the region reads differently after the rebuild and 2 more deaths")
+    _kill(c, report, t0, rng.sample([h for h in c.node_hosts if h != victim], 2))
+    if not _reads_back(c, "s8", data):
+        report.fail("the region reads differently after the rebuild and 2 more deaths")
     report.numbers["seconds"] = time.monotonic() - t0
     report.passed = not report.problems
 
@@ -469,9 +473,7 @@ def beyond_m(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     data = _region_with_data(c, "s2", seed, blocks)
     victims = rng.sample(c.node_hosts, 3)
     t0 = time.monotonic()
-    for host in victims:
-        c.kill(host)
-        report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+    _kill(c, report, t0, victims)
     c.wait_gone(victims)
     errors = wrong = 0
     with ecmem.connect(c.zk, cluster="chaos") as cl:
@@ -496,9 +498,8 @@ def beyond_m(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     for host in victims:
         c.start(host)
     c.wait_nodes(victims)
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        if cl.pread("s2", 0, len(data)) != data:
-            report.fail("after the hosts returned, the region reads differently")
+    if not _reads_back(c, "s2", data):
+        report.fail("after the hosts returned, the region reads differently")
     report.numbers["seconds"] = time.monotonic() - t0
     report.passed = not report.problems
 

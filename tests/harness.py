@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ecmem
+from chaos.cluster import ask
 from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.model import NodeInfo
 from ecmem import wire
@@ -111,17 +112,7 @@ class TestCluster:
 
     def ask(self, node_id: str, msg: wire.Message) -> wire.Message:
         """Send one request straight to a node and return its reply."""
-        host, port = self.live()[node_id].address.rsplit(":", 1)
-        dec = wire.FrameDecoder()
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(wire.encode_bytes(msg, 1))
-            while True:
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    raise AssertionError(f"node {node_id} closed the connection")
-                got = dec.feed(chunk)
-                if got:
-                    return got[0][1]
+        return ask(self.live()[node_id].address, msg)
 
     def fragments(self, node_id: str, region_id: str = "") -> list[list[object]]:
         """The committed fragments a node holds (of one region, or of all)."""
@@ -168,3 +159,15 @@ def region_nodes(cl: ecmem.Client, name: str, slab: int = 0) -> list[str]:
 def shared_zookeeper(state_dir: Path) -> tuple[LocalCluster, ClusterState]:
     lc = LocalCluster(state_dir)
     return lc, lc.start_zookeeper()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The ecmem_ metrics a Prometheus endpoint serves, fetched with curl."""
+    out = subprocess.run(["curl", "-sf", url], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    values: dict[str, float] = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(ecmem_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if m:
+            values[m.group(1)] = float(m.group(2))
+    return values

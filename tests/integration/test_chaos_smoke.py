@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_kill_during_write_smoke(tmp_path: Path) -> None:
+def run(tmp_path: Path, scenario: str, seed: int, mib: int) -> dict:  # type: ignore[type-arg]
+    """Run one scenario as a user would; its report, after checking nothing is left."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("the chaos suite needs root and iproute2 for network namespaces")
     out = subprocess.run(
@@ -26,11 +27,11 @@ def test_kill_during_write_smoke(tmp_path: Path) -> None:
             "-m",
             "chaos.run",
             "--scenario",
-            "kill-during-write",
+            scenario,
             "--seed",
-            "5",
+            str(seed),
             "--mib",
-            "48",
+            str(mib),
             "--out",
             str(tmp_path),
         ],
@@ -40,65 +41,26 @@ def test_kill_during_write_smoke(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    report = json.loads((tmp_path / "kill-during-write-seed5.json").read_text())
-    assert report["passed"] and report["numbers"]["acknowledged"] == report["numbers"]["blocks"]
-    assert [f["kind"] for f in report["faults"]] == ["kill"] * 4
-    assert (tmp_path / "kill-during-write-seed5.png").stat().st_size > 0
     assert leftovers() == []
     procs = subprocess.run(["pgrep", "-f", "--cluster chaos"], capture_output=True, text=True)
     assert procs.stdout.strip() == "", procs.stdout
+    assert (tmp_path / f"{scenario}-seed{seed}.png").stat().st_size > 0
+    report = json.loads((tmp_path / f"{scenario}-seed{seed}.json").read_text())
+    assert report["passed"], report["problems"]
+    return report  # type: ignore[no-any-return]
+
+
+def test_kill_during_write_smoke(tmp_path: Path) -> None:
+    report = run(tmp_path, "kill-during-write", 5, 48)
+    assert report["numbers"]["acknowledged"] == report["numbers"]["blocks"]
+    assert [f["kind"] for f in report["faults"]] == ["kill"] * 4
 
 
 def test_stale_writer_smoke(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("the chaos suite needs root and iproute2 for network namespaces")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chaos.run",
-            "--scenario",
-            "stale-writer",
-            "--seed",
-            "9",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    report = json.loads((tmp_path / "stale-writer-seed9.json").read_text())
-    assert report["passed"] and report["numbers"]["writes_after_resume"] >= 1
-    assert report["numbers"]["accepted_after_resume"] == 0
-    assert leftovers() == []
+    numbers = run(tmp_path, "stale-writer", 9, 16)["numbers"]
+    assert numbers["writes_after_resume"] >= 1 and numbers["accepted_after_resume"] == 0
 
 
 def test_corruption_smoke(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("the chaos suite needs root and iproute2 for network namespaces")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chaos.run",
-            "--scenario",
-            "corruption",
-            "--seed",
-            "4",
-            "--mib",
-            "64",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    numbers = json.loads((tmp_path / "corruption-seed4.json").read_text())["numbers"]
+    numbers = run(tmp_path, "corruption", 4, 64)["numbers"]
     assert numbers["scrub_found"] == numbers["corrupted_fragments"] > 0
-    assert leftovers() == []

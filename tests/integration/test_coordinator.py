@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,24 +14,11 @@ import pytest
 
 from ecmem import wire
 from tests.conftest import make_cluster
-from tests.harness import TestCluster
+from tests.harness import TestCluster, scrape
 from tests.integration.test_rebuild import status, wait_health
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
-
-
-def scrape(address: str) -> dict[str, float]:
-    out = subprocess.run(
-        ["curl", "-sf", f"http://{address}/metrics"], capture_output=True, text=True, timeout=10
-    )
-    assert out.returncode == 0, out.stderr
-    values: dict[str, float] = {}
-    for line in out.stdout.splitlines():
-        m = re.match(r"^(ecmem_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-        if m:
-            values[m.group(1)] = float(m.group(2))
-    return values
 
 
 def leader(c: TestCluster) -> dict:  # type: ignore[type-arg]
@@ -55,7 +41,7 @@ def test_background_scrub_repairs_and_metrics_show_scrub_and_rebuild(
             cl.pwrite("bg/ec", 0, data)
             meta = cl._run(cl.async_client.region_meta("bg/ec"))
         lead = leader(c)
-        before = scrape(lead["metrics"])
+        before = scrape(f"http://{lead['metrics']}/metrics")
         assert before["ecmem_coordinator_leader"] == 1
         assert before["ecmem_cluster_health"] == 0
         assert before['ecmem_cluster_nodes{state="up"}'] == 7
@@ -74,7 +60,7 @@ def test_background_scrub_repairs_and_metrics_show_scrub_and_rebuild(
             assert time.monotonic() < deadline, f"no background scrub found the damage: {scrub}"
             time.sleep(0.5)
         assert scrub["unrepaired"] == [], scrub
-        after = scrape(lead["metrics"])
+        after = scrape(f"http://{lead['metrics']}/metrics")
         assert after['ecmem_scrub_findings_total{problem="checksum"}'] >= 2, after
         assert after["ecmem_scrub_repaired_total"] >= 2
         assert after["ecmem_scrub_bytes_total"] > 0
@@ -84,7 +70,7 @@ def test_background_scrub_repairs_and_metrics_show_scrub_and_rebuild(
 
         c.kill("node-1")
         wait_health(c, "HEALTH_OK", 90)
-        rebuilt = scrape(lead["metrics"])
+        rebuilt = scrape(f"http://{lead['metrics']}/metrics")
         assert rebuilt["ecmem_rebuild_bytes_total"] > 0, rebuilt
         assert rebuilt["ecmem_rebuild_slots_total"] >= 1
         assert rebuilt['ecmem_cluster_nodes{state="out"}'] == 1

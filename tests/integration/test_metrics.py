@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 
 import pytest
 
-from tests.harness import TestCluster
+from tests.harness import TestCluster, scrape
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(url: str) -> dict[str, float]:
-    out = subprocess.run(["curl", "-sf", url], capture_output=True, text=True, timeout=10)
-    assert out.returncode == 0, out.stderr
-    values: dict[str, float] = {}
-    for line in out.stdout.splitlines():
-        m = re.match(r"^(ecmem_node_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-        if m:
-            values[m.group(1)] = float(m.group(2))
-    return values
 
 
 def test_node_metrics_change_with_a_workload(cluster: TestCluster) -> None:
