@@ -136,9 +136,29 @@ def _explain(
             missing = sorted(set(kept) - set(seen))
             report.fail(f"write {w.order} is torn: applied on pages {seen[:8]}, not {missing[:8]}")
     if report.ok:
+        # Name the pages that differ from every acknowledged write applied and no more.
+        want: dict[int, str | None] = {}
+        who: dict[int, tuple[int, int]] = {}
+        for w in candidates:
+            if w.outcome == OK:
+                want.update(w.pages)
+                who.update({p: w.order for p in w.pages})
+        wrong = [
+            p
+            for p in sorted(set(want) | set(final))
+            if final.get(p, initial) != want.get(p, initial)
+        ]
+        holders: dict[str | None, object] = {
+            v: w.order for w in candidates for v in w.pages.values()
+        }
+        detail = ", ".join(
+            f"page {p}: holds {holders.get(final.get(p, initial), final.get(p, initial))}, "
+            f"last acknowledged {who.get(p)}"
+            for p in wrong[:4]
+        )
         report.fail(
             f"the region is not the writes applied in order up to any point at or after "
-            f"the last acknowledged write {floor}"
+            f"the last acknowledged write {floor} ({detail})"
         )
 
 

@@ -56,6 +56,7 @@ class ChaosCluster:
             for i in range(1, self.nodes + 1):
                 self.net.add(f"n{i}", 20 + i)
             self.net.add("coord", 5)
+            self.net.add("client", 6)  # a client host the nemesis can cut off
         except BaseException:
             self.net.close()
             raise

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ecmem
 from coordinator.health import HEALTH_OK, assess
@@ -168,25 +169,33 @@ SCENARIOS: dict[str, tuple[Scenario, int, float]] = {
 
 
 def _writer_history(path: Path) -> tuple[list[Write], list[Open], int]:
+    """A chaos.writer's history: writes (one invoked but never completed is of unknown
+    outcome), its opens, and the highest block it touched."""
     writes, opens = [], []
-    block = -1
+    invoked: dict[int, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
         if r["kind"] == "open":
             opens.append(Open(r["epoch"], r["time"]))
+        elif r["kind"] == "invoke":
+            invoked[r["block"]] = r
         else:
-            block = max(block, r["block"])
-            writes.append(
-                Write(
-                    r["epoch"],
-                    r["block"],
-                    {r["block"]: r["digest"]},
-                    r["outcome"],
-                    r["start"],
-                    r["end"],
-                )
-            )
-    return writes, opens, block
+            invoked.pop(r["block"], None)
+            page = {r["block"]: r["digest"]}
+            writes.append(Write(r["epoch"], r["block"], page, r["outcome"], r["start"], r["end"]))
+    for r in invoked.values():
+        writes.append(Write(r["epoch"], r["block"], {r["block"]: r["digest"]}, INFO, r["start"]))
+    return writes, opens, max((w.seq for w in writes), default=-1)
+
+
+def _pages(cl: ecmem.Client, region: str, size: int, n: int) -> dict[int, str | None]:
+    """Each page's digest; None for a page of zeros (never written: a hole)."""
+    zeros = _digest(bytes(size))
+    out: dict[int, str | None] = {}
+    for i in range(n):
+        got = _digest(cl.pread(region, i * size, size))
+        out[i] = None if got == zeros else got
+    return out
 
 
 def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
@@ -273,10 +282,7 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
         accepted_after_resume=len(accepted),
     )
     with ecmem.connect(c.zk, cluster="chaos") as cl:
-        region = cl.stat("s4").size
-        final = {
-            i: _digest(cl.pread("s4", i * size, size)) for i in range(min(last + 1, region // size))
-        }
+        final = _pages(cl, "s4", size, cl.stat("s4").size // size)
     verdict = check_region(writes_a + b_writes, final, opens_a + opens_b)
     for p in verdict.problems:
         report.fail(p)
@@ -713,11 +719,7 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
         time.sleep(1)
     report.numbers["redundancy_restored_s"] = time.monotonic() - t
     with ecmem.connect(c.zk, cluster="chaos") as cl:
-        final = {}
-        for p in range(pages):
-            got = _digest(cl.pread("s3", p * page, page))
-            final[p] = None if got == zeros else got
-    # Epochs grow with each takeover; give writes their epochs' order.
+        final = _pages(cl, "s3", page, pages)
     verdict_w = check_region(writes, final)
     for problem in verdict_w.problems:
         report.fail(problem)
@@ -746,3 +748,106 @@ def _undo_due(c: ChaosCluster, pending: list[tuple[float, Fault]], t0: float) ->
 
 
 SCENARIOS["thrash"] = (thrash, 7, 2.0)
+
+
+def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 5: a writer on a host cut off from the ZooKeeper majority (it still
+    reaches the storage nodes and one ZooKeeper server, a minority) keeps trying to
+    write; a writer on the majority side takes the region over. The minority writer
+    acknowledges nothing once the takeover happened, never two epochs at once, and
+    after the partition heals the cluster converges."""
+    size = 65536
+    history = c.root / "writer-minority.jsonl"
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        cl.create_region("s5", 0, "ec:4+2", chunk=16384)
+    # The writer lives on its own host, so the nemesis can cut its links.
+    proc = subprocess.Popen(
+        c.net.command(
+            "client",
+            [
+                sys.executable,
+                "-m",
+                "chaos.writer",
+                "--zk",
+                c.zk,
+                "--region",
+                "s5",
+                "--seed",
+                str(seed),
+                "--block",
+                str(size),
+                "--history",
+                str(history),
+                "--session-timeout",
+                "3",
+            ],
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=open(c.root / "logs" / "writer-minority.log", "ab"),
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    t0 = time.time()
+    opens_b: list[Open] = []
+    b_writes: list[Write] = []
+    try:
+        deadline = time.time() + 60
+        while not history.exists() or len(history.read_text().splitlines()) < 15:
+            if proc.poll() is not None or time.time() > deadline:
+                report.fail("the minority writer stopped or stalled before the partition")
+                return
+            time.sleep(0.05)
+        c.net.cut("client", "zk1")
+        c.net.cut("client", "zk2")
+        c.net.isolate("zk3")  # ...and the server it may still reach loses its quorum
+        cut_at = time.time()
+        report.faults.append(Fault(cut_at - t0, "isolate", "client+zk3", 0.0))
+        # A ZooKeeper election may follow the isolation: give the majority time to serve.
+        with ecmem.connect(c.zk, cluster="chaos", timeout=60) as cl:
+            with cl.open("s5", "r+b", timeout=30) as f:
+                epoch_b = cl.async_client._writers["s5"].epoch
+                opens_b.append(Open(epoch_b, time.time()))
+                for j in range(10):
+                    data = random.Random(-seed - j).randbytes(size)
+                    start = time.time()
+                    f.seek(j * 2 * size)
+                    f.write(data)
+                    f.flush()
+                    b_writes.append(
+                        Write(epoch_b, j, {j * 2: _digest(data)}, OK, start, time.time())
+                    )
+        time.sleep(2)
+        c.net.mend("client", "zk1")
+        c.net.mend("client", "zk2")
+        c.net.heal("zk3")
+        report.faults[-1] = Fault(cut_at - t0, "isolate", "client+zk3", time.time() - cut_at)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            report.fail("the minority writer never got an error after the takeover")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    writes_a, opens_a, last = _writer_history(history)
+    after = [w for w in writes_a if w.start > opens_b[0].time]
+    report.numbers.update(
+        minority_writes_after_takeover=len(after),
+        minority_acked_after_takeover=sum(1 for w in after if w.outcome == OK),
+    )
+    t = time.monotonic()
+    while _health(c) != HEALTH_OK:
+        if time.monotonic() - t > 120:
+            report.fail("the cluster did not converge to HEALTH_OK after the partition healed")
+            break
+        time.sleep(1)
+    with ecmem.connect(c.zk, cluster="chaos") as cl:
+        n = cl.stat("s5").size // size
+        final = _pages(cl, "s5", size, n)
+    verdict = check_region(writes_a + b_writes, final, opens_a + opens_b)
+    for p in verdict.problems:
+        report.fail(p)
+    report.passed = not report.problems
+
+
+SCENARIOS["partition"] = (partition, 6, 2.0)

@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         failures = 0
         for i in range(args.blocks):
             data = block(args.seed, i, args.block)
+            digest = hashlib.sha256(data).hexdigest()[:16]
             start = time.time()
+            # Recorded before the write: a crash mid-write leaves an operation of unknown
+            # outcome in the history, never one missing from it.
+            record(kind="invoke", epoch=epoch, block=i, digest=digest, start=start)
             try:
                 f.seek(i * args.block)
                 f.write(data)
@@ -64,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                 outcome, why = "info", str(exc)
             except ecmem.EcmemError as exc:
                 outcome, why = ("info" if exc.retriable else "fail"), str(exc)
+            except Exception as exc:  # lost ZooKeeper connection and the like: unknown
+                outcome, why = "info", repr(exc)
             record(
                 kind="write",
                 epoch=epoch,
                 block=i,
-                digest=hashlib.sha256(data).hexdigest()[:16],
+                digest=digest,
                 start=start,
                 end=time.time(),
                 outcome=outcome,
