@@ -44,6 +44,7 @@ class ChaosCluster:
     grace: float = 2.0
     session_timeout: float = 4.0
     persist: bool = False  # nodes mirror their fragments to disk and come back with them
+    broken: bool = False  # a deliberately broken build: nodes do not fence stale writers
     net: Net = field(init=False)
     procs: dict[str, Proc] = field(default_factory=dict)
 
@@ -170,26 +171,30 @@ class ChaosCluster:
         self.wait_nodes(self.node_hosts)
 
     def node_args(self, host: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "storage_node",
-            "--id",
-            host,
-            "--zk",
-            self.zk,
-            "--cluster",
-            "chaos",
-            "--listen",
-            f"{self.net.hosts[host]}:{NODE_PORT}",
-            "--capacity",
-            self.capacity,
-            "--failure-domain",
-            host,
-            "--session-timeout",
-            str(self.session_timeout),
-            "--allow-debug",
-        ] + (["--data-dir", str(self.root / f"{host}-data")] if self.persist else [])
+        return (
+            [
+                sys.executable,
+                "-m",
+                "storage_node",
+                "--id",
+                host,
+                "--zk",
+                self.zk,
+                "--cluster",
+                "chaos",
+                "--listen",
+                f"{self.net.hosts[host]}:{NODE_PORT}",
+                "--capacity",
+                self.capacity,
+                "--failure-domain",
+                host,
+                "--session-timeout",
+                str(self.session_timeout),
+                "--allow-debug",
+            ]
+            + (["--data-dir", str(self.root / f"{host}-data")] if self.persist else [])
+            + (["--unsafe-no-fencing"] if self.broken else [])
+        )
 
     def wait_zk(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

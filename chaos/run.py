@@ -28,13 +28,19 @@ from .scenarios import SCENARIOS
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def run_one(name: str, seed: int, mib: int, out: Path) -> RunReport:
+def run_one(name: str, seed: int, mib: int, out: Path, broken: bool = False) -> RunReport:
     report = RunReport(name, seed)
     scenario, nodes, grace = SCENARIOS[name]
     run = f"{os.getpid() % 1000}{random.Random(seed).randrange(10)}"[:5]
     with tempfile.TemporaryDirectory(prefix=f"ecmem-chaos-{name}-") as tmp:
         c = ChaosCluster(
-            Path(tmp), run, 64 + os.getpid() % 150, nodes=nodes, grace=grace, persist=True
+            Path(tmp),
+            run,
+            64 + os.getpid() % 150,
+            nodes=nodes,
+            grace=grace,
+            persist=True,
+            broken=broken,
         )
         try:
             c.up()
@@ -58,7 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="default: from the clock")
     ap.add_argument("--mib", type=int, default=256, help="data each scenario writes")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--break",
+        dest="broken",
+        choices=["no-fencing"],
+        help="run a deliberately broken build (fencing off in nodes and clients): the "
+        "scenarios that depend on it must fail",
+    )
     args = ap.parse_args(argv)
+    if args.broken:
+        os.environ["ECMEM_UNSAFE_NO_FENCING"] = "1"  # for the writer processes started
+        import ecmem.aio
+
+        ecmem.aio.UNSAFE_NO_FENCING = True
     if os.geteuid() != 0:
         print("error: the chaos suite needs root for network namespaces", file=sys.stderr)
         return 2
@@ -71,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for name in args.scenario or sorted(SCENARIOS):
         t = time.monotonic()
-        report = run_one(name, seed, args.mib, args.out)
+        report = run_one(name, seed, args.mib, args.out, broken=bool(args.broken))
         verdict = "PASS" if report.passed else "FAIL"
         print(f"{verdict} {name} seed {seed} in {time.monotonic() - t:.0f}s: {report.numbers}")
-        for p in report.problems:
+        for p in report.problems[:10]:
             print(f"    {p}")
+        if len(report.problems) > 10:
+            print(f"    ... and {len(report.problems) - 10} more in the report")
         if not report.passed:
             failed += 1
             print(f"    replay: python -m chaos.run --scenario {name} --seed {seed}")

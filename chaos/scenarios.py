@@ -188,6 +188,10 @@ def _writer_history(path: Path) -> tuple[list[Write], list[Open], int]:
     return writes, opens, max((w.seq for w in writes), default=-1)
 
 
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _pages(cl: ecmem.Client, region: str, size: int, n: int) -> dict[int, str | None]:
     """Each page's digest; None for a page of zeros (never written: a hole)."""
     zeros = _digest(bytes(size))
@@ -261,7 +265,7 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
         report.faults[-1] = Fault(paused - t0, "pause", "writer-a", time.time() - paused)
         os.kill(proc.pid, signal.SIGCONT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             report.fail("writer A kept going after being fenced: it never got an error")
             proc.kill()
@@ -280,6 +284,7 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
         writes_before_pause=sum(1 for w in writes_a if w.start <= paused),
         writes_after_resume=len(after),
         accepted_after_resume=len(accepted),
+        refusals=sorted({r.get("why", "")[:400] for r in _records(history) if r.get("why")}),
     )
     with ecmem.connect(c.zk, cluster="chaos") as cl:
         final = _pages(cl, "s4", size, cl.stat("s4").size // size)

@@ -1,7 +1,7 @@
 """python -m chaos.writer: a writer process the nemesis can pause and kill.
 
-Opens a region for writing and writes blocks 0, 1, 2, ... (each committed by a
-flush before it counts as acknowledged), recording every write as one JSON line
+Takes a region's write lease and writes blocks 0, 1, 2, ... (each a pwrite,
+acknowledged once committed), recording every write as one JSON line
 in --history: its epoch, block, digest, start and end (Unix time) and outcome.
 The history file is flushed and fsynced per line, so it survives a SIGKILL.
 """
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             log.flush()
             os.fsync(log.fileno())
 
-        f = cl.open(args.region, "r+b", timeout=30)
-        epoch = cl.async_client._writers[args.region].epoch
+        # Each write is its own pwrite (committed when it returns), so that one refused
+        # write does not spoil the next as a file's background error would.
+        epoch = cl._run(cl.async_client._writer(args.region, 30)).epoch
         record(kind="open", epoch=epoch, time=time.time())
         failures = 0
         for i in range(args.blocks):
@@ -56,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             # outcome in the history, never one missing from it.
             record(kind="invoke", epoch=epoch, block=i, digest=digest, start=start)
             try:
-                f.seek(i * args.block)
-                f.write(data)
-                f.flush()
+                cl.pwrite(args.region, i * args.block, data)
                 outcome = "ok"
                 why = ""
             except ecmem.Fenced as exc:
@@ -78,15 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                 start=start,
                 end=time.time(),
                 outcome=outcome,
-                why=why[:200],
+                why=why[:400],
             )
             failures += outcome != "ok"
             if failures >= 3:
                 break  # fenced, or the cluster is gone: this writer is done
-        try:
-            f.close()
-        except ecmem.EcmemError:
-            pass
     return 0
 
 

@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=-1,
         help="serve Prometheus metrics over HTTP on this port (0: any free port, -1: off)",
     )
+    p.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
     add_log_options(p)
     args = p.parse_args(argv)
     if not args.zk:
@@ -95,6 +96,12 @@ async def serve(args: argparse.Namespace) -> int:
     capacity = parse_size(args.capacity)
     check_capacity(capacity)
     store = FragmentStore(capacity)
+    if args.unsafe_no_fencing:
+        if not args.allow_debug:
+            log.error("--unsafe-no-fencing is for the chaos suite's broken build only")
+            return 2
+        store.fencing = False
+        log.warning("FENCING IS OFF: stale writers are accepted (a deliberately broken build)")
     server = NodeServer(store, args.id, allow_debug=args.allow_debug)
     if args.data_dir:
         data_dir = DataDir(args.data_dir)
