@@ -38,7 +38,7 @@ from .tree import ROOT_INODE, Inodes, children, join, mount_path, parent_of, reg
 log = logging.getLogger("ecmem.mount")
 
 CACHE = 1.0  # seconds the kernel may trust names and attributes
-STRIPE_CACHE = 64 * 1024 * 1024  # bytes of scattered writes an open file gathers
+STRIPE_CACHE = 128 * 1024 * 1024  # bytes of scattered writes an open file gathers
 BLOCK = 4096  # statfs block size
 
 

@@ -1,19 +1,65 @@
-"""Dirty stripes of one open file, gathered in memory and written back whole.
+"""Scattered writes of one open file, gathered in memory and written back by stripe.
 
-Small writes at scattered offsets would each cost a read-modify-write of a
-whole stripe on the nodes. The mount keeps such writes here instead, in whole
-stripes (read once from the file the first time a stripe is touched), and
-writes the stripes back whole on fsync, on close, or when the cache passes its
-limit. Like a page cache: unsynced writes are lost if the mount dies, and
-fsync is the promise.
+Small writes at scattered offsets would each cost a read-modify-write of a whole
+stripe on the nodes. The mount keeps such writes here instead, as the byte
+ranges written within each stripe, and writes each touched stripe back once, on
+fsync, on close, or when the cache holds ``limit`` bytes: a stripe the writes
+cover wholly goes out as it is, any other is read once and merged. Like a page
+cache: unsynced writes are lost if the mount dies, and fsync is the promise.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Awaitable, Callable
 
 Load = Callable[[int, int], Awaitable[bytes]]  # (offset, length) -> bytes (short at the end)
 Store = Callable[[int, memoryview], Awaitable[None]]  # (offset, bytes) -> stored
+
+
+class _Extents:
+    """Disjoint, sorted byte ranges written within one stripe, each with its bytes."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.data: list[bytearray] = []
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(d) for d in self.data)
+
+    def put(self, at: int, b: memoryview) -> None:
+        end = at + b.nbytes
+        # Extents that overlap or touch [at, end) merge with it into one.
+        i = bisect.bisect_left(self.starts, at)
+        if i > 0 and self.starts[i - 1] + len(self.data[i - 1]) >= at:
+            i -= 1
+        j = i
+        while j < len(self.starts) and self.starts[j] <= end:
+            j += 1
+        if i == j:
+            self.starts.insert(i, at)
+            self.data.insert(i, bytearray(b))
+            return
+        lo = min(at, self.starts[i])
+        hi = max(end, self.starts[j - 1] + len(self.data[j - 1]))
+        merged = bytearray(hi - lo)
+        for s, d in zip(self.starts[i:j], self.data[i:j], strict=True):
+            merged[s - lo : s - lo + len(d)] = d
+        merged[at - lo : end - lo] = b
+        self.starts[i:j] = [lo]
+        self.data[i:j] = [merged]
+
+    def covers(self, length: int) -> bool:
+        return len(self.starts) == 1 and self.starts[0] == 0 and len(self.data[0]) >= length
+
+    def lay_over(self, out: bytearray | memoryview, out_at: int) -> None:
+        """Copy the extents into ``out``, which holds the stripe's bytes from ``out_at``."""
+        n = len(out)
+        for s, d in zip(self.starts, self.data, strict=True):
+            lo, hi = max(s, out_at), min(s + len(d), out_at + n)
+            if lo < hi:
+                out[lo - out_at : hi - out_at] = d[lo - s : hi - s]
 
 
 class StripeCache:
@@ -22,12 +68,9 @@ class StripeCache:
         self.limit = max(limit, stripe)
         self.load = load
         self.store = store
-        self.stripes: dict[int, bytearray] = {}
+        self.stripes: dict[int, _Extents] = {}
+        self.cached_bytes = 0
         self.end = 0  # the file's end as far as cached writes go
-
-    @property
-    def cached_bytes(self) -> int:
-        return len(self.stripes) * self.stripe
 
     def touches(self, offset: int, length: int) -> bool:
         if not self.stripes or length <= 0:
@@ -45,19 +88,15 @@ class StripeCache:
         pos = offset
         while pos < offset + n:
             s = pos // sd
-            start = s * sd
-            a = pos - start
-            b = min(sd, offset + n - start)
-            buf = self.stripes.get(s)
-            if buf is None:
-                if a == 0 and b == sd:
-                    buf = bytearray(sd)
-                else:
-                    old = await self.load(start, sd) if start < size else b""
-                    buf = bytearray(old[:sd]) + bytearray(sd - min(len(old), sd))
-                self.stripes[s] = buf
-            buf[a:b] = view[pos - offset : pos - offset + (b - a)]
-            pos = start + b
+            a = pos - s * sd
+            b = min(sd, offset + n - s * sd)
+            ext = self.stripes.get(s)
+            if ext is None:
+                ext = self.stripes[s] = _Extents()
+            before = ext.nbytes
+            ext.put(a, view[pos - offset : pos - offset + (b - a)])
+            self.cached_bytes += ext.nbytes - before
+            pos = s * sd + b
         self.end = max(self.end, offset + n)
         if self.cached_bytes > self.limit:
             await self.flush(size)
@@ -65,10 +104,11 @@ class StripeCache:
     def overlay(self, offset: int, out: bytearray) -> None:
         """Lay cached bytes over ``out``, which holds the file's bytes from ``offset``."""
         sd = self.stripe
-        for s, buf in self.stripes.items():
+        view = memoryview(out)
+        for s, ext in self.stripes.items():
             lo, hi = max(offset, s * sd), min(offset + len(out), (s + 1) * sd)
             if lo < hi:
-                out[lo - offset : hi - offset] = buf[lo - s * sd : hi - s * sd]
+                ext.lay_over(view[lo - offset : hi - offset], lo - s * sd)
 
     def size(self, size: int) -> int:
         """The file's size with this cache's writes."""
@@ -77,15 +117,24 @@ class StripeCache:
     def truncated(self, size: int) -> None:
         """The file was cut to ``size`` (after a flush): nothing cached lies past it."""
         self.stripes.clear()
+        self.cached_bytes = 0
         self.end = min(self.end, size)
 
     async def flush(self, size: int) -> None:
-        """Store every cached stripe whole (up to the file's end), in order."""
+        """Store every touched stripe (up to the file's end), each once, in order."""
         end = self.size(size)
         sd = self.stripe
         for s in sorted(self.stripes):
+            ext = self.stripes[s]
             length = min(sd, end - s * sd)
             if length > 0:
-                await self.store(s * sd, memoryview(self.stripes[s])[:length])
+                if ext.covers(length):
+                    buf = ext.data[0]
+                else:  # read once what the writes did not cover, then lay them over it
+                    old = await self.load(s * sd, length) if s * sd < size else b""
+                    buf = bytearray(old[:length]) + bytearray(length - min(len(old), length))
+                    ext.lay_over(buf, 0)
+                await self.store(s * sd, memoryview(buf)[:length])
+            self.cached_bytes -= ext.nbytes
             del self.stripes[s]  # only once stored: a failed flush keeps the rest
         self.end = 0

@@ -40,7 +40,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(ops, st.integers(1, 6))
 def test_cache_behaves_like_the_file(script: list[tuple[str, int, object]], stripes: int) -> None:
     async def run() -> None:
@@ -56,6 +56,7 @@ def test_cache_behaves_like_the_file(script: list[tuple[str, int, object]], stri
                     model += bytes(end - len(model))
                 model[off:end] = arg
                 assert cache.cached_bytes <= max(stripes * STRIPE, STRIPE)
+                assert cache.cached_bytes == sum(e.nbytes for e in cache.stripes.values())
             elif op == "r":
                 assert isinstance(arg, int)
                 size = cache.size(len(file.data))
@@ -72,5 +73,28 @@ def test_cache_behaves_like_the_file(script: list[tuple[str, int, object]], stri
         assert file.data == model
         for offset, length in file.stores:  # whole stripes (short only at the file's end)
             assert offset % STRIPE == 0 and 0 < length <= STRIPE
+
+    asyncio.run(run())
+
+
+def test_scattered_writes_read_each_stripe_once_at_flush() -> None:
+    """No read per write: a stripe is loaded once, when it is written back."""
+
+    async def run() -> None:
+        file = Backing()
+        file.data = bytearray(b"o" * STRIPE * 4)
+        loads: list[int] = []
+
+        async def load(offset: int, length: int) -> bytes:
+            loads.append(offset)
+            return await file.load(offset, length)
+
+        cache = StripeCache(STRIPE, 1 << 20, load, file.store)
+        for i in range(40):
+            await cache.write((i * 37) % (STRIPE * 4 - 4), b"wxyz", len(file.data))
+        assert loads == []
+        await cache.write(STRIPE * 2, b"W" * STRIPE, len(file.data))  # covers a stripe
+        await cache.flush(len(file.data))
+        assert sorted(loads) == [0, STRIPE, STRIPE * 3]  # stripe 2 was written whole
 
     asyncio.run(run())
