@@ -68,5 +68,7 @@ def test_fio_verifies_before_and_after_m_nodes_die(
         fio(m / "fio.verified", rw, bs, size, "--verify_only")
         fio(m / "fio.tampered", rw, bs, small, "--verify_only", ok=False)
     finally:
-        m.umount()
-        c.down()
+        try:
+            m.umount()
+        finally:
+            c.down()

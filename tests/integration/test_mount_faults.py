@@ -48,8 +48,10 @@ def test_write_errors_are_reported_by_close(
         assert err.value.errno == errno.EIO and (failed is None or failed.errno == errno.EIO)
         assert (m / "doomed.bin").read_bytes()[:1000] == b"a" * 1000
     finally:
-        m.umount()
-        c.down()
+        try:
+            m.umount()
+        finally:
+            c.down()
 
 
 def test_full_cluster_is_enospc(
@@ -68,8 +70,10 @@ def test_full_cluster_is_enospc(
         s = os.statvfs(m.path)
         assert s.f_bavail < s.f_blocks // 2, s  # df shows the space as taken
     finally:
-        m.umount()
-        c.down()
+        try:
+            m.umount()
+        finally:
+            c.down()
 
 
 def test_more_than_m_lost_is_eio_and_serves_again_after(
@@ -88,8 +92,10 @@ def test_more_than_m_lost_is_eio_and_serves_again_after(
         c.restart("node-1", "node-3", "node-5")
         assert (m / "precious.bin").read_bytes() == data  # same mount, no remount
     finally:
-        m.umount()
-        c.down()
+        try:
+            m.umount()
+        finally:
+            c.down()
 
 
 def test_unlinked_open_file_outlives_nothing_but_its_mount(
