@@ -188,6 +188,31 @@ def _writer_history(path: Path) -> tuple[list[Write], list[Open], int]:
     return writes, opens, max((w.seq for w in writes), default=-1)
 
 
+def _start_writer(
+    c: ChaosCluster,
+    region: str,
+    seed: int,
+    size: int,
+    history: Path,
+    name: str,
+    host: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """A chaos.writer process, in the root namespace or on ``host``."""
+    args = [
+        sys.executable, "-m", "chaos.writer", "--zk", c.zk, "--region", region,
+        "--seed", str(seed), "--block", str(size), "--history", str(history),
+        "--session-timeout", "3",
+    ]  # fmt: skip
+    with open(c.root / "logs" / f"{name}.log", "ab") as log:
+        return subprocess.Popen(
+            c.net.command(host, args) if host else args,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+
+
 def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -209,28 +234,7 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
     history = c.root / "writer-a.jsonl"
     with ecmem.connect(c.zk, cluster="chaos") as cl:
         cl.create_region("s4", 0, "ec:4+2", chunk=16384)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chaos.writer",
-            "--zk",
-            c.zk,
-            "--region",
-            "s4",
-            "--seed",
-            str(seed),
-            "--block",
-            str(size),
-            "--history",
-            str(history),
-            "--session-timeout",
-            "3",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(c.root / "logs" / "writer-a.log", "ab"),
-        start_new_session=True,
-    )
+    proc = _start_writer(c, "s4", seed, size, history, "writer-a")
     t0 = time.time()
     try:
         rng = random.Random(seed)
@@ -766,32 +770,7 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     with ecmem.connect(c.zk, cluster="chaos") as cl:
         cl.create_region("s5", 0, "ec:4+2", chunk=16384)
     # The writer lives on its own host, so the nemesis can cut its links.
-    proc = subprocess.Popen(
-        c.net.command(
-            "client",
-            [
-                sys.executable,
-                "-m",
-                "chaos.writer",
-                "--zk",
-                c.zk,
-                "--region",
-                "s5",
-                "--seed",
-                str(seed),
-                "--block",
-                str(size),
-                "--history",
-                str(history),
-                "--session-timeout",
-                "3",
-            ],
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=open(c.root / "logs" / "writer-minority.log", "ab"),
-        start_new_session=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    proc = _start_writer(c, "s5", seed, size, history, "writer-minority", host="client")
     t0 = time.time()
     opens_b: list[Open] = []
     b_writes: list[Write] = []
