@@ -44,6 +44,7 @@ def fio(path: Path, rw: str, size_mib: int) -> float:
         capture_output=True,
         text=True,
         check=True,
+        cwd=path.parent,  # fio leaves its state files where it runs
     )
     job = json.loads(out.stdout)["jobs"][0]
     side = job["write" if "write" in rw else "read"]

@@ -35,7 +35,8 @@ def fio(path: Path, rw: str, bs: str, size_mib: int, *extra: str, ok: bool = Tru
         "--end_fsync=1",
         *extra,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    # fio leaves its verify state where it runs: next to the file, not in the checkout.
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=path.parent)
     said = f"{' '.join(cmd)}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     if ok:
         assert out.returncode == 0 and "verify" not in out.stderr.lower(), said
