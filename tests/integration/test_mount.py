@@ -126,8 +126,16 @@ def test_stat_chmod_chown_utime(mnt: Mount) -> None:
     assert stat.S_ISREG(st.st_mode) and st.st_size == 5000 and st.st_nlink == 1
     assert st.st_blocks == -(-5000 // 512)
     assert before - 2 <= st.st_mtime <= time.time() + 2
+    ctime = p.stat().st_ctime
+    time.sleep(0.05)
     os.chmod(p, 0o600)
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert p.stat().st_ctime > ctime  # a change of attributes is a change
+    fd = os.open(mnt.path, os.O_RDONLY)  # fsyncdir
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.chown(p, 1234, 5678)
     st = p.stat()
     assert (st.st_uid, st.st_gid) == (1234, 5678)
