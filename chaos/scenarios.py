@@ -105,9 +105,7 @@ def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -
             for i in range(blocks):
                 if at and i == at[0]:
                     at.pop(0)
-                    host = victims[len(report.faults)]
-                    c.kill(host)
-                    report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+                    _kill(c, report, t0, [victims[len(report.faults)]])
                 data = _block(seed, i)
                 start = time.monotonic()
                 try:
@@ -575,9 +573,7 @@ def mount_under_failure(c: ChaosCluster, seed: int, mib: int, report: RunReport)
         for i in range(files):
             if kill_at and i == kill_at[0]:
                 kill_at.pop(0)
-                host = victims[len(report.faults)]
-                c.kill(host)
-                report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
+                _kill(c, report, t0, [victims[len(report.faults)]])
             data = _block(seed, i)
             name = f"rank-{i}.ckpt"
             start = time.monotonic()

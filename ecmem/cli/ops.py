@@ -98,6 +98,13 @@ class _View:
         return nbytes, len(slabs)
 
 
+def _known_node(v: _View, node: str, known: dict[str, Any] | None = None) -> Any:
+    known = v.md.all_nodes() if known is None else known
+    if node not in known:
+        raise ConfigError(f"no node {node!r}: see 'ecmem nodes' for the node ids")
+    return known[node]
+
+
 def _need_coordinator(v: _View) -> None:
     if not v.coordinators():
         raise NodeUnavailable(
@@ -184,10 +191,7 @@ def rebuild(
     with connect_cli(zk, cluster, state_dir) as cl:
         v = _View(cl)
         if node:
-            known = v.md.all_nodes()
-            if node not in known:
-                raise ConfigError(f"no node {node!r}: see 'ecmem nodes' for the node ids")
-            if known[node].state == "up":
+            if _known_node(v, node).state == "up":
                 raise ConfigError(
                     f"node {node} is up and serves its fragments: to move them off it, "
                     f"use 'ecmem drain {node}'"
@@ -264,8 +268,7 @@ def drain(
     with connect_cli(zk, cluster, state_dir) as cl:
         v = _View(cl)
         known = v.md.all_nodes()
-        if node not in known:
-            raise ConfigError(f"no node {node!r}: see 'ecmem nodes' for the node ids")
+        _known_node(v, node, known)
         if cancel:
             stopped = v.records.stop_drain(node)
             emit(
@@ -409,16 +412,14 @@ def node_rm(
     """Forget NODE_ID; it must hold no fragments (drain it first) and be stopped."""
     with connect_cli(zk, cluster, state_dir) as cl:
         v = _View(cl)
-        known = v.md.all_nodes()
-        if node_id not in known:
-            raise ConfigError(f"no node {node_id!r}: see 'ecmem nodes' for the node ids")
+        info = _known_node(v, node_id)
         held = v.held_by(node_id)
         if held:
             raise ConfigError(
                 f"node {node_id} still holds {len(held)} fragment slots: run "
                 f"'ecmem drain {node_id} --wait' (or wait for the rebuild) first"
             )
-        if known[node_id].state == "up":
+        if info.state == "up":
             raise ConfigError(
                 f"node {node_id} is still running: stop its process (after 'ecmem drain "
                 f"{node_id} --wait' if it holds data), then rerun"
