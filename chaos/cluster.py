@@ -20,6 +20,7 @@ from ecmem import wire
 from ecmem.localcluster import ZK_JAR, ZK_MAIN
 
 from .net import Net
+from .target import wait_gone, wait_nodes
 
 ZK_PORT = 2181
 NODE_PORT = 7000
@@ -44,12 +45,14 @@ class ChaosCluster:
     grace: float = 2.0
     session_timeout: float = 4.0
     persist: bool = False  # nodes mirror their fragments to disk and come back with them
-    broken: bool = False  # a deliberately broken build: nodes do not fence stale writers
+    broken: str = ""  # a deliberately broken build (run.BREAKS); no-fencing reaches the nodes
     net: Net = field(init=False)
+    cluster: str = field(init=False)  # the ecmem cluster's name in ZooKeeper
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.cluster = f"chaos-{self.run}"
         self.net = Net(self.run, self.subnet)
         try:
             for i in range(1, 4):
@@ -57,7 +60,8 @@ class ChaosCluster:
             for i in range(1, self.nodes + 1):
                 self.net.add(f"n{i}", 20 + i)
             self.net.add("coord", 5)
-            self.net.add("client", 6)  # a client host the nemesis can cut off
+            self.net.add("client", 6)  # client hosts the nemesis can cut off
+            self.net.add("client2", 7)
         except BaseException:
             self.net.close()
             raise
@@ -71,6 +75,10 @@ class ChaosCluster:
     @property
     def node_hosts(self) -> list[str]:
         return [f"n{i}" for i in range(1, self.nodes + 1)]
+
+    @property
+    def control_hosts(self) -> list[str]:
+        return ["coord", "zk1", "zk2", "zk3"]
 
     # -- processes --------------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class ChaosCluster:
                 "--zk",
                 self.zk,
                 "--cluster",
-                "chaos",
+                self.cluster,
                 "--rebuild-grace",
                 str(self.grace),
                 "--interval",
@@ -181,7 +189,7 @@ class ChaosCluster:
                 "--zk",
                 self.zk,
                 "--cluster",
-                "chaos",
+                self.cluster,
                 "--listen",
                 f"{self.net.hosts[host]}:{NODE_PORT}",
                 "--capacity",
@@ -193,7 +201,7 @@ class ChaosCluster:
                 "--allow-debug",
             ]
             + (["--data-dir", str(self.root / f"{host}-data")] if self.persist else [])
-            + (["--unsafe-no-fencing"] if self.broken else [])
+            + (["--unsafe-no-fencing"] if self.broken == "no-fencing" else [])
         )
 
     def wait_zk(self, timeout: float = 60.0) -> None:
@@ -206,36 +214,13 @@ class ChaosCluster:
                 time.sleep(0.3)
 
     def wait_nodes(self, hosts: list[str], timeout: float = 60.0) -> None:
-        from coordinator.metadata import MetadataStore, connect_zk
-
-        zk = connect_zk(self.zk, timeout=20)
-        try:
-            md = MetadataStore(zk, "chaos")
-            deadline = time.monotonic() + timeout
-            while set(hosts) - set(md.live_nodes()):
-                if time.monotonic() > deadline:
-                    missing = sorted(set(hosts) - set(md.live_nodes()))
-                    raise RuntimeError(f"storage nodes {missing} did not register")
-                time.sleep(0.2)
-        finally:
-            zk.stop()
-            zk.close()
+        wait_nodes(self.zk, self.cluster, hosts, timeout)
 
     def wait_gone(self, hosts: list[str], timeout: float = 30.0) -> None:
-        """Until ZooKeeper no longer lists the hosts' nodes as live."""
-        from coordinator.metadata import MetadataStore, connect_zk
+        wait_gone(self.zk, self.cluster, hosts, timeout)
 
-        zk = connect_zk(self.zk, timeout=20)
-        try:
-            md = MetadataStore(zk, "chaos")
-            deadline = time.monotonic() + timeout
-            while set(hosts) & set(md.live_nodes()):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"nodes {hosts} still live after {timeout:.0f}s")
-                time.sleep(0.2)
-        finally:
-            zk.stop()
-            zk.close()
+    def region(self, name: str) -> str:
+        return name  # the cluster is the run's own
 
     def close(self) -> None:
         for name in list(self.procs):

@@ -5,16 +5,61 @@ Every host gets a namespace with one veth to the bridge and its own address in
 10.<subnet>.0.0/24; the root namespace is on the bridge at .1 (where the test's
 own clients run). A host is isolated by setting its link down, and a partition
 between two hosts is a pair of blackhole routes (this kernel has no netem or
-netfilter). Everything a Net made carries its run's prefix, so ``close`` and
-``sweep`` leave nothing behind, even after a crashed run.
+netfilter). Everything a Net made carries its run's id, which encodes the id of
+the process that owns it: ``close`` removes a run's own, and ``sweep`` removes
+only what runs whose owner is gone left behind, so concurrent runs (a ``make
+test`` beside a ``make chaos``) leave each other alone.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from collections.abc import Sequence
 
 PREFIX = "ecm"  # namespaces and links of the chaos suite all start with it
+RUN_LEN = 5  # a run id: its owner's pid in base 36 (pids stay below 36**5)
+DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def run_id(pid: int | None = None) -> str:
+    """The run id of the process ``pid`` (default: this one)."""
+    n = os.getpid() if pid is None else pid
+    out = ""
+    for _ in range(RUN_LEN):
+        n, d = divmod(n, 36)
+        out = DIGITS[d] + out
+    return out
+
+
+def owner(name: str) -> int | None:
+    """The pid that owns a namespace or link of the chaos suite; None if not ours."""
+    if not name.startswith(PREFIX) or len(name) < len(PREFIX) + RUN_LEN:
+        return None
+    run = name[len(PREFIX) : len(PREFIX) + RUN_LEN]
+    if any(ch not in DIGITS for ch in run):
+        return None
+    return int(run, 36)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def free_subnet() -> int:
+    """A 10.<n>.0.0/24 no interface here uses yet, for a new run's bridge."""
+    used = {int(m) for m in re.findall(r"inet 10\.(\d+)\.", ip("-o", "addr", "show").stdout)}
+    for n in range(64, 254):
+        if n not in used:
+            return n
+    raise RuntimeError("no free 10.<n>.0.0/24 subnet for a chaos run's bridge")
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -26,8 +71,8 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 class Net:
     def __init__(self, run: str, subnet: int) -> None:
-        if not (run.isalnum() and len(run) <= 5):
-            raise ValueError(f"run id {run!r}: up to 5 letters or digits (interface names)")
+        if owner(f"{PREFIX}{run}") is None or len(run) != RUN_LEN:
+            raise ValueError(f"run id {run!r}: {RUN_LEN} of 0-9a-z, as run_id() makes")
         if not 1 <= subnet <= 254:
             raise ValueError(f"subnet {subnet} must be 1..254")
         self.run = run
@@ -96,20 +141,25 @@ class Net:
         self._links.clear()
 
 
-def leftovers() -> list[str]:
-    """Namespaces and links of the chaos suite that exist now."""
+def leftovers(run: str | None = None) -> list[str]:
+    """Namespaces and links of the chaos suite that exist now (of one run, if given)."""
     names = [line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line]
     links = [
         line.split(":")[1].strip().split("@")[0]
         for line in ip("-o", "link", "show").stdout.splitlines()
         if ":" in line
     ]
-    return [n for n in names + links if n.startswith(PREFIX)]
+    mine = PREFIX + (run or "")
+    return [n for n in names + links if n.startswith(mine)]
 
 
 def sweep() -> list[str]:
-    """Remove every namespace and link a chaos run left (a crashed one's)."""
-    gone = leftovers()
+    """Remove the namespaces and links of runs whose owner is gone (crashed runs')."""
+    gone = []
+    for name in leftovers():
+        pid = owner(name)
+        if pid is None or not _alive(pid):
+            gone.append(name)
     for name in gone:
         ip("netns", "del", name, check=False)
         ip("link", "del", name, check=False)

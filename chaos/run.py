@@ -1,11 +1,14 @@
 """python -m chaos.run: run chaos scenarios on a cluster of namespaced hosts.
 
     python -m chaos.run [--scenario NAME ...] [--seed N] [--mib N] [--out DIR]
+    python -m chaos.run --target mycluster.toml [--scenario NAME ...]
 
 Each scenario gets a fresh cluster (3 ZooKeeper servers, storage nodes and a
 coordinator, each in its own network namespace), a report (JSON and PNG) in
 --out, and a verdict; a failure prints the seed that replays it. Needs root
-(network namespaces). Leaves no namespace, link or process behind.
+(network namespaces). Leaves no namespace, link or process behind. With
+--target, the scenarios that need no namespaces run against a deployment of
+yours instead (chaos/remote.py), which is left as it was found.
 """
 
 from __future__ import annotations
@@ -13,38 +16,64 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
+import signal
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
+from .catalog import ANY_TARGET, SCENARIOS
 from .cluster import ChaosCluster
-from .net import sweep
+from .net import free_subnet, run_id, sweep
+from .remote import RemoteCluster, TargetFileError
 from .report import RunReport
-from .scenarios import SCENARIOS
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def run_one(name: str, seed: int, mib: int, out: Path, broken: bool = False) -> RunReport:
+# Deliberately broken builds, each switched on in this process and in the clients it
+# starts by an environment variable: the scenario that guards the property must fail.
+BREAKS = {
+    "no-fencing": ("ECMEM_UNSAFE_NO_FENCING", "fencing off in nodes and clients: stale-writer"),
+    "no-checksums": ("ECMEM_UNSAFE_NO_CHECKSUMS", "clients trust fragments unchecked: corruption"),
+}
+
+
+def _break(name: str) -> None:
+    import ecmem.aio
+    import ecmem.stripes
+
+    os.environ[BREAKS[name][0]] = "1"  # for the client processes a scenario starts
+    ecmem.aio.UNSAFE_NO_FENCING = name == "no-fencing"
+    ecmem.stripes.UNSAFE_NO_CHECKSUMS = name == "no-checksums"
+
+
+def run_one(
+    name: str, seed: int, mib: int, out: Path, broken: str = "", target: Path | None = None
+) -> RunReport:
     report = RunReport(name, seed)
     scenario, nodes, grace = SCENARIOS[name]
-    run = f"{os.getpid() % 1000}{random.Random(seed).randrange(10)}"[:5]
     with tempfile.TemporaryDirectory(prefix=f"ecmem-chaos-{name}-") as tmp:
-        c = ChaosCluster(
-            Path(tmp),
-            run,
-            64 + os.getpid() % 150,
-            nodes=nodes,
-            grace=grace,
-            persist=True,
-            broken=broken,
-        )
+        c: ChaosCluster | RemoteCluster
+        if target is not None:
+            c = RemoteCluster.load(target, Path(tmp), f"{seed}-{name}")
+        else:
+            c = ChaosCluster(
+                Path(tmp),
+                run_id(),
+                free_subnet(),
+                nodes=nodes,
+                grace=grace,
+                persist=True,
+                broken=broken,
+            )
         try:
-            c.up()
-            scenario(c, seed, mib, report)
+            if isinstance(c, ChaosCluster):
+                c.up()
+                scenario(c, seed, mib, report)
+            else:
+                ANY_TARGET[name][0](c, seed, mib, report)
         except Exception as exc:  # a crash of the scenario is a failure with its traceback
             report.fail(f"scenario crashed: {exc!r}\n{traceback.format_exc()}")
             report.passed = False
@@ -53,9 +82,17 @@ def run_one(name: str, seed: int, mib: int, out: Path, broken: bool = False) -> 
                 tail = log.read_text(errors="replace").splitlines()[-5:]
                 print(f"==== {log.name}\n" + "\n".join(tail), file=sys.stderr)
         finally:
-            c.close()
+            try:
+                c.close()
+            except Exception as exc:  # a deployment left damaged is a failure too
+                report.fail(str(exc))
+                report.passed = False
     report.write(out)
     return report
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,21 +102,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mib", type=int, default=256, help="data each scenario writes")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument(
+        "--target",
+        type=Path,
+        help="a TOML file describing a deployment of your own to run against (docs/chaos.md)",
+    )
+    ap.add_argument(
         "--break",
         dest="broken",
-        choices=["no-fencing"],
-        help="run a deliberately broken build (fencing off in nodes and clients): the "
-        "scenarios that depend on it must fail",
+        default="",
+        choices=sorted(BREAKS),
+        help="run a deliberately broken build; the scenario that guards it must fail ("
+        + "; ".join(f"{k}: {v[1]}" for k, v in BREAKS.items())
+        + ")",
     )
     args = ap.parse_args(argv)
     if args.broken:
-        os.environ["ECMEM_UNSAFE_NO_FENCING"] = "1"  # for the writer processes started
-        import ecmem.aio
-
-        ecmem.aio.UNSAFE_NO_FENCING = True
-    if os.geteuid() != 0:
+        _break(args.broken)
+    names = args.scenario or sorted(SCENARIOS)
+    if args.target is not None:
+        if args.broken:
+            print("error: --break runs this machine's own build; drop --target", file=sys.stderr)
+            return 2
+        try:
+            RemoteCluster.load(args.target, Path(tempfile.mkdtemp()), "check")
+        except TargetFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        skipped = [n for n in names if n not in ANY_TARGET]
+        for n in skipped:
+            print(
+                f"SKIP {n}: it cuts links between namespaced hosts, "
+                "which needs the suite's own cluster"
+            )
+        names = [n for n in names if n in ANY_TARGET]
+    elif os.geteuid() != 0:
         print("error: the chaos suite needs root for network namespaces", file=sys.stderr)
         return 2
+    # SIGTERM (a CI timeout, kill) unwinds like ^C: every cluster's finally cleans up.
+    signal.signal(signal.SIGTERM, _interrupted)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     left = sweep()
@@ -87,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed leftovers of an earlier run: {', '.join(left)}")
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     failed = 0
-    for name in args.scenario or sorted(SCENARIOS):
+    for name in names:
         t = time.monotonic()
-        report = run_one(name, seed, args.mib, args.out, broken=bool(args.broken))
+        report = run_one(name, seed, args.mib, args.out, args.broken, args.target)
         verdict = "PASS" if report.passed else "FAIL"
         print(f"{verdict} {name} seed {seed} in {time.monotonic() - t:.0f}s: {report.numbers}")
         for p in report.problems[:10]:
@@ -98,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    ... and {len(report.problems) - 10} more in the report")
         if not report.passed:
             failed += 1
-            print(f"    replay: python -m chaos.run --scenario {name} --seed {seed}")
+            where = f" --target {args.target}" if args.target else ""
+            print(f"    replay: python -m chaos.run --scenario {name} --seed {seed}{where}")
     return 1 if failed else 0
 
 

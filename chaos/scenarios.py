@@ -1,6 +1,6 @@
 """Chaos scenarios, each with its pass criteria in code.
 
-A scenario takes a running ChaosCluster, a seed (which fixes every random choice,
+A scenario takes a running Target (chaos/target.py), a seed (which fixes every random choice,
 so a failing seed replays the same faults) and a size, and fills a RunReport.
 """
 
@@ -25,10 +25,11 @@ from coordinator.metadata import MetadataStore
 from ecmem import wire
 
 from .checker import Open, Write, check_region
-from .cluster import ChaosCluster, ask
+from .cluster import ask
 from .history import FAIL, INFO, OK
 from .report import RunReport, Sample
 from .schedule import KILL, Fault
+from .target import Target
 
 MiB = 1024 * 1024
 BLOCK = 4 * MiB  # one stripe of the default ec:4+2 geometry: a write is whole or absent
@@ -45,7 +46,7 @@ def _digest(data: bytes) -> str:
 class Reader(threading.Thread):
     """Random reads of what was acknowledged, timing each, until stopped."""
 
-    def __init__(self, c: ChaosCluster, name: str, acked: Callable[[], int], t0: float) -> None:
+    def __init__(self, c: Target, name: str, acked: Callable[[], int], t0: float) -> None:
         super().__init__(daemon=True)
         self.c, self.name_, self.acked, self.t0 = c, name, acked, t0
         self.samples: list[Sample] = []
@@ -54,7 +55,7 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(7)
-        with ecmem.connect(self.c.zk, cluster="chaos") as cl:
+        with ecmem.connect(self.c.zk, cluster=self.c.cluster) as cl:
             while not self.stop.is_set():
                 n = self.acked()
                 if n == 0:
@@ -71,12 +72,12 @@ class Reader(threading.Thread):
                 self.samples.append(Sample(t - self.t0, "read", time.monotonic() - t, 65536, ok))
 
 
-def _health(c: ChaosCluster) -> str:
+def _health(c: Target) -> str:
     from coordinator.metadata import connect_zk
 
     zk = connect_zk(c.zk, timeout=20)
     try:
-        md = MetadataStore(zk, "chaos")
+        md = MetadataStore(zk, c.cluster)
         report, _ = assess(md.all_nodes(), md.regions())
         return report.status
     finally:
@@ -84,7 +85,7 @@ def _health(c: ChaosCluster) -> str:
         zk.close()
 
 
-def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def kill_during_write(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 1: SIGKILL M hosts during a long sequential write."""
     rng = random.Random(seed)
     blocks = max(4, mib * MiB // BLOCK)
@@ -95,12 +96,12 @@ def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -
     opens: list[Open] = []
     acked = 0
     t0 = time.monotonic()
-    reader = Reader(c, "s1", lambda: acked, t0)
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        cl.create_region("s1", 0, "ec:4+2")
+    reader = Reader(c, c.region("s1"), lambda: acked, t0)
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        cl.create_region(c.region("s1"), 0, "ec:4+2")
         reader.start()
-        with cl.open("s1", "r+b") as f:
-            epoch = cl.async_client._writers["s1"].epoch
+        with cl.open(c.region("s1"), "r+b") as f:
+            epoch = cl.async_client._writers[c.region("s1")].epoch
             opens.append(Open(epoch, time.monotonic() - t0))
             for i in range(blocks):
                 if at and i == at[0]:
@@ -124,7 +125,7 @@ def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -
         reader.stop.set()
         reader.join()
         report.samples += reader.samples
-        final = {i: _digest(cl.pread("s1", i * BLOCK, BLOCK)) for i in range(blocks)}
+        final = {i: _digest(cl.pread(c.region("s1"), i * BLOCK, BLOCK)) for i in range(blocks)}
     verdict = check_region(writes, final, opens)
     for p in verdict.problems:
         report.fail(p)
@@ -149,15 +150,15 @@ def kill_during_write(c: ChaosCluster, seed: int, mib: int, report: RunReport) -
     report.numbers["redundancy_restored_s"] = time.monotonic() - t
     # ...for real: M more hosts die and every block still reads the same.
     _kill(c, report, t0, rng.sample([h for h in c.node_hosts if h not in victims], m))
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        again = {i: _digest(cl.pread("s1", i * BLOCK, BLOCK)) for i in range(blocks)}
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        again = {i: _digest(cl.pread(c.region("s1"), i * BLOCK, BLOCK)) for i in range(blocks)}
     if again != final:
         bad = sorted(i for i in final if again.get(i) != final[i])
         report.fail(f"after {m} more hosts died, blocks {bad[:8]} read differently")
     report.passed = not report.problems
 
 
-Scenario = Callable[[ChaosCluster, int, int, RunReport], None]
+Scenario = Callable[[Target, int, int, RunReport], None]
 
 # name -> (scenario, storage hosts it needs, the coordinator's rebuild grace in seconds)
 SCENARIOS: dict[str, tuple[Scenario, int, float]] = {
@@ -177,7 +178,7 @@ def _writer_history(path: Path) -> tuple[list[Write], list[Open], int]:
             opens.append(Open(r["epoch"], r["time"]))
         elif r["kind"] == "invoke":
             invoked[r["block"]] = r
-        else:
+        elif r["kind"] == "write":
             invoked.pop(r["block"], None)
             page = {r["block"]: r["digest"]}
             writes.append(Write(r["epoch"], r["block"], page, r["outcome"], r["start"], r["end"]))
@@ -187,23 +188,25 @@ def _writer_history(path: Path) -> tuple[list[Write], list[Open], int]:
 
 
 def _start_writer(
-    c: ChaosCluster,
+    c: Target,
     region: str,
     seed: int,
     size: int,
     history: Path,
     name: str,
-    host: str | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """A chaos.writer process, in the root namespace or on ``host``."""
+    """A chaos.writer process, here or as ``wrap`` says (on a namespaced host)."""
     args = [
-        sys.executable, "-m", "chaos.writer", "--zk", c.zk, "--region", region,
+        sys.executable, "-m", "chaos.writer", "--zk", c.zk, "--cluster", c.cluster,
+        "--region", region,
         "--seed", str(seed), "--block", str(size), "--history", str(history),
-        "--session-timeout", "3",
+        "--session-timeout", "3", *extra,
     ]  # fmt: skip
     with open(c.root / "logs" / f"{name}.log", "ab") as log:
         return subprocess.Popen(
-            c.net.command(host, args) if host else args,
+            wrap(args) if wrap else args,
             stdout=subprocess.DEVNULL,
             stderr=log,
             start_new_session=True,
@@ -225,14 +228,14 @@ def _pages(cl: ecmem.Client, region: str, size: int, n: int) -> dict[int, str | 
     return out
 
 
-def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def stale_writer(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 4: a writer paused past its ZooKeeper session, a new writer takes over,
     the old one resumes: none of its writes may be accepted."""
     size = 65536
     history = c.root / "writer-a.jsonl"
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        cl.create_region("s4", 0, "ec:4+2", chunk=16384)
-    proc = _start_writer(c, "s4", seed, size, history, "writer-a")
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        cl.create_region(c.region("s4"), 0, "ec:4+2", chunk=16384)
+    proc = _start_writer(c, c.region("s4"), seed, size, history, "writer-a")
     t0 = time.time()
     try:
         rng = random.Random(seed)
@@ -253,9 +256,9 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
         writes_a, _, last = _writer_history(history)
         b_writes: list[Write] = []
         opens_b: list[Open] = []
-        with ecmem.connect(c.zk, cluster="chaos") as cl:
-            with cl.open("s4", "r+b", timeout=20) as f:
-                epoch_b = cl.async_client._writers["s4"].epoch
+        with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+            with cl.open(c.region("s4"), "r+b", timeout=20) as f:
+                epoch_b = cl.async_client._writers[c.region("s4")].epoch
                 opens_b.append(Open(epoch_b, time.time()))
                 for j, blk in enumerate(range(0, last + 1, 3)):  # B overwrites every third
                     data = random.Random(-seed - blk).randbytes(size)
@@ -288,8 +291,8 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
         accepted_after_resume=len(accepted),
         refusals=sorted({r.get("why", "")[:400] for r in _records(history) if r.get("why")}),
     )
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        final = _pages(cl, "s4", size, cl.stat("s4").size // size)
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        final = _pages(cl, c.region("s4"), size, cl.stat(c.region("s4")).size // size)
     verdict = check_region(writes_a + b_writes, final, opens_a + opens_b)
     for p in verdict.problems:
         report.fail(p)
@@ -299,7 +302,7 @@ def stale_writer(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> Non
 SCENARIOS["stale-writer"] = (stale_writer, 7, 2.0)
 
 
-def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def corruption(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 6: corrupt 1..M fragments of stripes (flips and truncations, data and
     parity): reads stay correct; M+1 in a stripe: an error, never wrong bytes; scrub
     finds and repairs every corruption."""
@@ -308,10 +311,10 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     rng = random.Random(seed)
     stripes = max(8, min(64, mib * MiB // BLOCK))
     data = b"".join(_block(seed, i) for i in range(stripes))
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        cl.create_region("s6", 0, "ec:4+2")
-        cl.pwrite("s6", 0, data)
-        meta = cl._run(cl.async_client.region_meta("s6"))
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        cl.create_region(c.region("s6"), 0, "ec:4+2")
+        cl.pwrite(c.region("s6"), 0, data)
+        meta = cl._run(cl.async_client.region_meta(c.region("s6")))
         live = cl.async_client.live_nodes()
         m = 2
         plan: dict[int, list[int]] = {}
@@ -335,7 +338,7 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
         report.numbers.update(stripes=stripes, corrupted_fragments=injected, beyond_m=beyond)
         for s in range(stripes):
             try:
-                got = cl.pread("s6", s * BLOCK, BLOCK)
+                got = cl.pread(c.region("s6"), s * BLOCK, BLOCK)
             except ecmem.EcmemError as exc:
                 if s != beyond:
                     report.fail(f"stripe {s} with <= M corruptions failed to read: {exc}")
@@ -344,7 +347,7 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
                 report.fail(f"stripe {s} with M+1 corruptions read without an error")
             if got != data[s * BLOCK : (s + 1) * BLOCK]:
                 report.fail(f"stripe {s} read WRONG BYTES")
-        found = cl._run(Scrubber(cl.async_client).run_once(["s6"], repair=True))
+        found = cl._run(Scrubber(cl.async_client).run_once([c.region("s6")], repair=True))
         seen = {(f.stripe, f.index) for f in found.findings}
         want = {(s, i) for s, v in plan.items() for i in v}
         if seen != want:
@@ -357,14 +360,14 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
             report.fail(f"scrub left {sorted(unrepaired)[:8]} unrepaired")
         report.numbers["scrub_found"] = len(seen)
         report.numbers["scrub_repaired"] = len(found.findings) - len(found.unrepaired)
-        again = cl._run(Scrubber(cl.async_client).run_once(["s6"], repair=False))
+        again = cl._run(Scrubber(cl.async_client).run_once([c.region("s6")], repair=False))
         left = {(f.stripe, f.index) for f in again.findings}
         if left - {(beyond, i) for i in plan[beyond]}:
             report.fail(f"a second scrub still finds {sorted(left)[:8]}")
         for s in range(stripes):
             if (
                 s != beyond
-                and cl.pread("s6", s * BLOCK, BLOCK) != data[s * BLOCK : (s + 1) * BLOCK]
+                and cl.pread(c.region("s6"), s * BLOCK, BLOCK) != data[s * BLOCK : (s + 1) * BLOCK]
             ):
                 report.fail(f"stripe {s} differs after the repair")
     report.passed = not report.problems
@@ -373,50 +376,51 @@ def corruption(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
 SCENARIOS["corruption"] = (corruption, 6, 2.0)
 
 
-def _kill(c: ChaosCluster, report: RunReport, t0: float, hosts: list[str]) -> None:
+def _kill(c: Target, report: RunReport, t0: float, hosts: list[str]) -> None:
     for host in hosts:
         c.kill(host)
         report.faults.append(Fault(time.monotonic() - t0, KILL, host, 0.0))
 
 
-def _reads_back(c: ChaosCluster, region: str, data: bytes) -> bool:
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
+def _reads_back(c: Target, region: str, data: bytes) -> bool:
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         return cl.pread(region, 0, len(data)) == data
 
 
-def _region_with_data(c: ChaosCluster, name: str, seed: int, blocks: int) -> bytes:
+def _region_with_data(c: Target, name: str, seed: int, blocks: int) -> bytes:
     data = b"".join(_block(seed, i) for i in range(blocks))
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         cl.create_region(name, 0, "ec:4+2")
         cl.pwrite(name, 0, data)
     return data
 
 
-def slow_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def slow_host(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 7: a host SIGSTOPped for seconds during reads: reads keep going from the
     other fragments, each within a second; p99 during the pause is reported."""
     rng = random.Random(seed)
     blocks = max(4, min(64, mib * MiB // BLOCK))
-    data = _region_with_data(c, "s7", seed, blocks)
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        meta = cl._run(cl.async_client.region_meta("s7"))
+    data = _region_with_data(c, c.region("s7"), seed, blocks)
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        meta = cl._run(cl.async_client.region_meta(c.region("s7")))
         victim = meta.slabs[0][rng.randrange(4)][0]  # holds data fragments: reads need it
         t0 = time.monotonic()
         pause_at, pause_for = 2.0, min(3.0, c.session_timeout - 1)
-        paused = False
+        paused = resumed = False
         wrong = 0
         while time.monotonic() - t0 < pause_at + pause_for + 2:
             now = time.monotonic() - t0
             if not paused and now >= pause_at:
                 c.pause(victim)
                 paused = True
-            if paused and c.procs[victim].paused and now >= pause_at + pause_for:
+            if paused and not resumed and now >= pause_at + pause_for:
                 c.resume(victim)
+                resumed = True
                 report.faults.append(Fault(pause_at, "pause", victim, pause_for))
             off = rng.randrange(len(data) // 65536) * 65536
             t = time.monotonic()
             try:
-                got = cl.pread("s7", off, 65536)
+                got = cl.pread(c.region("s7"), off, 65536)
                 ok = True
                 wrong += got != data[off : off + 65536]
             except ecmem.EcmemError as exc:
@@ -440,18 +444,18 @@ def slow_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     report.passed = not report.problems
 
 
-def rebuild_cli_killed(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def rebuild_cli_killed(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 8: 'ecmem rebuild --wait' killed mid-way and run again: it completes,
     redundancy is full, and the data is identical (also with M more hosts gone)."""
     rng = random.Random(seed)
     blocks = max(8, min(64, mib * MiB // BLOCK))
-    data = _region_with_data(c, "s8", seed, blocks)
+    data = _region_with_data(c, c.region("s8"), seed, blocks)
     victim = rng.choice(c.node_hosts)
     c.kill(victim)
     t0 = time.monotonic()
     report.faults.append(Fault(0.0, KILL, victim, 0.0))
     c.wait_gone([victim])
-    env = {**os.environ, "ECMEM_ZK": c.zk, "ECMEM_CLUSTER": "chaos"}
+    env = {**os.environ, "ECMEM_ZK": c.zk, "ECMEM_CLUSTER": c.cluster}
     cli = [sys.executable, "-m", "ecmem.cli.main", "rebuild", "--node", victim, "--wait"]
     first = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(rng.uniform(0.5, 2.0))
@@ -467,7 +471,7 @@ def rebuild_cli_killed(c: ChaosCluster, seed: int, mib: int, report: RunReport) 
     if _health(c) != HEALTH_OK:
         report.fail(f"health is {_health(c)} after the rebuild, not HEALTH_OK")
     _kill(c, report, t0, rng.sample([h for h in c.node_hosts if h != victim], 2))
-    if not _reads_back(c, "s8", data):
+    if not _reads_back(c, c.region("s8"), data):
         report.fail("the region reads differently after the rebuild and 2 more deaths")
     report.numbers["seconds"] = time.monotonic() - t0
     report.passed = not report.problems
@@ -478,28 +482,28 @@ SCENARIOS["slow-host"] = (slow_host, 7, 2.0)
 SCENARIOS["rebuild-cli-killed"] = (rebuild_cli_killed, 7, 600.0)
 
 
-def beyond_m(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def beyond_m(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 2: SIGKILL M+1 hosts: reads fail clearly, never with wrong bytes; writes
     are refused; once the hosts return (with their data), nothing is lost."""
     rng = random.Random(seed)
     blocks = max(8, min(64, mib * MiB // BLOCK))
-    data = _region_with_data(c, "s2", seed, blocks)
+    data = _region_with_data(c, c.region("s2"), seed, blocks)
     victims = rng.sample(c.node_hosts, 3)
     t0 = time.monotonic()
     _kill(c, report, t0, victims)
     c.wait_gone(victims)
     errors = wrong = 0
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         for i in range(blocks):
             try:
-                got = cl.pread("s2", i * BLOCK, BLOCK)
+                got = cl.pread(c.region("s2"), i * BLOCK, BLOCK)
                 wrong += got != data[i * BLOCK : (i + 1) * BLOCK]
             except ecmem.DataUnavailableError:
                 errors += 1
             except ecmem.EcmemError as exc:
                 report.fail(f"block {i}: an unclear error with M+1 hosts down: {exc!r}")
         try:
-            cl.pwrite("s2", 0, b"x" * 4096)
+            cl.pwrite(c.region("s2"), 0, b"x" * 4096)
             report.fail("a write was acknowledged with M+1 hosts down")
         except ecmem.EcmemError:
             pass
@@ -511,7 +515,7 @@ def beyond_m(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     for host in victims:
         c.start(host)
     c.wait_nodes(victims)
-    if not _reads_back(c, "s2", data):
+    if not _reads_back(c, c.region("s2"), data):
         report.fail("after the hosts returned, the region reads differently")
     report.numbers["seconds"] = time.monotonic() - t0
     report.passed = not report.problems
@@ -520,7 +524,7 @@ def beyond_m(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
 SCENARIOS["beyond-m"] = (beyond_m, 6, 600.0)
 
 
-def mount_under_failure(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
+def mount_under_failure(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 9: checkpoint files written through a mount (temporary file, fsync,
     rename) while M hosts die survive byte-identical, through that mount and a fresh one."""
     rng = random.Random(seed)
@@ -535,7 +539,7 @@ def mount_under_failure(c: ChaosCluster, seed: int, mib: int, report: RunReport)
         where.mkdir(exist_ok=True)
         log = open(c.root / "logs" / "mount.log", "ab")
         p = subprocess.Popen(
-            [sys.executable, "-m", "ecmem.mount", str(where), "--zk", c.zk, "--cluster", "chaos"],
+            [sys.executable, "-m", "ecmem.mount", str(where), "--zk", c.zk, "--cluster", c.cluster],
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -607,8 +611,9 @@ def mount_under_failure(c: ChaosCluster, seed: int, mib: int, report: RunReport)
 SCENARIOS["mount-under-failure"] = (mount_under_failure, 8, 2.0)
 
 
-def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
-    """Scenario 3: kill, restart and pause hosts (at most M out at once) while a writer
+def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 3: kill, restart and pause storage hosts (at most M out at once), the
+    coordinator and ZooKeeper servers (one at a time) while a writer
     and readers work on one region: the writes pass the write checker, reads of each
     page are linearizable, and full redundancy returns within a bound after."""
     from .history import INVOKE, Event, History
@@ -619,13 +624,20 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     pages = 64
     seconds = max(20.0, min(600.0, mib / 4))
     schedule = generate(seed, c.node_hosts, seconds, max_down=2, kinds=[KILL, PAUSE])
+    # The control plane too: the coordinator and one ZooKeeper server at a time (the
+    # ensemble keeps its quorum), killed and restarted or paused.
+    if c.control_hosts:
+        schedule = sorted(
+            schedule
+            + generate(seed + 1, c.control_hosts, seconds, 1, [KILL, PAUSE], every=6.0, longest=5.0)
+        )
     history = History()
     lock = threading.Lock()
     stop = threading.Event()
     t0 = time.monotonic()
     zeros = _digest(bytes(page))
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        cl.create_region("s3", pages * page, "ec:4+2", chunk=page // 4)
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        cl.create_region(c.region("s3"), pages * page, "ec:4+2", chunk=page // 4)
 
     def record(e: Event) -> None:
         with lock:
@@ -633,7 +645,7 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
 
     def writer() -> None:
         rng = random.Random(seed)
-        with ecmem.connect(c.zk, cluster="chaos") as cl:
+        with ecmem.connect(c.zk, cluster=c.cluster) as cl:
             seq = epoch = 0
             while not stop.is_set():
                 p = rng.randrange(pages)
@@ -641,37 +653,37 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
                 value = _digest(data)
                 seq += 1
                 now = time.monotonic() - t0
-                record(Event(0, INVOKE, "write", "s3", p, value, now, 0, seq))
+                record(Event(0, INVOKE, "write", c.region("s3"), p, value, now, 0, seq))
                 try:
-                    cl.pwrite("s3", p * page, data)
-                    epoch = cl.async_client._writers["s3"].epoch
+                    cl.pwrite(c.region("s3"), p * page, data)
+                    epoch = cl.async_client._writers[c.region("s3")].epoch
                     kind = OK
                 except ecmem.EcmemError as exc:
                     # The outcome of a failed write is unknown (it may be recovered later)
                     # unless the client says it never happened; its epoch is the writer's.
-                    w = cl.async_client._writers.get("s3")
+                    w = cl.async_client._writers.get(c.region("s3"))
                     epoch = w.epoch if w is not None else epoch
                     kind = INFO if exc.retriable else FAIL
                     time.sleep(0.2)
                 done = time.monotonic() - t0
-                record(Event(0, kind, "write", "s3", p, None, done, epoch, seq))
+                record(Event(0, kind, "write", c.region("s3"), p, None, done, epoch, seq))
                 report.samples.append(Sample(now, "write", done - now, page, kind == OK))
 
     def reader(n: int) -> None:
         rng = random.Random(seed + n)
-        with ecmem.connect(c.zk, cluster="chaos") as cl:
+        with ecmem.connect(c.zk, cluster=c.cluster) as cl:
             while not stop.is_set():
                 p = rng.randrange(pages)
                 now = time.monotonic() - t0
-                record(Event(n, INVOKE, "read", "s3", p, None, now))
+                record(Event(n, INVOKE, "read", c.region("s3"), p, None, now))
                 try:
-                    got = _digest(cl.pread("s3", p * page, page))
+                    got = _digest(cl.pread(c.region("s3"), p * page, page))
                     record(
                         Event(
                             n,
                             OK,
                             "read",
-                            "s3",
+                            c.region("s3"),
                             p,
                             None if got == zeros else got,
                             time.monotonic() - t0,
@@ -679,7 +691,7 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
                     )
                     ok = True
                 except ecmem.EcmemError:
-                    record(Event(n, FAIL, "read", "s3", p, None, time.monotonic() - t0))
+                    record(Event(n, FAIL, "read", c.region("s3"), p, None, time.monotonic() - t0))
                     ok = False
                 report.samples.append(Sample(now, "read", time.monotonic() - t0 - now, page, ok))
 
@@ -723,8 +735,8 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
             break
         time.sleep(1)
     report.numbers["redundancy_restored_s"] = time.monotonic() - t
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        final = _pages(cl, "s3", page, pages)
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        final = _pages(cl, c.region("s3"), page, pages)
     verdict_w = check_region(writes, final)
     for problem in verdict_w.problems:
         report.fail(problem)
@@ -738,14 +750,14 @@ def thrash(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     report.passed = not report.problems
 
 
-def _undo(c: ChaosCluster, f: Fault) -> None:
+def _undo(c: Target, f: Fault) -> None:
     if f.kind == KILL:
         c.start(f.host)
     else:
         c.resume(f.host)
 
 
-def _undo_due(c: ChaosCluster, pending: list[tuple[float, Fault]], t0: float) -> None:
+def _undo_due(c: Target, pending: list[tuple[float, Fault]], t0: float) -> None:
     now = time.monotonic() - t0
     for item in [x for x in pending if x[0] <= now]:
         pending.remove(item)
@@ -753,81 +765,3 @@ def _undo_due(c: ChaosCluster, pending: list[tuple[float, Fault]], t0: float) ->
 
 
 SCENARIOS["thrash"] = (thrash, 7, 2.0)
-
-
-def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
-    """Scenario 5: a writer on a host cut off from the ZooKeeper majority (it still
-    reaches the storage nodes and one ZooKeeper server, a minority) keeps trying to
-    write; a writer on the majority side takes the region over. The minority writer
-    acknowledges nothing once the takeover happened, never two epochs at once, and
-    after the partition heals the cluster converges."""
-    size = 65536
-    history = c.root / "writer-minority.jsonl"
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        cl.create_region("s5", 0, "ec:4+2", chunk=16384)
-    # The writer lives on its own host, so the nemesis can cut its links.
-    proc = _start_writer(c, "s5", seed, size, history, "writer-minority", host="client")
-    t0 = time.time()
-    opens_b: list[Open] = []
-    b_writes: list[Write] = []
-    try:
-        deadline = time.time() + 60
-        while not history.exists() or len(history.read_text().splitlines()) < 15:
-            if proc.poll() is not None or time.time() > deadline:
-                report.fail("the minority writer stopped or stalled before the partition")
-                return
-            time.sleep(0.05)
-        c.net.cut("client", "zk1")
-        c.net.cut("client", "zk2")
-        c.net.isolate("zk3")  # ...and the server it may still reach loses its quorum
-        cut_at = time.time()
-        report.faults.append(Fault(cut_at - t0, "isolate", "client+zk3", 0.0))
-        # A ZooKeeper election may follow the isolation: give the majority time to serve.
-        with ecmem.connect(c.zk, cluster="chaos", timeout=60) as cl:
-            with cl.open("s5", "r+b", timeout=30) as f:
-                epoch_b = cl.async_client._writers["s5"].epoch
-                opens_b.append(Open(epoch_b, time.time()))
-                for j in range(10):
-                    data = random.Random(-seed - j).randbytes(size)
-                    start = time.time()
-                    f.seek(j * 2 * size)
-                    f.write(data)
-                    f.flush()
-                    b_writes.append(
-                        Write(epoch_b, j, {j * 2: _digest(data)}, OK, start, time.time())
-                    )
-        time.sleep(2)
-        c.net.mend("client", "zk1")
-        c.net.mend("client", "zk2")
-        c.net.heal("zk3")
-        report.faults[-1] = Fault(cut_at - t0, "isolate", "client+zk3", time.time() - cut_at)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            report.fail("the minority writer never got an error after the takeover")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    writes_a, opens_a, last = _writer_history(history)
-    after = [w for w in writes_a if w.start > opens_b[0].time]
-    report.numbers.update(
-        minority_writes_after_takeover=len(after),
-        minority_acked_after_takeover=sum(1 for w in after if w.outcome == OK),
-    )
-    t = time.monotonic()
-    while _health(c) != HEALTH_OK:
-        if time.monotonic() - t > 120:
-            report.fail("the cluster did not converge to HEALTH_OK after the partition healed")
-            break
-        time.sleep(1)
-    with ecmem.connect(c.zk, cluster="chaos") as cl:
-        n = cl.stat("s5").size // size
-        final = _pages(cl, "s5", size, n)
-    verdict = check_region(writes_a + b_writes, final, opens_a + opens_b)
-    for p in verdict.problems:
-        report.fail(p)
-    report.passed = not report.problems
-
-
-SCENARIOS["partition"] = (partition, 6, 2.0)

@@ -3,6 +3,8 @@
 Takes a region's write lease and writes blocks 0, 1, 2, ... (each a pwrite,
 acknowledged once committed), recording every write as one JSON line
 in --history: its epoch, block, digest, start and end (Unix time) and outcome.
+With --hold N it gives the lease up after N writes and takes it again (a new
+epoch), so that writers on different hosts take turns.
 The history file is flushed and fsynced per line, so it survives a SIGKILL.
 """
 
@@ -26,11 +28,12 @@ def block(seed: int, i: int, size: int) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m chaos.writer", description=__doc__)
     ap.add_argument("--zk", required=True)
-    ap.add_argument("--cluster", default="chaos")
+    ap.add_argument("--cluster", required=True)
     ap.add_argument("--region", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--block", type=int, default=65536)
     ap.add_argument("--blocks", type=int, default=1 << 30, help="stop after this many")
+    ap.add_argument("--hold", type=int, default=0, help="writes per lease (0: keep it)")
     ap.add_argument("--session-timeout", type=float, default=3.0)
     ap.add_argument("--history", required=True)
     args = ap.parse_args(argv)
@@ -46,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
 
         # Each write is its own pwrite (committed when it returns), so that one refused
         # write does not spoil the next as a file's background error would.
-        epoch = cl._run(cl.async_client._writer(args.region, 30)).epoch
-        record(kind="open", epoch=epoch, time=time.time())
+        def take() -> int:
+            epoch: int = cl._run(cl.async_client._writer(args.region, 30)).epoch
+            record(kind="open", epoch=epoch, time=time.time())
+            return epoch
+
+        epoch = take()
         failures = 0
         for i in range(args.blocks):
             data = block(args.seed, i, args.block)
@@ -82,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             failures += outcome != "ok"
             if failures >= 3:
                 break  # fenced, or the cluster is gone: this writer is done
+            if args.hold and (i + 1) % args.hold == 0 and i + 1 < args.blocks:
+                try:
+                    cl._run(cl.async_client.release(args.region))
+                    epoch = take()
+                except ecmem.EcmemError as exc:  # busy past the wait, or fenced: done
+                    record(kind="gave-up", time=time.time(), why=str(exc)[:400])
+                    break
     return 0
 
 

@@ -89,11 +89,12 @@ class NodeConnection(FrameProtocol):
                     )
                 )
 
-    def give_up(self, why: str) -> None:
-        """Fail the reads in flight as timed out (the node stopped answering beats); they
-        are read around. Writes keep their own timeouts: a node merely slow to answer
-        beats must not lose its fragments to a handoff."""
-        for req_id in [r for r in self._pending if r in self._reads]:
+    def give_up(self, why: str, writes: bool = False) -> None:
+        """Fail the requests in flight as timed out (the node stopped answering beats):
+        reads at once, they are read around; writes (``writes``) only once the silence
+        has lasted, as a node merely slow to answer beats should keep its fragments
+        rather than see them go to a handoff."""
+        for req_id in [r for r in self._pending if writes or r in self._reads]:
             fut = self._pending.pop(req_id)
             if not fut.done():
                 fut.set_exception(
@@ -156,6 +157,7 @@ class ConnectionPool:
     """
 
     SUSPECT_FOR = 5.0
+    WRITES_WAIT = 2.0  # silent this long, a node's writes in flight are given up too
 
     def __init__(self, addresses: AddressBook) -> None:
         self._addresses = addresses
@@ -180,10 +182,22 @@ class ConnectionPool:
             conn = self._conns.get(node_id)
             if conn is not None:
                 conn.give_up("stopped answering heartbeats")
+            asyncio.get_running_loop().call_later(
+                self.WRITES_WAIT, self._still_silent, node_id, conn
+            )
         elif node_id in self._silent:
             self._silent.discard(node_id)
             self._suspect_until.pop(node_id, None)
             log.info("node %s answers heartbeats again", node_id)
+
+    def _still_silent(self, node_id: str, conn: NodeConnection | None) -> None:
+        if node_id in self._silent and conn is not None and self._conns.get(node_id) is conn:
+            log.warning(
+                "node %s silent for %.0fs: its writes in flight go to handoffs",
+                node_id,
+                self.WRITES_WAIT,
+            )
+            conn.give_up(f"silent for {self.WRITES_WAIT:.0f}s", writes=True)
 
     def is_suspect(self, node_id: str) -> bool:
         if node_id in self._silent:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.net import leftovers
+from chaos.net import leftovers, run_id
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,16 +24,25 @@ def run(
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("the chaos suite needs root and iproute2 for network namespaces")
     args = ["--scenario", scenario, "--seed", str(seed), "--mib", str(mib), "--out", str(tmp_path)]
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "chaos.run", *args, *extra],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
         cwd=ROOT,
     )
-    assert out.returncode == (0 if passes else 1), out.stdout[-3000:] + out.stderr[-3000:]
-    assert leftovers() == []
-    procs = subprocess.run(["pgrep", "-f", "--cluster chaos"], capture_output=True, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:  # a hung run: SIGTERM makes it clean up after itself
+            proc.terminate()
+            proc.communicate(timeout=60)
+    assert proc.returncode == (0 if passes else 1), stdout[-3000:] + stderr[-3000:]
+    run_ = run_id(proc.pid)  # this run's own namespaces, links and processes
+    assert leftovers(run_) == []
+    procs = subprocess.run(
+        ["pgrep", "-f", f"--cluster chaos-{run_}"], capture_output=True, text=True
+    )
     assert procs.stdout.strip() == "", procs.stdout
     assert (tmp_path / f"{scenario}-seed{seed}.png").stat().st_size > 0
     report = json.loads((tmp_path / f"{scenario}-seed{seed}.json").read_text())
@@ -63,3 +72,8 @@ def test_stale_writer_fails_on_a_build_without_fencing(tmp_path: Path) -> None:
     report = run(tmp_path, "stale-writer", 9, 16, "--break", "no-fencing", passes=False)
     assert report["numbers"]["accepted_after_resume"] > 0
     assert any("stale-epoch write" in p for p in report["problems"]), report["problems"][:5]
+
+
+def test_corruption_fails_on_a_build_without_checksums(tmp_path: Path) -> None:
+    report = run(tmp_path, "corruption", 4, 64, "--break", "no-checksums", passes=False)
+    assert any("WRONG BYTES" in p for p in report["problems"]), report["problems"][:5]
