@@ -19,13 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ecmem
-from coordinator.health import HEALTH_OK
 
 from .checker import Open, Write, check_region
 from .cluster import ChaosCluster
 from .history import OK
 from .report import RunReport
-from .scenarios import _digest, _health, _pages, _start_writer, _writer_history
+from .scenarios import _digest, _healthy_within, _pages, _start_writer, _writer_history
 from .schedule import ISOLATE, Fault
 
 PAGE = 65536  # the writers' block: one stripe of ec:4+2 with 16 KiB chunks
@@ -48,18 +47,6 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def _converges(c: ChaosCluster, report: RunReport, bound: float = 120) -> None:
-    t = time.monotonic()
-    while _health(c) != HEALTH_OK:
-        if time.monotonic() - t > bound:
-            report.fail(
-                f"the cluster did not converge to HEALTH_OK within {bound:.0f} s of healing"
-            )
-            return
-        time.sleep(1)
-    report.numbers["converged_s"] = round(time.monotonic() - t, 1)
 
 
 def _check(
@@ -139,7 +126,7 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
         minority_writes_after_takeover=len(after),
         minority_acked_after_takeover=sum(1 for w in after if w.outcome == OK),
     )
-    _converges(c, report)
+    _healthy_within(c, report, 120, "after healing")
     _check(c, c.region("s5"), writes_a + b_writes, opens_a + opens_b, report)
     report.passed = not report.problems
 
@@ -184,7 +171,7 @@ def partition_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     )
     if not during:
         report.fail(f"no write was acknowledged while {victim} was cut off")
-    _converges(c, report)
+    _healthy_within(c, report, 120, "after healing")
     _check(c, region, writes, opens, report)
     report.passed = not report.problems
 
@@ -258,7 +245,7 @@ def partition_ring(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     )
     if len({o.epoch for o in opens}) < 3:
         report.fail("the writers did not take turns: nothing was tested")
-    _converges(c, report)
+    _healthy_within(c, report, 120, "after healing")
     _check(c, region, writes, opens, report)
     report.passed = not report.problems
 

@@ -6,6 +6,7 @@ so a failing seed replays the same faults) and a size, and fills a RunReport.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -85,6 +86,17 @@ def _health(c: Target) -> str:
         zk.close()
 
 
+def _healthy_within(c: Target, report: RunReport, bound: float, when: str) -> None:
+    """Wait for HEALTH_OK (full redundancy, nothing pending), failing past ``bound``."""
+    t = time.monotonic()
+    while _health(c) != HEALTH_OK:
+        if time.monotonic() - t > bound:
+            report.fail(f"full redundancy did not return within {bound:.0f} s {when}")
+            break
+        time.sleep(1)
+    report.numbers["redundancy_restored_s"] = round(time.monotonic() - t, 1)
+
+
 def kill_during_write(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 1: SIGKILL M hosts during a long sequential write."""
     rng = random.Random(seed)
@@ -141,13 +153,7 @@ def kill_during_write(c: Target, seed: int, mib: int, report: RunReport) -> None
     if slowest > c.session_timeout + 2:
         report.fail(f"a read took {slowest:.1f}s, over session timeout + 2 s")
     # Full redundancy comes back by itself...
-    t = time.monotonic()
-    while _health(c) != HEALTH_OK:
-        if time.monotonic() - t > 180:
-            report.fail("full redundancy did not come back within 180 s")
-            break
-        time.sleep(1)
-    report.numbers["redundancy_restored_s"] = time.monotonic() - t
+    _healthy_within(c, report, 180, "after the kills")
     # ...for real: M more hosts die and every block still reads the same.
     _kill(c, report, t0, rng.sample([h for h in c.node_hosts if h not in victims], m))
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
@@ -639,6 +645,8 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         cl.create_region(c.region("s3"), pages * page, "ec:4+2", chunk=page // 4)
 
+    why: collections.Counter[str] = collections.Counter()  # read errors, for the report
+
     def record(e: Event) -> None:
         with lock:
             history.add(e)
@@ -690,9 +698,11 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                         )
                     )
                     ok = True
-                except ecmem.EcmemError:
+                except ecmem.EcmemError as exc:
                     record(Event(n, FAIL, "read", c.region("s3"), p, None, time.monotonic() - t0))
                     ok = False
+                    with lock:
+                        why[f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
                 report.samples.append(Sample(now, "read", time.monotonic() - t0 - now, page, ok))
 
     workers = [threading.Thread(target=writer, daemon=True)] + [
@@ -728,13 +738,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
         for o in ops
         if o.f == "write"
     ]
-    t = time.monotonic()
-    while _health(c) != HEALTH_OK:
-        if time.monotonic() - t > 120:
-            report.fail("full redundancy did not return within 120 s after the thrash")
-            break
-        time.sleep(1)
-    report.numbers["redundancy_restored_s"] = time.monotonic() - t
+    _healthy_within(c, report, 120, "after the thrash")
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         final = _pages(cl, c.region("s3"), page, pages)
     verdict_w = check_region(writes, final)
@@ -746,6 +750,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
         writes_ok=sum(1 for w in writes if w.outcome == OK),
         reads=sum(1 for o in ops if o.f == "read"),
         reads_failed=sum(1 for o in ops if o.f == "read" and o.outcome == FAIL),
+        read_errors=why.most_common(5),
     )
     report.passed = not report.problems
 
