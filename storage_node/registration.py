@@ -15,6 +15,7 @@ from coordinator.model import NodeInfo
 from coordinator.paths import Paths
 
 log = logging.getLogger(__name__)
+OP_TIMEOUT = 5.0  # seconds a ZooKeeper call may take before the node gives up on it
 
 
 class NodeIdInUse(Exception):
@@ -95,10 +96,11 @@ class Registration:
         path = self.paths.node(self.info.id)
         if not self.zk.connected:
             return
-        if self.zk.exists(path) is None:
+        # Bounded: a call caught by a lost connection must not hang the node's shutdown.
+        if self.zk.exists_async(path).get(timeout=OP_TIMEOUT) is None:
             self.register()
         elif data != self._published:
-            self.zk.set(path, data)
+            self.zk.set_async(path, data).get(timeout=OP_TIMEOUT)
             self._published = data
 
     async def run(self, used: Callable[[], int], interval: float = 1.0) -> None:
@@ -110,7 +112,12 @@ class Registration:
                 log.warning("could not refresh registration of %s: %s", self.info.id, exc)
 
     def deregister(self) -> None:
+        """Leave at once (clients stop using us now); unreachable ZooKeeper drops our
+        znode with the session anyway."""
+        if not self.zk.connected:
+            log.info("ZooKeeper unreachable: node %s leaves with its session", self.info.id)
+            return
         try:
-            self.zk.delete(self.paths.node(self.info.id))
+            self.zk.delete_async(self.paths.node(self.info.id)).get(timeout=OP_TIMEOUT)
         except Exception:  # best effort on the way out
             pass
