@@ -23,7 +23,7 @@ import ecmem
 from .checker import Open, Write, check_region
 from .cluster import ChaosCluster
 from .history import OK
-from .report import RunReport
+from .report import RunReport, Sample
 from .scenarios import _digest, _healthy_within, _pages, _start_writer, _writer_history
 from .schedule import ISOLATE, Fault
 
@@ -47,6 +47,15 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _timed(report: RunReport, writes: list[Write], t0: float) -> None:
+    """The writes into the report's plot (their times are Unix times, t0 the start)."""
+    for w in writes:
+        if w.end != float("inf"):
+            report.samples.append(
+                Sample(w.start - t0, "write", w.end - w.start, PAGE, w.outcome == OK)
+            )
 
 
 def _check(
@@ -121,6 +130,7 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     writes_a, opens_a, last = _writer_history(history)
+    _timed(report, writes_a + b_writes, t0)
     after = [w for w in writes_a if w.start > opens_b[0].time]
     report.numbers.update(
         minority_writes_after_takeover=len(after),
@@ -161,6 +171,7 @@ def partition_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     finally:
         _end(proc)
     writes, opens, _ = _writer_history(history)
+    _timed(report, writes, t0)
     during = [w for w in writes if w.outcome == OK and cut_at <= w.start and w.end <= healed]
     report.numbers.update(
         writes=len(writes),
@@ -236,6 +247,7 @@ def partition_ring(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
         w, o, _ = _writer_history(h)
         writes += w
         opens += o
+    _timed(report, writes, t0)
     during = [w for w in writes if w.outcome == OK and cut_at <= w.start and w.end <= healed]
     report.numbers.update(
         seconds=seconds,

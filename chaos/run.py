@@ -14,13 +14,16 @@ yours instead (chaos/remote.py), which is left as it was found.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from .catalog import ANY_TARGET, SCENARIOS
@@ -49,12 +52,31 @@ def _break(name: str) -> None:
     ecmem.stripes.UNSAFE_NO_CHECKSUMS = name == "no-checksums"
 
 
+@contextlib.contextmanager
+def _workdir(name: str, seed: int, out: Path, keep: bool) -> Iterator[str]:
+    """Where a scenario's histories and logs go: kept in ``out`` with --keep."""
+    if not keep:
+        with tempfile.TemporaryDirectory(prefix=f"ecmem-chaos-{name}-") as tmp:
+            yield tmp
+        return
+    where = out / f"{name}-seed{seed}-files"
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    yield str(where)
+
+
 def run_one(
-    name: str, seed: int, mib: int, out: Path, broken: str = "", target: Path | None = None
+    name: str,
+    seed: int,
+    mib: int,
+    out: Path,
+    broken: str = "",
+    target: Path | None = None,
+    keep: bool = False,
 ) -> RunReport:
     report = RunReport(name, seed)
     scenario, nodes, grace = SCENARIOS[name]
-    with tempfile.TemporaryDirectory(prefix=f"ecmem-chaos-{name}-") as tmp:
+    with _workdir(name, seed, out, keep) as tmp:
         c: ChaosCluster | RemoteCluster
         if target is not None:
             c = RemoteCluster.load(target, Path(tmp), f"{seed}-{name}")
@@ -101,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="default: from the clock")
     ap.add_argument("--mib", type=int, default=256, help="data each scenario writes")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--keep", action="store_true", help="keep each run's histories and logs in --out"
+    )
     ap.add_argument(
         "--target",
         type=Path,
@@ -149,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for name in names:
         t = time.monotonic()
-        report = run_one(name, seed, args.mib, args.out, args.broken, args.target)
+        report = run_one(name, seed, args.mib, args.out, args.broken, args.target, args.keep)
         verdict = "PASS" if report.passed else "FAIL"
         print(f"{verdict} {name} seed {seed} in {time.monotonic() - t:.0f}s: {report.numbers}")
         for p in report.problems[:10]:
