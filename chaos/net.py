@@ -18,6 +18,8 @@ import re
 import subprocess
 from collections.abc import Sequence
 
+import psutil
+
 PREFIX = "ecm"  # namespaces and links of the chaos suite all start with it
 RUN_LEN = 5  # a run id: its owner's pid in base 36 (pids stay below 36**5)
 DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -41,16 +43,6 @@ def owner(name: str) -> int | None:
     if any(ch not in DIGITS for ch in run):
         return None
     return int(run, 36)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def free_subnet() -> int:
@@ -158,7 +150,7 @@ def sweep() -> list[str]:
     gone = []
     for name in leftovers():
         pid = owner(name)
-        if pid is None or not _alive(pid):
+        if pid is None or not psutil.pid_exists(pid):
             gone.append(name)
     for name in gone:
         ip("netns", "del", name, check=False)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+import psutil
 
 from ecmem.errors import ConfigError, EcmemError
 from ecmem.target import resolve
@@ -26,16 +27,6 @@ def _record(mountpoint: str) -> Path:
     """Where ``ecmem mount`` notes the daemon serving a mount point."""
     key = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:12]
     return Path(os.environ.get("XDG_RUNTIME_DIR", "/tmp")) / "ecmem-mounts" / f"{key}.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @click.command()
@@ -147,7 +138,7 @@ def umount(mountpoint: str, as_json: bool) -> None:
     except (OSError, ValueError, KeyError):
         pass
     deadline = time.monotonic() + STOP_TIMEOUT
-    while pid and _alive(pid) and time.monotonic() < deadline:
+    while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     record.unlink(missing_ok=True)
     emit(as_json, {"mountpoint": mp, "pid": pid}, f"unmounted {mp}")
