@@ -7,6 +7,7 @@ so a failing seed replays the same faults) and a size, and fills a RunReport.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -645,7 +646,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         cl.create_region(c.region("s3"), pages * page, "ec:4+2", chunk=page // 4)
 
-    why: collections.Counter[str] = collections.Counter()  # read errors, for the report
+    why: collections.Counter[str] = collections.Counter()  # errors, for the report
 
     def record(e: Event) -> None:
         with lock:
@@ -671,7 +672,13 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                     # unless the client says it never happened; its epoch is the writer's.
                     w = cl.async_client._writers.get(c.region("s3"))
                     epoch = w.epoch if w is not None else epoch
-                    kind = INFO if exc.retriable else FAIL
+                    fenced = isinstance(exc, ecmem.Fenced)
+                    kind = INFO if exc.retriable or fenced else FAIL
+                    with lock:
+                        why[f"write {type(exc).__name__}: {str(exc)[:160]}"] += 1
+                    if fenced:  # the lease went (an expired session): the next pwrite retakes it
+                        with contextlib.suppress(ecmem.EcmemError):
+                            cl.release(c.region("s3"))
                     time.sleep(0.2)
                 done = time.monotonic() - t0
                 record(Event(0, kind, "write", c.region("s3"), p, None, done, epoch, seq))
@@ -702,7 +709,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                     record(Event(n, FAIL, "read", c.region("s3"), p, None, time.monotonic() - t0))
                     ok = False
                     with lock:
-                        why[f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
+                        why[f"read {type(exc).__name__}: {str(exc)[:160]}"] += 1
                 report.samples.append(Sample(now, "read", time.monotonic() - t0 - now, page, ok))
 
     workers = [threading.Thread(target=writer, daemon=True)] + [
@@ -750,7 +757,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
         writes_ok=sum(1 for w in writes if w.outcome == OK),
         reads=sum(1 for o in ops if o.f == "read"),
         reads_failed=sum(1 for o in ops if o.f == "read" and o.outcome == FAIL),
-        read_errors=why.most_common(5),
+        errors=why.most_common(6),
     )
     report.passed = not report.problems
 

@@ -55,6 +55,20 @@ def main(argv: list[str] | None = None) -> int:
             return epoch
 
         epoch = take()
+
+        def retake() -> bool:
+            """Release and take the lease again; False once that kept failing."""
+            nonlocal epoch
+            for _ in range(5):
+                try:
+                    cl._run(cl.async_client.release(args.region))
+                    epoch = take()
+                    return True
+                except Exception as exc:  # busy past the wait, ZooKeeper unreachable
+                    record(kind="gave-up", time=time.time(), why=repr(exc)[:400])
+                    time.sleep(1)
+            return False
+
         failures = 0
         for i in range(args.blocks):
             data = block(args.seed, i, args.block)
@@ -86,16 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                 outcome=outcome,
                 why=why[:400],
             )
-            failures += outcome != "ok"
-            if failures >= 3:
+            failures = 0 if outcome == "ok" else failures + 1
+            if failures >= 3 and not args.hold:
                 break  # fenced, or the cluster is gone: this writer is done
-            if args.hold and (i + 1) % args.hold == 0 and i + 1 < args.blocks:
-                try:
-                    cl._run(cl.async_client.release(args.region))
-                    epoch = take()
-                except ecmem.EcmemError as exc:  # busy past the wait, or fenced: done
-                    record(kind="gave-up", time=time.time(), why=str(exc)[:400])
-                    break
+            # Taking turns: give the lease up after --hold writes, or after a failure (a
+            # writer fenced or cut off starts over with a new epoch).
+            turn = args.hold and ((i + 1) % args.hold == 0 or outcome != "ok")
+            if turn and i + 1 < args.blocks and not retake():
+                break
     return 0
 
 

@@ -101,7 +101,7 @@ class Writer:
         if not self.lost:
             self.lost = (
                 f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "
-                f"{why}; reopen the region to write again (the next writer keeps every "
-                "write that was acknowledged)"
+                f"{why}; reopen the region (after pwrite: release() it) to write again (the "
+                "next writer keeps every write that was acknowledged)"
             )
         self.changed.set()
