@@ -55,7 +55,7 @@ fio: setup
 SEED ?=
 chaos: setup
 	$(BIN)/python -m chaos.run --mib 1024 $(if $(SEED),--seed $(SEED))
-	ECMEM_CRASH_RUNS=500 $(BIN)/python -m pytest -q -p no:cacheprovider -s \
+	ECMEM_CRASH_RUNS=500 $(BIN)/python -m pytest -q -p no:cacheprovider -s --timeout 3600 \
 		tests/integration/test_crash_consistency.py
 
 lint: $(STAMP)

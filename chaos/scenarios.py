@@ -747,7 +747,13 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     ]
     _healthy_within(c, report, 120, "after the thrash")
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
-        final = _pages(cl, c.region("s3"), page, pages)
+        try:
+            final = _pages(cl, c.region("s3"), page, pages)
+        except ecmem.DataUnavailableError as exc:
+            report.fail(f"a page is unreadable after the thrash: {exc}")
+            report.numbers["holdings"] = _holdings(c, cl, c.region("s3"), exc.stripe)
+            report.passed = False
+            return
     verdict_w = check_region(writes, final)
     for problem in verdict_w.problems:
         report.fail(problem)
@@ -760,6 +766,23 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
         errors=why.most_common(6),
     )
     report.passed = not report.problems
+
+
+def _holdings(c: Target, cl: ecmem.Client, region: str, stripe: int) -> dict[str, Any]:
+    """What every live node holds of one stripe, committed and staged, and what the
+    metadata says: the evidence for a stripe that cannot be read."""
+    meta = cl._run(cl.async_client.region_meta(region))
+    out: dict[str, Any] = {
+        "epoch": meta.epoch,
+        "placement": meta.slabs[stripe // meta.slab_stripes],
+    }
+    for node, info in sorted(cl.async_client.live_nodes().items()):
+        for staged in (0, 1):
+            reply = ask(info.address, wire.List(meta.id, staged))
+            if isinstance(reply, wire.Listing):
+                rows = [e[2:5] for e in reply.entries if e[1] == stripe]
+                out[f"{node} {'staged' if staged else 'committed'}"] = rows
+    return out
 
 
 def _undo(c: Target, f: Fault) -> None:
