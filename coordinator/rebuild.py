@@ -16,6 +16,7 @@ fragment twice stores the same bytes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -135,8 +136,13 @@ class Rebuilder:
     async def run_once(self) -> Progress:
         """Rebuild everything damaged now; returns the pass's progress."""
         damage, live, requests = await self._zk(self.survey)
+        # Stripes found unrebuildable stay reported (REBUILD_FAILED) for as long as this
+        # leader lives: a pass with nothing left to do must not read as all clear.
         p = self.progress = Progress(
-            started=self.clock(), grace=dict(damage.waiting), grace_delay=self.grace
+            started=self.clock(),
+            grace=dict(damage.waiting),
+            grace_delay=self.grace,
+            unrecoverable=list(self.progress.unrecoverable),
         )
         groups = by_slab(damage.slots)
         p.slots_total = len(damage.slots)
@@ -268,11 +274,14 @@ class Rebuilder:
             if not isinstance(reply, wire.Ok):
                 raise _Retry(f"replacement node {node} refused the region's epoch: {reply}")
         damaged = {s.index for s in slots if s.reason not in (PARTIAL, DRAINING)}
-        stripes = await committed_versions(client, meta, view, slab, damaged)
+        strays: Strays = {}
+        stripes = await committed_versions(client, meta, view, slab, damaged, strays)
         lost: list[int] = []
 
         async def one(stripe: int, entry: tuple[int, tuple[int, int, int], set[int]]) -> None:
-            if not await self._stripe(meta, view, stripe, entry, slots, targets, w.epoch):
+            if not await self._stripe(
+                meta, view, stripe, entry, targets, w.epoch, strays.get(stripe, {})
+            ):
                 lost.append(stripe)
 
         sem = asyncio.Semaphore(WINDOW)
@@ -287,7 +296,8 @@ class Rebuilder:
                 f"region {region} slab {slab}: stripes {sorted(lost)[:8]} have fewer than "
                 f"{layout.policy.k} fragments of their newest version; they cannot be rebuilt"
             )
-            self.progress.unrecoverable.append(msg)
+            if msg not in self.progress.unrecoverable:
+                self.progress.unrecoverable.append(msg)
             self.log.error("%s", msg, extra=where(region, slab))
         await self._switch(meta, slab, slots, targets, w.epoch)
 
@@ -341,9 +351,9 @@ class Rebuilder:
         view: RegionView,
         stripe: int,
         entry: tuple[int, tuple[int, int, int], set[int]],
-        slots: list[Slot],
         targets: dict[int, tuple[str, str]],
         epoch: int,
+        strays: dict[int, str],
     ) -> bool:
         version, write, have = entry
         layout = view.layout
@@ -365,11 +375,30 @@ class Rebuilder:
         rest = [i for i in need if i not in frags]
         if rest:
             sources = await self._sources(view, stripe, version, have - set(need), policy.k)
+            if sources is None and strays:
+                sources = await self._sources(
+                    _via(view, stripe, strays, self.client.live_nodes()),
+                    stripe,
+                    version,
+                    (have - set(need)) | set(strays),
+                    policy.k,
+                )
+                if sources is not None:
+                    self.log.warning(
+                        "region %s stripe %d: rebuilt from copies off its placement on %s "
+                        "(their holders had left it)",
+                        meta.name,
+                        stripe,
+                        ", ".join(sorted(set(strays.values()))),
+                        extra=where(meta.name, view.layout.slab_of(stripe)),
+                    )
             if sources is None:
                 return False
-            if isinstance(policy, ECPolicy):
+            frags.update({i: sources[i] for i in rest if i in sources})  # strays of those
+            rest = [i for i in rest if i not in sources]
+            if rest and isinstance(policy, ECPolicy):
                 frags.update(policy.reconstruct(sources, rest))
-            else:
+            elif rest:
                 copy = next(iter(sources.values()))
                 frags.update({i: copy for i in rest})
         for i in need:
@@ -565,32 +594,61 @@ class Rebuilder:
 
 
 Committed = dict[int, tuple[int, tuple[int, int, int], set[int]]]
+# stripe -> fragment index -> a live node off the placement holding it (of the version
+# committed_versions found newest)
+Strays = dict[int, dict[int, str]]
 
 
 async def committed_versions(
-    client: AsyncClient, meta: RegionMeta, view: RegionView, slab: int, skip: set[int]
+    client: AsyncClient,
+    meta: RegionMeta,
+    view: RegionView,
+    slab: int,
+    skip: set[int],
+    strays: Strays | None = None,
 ) -> Committed:
     """For each stripe of a slab: its newest committed version, that write's extent, and
-    the fragment indexes holding it, asking every holder but those of ``skip``."""
+    the fragment indexes holding it, asking every holder but those of ``skip``.
+
+    With ``strays``, every live node is asked, and fragments found off the placement fill
+    it: a node that missed a commit or a write leaves the placement, yet keeps what it
+    held, and a fragment is its write's data wherever it lies (a version names one write).
+    The newest version found anywhere wins, so a stray copy never brings back old data."""
     first = slab * meta.slab_stripes
     end = first + slab_stripe_count(meta, slab)
     holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in skip}
-    answers = await client.io.broadcast(sorted(set(holders.values())), wire.List(meta.id, 0))
+    asked = set(holders.values())
+    if strays is not None:
+        asked |= set(client.live_nodes())
+    answers = await client.io.broadcast(sorted(asked), wire.List(meta.id, 0))
     out: Committed = {}
+    found: dict[int, dict[int, dict[int, str]]] = {}  # stripe -> version -> index -> node
     for node, reply in answers.items():
         if not isinstance(reply, wire.Listing):
             continue
         mine = {i for i, n in holders.items() if n == node}
         for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
-            if not first <= stripe < end or index not in mine:
+            if not first <= stripe < end or version < view.min_version(stripe):
+                continue  # another slab's, or written before a truncation
+            if index not in mine:
+                if strays is not None:
+                    found.setdefault(stripe, {}).setdefault(version, {})[index] = node
+                    cur = out.get(stripe)
+                    if cur is None or version > cur[0]:
+                        out[stripe] = (version, (wfirst, wlast, wend), set())
                 continue
-            if version < view.min_version(stripe):
-                continue  # written before a truncation: reads as never written
             cur = out.get(stripe)
             if cur is None or version > cur[0]:
                 out[stripe] = (version, (wfirst, wlast, wend), {index})
             elif version == cur[0]:
                 cur[2].add(index)
+    if strays is not None:
+        for stripe, (version, _, have) in out.items():
+            extra = {
+                i: n for i, n in found.get(stripe, {}).get(version, {}).items() if i not in have
+            }
+            if extra:
+                strays[stripe] = extra
     return out
 
 
@@ -616,6 +674,20 @@ async def store_fragment(
         if reply.code == wire.E_FENCED:
             raise Fenced(f"region {meta.name}: {reply.message}")
         raise _Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
+
+
+def _via(
+    view: RegionView, stripe: int, strays: dict[int, str], live: dict[str, NodeInfo]
+) -> RegionView:
+    """``view`` with the stray holders of a stripe's fragments standing in its placement."""
+    slab = view.layout.slab_of(stripe)
+    placement = list(view.slabs[slab])
+    for index, node in strays.items():
+        if node in live:
+            placement[index] = (node, live[node].incarnation)
+    slabs = list(view.slabs)
+    slabs[slab] = placement
+    return dataclasses.replace(view, slabs=slabs)
 
 
 class _Retry(EcmemError):

@@ -216,3 +216,36 @@ def test_node_back_after_grace_never_serves_stale_fragments(
             assert cl.pread("r", 0, len(new)) == new
     finally:
         c.down()
+
+
+def test_fragments_whose_holders_left_the_placement_are_rebuilt_from(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A node that misses a commit round leaves the placement (its slot goes vacant) but
+    keeps its fragments. When more slots than the policy tolerates went that way, one at
+    a time (as under a long thrash), the placement alone has too few fragments: the
+    rebuilder must find the rest on the nodes that left, not give the stripes up."""
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=7, rebuild_grace=600)
+    try:
+        data = os.urandom(8 * MiB)
+        with c.client() as cl:
+            cl.create_region("r", len(data), "ec:4+2", chunk=256 * 1024)
+            cl.pwrite("r", 0, data)
+            cl.release("r")
+        with c.meta() as md:
+
+            def vacate(m: object) -> object:
+                for i in (0, 2, 4):  # as three missed commit rounds would have left them
+                    m.slabs[0][i] = ("", "")  # type: ignore[attr-defined]
+                return m
+
+            md.update_region("r", vacate)  # type: ignore[arg-type]
+        wait_health(c, "HEALTH_OK", 60)
+        with c.client() as cl:
+            meta = cl._run(cl.async_client.region_meta("r"))
+            assert all(n for n, _ in meta.slabs[0])
+            assert cl.pread("r", 0, len(data)) == data
+            c.kill(*region_nodes(cl, "r")[:2])  # and redundancy is real
+            assert cl.pread("r", 0, len(data)) == data
+    finally:
+        c.down()
