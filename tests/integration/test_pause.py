@@ -45,3 +45,27 @@ def test_reads_go_around_a_paused_node(fresh_cluster: TestCluster, size: int) ->
             os.kill(pid, signal.SIGCONT)
     print(f"{reads} reads, slowest during the pause {worst * 1000:.0f} ms")
     assert worst < 1.0, f"a read took {worst:.2f}s while {victim} was paused"
+
+
+def test_a_write_in_flight_to_a_paused_node_goes_to_a_handoff(fresh_cluster: TestCluster) -> None:
+    """A node that stops answering (paused, or cut off: no reset ever comes) must not hold
+    a write for the whole request timeout: once silent for a while, its share of the write
+    goes to a handoff."""
+    c = fresh_cluster
+    c.add_node()  # a seventh node to hand off to
+    first, second = os.urandom(4 * MiB), os.urandom(4 * MiB)
+    with c.client() as cl:
+        cl.create_region("w", 0, "ec:4+2")
+        cl.pwrite("w", 0, first)
+        victim = region_nodes(cl, "w")[0]
+        pid = c.pid(victim)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            cl.pwrite("w", 0, second)
+            took = time.monotonic() - t0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert cl.pread("w", 0, len(second)) == second
+    print(f"the write took {took:.2f}s with {victim} paused")
+    assert took < 6.0, f"a write waited {took:.1f}s on paused {victim} (request timeout is 10s)"
