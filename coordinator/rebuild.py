@@ -275,7 +275,8 @@ class Rebuilder:
                 raise _Retry(f"replacement node {node} refused the region's epoch: {reply}")
         damaged = {s.index for s in slots if s.reason not in (PARTIAL, DRAINING)}
         strays: Strays = {}
-        stripes = await committed_versions(client, meta, view, slab, damaged, strays)
+        off: set[str] = set()
+        stripes = await committed_versions(client, meta, view, slab, damaged, strays, off)
         lost: list[int] = []
 
         async def one(stripe: int, entry: tuple[int, tuple[int, int, int], set[int]]) -> None:
@@ -299,7 +300,9 @@ class Rebuilder:
             if msg not in self.progress.unrecoverable:
                 self.progress.unrecoverable.append(msg)
             self.log.error("%s", msg, extra=where(region, slab))
-        await self._switch(meta, slab, slots, targets, w.epoch)
+        # Copies left on nodes that left the slab go once it is whole again (while some
+        # stripe is lost they are kept: they may yet help).
+        await self._switch(meta, slab, slots, targets, w.epoch, set() if lost else off)
 
     def _targets(
         self,
@@ -445,8 +448,10 @@ class Rebuilder:
         slots: list[Slot],
         targets: dict[int, tuple[str, str]],
         epoch: int,
+        leftovers: set[str],
     ) -> None:
-        """Point the slab at its new holders, now that they hold every stripe."""
+        """Point the slab at its new holders, now that they hold every stripe; copies on
+        the old holders and on ``leftovers`` become garbage."""
         old = {s.index: s.holder for s in slots if s.index in targets}
 
         def change(m: RegionMeta) -> RegionMeta | None:
@@ -475,19 +480,23 @@ class Rebuilder:
                 node or "vacant",
                 extra=where(meta.name, slab, i, targets[i][0]),
             )
-            if node and node != targets[i][0]:
-                await self._zk(
-                    self.records.add_garbage,
-                    {
-                        "node": node,
-                        "region": meta.name,
-                        "region_id": meta.id,
-                        "from": first,
-                        "until": first + meta.slab_stripes,
-                        "upto": ((epoch + 1) << wire.SEQ_BITS) - 1,
-                        "after": now + GARBAGE_DELAY,
-                    },
-                )
+        holders = {n for n, _ in targets.values()} | {
+            n for i, (n, _) in enumerate(meta.slabs[slab]) if i not in targets
+        }
+        gone = {node for node, _ in old.values() if node} | leftovers
+        for node in sorted(gone - holders):
+            await self._zk(
+                self.records.add_garbage,
+                {
+                    "node": node,
+                    "region": meta.name,
+                    "region_id": meta.id,
+                    "from": first,
+                    "until": first + meta.slab_stripes,
+                    "upto": ((epoch + 1) << wire.SEQ_BITS) - 1,
+                    "after": now + GARBAGE_DELAY,
+                },
+            )
 
     async def sweep(self, node: str) -> int:
         """Delete what a (re)joined node holds of slabs it no longer holds: copies left from
@@ -606,6 +615,7 @@ async def committed_versions(
     slab: int,
     skip: set[int],
     strays: Strays | None = None,
+    off: set[str] | None = None,
 ) -> Committed:
     """For each stripe of a slab: its newest committed version, that write's extent, and
     the fragment indexes holding it, asking every holder but those of ``skip``.
@@ -613,7 +623,8 @@ async def committed_versions(
     With ``strays``, every live node is asked, and fragments found off the placement fill
     it: a node that missed a commit or a write leaves the placement, yet keeps what it
     held, and a fragment is its write's data wherever it lies (a version names one write).
-    The newest version found anywhere wins, so a stray copy never brings back old data."""
+    The newest version found anywhere wins, so a stray copy never brings back old data.
+    ``off`` collects the nodes holding any fragment of the slab off its placement."""
     first = slab * meta.slab_stripes
     end = first + slab_stripe_count(meta, slab)
     holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in skip}
@@ -631,6 +642,8 @@ async def committed_versions(
             if not first <= stripe < end or version < view.min_version(stripe):
                 continue  # another slab's, or written before a truncation
             if index not in mine:
+                if off is not None and node not in holders.values():
+                    off.add(node)
                 if strays is not None:
                     found.setdefault(stripe, {}).setdefault(version, {})[index] = node
                     cur = out.get(stripe)

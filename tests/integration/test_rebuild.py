@@ -239,12 +239,20 @@ def test_fragments_whose_holders_left_the_placement_are_rebuilt_from(
                     m.slabs[0][i] = ("", "")  # type: ignore[attr-defined]
                 return m
 
+            before = md.get_region("r")[0]
             md.update_region("r", vacate)  # type: ignore[arg-type]
+        left = {before.slabs[0][i][0] for i in (0, 2, 4)}
         wait_health(c, "HEALTH_OK", 60)
         with c.client() as cl:
             meta = cl._run(cl.async_client.region_meta("r"))
             assert all(n for n, _ in meta.slabs[0])
             assert cl.pread("r", 0, len(data)) == data
+            # The copies on nodes that left the slab are garbage once it is whole again.
+            for node in left - {n for n, _ in meta.slabs[0]}:
+                deadline = time.monotonic() + 30
+                while c.fragments(node, meta.id):
+                    assert time.monotonic() < deadline, f"{node} still holds copies"
+                    time.sleep(0.5)
             c.kill(*region_nodes(cl, "r")[:2])  # and redundancy is real
             assert cl.pread("r", 0, len(data)) == data
     finally:
