@@ -257,6 +257,8 @@ def partition_ring(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     )
     if len({o.epoch for o in opens}) < 3:
         report.fail("the writers did not take turns: nothing was tested")
+    if not during:  # each client still reaches a ZooKeeper majority and every node
+        report.fail("no write was acknowledged during the ring: the cluster stalled")
     _healthy_within(c, report, 120, "after healing")
     _check(c, region, writes, opens, report)
     report.passed = not report.problems
