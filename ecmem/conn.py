@@ -53,6 +53,8 @@ class NodeConnection(FrameProtocol):
         # Reads that land straight in the caller's buffer: req id -> (fragment offset, dest).
         self._dests: dict[int, tuple[int, memoryview]] = {}
         self._reads: set[int] = set()  # requests that only read
+        # Why every request fails at once: the node has been silent too long (heartbeats)
+        self.unresponsive = ""
 
     def payload_targets(self, header: wire.FrameHeader, meta: Any) -> list[memoryview] | None:
         dest = self._dests.pop(header.req_id, None)
@@ -94,6 +96,8 @@ class NodeConnection(FrameProtocol):
         reads at once, they are read around; writes (``writes``) only once the silence
         has lasted, as a node merely slow to answer beats should keep its fragments
         rather than see them go to a handoff."""
+        if writes:
+            self.unresponsive = why
         for req_id in [r for r in self._pending if writes or r in self._reads]:
             fut = self._pending.pop(req_id)
             if not fut.done():
@@ -111,6 +115,10 @@ class NodeConnection(FrameProtocol):
             raise NodeUnavailable(
                 f"node {self.node_id} at {self.address}: connection closed", node=self.node_id
             )
+        if self.unresponsive:
+            raise NodeTimeout(
+                f"node {self.node_id} at {self.address}: {self.unresponsive}", node=self.node_id
+            )
         req_id = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[wire.Message] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
@@ -123,7 +131,16 @@ class NodeConnection(FrameProtocol):
         try:
             self.send(msg, req_id)
             if self._paused:
-                await self.drain()
+                # A node that stopped reading (paused, cut off) fills our buffer: wait for
+                # room only while the request itself is still on (a timeout or a give-up
+                # ends it), or it would wait for as long as the node stays silent.
+                drained: asyncio.Future[Any] = asyncio.ensure_future(self.drain())
+                either: set[asyncio.Future[Any]] = {drained, fut}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not drained.done():
+                    drained.cancel()
+                elif (failed := drained.exception()) is not None:
+                    raise failed
             return await fut
         except ConnectionError as exc:
             raise NodeUnavailable(
@@ -188,6 +205,9 @@ class ConnectionPool:
         elif node_id in self._silent:
             self._silent.discard(node_id)
             self._suspect_until.pop(node_id, None)
+            conn = self._conns.get(node_id)
+            if conn is not None:
+                conn.unresponsive = ""
             log.info("node %s answers heartbeats again", node_id)
 
     def _still_silent(self, node_id: str, conn: NodeConnection | None) -> None:

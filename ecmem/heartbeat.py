@@ -114,10 +114,9 @@ class Detector:
         """Start a round: judge the last one, and say whom to beat now."""
         self.judge()
         for gone in set(self.unanswered) - set(nodes):
+            # Leaving the membership is no answer: a silent node stays suspect until it is
+            # back and answers (its writes must not wait on it meanwhile).
             del self.unanswered[gone]
-            if gone in self.suspect:
-                self.suspect.discard(gone)
-                self.on_change(gone, False)
         out = []
         self._by_addr = {}
         for node, address in nodes.items():
@@ -126,7 +125,8 @@ class Detector:
             except ValueError:
                 continue
             self._by_addr[addr] = node
-            self.unanswered[node] = self.unanswered.get(node, 0) + 1
+            back_silent = self.misses if node in self.suspect else 0
+            self.unanswered[node] = self.unanswered.get(node, back_silent) + 1
             out.append((node, addr))
         return out
 

@@ -53,7 +53,8 @@ def test_a_write_in_flight_to_a_paused_node_goes_to_a_handoff(fresh_cluster: Tes
     goes to a handoff."""
     c = fresh_cluster
     c.add_node()  # a seventh node to hand off to
-    first, second = os.urandom(4 * MiB), os.urandom(4 * MiB)
+    # 16 MiB: 4 MiB for each node, more than a socket takes in while its reader is stopped.
+    first, second = os.urandom(16 * MiB), os.urandom(16 * MiB)
     with c.client() as cl:
         cl.create_region("w", 0, "ec:4+2")
         cl.pwrite("w", 0, first)

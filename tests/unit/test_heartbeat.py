@@ -30,3 +30,21 @@ def test_silent_node_becomes_suspect_and_recovers() -> None:
     assert changes == [("b", True), ("b", False)]
     d.round({"a": "127.0.0.1:1"})  # a node that left is forgotten
     assert "b" not in d.unanswered
+
+
+def test_a_silent_node_that_leaves_is_not_taken_for_answering() -> None:
+    """Its ZooKeeper session may expire while it is paused: that is no answer."""
+    changes: list[tuple[str, bool]] = []
+    d = heartbeat.Detector(lambda: {}, lambda n, s: changes.append((n, s)), misses=3)
+    nodes = {"a": "127.0.0.1:1", "b": "127.0.0.1:2"}
+    for _ in range(4):
+        d.round(nodes)
+        d.heard("a")
+    d.round(nodes)
+    assert changes == [("b", True)]
+    for members in ({"a": "127.0.0.1:1"}, nodes, nodes):  # b left (its session expired),
+        d.round(members)  # then is back in the membership, still silent
+        d.heard("a")
+    assert changes == [("b", True)]
+    d.heard("b")  # and answers at last
+    assert changes == [("b", True), ("b", False)]
