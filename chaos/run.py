@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --break runs this machine's own build; drop --target", file=sys.stderr)
             return 2
         try:
-            RemoteCluster.load(args.target, Path(tempfile.mkdtemp()), "check")
+            with tempfile.TemporaryDirectory() as tmp:
+                RemoteCluster.load(args.target, Path(tmp), "check")
         except TargetFileError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

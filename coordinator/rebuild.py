@@ -377,24 +377,24 @@ class Rebuilder:
                     frags[i] = bytes(got.data)
         rest = [i for i in need if i not in frags]
         if rest:
-            sources = await self._sources(view, stripe, version, have - set(need), policy.k)
-            if sources is None and strays:
-                sources = await self._sources(
-                    _via(view, stripe, strays, self.client.live_nodes()),
+            # A stray (a node that left the placement keeping its copy) stands in for an
+            # index whose holder lacks this version.
+            sources = await self._sources(
+                _via(view, stripe, strays, self.client.live_nodes()) if strays else view,
+                stripe,
+                version,
+                (have - set(need)) | set(strays),
+                policy.k,
+            )
+            if sources is not None and set(sources) & set(strays):
+                self.log.warning(
+                    "region %s stripe %d: rebuilt with copies off its placement on %s "
+                    "(their holders had left it)",
+                    meta.name,
                     stripe,
-                    version,
-                    (have - set(need)) | set(strays),
-                    policy.k,
+                    ", ".join(sorted({strays[i] for i in set(sources) & set(strays)})),
+                    extra=where(meta.name, view.layout.slab_of(stripe)),
                 )
-                if sources is not None:
-                    self.log.warning(
-                        "region %s stripe %d: rebuilt from copies off its placement on %s "
-                        "(their holders had left it)",
-                        meta.name,
-                        stripe,
-                        ", ".join(sorted(set(strays.values()))),
-                        extra=where(meta.name, view.layout.slab_of(stripe)),
-                    )
             if sources is None:
                 return False
             frags.update({i: sources[i] for i in rest if i in sources})  # strays of those
