@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecmem import extents
 from ecmem.policy import parse_policy
 
 from .model import NodeInfo, RegionMeta
@@ -31,11 +32,12 @@ class Check:
 @dataclass
 class RegionHealth:
     name: str
-    state: str  # ok, degraded, unavailable
+    state: str  # ok, degraded, unavailable, lost
     stripes: int
     degraded_stripes: int
     unavailable_stripes: int
     lost: dict[int, list[int]]  # slab -> fragment indexes whose node is gone
+    data_lost: extents.Ranges = field(default_factory=list)  # stripes recorded lost
 
 
 @dataclass
@@ -52,6 +54,7 @@ class HealthReport:
     used: int
     out: list[str] = field(default_factory=list)  # down, holding nothing
     rebuild: dict[str, Any] = field(default_factory=dict)
+    lost_stripes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class HealthReport:
                 "total": self.stripes,
                 "degraded": self.degraded_stripes,
                 "unavailable": self.unavailable_stripes,
+                "lost": self.lost_stripes,
             },
             "capacity": {"total": self.capacity, "used": self.used},
         }
@@ -100,8 +104,8 @@ def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
                 unavailable += n
             else:
                 degraded += n
-    state = "unavailable" if unavailable else "degraded" if lost else "ok"
-    return RegionHealth(meta.name, state, stripes, degraded, unavailable, lost)
+    state = "lost" if meta.lost else "unavailable" if unavailable else "degraded" if lost else "ok"
+    return RegionHealth(meta.name, state, stripes, degraded, unavailable, lost, list(meta.lost))
 
 
 def assess(
@@ -172,7 +176,7 @@ def assess(
             Check(
                 "REBUILD_FAILED",
                 HEALTH_ERR,
-                "some stripes had too few fragments left to rebuild",
+                "the last rebuild pass found stripes with too few fragments left to rebuild",
                 [str(x) for x in rebuild["unrecoverable"]],
             )
         )
@@ -215,6 +219,21 @@ def assess(
     stripes = sum(r.stripes for r in per_region)
     degraded = sum(r.degraded_stripes for r in per_region)
     unavailable = sum(r.unavailable_stripes for r in per_region)
+    gone = [r for r in per_region if r.data_lost]
+    lost_stripes = sum(extents.count(r.data_lost) for r in per_region)
+    if gone:
+        checks.append(
+            Check(
+                "REGION_DATA_LOST",
+                HEALTH_ERR,
+                f"{_n(len(gone), 'region')} lost data: {', '.join(r.name for r in gone[:8])}"
+                + (f" (+{len(gone) - 8} more)" if len(gone) > 8 else "")
+                + f"; {_n(lost_stripes, 'stripe')} written have too few fragments left on "
+                "any node. Bring back nodes that may hold them, restore from a copy, or "
+                "accept the loss with 'ecmem region mark-lost-ok NAME'",
+                [f"{r.name}: stripes {extents.describe(r.data_lost)}" for r in gone],
+            )
+        )
     bad = [r for r in per_region if r.state == "unavailable"]
     weak = [r for r in per_region if r.state == "degraded"]
     if bad:
@@ -259,6 +278,7 @@ def assess(
         sum(n.used for n in live.values()),
         out,
         dict(rebuild or {}),
+        lost_stripes=lost_stripes,
     )
     return report, per_region
 

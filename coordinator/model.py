@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ecmem import extents
 from ecmem.errors import ProtocolError
 
 Placement = list[tuple[str, str]]  # per fragment index: (node id, node incarnation)
@@ -71,6 +72,12 @@ class RegionMeta:
     # A vacant holder ("", "") is a fragment no node holds until it is rebuilt.
     partial: list[tuple[int, int]] = field(default_factory=list)
     min_durable: int = 0  # fragments a write needs when nodes are down (0: k+1)
+    # Stripes that hold written data, as merged (first, end) ranges: a stripe outside is a
+    # hole and reads as zeros; one inside that no node holds is lost, never zeros. The
+    # writer records a write's stripes before its commit point can pass it.
+    written: list[tuple[int, int]] = field(default_factory=list)
+    # Written stripes found with too few fragments to read or rebuild (REGION_DATA_LOST).
+    lost: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
@@ -92,6 +99,8 @@ class RegionMeta:
             meta.slabs = [[holders[int(j)] for j in slab] for slab in stored]
             meta.floors = [(int(s), int(v)) for s, v in meta.floors]
             meta.partial = [(int(s), int(i)) for s, i in meta.partial]
+            meta.written = extents.normal(meta.written)
+            meta.lost = extents.normal(meta.lost)
         except (ValueError, TypeError, IndexError) as exc:
             raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
         return meta

@@ -100,6 +100,14 @@ class Paths:
         """Fragments left on nodes a slab moved away from, to be deleted there."""
         return f"{self.rebuild}/garbage"
 
+    @property
+    def checks(self) -> str:
+        """Regions a reader found data lost in, for the leader to confirm and record."""
+        return f"{self.rebuild}/checks"
+
+    def check(self, name: str) -> str:
+        return f"{self.checks}/{encode_name(name)}"
+
     def node(self, node_id: str) -> str:
         return f"{self.nodes}/{node_id}"
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from crc32c import crc32c
 
-from ecmem import wire
+from ecmem import extents, wire
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, RegionNotFound
 from ecmem.layout import Layout
@@ -136,13 +136,12 @@ class Rebuilder:
     async def run_once(self) -> Progress:
         """Rebuild everything damaged now; returns the pass's progress."""
         damage, live, requests = await self._zk(self.survey)
-        # Stripes found unrebuildable stay reported (REBUILD_FAILED) for as long as this
-        # leader lives: a pass with nothing left to do must not read as all clear.
+        # Stripes found lost are recorded in their region (REGION_DATA_LOST) until they are
+        # readable again, rewritten, cut off or accepted; REBUILD_FAILED is this pass's.
         p = self.progress = Progress(
             started=self.clock(),
             grace=dict(damage.waiting),
             grace_delay=self.grace,
-            unrecoverable=list(self.progress.unrecoverable),
         )
         groups = by_slab(damage.slots)
         p.slots_total = len(damage.slots)
@@ -164,6 +163,7 @@ class Rebuilder:
                     break
                 await self._rebuild_slab(region, slab, slots, held)
                 await self._publish()
+            await self.retry_lost(held)
         finally:
             for region in held:
                 await self.client.release(region)
@@ -292,17 +292,98 @@ class Rebuilder:
                 await one(stripe, entry)
 
         await asyncio.gather(*(bounded(s, e) for s, e in sorted(stripes.items())))
+        # A written stripe of which no node holds anything is lost, never a hole: nothing
+        # is "rebuilt" from nothing.
+        first = slab * meta.slab_stripes
+        span = extents.within(meta.written, first, first + slab_stripe_count(meta, slab))
+        lost += [s for s in extents.stripes(span) if s not in stripes]
         if lost:
-            msg = (
-                f"region {region} slab {slab}: stripes {sorted(lost)[:8]} have fewer than "
-                f"{layout.policy.k} fragments of their newest version; they cannot be rebuilt"
-            )
-            if msg not in self.progress.unrecoverable:
-                self.progress.unrecoverable.append(msg)
-            self.log.error("%s", msg, extra=where(region, slab))
+            self._report_lost(meta, slab, lost)
         # Copies left on nodes that left the slab go once it is whole again (while some
         # stripe is lost they are kept: they may yet help).
-        await self._switch(meta, slab, slots, targets, w.epoch, set() if lost else off)
+        await self._switch(
+            meta, slab, slots, targets, w.epoch, set() if lost else off, extents.of(lost)
+        )
+
+    async def retry_lost(self, held: dict[str, float]) -> None:
+        """Look again for the stripes recorded lost: a node may have come back with them.
+        Those found whole again (k fragments of their newest version anywhere) are stored
+        back on their holders and no longer lost."""
+        for meta in list(self._metas.values()):
+            if not meta.lost or self.stopping:
+                continue
+            try:
+                if not await self._lease(meta.name, held):
+                    continue
+                meta = await self.client.region_meta(meta.name)
+                found = await self._find_lost(meta, self.client._writers[meta.name].epoch)
+            except RegionNotFound:
+                continue
+            except EcmemError as exc:
+                if isinstance(exc, Fenced):
+                    held.pop(meta.name, None)
+                self.log.warning(
+                    "region %s: looking for its lost stripes failed, will retry: %s",
+                    meta.name,
+                    exc,
+                    extra=where(meta.name),
+                )
+                continue
+            if not found:
+                continue
+            epoch = self.client._writers[meta.name].epoch
+
+            def change(
+                m: RegionMeta, epoch: int = epoch, found: extents.Ranges = found
+            ) -> RegionMeta | None:
+                if m.epoch != epoch:
+                    raise Fenced(f"region {m.name}: a writer took over while it was repaired")
+                lost = extents.minus(m.lost, found)
+                if lost == m.lost:
+                    return None
+                m.lost = lost
+                return m
+
+            await self._zk(self.client.meta.update_region, meta.name, change)
+            self.log.warning(
+                "region %s: stripes %s, recorded lost, were found again and are whole",
+                meta.name,
+                extents.describe(found),
+                extra=where(meta.name),
+            )
+
+    async def _find_lost(self, meta: RegionMeta, epoch: int) -> extents.Ranges:
+        view = self.client._make_view(meta)
+        found: list[int] = []
+        for slab in sorted({s // meta.slab_stripes for s in extents.stripes(meta.lost)}):
+            first = slab * meta.slab_stripes
+            want = set(extents.stripes(extents.within(meta.lost, first, first + meta.slab_stripes)))
+            strays: Strays = {}
+            stripes = await committed_versions(self.client, meta, view, slab, set(), strays)
+            live = self.client.live_nodes()
+            targets = {i: h for i, h in enumerate(meta.slabs[slab]) if h[0] in live}
+            for stripe in sorted(want & set(stripes)):
+                if await self._stripe(
+                    meta, view, stripe, stripes[stripe], targets, epoch, strays.get(stripe, {})
+                ):
+                    found.append(stripe)
+        return extents.of(found)
+
+    def _report_lost(self, meta: RegionMeta, slab: int, lost: list[int]) -> None:
+        ranges = extents.of(lost)
+        msg = (
+            f"region {meta.name} slab {slab}: stripes {extents.describe(ranges)} have fewer "
+            f"than {Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.k} fragments "
+            "of their newest version left on any node: lost"
+        )
+        self.progress.unrecoverable.append(msg)
+        self.log.error(
+            "%s; recorded (REGION_DATA_LOST). Bring back nodes that may hold them, restore "
+            "the region from a copy, or accept the loss with 'ecmem region mark-lost-ok %s'",
+            msg,
+            meta.name,
+            extra=where(meta.name, slab),
+        )
 
     def _targets(
         self,
@@ -449,10 +530,14 @@ class Rebuilder:
         targets: dict[int, tuple[str, str]],
         epoch: int,
         leftovers: set[str],
+        lost: extents.Ranges,
     ) -> None:
-        """Point the slab at its new holders, now that they hold every stripe; copies on
-        the old holders and on ``leftovers`` become garbage."""
+        """Point the slab at its new holders, now that they hold every stripe they can;
+        record which of its stripes are ``lost`` (and that the others are not). Copies on
+        the old holders and on ``leftovers`` become garbage, unless some stripe is lost."""
         old = {s.index: s.holder for s in slots if s.index in targets}
+        first = slab * meta.slab_stripes
+        end = first + meta.slab_stripes
 
         def change(m: RegionMeta) -> RegionMeta | None:
             if m.epoch != epoch:
@@ -463,7 +548,11 @@ class Rebuilder:
             for i in hit:
                 m.slabs[slab][i] = targets[i]
             m.partial = [p for p in m.partial if not (p[0] == slab and p[1] in hit)]
-            return m if hit else None
+            now_lost = extents.union(extents.remove(m.lost, first, end), lost)
+            if not hit and now_lost == m.lost:
+                return None
+            m.lost = now_lost
+            return m
 
         await asyncio.to_thread(self.client.meta.update_region, meta.name, change)
         now = self.clock()
@@ -484,6 +573,8 @@ class Rebuilder:
             n for i, (n, _) in enumerate(meta.slabs[slab]) if i not in targets
         }
         gone = {node for node, _ in old.values() if node} | leftovers
+        if lost:
+            gone = set()  # they may hold what is lost, and come back with it
         for node in sorted(gone - holders):
             await self._zk(
                 self.records.add_garbage,
@@ -520,7 +611,8 @@ class Rebuilder:
                 continue  # a region removed: its own removal (or scrub) deals with it
             slab = int(stripe) // meta.slab_stripes
             if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
-                stale.add((rid, slab))
+                if not _has_lost(meta, slab):  # what it holds may be all that is left
+                    stale.add((rid, slab))
         for rid, slab in sorted(stale):
             meta = metas[rid]
             first = slab * meta.slab_stripes
@@ -586,6 +678,8 @@ class Rebuilder:
                 if slab < len(meta.slabs) and any(n == node for n, _ in meta.slabs[slab]):
                     await self._zk(self.records.done_garbage, name)  # it holds the slab again
                     continue
+                if _has_lost(meta, slab):
+                    continue  # kept while the slab has lost stripes: they may be here
             msg = wire.Delete(
                 str(g["region_id"]), int(g["from"]), 0, int(g["until"]), int(g["upto"])
             )
@@ -701,6 +795,11 @@ def _via(
     slabs = list(view.slabs)
     slabs[slab] = placement
     return dataclasses.replace(view, slabs=slabs)
+
+
+def _has_lost(meta: RegionMeta, slab: int) -> bool:
+    first = slab * meta.slab_stripes
+    return bool(extents.within(meta.lost, first, first + meta.slab_stripes))
 
 
 class _Retry(EcmemError):

@@ -193,6 +193,14 @@ class Records:
             return {}
         return _load(raw)
 
+    # -- regions readers found data lost in --------------------------------------------
+
+    def checks(self) -> dict[str, dict[str, Any]]:
+        return self._children(self.paths.checks)
+
+    def done_check(self, name: str) -> None:
+        self._delete(f"{self.paths.checks}/{name}")
+
     # -- garbage ------------------------------------------------------------------------------
 
     def add_garbage(self, entry: dict[str, Any]) -> None:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ecmem import extents
 from ecmem.aio import AsyncClient
-from ecmem.errors import EcmemError, RegionBusy, RegionNotFound
+from ecmem.errors import EcmemError, Fenced, RegionBusy, RegionNotFound
 from ecmem.logs import where
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
@@ -158,9 +159,13 @@ class Scrubber:
                 async with sem:
                     found.extend(await self._stripe(meta, view, slab, stripe, entry, partial))
 
-            items = [
+            first = slab * meta.slab_stripes
+            span = extents.within(meta.written, first, first + meta.slab_stripes)
+            # A written stripe no node has a copy of: every fragment is a finding.
+            gone = {s: None for s in extents.stripes(span) if s not in committed}
+            items: list[tuple[int, Any]] = [
                 (stripe, entry)
-                for stripe, entry in sorted(committed.items())
+                for stripe, entry in sorted({**committed, **gone}.items())
                 if only is None or (slab, stripe) in only
             ]
             await asyncio.gather(*(check(s, e) for s, e in items))
@@ -179,13 +184,18 @@ class Scrubber:
         view: RegionView,
         slab: int,
         stripe: int,
-        entry: tuple[int, tuple[int, int, int], set[int]],
+        entry: tuple[int, tuple[int, int, int], set[int]] | None,
         partial: set[int],
     ) -> list[Finding]:
+        placement = meta.slabs[slab]
+        if entry is None:
+            return [
+                Finding(meta.name, slab, stripe, i, n, "no copy of this written stripe anywhere")
+                for i, (n, _) in enumerate(placement)
+            ]
         version, _, _ = entry
         layout = view.layout
         size = layout.fragment_size
-        placement = meta.slabs[slab]
         out: list[Finding] = []
         frags: dict[int, bytes] = {}
 
@@ -220,11 +230,14 @@ class Scrubber:
         for f in found:
             by_stripe.setdefault((f.slab, f.stripe), []).append(f)
         cache: dict[int, Committed] = {}
+        lost: list[int] = []
         for (slab, stripe), items in sorted(by_stripe.items()):
             if slab not in cache:
                 cache[slab] = await committed_versions(self.client, meta, view, slab, set())
             entry = cache[slab].get(stripe)
             if entry is None:
+                if view.is_written(stripe):
+                    lost.append(stripe)
                 continue
             version, write, _ = entry
             bad = {f.index for f in items}
@@ -246,6 +259,7 @@ class Scrubber:
                     len(good),
                     extra=where(meta.name, slab),
                 )
+                lost.append(stripe)
                 continue
             if isinstance(policy, ECPolicy):
                 rebuilt = policy.reconstruct(good, sorted(bad))
@@ -284,6 +298,30 @@ class Scrubber:
                     f.problem,
                     extra=where(f.region, f.slab, f.index, f.node),
                 )
+
+        if lost:
+            await self._record_lost(meta, w.epoch, extents.of(lost))
+
+    async def _record_lost(self, meta: RegionMeta, epoch: int, lost: extents.Ranges) -> None:
+        def change(m: RegionMeta) -> RegionMeta | None:
+            if m.epoch != epoch:
+                raise Fenced(f"region {m.name}: a writer took over during the scrub")
+            new = extents.union(m.lost, extents.intersect(lost, m.written))
+            if new == m.lost:
+                return None
+            m.lost = new
+            return m
+
+        await asyncio.to_thread(self.client.meta.update_region, meta.name, change)
+        self.log.error(
+            "scrub: region %s: stripes %s are lost (too few fragments left on any node); "
+            "recorded (REGION_DATA_LOST). Restore the region from a copy, or accept the loss "
+            "with 'ecmem region mark-lost-ok %s'",
+            meta.name,
+            extents.describe(lost),
+            meta.name,
+            extra=where(meta.name),
+        )
 
 
 def _disagreeing(policy: Any, frags: dict[int, bytes], chunk: int) -> list[int]:

@@ -51,9 +51,28 @@ class ScrubCycle:
         last = float(self.records.scrub().get("finished", 0) or self.first)
         return self.clock() - last >= self.interval
 
+    async def checks(self) -> int:
+        """Scrub, repairing, each region a reader found data lost in: what is lost is
+        recorded in the region (REGION_DATA_LOST), what can be is repaired."""
+        pending = await asyncio.to_thread(self.records.checks)
+        for key, check in sorted(pending.items()):
+            name = str(check.get("region", ""))
+            if name:
+                self.log.warning(
+                    "region %s: a reader found data lost (%s); scrubbing it",
+                    name,
+                    check.get("why", "?"),
+                )
+                report = await self.scrubber.run_once([name], repair=True)
+                if name in report.skipped:
+                    continue  # open for writing: the next pass tries again
+            await asyncio.to_thread(self.records.done_check, key)
+        return len(pending)
+
     async def run_once(self) -> dict[str, Any] | None:
         """Scrub the next region of the cycle (starting one if due); returns the
         cycle's summary when this step finished it."""
+        await self.checks()
         if not self.queue:
             if not await asyncio.to_thread(self.due):
                 return None

@@ -7,7 +7,9 @@ close; reads and writes go straight to the storage nodes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import json
 import logging
 import os
 import random
@@ -19,20 +21,21 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException
+from kazoo.exceptions import KazooException, NodeExistsError
 
 from coordinator import lease
 from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.model import NodeInfo, RegionMeta
 from coordinator.placement import Candidate, place_slabs, replacement
 
-from . import wire
+from . import extents, wire
 from .conn import ConnectionPool
 from .errors import (
     ClosedError,
     ClusterError,
     ConfigError,
     CoordinationError,
+    DataLostError,
     EcmemError,
     NodeUnavailable,
     NotEnoughNodesError,
@@ -240,6 +243,7 @@ class AsyncClient:
             meta.floors,
             set(meta.partial),
             meta.min_durable,
+            meta.written,
         )
 
     def _placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
@@ -401,7 +405,7 @@ class AsyncClient:
                 return meta
 
             meta = await self._update(name, bump)
-            w = Writer(name, meta.epoch)
+            w = Writer(name, meta.epoch, marked=extents.minus(meta.written, meta.lost))
             lac = await self._fence(meta, w, meta.slabs)
             await self._recover(meta, w, lac)
         except BaseException:
@@ -475,16 +479,21 @@ class AsyncClient:
                 len(dropped),
             )
         w.base = kept
-        start = w.epoch << wire.SEQ_BITS
-        await self._commit_round(meta, w, start)
-        if size > meta.size:
+        # What is kept is committed below: its stripes are recorded as written first.
+        wrote = extents.normal((writes[v][0], writes[v][1] + 1) for v in writes if v <= kept)
+        if size > meta.size or not all(extents.covers(w.marked, f, e) for f, e in wrote):
 
             def grow(m: RegionMeta) -> RegionMeta:
                 self._check_epoch(w, m)
                 m.size = max(m.size, size)
+                m.written = extents.union(m.written, wrote)
+                m.lost = extents.minus(m.lost, wrote)
                 return m
 
             await self._update(meta.name, grow)
+            w.marked = extents.union(w.marked, wrote)
+        start = w.epoch << wire.SEQ_BITS
+        await self._commit_round(meta, w, start)
 
     async def _commit_round(self, meta: RegionMeta, w: Writer, upto: int) -> None:
         """Tell every node of the region that all writes up to ``upto`` are committed.
@@ -617,6 +626,40 @@ class AsyncClient:
         if w.files == 0 and not w.sticky:
             await self.release(name)
 
+    async def accept_loss(self, name: str) -> extents.Ranges:
+        """Accept that a region's lost stripes are gone for good (as an operator's
+        mark-lost-ok): what is left of them is deleted and they read as zeros from now
+        on. Takes the region's write lease for the change; returns the stripes accepted."""
+        async with self._lock(name):
+            held = name in self._writers
+            w = await self._writer(name)
+            try:
+                meta = await self._region(name, fresh=True)
+                if not meta.lost:
+                    return []
+                accepted = meta.lost
+                nodes = [n for slab in meta.slabs for n, _ in slab if n] + list(self._nodes)
+                for first, end in accepted:
+                    await self.io.broadcast(nodes, wire.Delete(meta.id, first, w.epoch, end))
+
+                def accept(m: RegionMeta) -> RegionMeta:
+                    self._check_epoch(w, m)
+                    m.written = extents.minus(m.written, accepted)
+                    m.lost = extents.minus(m.lost, accepted)
+                    return m
+
+                new = await self._update(name, accept)
+                w.marked = extents.minus(new.written, new.lost)
+                log.warning(
+                    "region %s: the loss of stripes %s was accepted; they read as zeros",
+                    name,
+                    extents.describe(accepted),
+                )
+                return accepted
+            finally:
+                if not held:
+                    await self.release(name)
+
     async def release(self, name: str) -> None:
         """Give up the write lease of a region (taken by open for writing, pwrite or truncate)."""
         w = self._writers.pop(name, None)
@@ -689,13 +732,44 @@ class AsyncClient:
     ) -> None:
         n = memoryview(data).nbytes
         sd = view.layout.stripe_data
-        stamp = w.begin(offset // sd, (offset + n - 1) // sd, offset + n)
+        first, last = offset // sd, (offset + n - 1) // sd
+        stamp = w.begin(first, last, offset + n)
         try:
             await self.io.write(view, offset, data, size, stamp)
+            # Before the commit point may pass this write: once committed, a stripe that
+            # no node holds must read as lost, never as a hole.
+            await self._mark_written(view.name, w, first, last + 1)
         except BaseException as exc:
             w.finish(stamp, False, str(exc))
             raise
         w.finish(stamp, True)
+
+    async def _mark_written(self, name: str, w: Writer, first: int, end: int) -> None:
+        """Record stripes [first, end) as written (and no longer lost) in the region's
+        record; writes staged meanwhile are recorded together in one update."""
+        if extents.covers(w.marked, first, end):
+            return
+        w.unmarked = extents.add(w.unmarked, first, end)
+        async with w.marking:
+            if extents.covers(w.marked, first, end):
+                return
+            todo, w.unmarked = w.unmarked, []
+
+            def mark(m: RegionMeta) -> RegionMeta | None:
+                self._check_epoch(w, m)
+                written = extents.union(m.written, todo)
+                lost = extents.minus(m.lost, todo)
+                if written == m.written and lost == m.lost:
+                    return None
+                m.written, m.lost = written, lost
+                return m
+
+            try:
+                meta = await self._update(name, mark)
+            except BaseException:
+                w.unmarked = extents.union(w.unmarked, todo)
+                raise
+            w.marked = extents.minus(meta.written, meta.lost)
 
     async def read_at(self, name: str, offset: int, length: int, size: int | None = None) -> bytes:
         if offset < 0 or length < 0:
@@ -705,7 +779,11 @@ class AsyncClient:
         length = max(0, min(length, limit - offset))
         if length == 0:
             return b""
-        return bytes(await self.io.read(self.view(meta), offset, length))
+        try:
+            return bytes(await self.io.read(self.view(meta), offset, length))
+        except DataLostError as exc:
+            await self._report_loss(name, exc)
+            raise
 
     async def read_into(
         self, name: str, offset: int, out: memoryview, size: int | None = None
@@ -717,8 +795,27 @@ class AsyncClient:
         limit = meta.size if size is None else size
         n = max(0, min(len(out), limit - offset))
         if n:
-            await self.io.read_into(self.view(meta), offset, out[:n])
+            try:
+                await self.io.read_into(self.view(meta), offset, out[:n])
+            except DataLostError as exc:
+                await self._report_loss(name, exc)
+                raise
         return n
+
+    async def _report_loss(self, name: str, exc: DataLostError) -> None:
+        """Tell the coordinator a region has lost data, so that it checks the region and
+        records the loss for ``ecmem status``. Best effort: the reader has its error."""
+        why = f"slab {exc.slab} stripe {exc.stripe}"
+        data = json.dumps({"region": name, "why": why, "when": time.time()}).encode()
+
+        def file() -> None:
+            with contextlib.suppress(NodeExistsError):
+                self.zk.create(self.meta.paths.check(name), data, makepath=True)
+
+        try:
+            await self._zk(file)
+        except (KazooException, EcmemError) as err:
+            log.warning("region %s: could not report its lost data (%s): %s", name, why, err)
 
     async def pread(self, name: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset``; short only at the region's end."""
@@ -774,9 +871,12 @@ class AsyncClient:
             m.size = size
             m.mtime = time.time()
             m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
+            m.written = extents.remove(m.written, first_gone, 1 << 62)
+            m.lost = extents.remove(m.lost, first_gone, 1 << 62)
             return m
 
         new = await self._update(name, shrink)
+        writer.marked = extents.remove(writer.marked, first_gone, 1 << 62)
         unreached = await self.io.delete(self.view(new), first_gone, writer.epoch)
         if unreached:
             log.info(

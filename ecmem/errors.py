@@ -167,6 +167,34 @@ class DataUnavailableError(EcmemError):
         )
 
 
+class DataLostError(DataUnavailableError):
+    """A stripe that was written has fewer fragments left anywhere than it needs.
+
+    Unlike DataUnavailableError no node that may still hold it is down: waiting will
+    not bring it back. Never read as zeros; names the region, slab and stripe.
+    """
+
+    code = "DATA_LOST"
+    retriable = False
+
+    def __init__(
+        self,
+        region: str,
+        slab: int,
+        stripe: int,
+        missing: dict[int, str],
+        needed: int,
+    ) -> None:
+        super().__init__(region, slab, stripe, missing, needed)
+        detail = ", ".join(f"fragment {i}: {why}" for i, why in sorted(missing.items()))
+        self.args = (
+            f"region {region!r} slab {slab} stripe {stripe}: data lost: it was written, but "
+            f"fewer than the {needed} fragments needed remain on any node ({detail}); "
+            "restore the region from a copy, or accept the loss with "
+            f"'ecmem region mark-lost-ok {region}' (its lost stripes then read as zeros)",
+        )
+
+
 class ChecksumError(EcmemError):
     """Bytes that do not match their checksum."""
 

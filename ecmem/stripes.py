@@ -20,10 +20,11 @@ from typing import TypeVar
 
 from crc32c import crc32c
 
-from . import checksum, wire
+from . import checksum, extents, wire
 from .conn import ConnectionPool
 from .errors import (
     ClusterError,
+    DataLostError,
     DataUnavailableError,
     EcmemError,
     Fenced,
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 # Test-only: a build that trusts fragments without checking their sums, so the chaos
 # suite can show that its corruption scenario fails without them. Never for real data.
 UNSAFE_NO_CHECKSUMS = os.environ.get("ECMEM_UNSAFE_NO_CHECKSUMS") == "1"
+# Test-only: a build that takes "no such fragment" for a hole even in written stripes (as
+# ecmem once did), so the restart-empty chaos scenario can show it catches zeros.
+UNSAFE_NOT_FOUND_IS_HOLE = os.environ.get("ECMEM_UNSAFE_NOT_FOUND_IS_HOLE") == "1"
 
 Placement = list[tuple[str, str]]
 READ_WINDOW = 16  # stripes in flight per read call
@@ -63,6 +67,11 @@ class RegionView:
     floors: list[tuple[int, int]] = field(default_factory=list)
     partial: set[tuple[int, int]] = field(default_factory=set)
     min_durable: int = 0
+    written: extents.Ranges = field(default_factory=list)  # stripes that hold data
+
+    def is_written(self, stripe: int) -> bool:
+        """Was this stripe written (so that no fragment anywhere means lost, not a hole)?"""
+        return not UNSAFE_NOT_FOUND_IS_HOLE and extents.contains(self.written, stripe)
 
     def durable_minimum(self) -> int:
         """Fragments of a stripe that must be staged for a write to count."""
@@ -100,9 +109,11 @@ class Missing:
 @dataclass(frozen=True, slots=True)
 class Failed:
     why: str
+    gone: bool = False  # the node surely lacks it (not merely slow or unreachable)
 
 
 Outcome = Got | Missing | Failed
+Failures = dict[int, tuple[str, bool]]  # fragment index -> why, and whether surely gone
 Seen = tuple[int, int, int]  # version read, and its write's first stripe and stripe count
 
 
@@ -138,13 +149,17 @@ def check_reply(
     With ``want``, only that version will do."""
     node_id, incarnation = view.placement(stripe)[index]
     if incarnation_seen != incarnation:
-        return Failed(f"node {node_id} restarted without its data")
+        return Failed(f"node {node_id} restarted without its data", gone=True)
     if isinstance(reply, wire.Error):
         if reply.code == wire.E_NOT_FOUND:
             if want:
-                return Failed(f"node {node_id} lacks version {want}")
+                return Failed(f"node {node_id} lacks version {want}", gone=True)
             if (view.layout.slab_of(stripe), index) in view.partial:
-                return Failed(f"node {node_id} took this fragment over and has no copy yet")
+                return Failed(
+                    f"node {node_id} took this fragment over and has no copy yet", gone=True
+                )
+            if view.is_written(stripe):
+                return Failed(f"node {node_id} has no copy of this written stripe", gone=True)
             return Missing()
         return Failed(f"node {node_id}: {reply.code}: {reply.message}")
     if not isinstance(reply, wire.Data):
@@ -169,10 +184,12 @@ def check_reply(
             node_id,
             bad[:4],
         )
-        return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}")
+        return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}", gone=True)
     if want and reply.version != want:
         return Failed(f"node {node_id} answered version {reply.version}, not {want}")
     if reply.version < view.min_version(stripe):
+        if view.is_written(stripe):
+            return Failed(f"node {node_id} holds only a copy older than a truncation", gone=True)
         return Missing()
     extent = (reply.wfirst, reply.wcount)
     if isinstance(payload, tuple):
@@ -219,7 +236,7 @@ class StripeIO:
         """
         node_id, incarnation = view.placement(stripe)[index]
         if not node_id:
-            return Failed(f"no node holds fragment {index} until it is rebuilt")
+            return Failed(f"no node holds fragment {index} until it is rebuilt", gone=True)
         if avoid_suspects and self.pool.is_suspect(node_id):
             return Failed(f"node {node_id} is slow to answer")
         try:
@@ -280,7 +297,7 @@ class StripeIO:
         policy = layout.policy
         k = policy.k
         for attempt in range(CHURN_RETRIES):
-            by_version, failed, missing, extents = await self._gather(
+            by_version, failed, missing, spans = await self._gather(
                 view, stripe, want, range(policy.width)
             )
             winner = next(
@@ -308,21 +325,28 @@ class StripeIO:
                 stripe,
                 sorted(by_version[winner]),
             )
-            seen: Seen = (winner, *extents.get(winner, (0, 0)))
+            seen: Seen = (winner, *spans.get(winner, (0, 0)))
             return policy.decode(by_version[winner], layout.chunk), seen
-        if missing and not by_version:
-            # A node that held its data all along has no committed copy of this stripe,
-            # and nobody has any: no write of it was ever committed. It reads as zeros.
+        if not by_version and not view.is_written(stripe):
+            # A hole: the region says no write of it was ever committed. (A written
+            # stripe's "no such fragment" is a failure, never this.)
             return bytes(layout.stripe_data), (0, 0, 0)
-        lost = dict(failed)
+        lost = {i: why for i, (why, _) in failed.items()}
         for version, frags in by_version.items():
             for i in frags:
                 lost.setdefault(i, f"version {version} has too few peers to decode")
-        raise DataUnavailableError(view.name, layout.slab_of(stripe), stripe, lost, k)
+        for i in missing:
+            lost.setdefault(i, "no copy")
+        # Could nodes that are merely unreachable still make up k of one version?
+        best = max(map(len, by_version.values()), default=0)
+        maybe = sum(1 for _, gone in failed.values() if not gone)
+        gone = best + maybe < k and view.is_written(stripe)
+        error = DataLostError if gone else DataUnavailableError
+        raise error(view.name, layout.slab_of(stripe), stripe, lost, k)
 
     async def _gather(
         self, view: RegionView, stripe: int, want: int, indexes: Iterable[int]
-    ) -> tuple[dict[int, dict[int, bytes]], dict[int, str], list[int], dict[int, tuple[int, int]]]:
+    ) -> tuple[dict[int, dict[int, bytes]], Failures, list[int], dict[int, tuple[int, int]]]:
         """Whole fragments from ``indexes``, asked all at once; stops as soon as one version
         has k of them (late binding: slow nodes are not waited for)."""
         layout = view.layout
@@ -336,7 +360,7 @@ class StripeIO:
         tasks = [asyncio.ensure_future(one(i)) for i in indexes]
         by_version: dict[int, dict[int, bytes]] = {}
         extents: dict[int, tuple[int, int]] = {}
-        failed: dict[int, str] = {}
+        failed: Failures = {}
         missing: list[int] = []
         try:
             for fut in asyncio.as_completed(tasks):
@@ -350,7 +374,7 @@ class StripeIO:
                 elif isinstance(outcome, Missing):
                     missing.append(i)
                 else:
-                    failed[i] = outcome.why
+                    failed[i] = (outcome.why, outcome.gone)
         finally:
             for t in tasks:
                 t.cancel()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from . import wire
+from . import extents, wire
 from .errors import Fenced
 from .stripes import Stamp
 
@@ -42,6 +42,9 @@ class Writer:
     inflight: set[int] = field(default_factory=set)
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
+    unmarked: extents.Ranges = field(default_factory=list)  # staged, to be recorded
+    marking: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def version(self) -> int:

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from ecmem import extents
 from ecmem.errors import ConfigError, RegionExists
 from ecmem.units import format_size, parse_size
 
@@ -203,7 +204,8 @@ def _status(
             click.echo(f"  rebuild waits: {what}: {why}")
         click.echo(
             f"  regions: {report.regions}, stripes: {report.stripes} "
-            f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable)"
+            f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable, "
+            f"{report.lost_stripes} lost)"
         )
         click.echo(f"  capacity: {format_size(report.used)} used of {format_size(report.capacity)}")
         if scrub.get("finished"):
@@ -393,6 +395,9 @@ def region_info(
         "stripes": health.stripes,
         "degraded_stripes": health.degraded_stripes,
         "unavailable_stripes": health.unavailable_stripes,
+        "lost_stripes": extents.count(meta.lost),
+        "lost": [list(r) for r in meta.lost],
+        "written": [list(r) for r in meta.written],
         "placements": placements,
     }
 
@@ -409,8 +414,16 @@ def region_info(
         )
         click.echo(
             f"  health  {health.state}: {health.stripes} stripes, "
-            f"{health.degraded_stripes} degraded, {health.unavailable_stripes} unavailable"
+            f"{health.degraded_stripes} degraded, {health.unavailable_stripes} unavailable, "
+            f"{data['lost_stripes']} lost"
         )
+        if meta.lost:
+            click.echo(
+                f"  LOST    stripes {extents.describe(meta.lost, 16)}: written, and too few "
+                "fragments are left on any node. Restore the region from a copy, or accept "
+                f"the loss with 'ecmem region mark-lost-ok {meta.name}' (they then read as "
+                "zeros)"
+            )
         for p in placements:
             frags = " ".join(
                 (f["node"] or "-") + ("" if f["state"] == "ok" else f"({f['state']})")
@@ -434,6 +447,29 @@ def region_rm(
     with connect_cli(zk, cluster, state_dir) as cl:
         cl.delete_region(name)
     emit(as_json, {"removed": name}, f"removed region {name}")
+
+
+@region.command("mark-lost-ok")
+@click.argument("name")
+@cluster_options
+@json_option
+@handle_errors
+def region_mark_lost_ok(
+    name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
+) -> None:
+    """Accept that the lost stripes of region NAME are gone: they read as zeros from now
+    on and REGION_DATA_LOST clears. Only when the data is restored from elsewhere or not
+    needed; nothing brings it back afterwards."""
+    with connect_cli(zk, cluster, state_dir) as cl:
+        accepted = cl._run(cl.async_client.accept_loss(name))
+    emit(
+        as_json,
+        {"region": name, "accepted": [list(r) for r in accepted]},
+        f"region {name}: accepted the loss of stripes {extents.describe(accepted)}; they "
+        "read as zeros"
+        if accepted
+        else f"region {name} has no lost stripes",
+    )
 
 
 # -- data -----------------------------------------------------------------------
