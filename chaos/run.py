@@ -40,6 +40,10 @@ OUT = Path(__file__).resolve().parent / "out"
 BREAKS = {
     "no-fencing": ("ECMEM_UNSAFE_NO_FENCING", "fencing off in nodes and clients: stale-writer"),
     "no-checksums": ("ECMEM_UNSAFE_NO_CHECKSUMS", "clients trust fragments unchecked: corruption"),
+    "not-found-is-hole": (
+        "ECMEM_UNSAFE_NOT_FOUND_IS_HOLE",
+        "clients read a written stripe no node holds as zeros: restart-empty",
+    ),
 }
 
 
@@ -50,6 +54,7 @@ def _break(name: str) -> None:
     os.environ[BREAKS[name][0]] = "1"  # for the client processes a scenario starts
     ecmem.aio.UNSAFE_NO_FENCING = name == "no-fencing"
     ecmem.stripes.UNSAFE_NO_CHECKSUMS = name == "no-checksums"
+    ecmem.stripes.UNSAFE_NOT_FOUND_IS_HOLE = name == "not-found-is-hole"
 
 
 @contextlib.contextmanager

@@ -78,6 +78,9 @@ class RegionMeta:
     written: list[tuple[int, int]] = field(default_factory=list)
     # Written stripes found with too few fragments to read or rebuild (REGION_DATA_LOST).
     lost: list[tuple[int, int]] = field(default_factory=list)
+    # (first, end, version): stripes first recorded by a write that may not be committed
+    # yet; a recovery that drops that write takes them out of ``written`` again.
+    pending: list[tuple[int, int, int]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
@@ -101,6 +104,7 @@ class RegionMeta:
             meta.partial = [(int(s), int(i)) for s, i in meta.partial]
             meta.written = extents.normal(meta.written)
             meta.lost = extents.normal(meta.lost)
+            meta.pending = [(int(f), int(e), int(v)) for f, e, v in meta.pending]
         except (ValueError, TypeError, IndexError) as exc:
             raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
         return meta

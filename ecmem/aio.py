@@ -51,7 +51,7 @@ from .stat import RegionStat
 from .stripes import RegionView, StripeIO
 from .target import resolve
 from .units import parse_size
-from .writers import Writer, next_after
+from .writers import Writer, next_after, record_writes, settle_written
 
 log = logging.getLogger(__name__)
 
@@ -479,19 +479,21 @@ class AsyncClient:
                 len(dropped),
             )
         w.base = kept
-        # What is kept is committed below: its stripes are recorded as written first.
+        # What is kept is committed below: its stripes are recorded as written first, and
+        # stripes recorded only by writes dropped here are holes again.
         wrote = extents.normal((writes[v][0], writes[v][1] + 1) for v in writes if v <= kept)
-        if size > meta.size or not all(extents.covers(w.marked, f, e) for f, e in wrote):
+        if size > meta.size or meta.pending or not extents.covers_all(w.marked, wrote):
 
-            def grow(m: RegionMeta) -> RegionMeta:
+            def settle(m: RegionMeta) -> RegionMeta:
                 self._check_epoch(w, m)
                 m.size = max(m.size, size)
-                m.written = extents.union(m.written, wrote)
+                m.written = settle_written(m.written, m.pending, kept, wrote)
                 m.lost = extents.minus(m.lost, wrote)
+                m.pending = []
                 return m
 
-            await self._update(meta.name, grow)
-            w.marked = extents.union(w.marked, wrote)
+            settled = await self._update(meta.name, settle)
+            w.marked = extents.minus(settled.written, settled.lost)
         start = w.epoch << wire.SEQ_BITS
         await self._commit_round(meta, w, start)
 
@@ -738,36 +740,34 @@ class AsyncClient:
             await self.io.write(view, offset, data, size, stamp)
             # Before the commit point may pass this write: once committed, a stripe that
             # no node holds must read as lost, never as a hole.
-            await self._mark_written(view.name, w, first, last + 1)
+            await self._mark_written(view.name, w, first, last + 1, stamp.version)
         except BaseException as exc:
             w.finish(stamp, False, str(exc))
             raise
         w.finish(stamp, True)
 
-    async def _mark_written(self, name: str, w: Writer, first: int, end: int) -> None:
-        """Record stripes [first, end) as written (and no longer lost) in the region's
-        record; writes staged meanwhile are recorded together in one update."""
+    async def _mark_written(self, name: str, w: Writer, first: int, end: int, version: int) -> None:
+        """Record stripes [first, end) of write ``version`` as written (and no longer lost)
+        in the region's record; writes staged meanwhile are recorded in the same update."""
         if extents.covers(w.marked, first, end):
             return
-        w.unmarked = extents.add(w.unmarked, first, end)
+        w.unmarked.append((first, end, version))
         async with w.marking:
             if extents.covers(w.marked, first, end):
                 return
             todo, w.unmarked = w.unmarked, []
 
-            def mark(m: RegionMeta) -> RegionMeta | None:
+            def mark(m: RegionMeta) -> RegionMeta:
                 self._check_epoch(w, m)
-                written = extents.union(m.written, todo)
-                lost = extents.minus(m.lost, todo)
-                if written == m.written and lost == m.lost:
-                    return None
-                m.written, m.lost = written, lost
+                m.written, m.lost, m.pending = record_writes(
+                    m.written, m.lost, m.pending, todo, w.ready()
+                )
                 return m
 
             try:
                 meta = await self._update(name, mark)
             except BaseException:
-                w.unmarked = extents.union(w.unmarked, todo)
+                w.unmarked = todo + w.unmarked
                 raise
             w.marked = extents.minus(meta.written, meta.lost)
 
@@ -873,6 +873,7 @@ class AsyncClient:
             m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
             m.written = extents.remove(m.written, first_gone, 1 << 62)
             m.lost = extents.remove(m.lost, first_gone, 1 << 62)
+            m.pending = [(f, min(e, first_gone), v) for f, e, v in m.pending if f < first_gone]
             return m
 
         new = await self._update(name, shrink)

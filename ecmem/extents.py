@@ -65,6 +65,10 @@ def covers(ranges: Ranges, first: int, end: int) -> bool:
     return end <= first or any(f <= first and end <= e for f, e in ranges)
 
 
+def covers_all(ranges: Ranges, others: Ranges) -> bool:
+    return all(covers(ranges, f, e) for f, e in others)
+
+
 def within(ranges: Ranges, first: int, end: int) -> Ranges:
     """The part of ``ranges`` inside [first, end)."""
     return [(max(f, first), min(e, end)) for f, e in ranges if f < end and e > first]

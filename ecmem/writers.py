@@ -29,6 +29,39 @@ def next_after(prev: int, version: int) -> bool:
     return version == prev + 1 if e1 == e2 else e2 > e1 and seq == 1
 
 
+Pending = list[tuple[int, int, int]]  # (first stripe, end, version of the write)
+
+
+def record_writes(
+    written: extents.Ranges,
+    lost: extents.Ranges,
+    pending: Pending,
+    todo: Pending,
+    ready: int,
+) -> tuple[extents.Ranges, extents.Ranges, Pending]:
+    """A region's (written, lost, pending) once the staged writes ``todo`` are recorded.
+
+    Stripes they write for the first time are also kept in ``pending`` with the
+    write's version, until the writer's commit point is known to cover it
+    (``ready``): a writer that dies first may have its write dropped by the next
+    one's recovery, which then takes those stripes back out (settle_written)."""
+    fresh = [(f2, e2, v) for f, e, v in todo for f2, e2 in extents.minus([(f, e)], written)]
+    ranges = extents.normal((f, e) for f, e, _ in todo)
+    keep = [p for p in pending if p[2] > ready]
+    return extents.union(written, ranges), extents.minus(lost, ranges), keep + fresh
+
+
+def settle_written(
+    written: extents.Ranges, pending: Pending, kept: int, wrote: extents.Ranges
+) -> extents.Ranges:
+    """``written`` after a recovery that kept writes up to version ``kept`` (with
+    stripes ``wrote``): stripes first recorded by writes it dropped were never
+    committed, and are holes again unless a kept write covers them."""
+    dropped = extents.normal((f, e) for f, e, v in pending if v > kept)
+    confirmed = extents.normal((f, e) for f, e, v in pending if v <= kept)
+    return extents.union(extents.union(extents.minus(written, dropped), confirmed), wrote)
+
+
 @dataclass
 class Writer:
     name: str
@@ -43,7 +76,7 @@ class Writer:
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
-    unmarked: extents.Ranges = field(default_factory=list)  # staged, to be recorded
+    unmarked: Pending = field(default_factory=list)  # staged writes' stripes, to be recorded
     marking: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property

@@ -77,3 +77,15 @@ def test_stale_writer_fails_on_a_build_without_fencing(tmp_path: Path) -> None:
 def test_corruption_fails_on_a_build_without_checksums(tmp_path: Path) -> None:
     report = run(tmp_path, "corruption", 4, 64, "--break", "no-checksums", passes=False)
     assert any("WRONG BYTES" in p for p in report["problems"]), report["problems"][:5]
+
+
+def test_restart_empty_smoke(tmp_path: Path) -> None:
+    numbers = run(tmp_path, "restart-empty", 3, 16)["numbers"]
+    assert numbers["rounds"] == 3 and numbers["wrong_blocks"] == 0
+
+
+def test_restart_empty_fails_on_a_build_that_reads_not_found_as_holes(tmp_path: Path) -> None:
+    report = run(tmp_path, "restart-empty", 3, 16, "--break", "not-found-is-hole", passes=False)
+    assert any("zeros where data was written" in p for p in report["problems"]), report["problems"][
+        :5
+    ]

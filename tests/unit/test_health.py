@@ -69,3 +69,18 @@ def test_handoff_holder_counts_as_degraded_until_rebuilt() -> None:
     report, regions = assess({f"n{i}": node(i) for i in range(6)}, [meta])
     assert report.status == HEALTH_WARN and regions[0].lost == {0: [2]}
     assert "REGION_DEGRADED" in {c.code for c in report.checks}
+
+
+def test_lost_stripes_are_an_error_naming_the_region_and_survive_the_record() -> None:
+    nodes = {f"n{i}": node(i) for i in range(6)}
+    meta = region()
+    meta.written, meta.lost = [(0, 8)], [(2, 4), (6, 7)]
+    meta = RegionMeta.from_json(meta.to_json())
+    assert meta.lost == [(2, 4), (6, 7)] and meta.written == [(0, 8)]
+    report, regions = assess(nodes, [meta, region()])
+    codes = {c.code: c for c in report.checks}
+    assert report.status == HEALTH_ERR
+    assert "REGION_DATA_LOST" in codes and "r" in codes["REGION_DATA_LOST"].summary
+    assert codes["REGION_DATA_LOST"].detail == ["r: stripes 2-3, 6"]
+    assert report.lost_stripes == 3 and regions[0].state == "lost"
+    assert regions[1].state == "ok"
