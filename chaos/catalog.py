@@ -19,4 +19,7 @@ SCENARIOS: dict[str, tuple[Callable[[ChaosCluster, int, int, RunReport], None], 
     **RESTARTS,
 }
 
-__all__ = ["ANY_TARGET", "SCENARIOS"]
+# Scenarios whose storage hosts keep fragments in RAM only, so that a restart loses them.
+IN_MEMORY = set(RESTARTS)
+
+__all__ = ["ANY_TARGET", "IN_MEMORY", "SCENARIOS"]

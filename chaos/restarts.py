@@ -16,6 +16,7 @@ import time
 
 import ecmem
 from coordinator.metadata import MetadataStore, connect_zk
+from coordinator.model import RegionMeta
 
 from .report import RunReport
 from .scenarios import BLOCK, MiB, _block, _healthy_within, _kill
@@ -26,13 +27,21 @@ KINDS = (("ec", "ec:4+2", 1), ("rep", "rep:3", 1), ("holes", "ec:4+2", 3))  # ev
 REPORT_BOUND = 60.0  # seconds for a loss to show in the regions' records
 
 
-def _lost(c: Target) -> dict[str, list[tuple[int, int]]]:
+def _regions(c: Target) -> list[RegionMeta]:
     zk = connect_zk(c.zk, timeout=20)
     try:
-        return {m.name: m.lost for m in MetadataStore(zk, c.cluster).regions() if m.lost}
+        return MetadataStore(zk, c.cluster).regions()
     finally:
         zk.stop()
         zk.close()
+
+
+def _meta(c: Target, name: str) -> RegionMeta:
+    return next(m for m in _regions(c) if m.name == name)
+
+
+def _lost(c: Target) -> dict[str, list[tuple[int, int]]]:
+    return {m.name: m.lost for m in _regions(c) if m.lost}
 
 
 def _write(c: Target, tag: str, seed: int, blocks: int) -> dict[str, dict[int, bytes]]:
@@ -94,9 +103,8 @@ def restart_empty(c: Target, seed: int, mib: int, report: RunReport) -> None:
     wrong_total = 0
     for r, kind in enumerate(rounds):
         want = _write(c, f"r{r}", seed + r, blocks)
-        with ecmem.connect(c.zk, cluster=c.cluster) as cl:
-            ec = next(iter(want))
-            holders = [n for n, _ in cl.async_client.cached_meta(ec).slabs[0]]  # type: ignore[union-attr]
+        ec = next(iter(want))
+        holders = [n for n, _ in _meta(c, ec).slabs[0]]
         if kind == "within-m":
             victims = rng.sample(c.node_hosts, 2)
         elif kind == "beyond-m":

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from .catalog import ANY_TARGET, SCENARIOS
+from .catalog import ANY_TARGET, IN_MEMORY, SCENARIOS
 from .cluster import ChaosCluster
 from .net import free_subnet, run_id, sweep
 from .remote import RemoteCluster, TargetFileError
@@ -92,7 +92,7 @@ def run_one(
                 free_subnet(),
                 nodes=nodes,
                 grace=grace,
-                persist=True,
+                persist=name not in IN_MEMORY,
                 broken=broken,
             )
         try:

@@ -93,5 +93,10 @@ def replacement(
     taken = set(members)
     used = set(member_domains)
     others = [c for c in candidates if c.id not in taken]
+    if not others:
+        raise NotEnoughNodesError(
+            f"every live node ({len(candidates)}) already holds a fragment of this slab, "
+            "and a slab needs distinct nodes; start another storage node to rebuild onto"
+        )
     fresh = [c for c in others if c.domain not in used and c.free >= need]
     return place(fresh or others, 1, need, rng)[0]

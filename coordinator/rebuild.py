@@ -34,7 +34,7 @@ from ecmem.logs import where
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
-from .damage import DRAINING, PARTIAL, Damage, Slot, by_slab, find_damage
+from .damage import DRAINING, PARTIAL, REPLACED, Damage, Slot, by_slab, find_damage
 from .health import slab_stripe_count
 from .metadata import TRASH
 from .model import NodeInfo, RegionMeta
@@ -93,6 +93,8 @@ class Rebuilder:
         self._since: dict[str, float] = {}
         self._forced: set[str] = set()
         self._drains: set[str] = set()
+        # Slots no node could take over this pass, by reason: one line each in status.
+        self._unplaced: dict[str, set[tuple[str, int, int]]] = {}
         # Hooks for metrics: fragment bytes stored, slots switched.
         self.on_bytes: Callable[[int], None] = lambda _n: None
         self.on_slot: Callable[[], None] = lambda: None
@@ -167,6 +169,7 @@ class Rebuilder:
         finally:
             for region in held:
                 await self.client.release(region)
+        self._report_unplaced()
         await self.collect_garbage()
         await self.collect_trash()
         for node in sorted(set(live) - self._swept):
@@ -369,6 +372,17 @@ class Rebuilder:
                     found.append(stripe)
         return extents.of(found)
 
+    def _report_unplaced(self) -> None:
+        for reason, slots in sorted(self._unplaced.items()):
+            regions = sorted({r for r, _, _ in slots})
+            what = (
+                f"{len(slots)} fragment slots of {len(regions)} regions "
+                f"({', '.join(regions[:3])}{', ...' if len(regions) > 3 else ''})"
+            )
+            self.progress.waiting[what] = f"no node can take them over: {reason}"
+            self.log.warning("rebuild: %s wait: no node can take them over: %s", what, reason)
+        self._unplaced = {}
+
     def _report_lost(self, meta: RegionMeta, slab: int, lost: list[int]) -> None:
         ranges = extents.of(lost)
         msg = (
@@ -404,7 +418,11 @@ class Rebuilder:
         ]
         for s in slots:
             node = s.holder[0]
-            if s.reason == PARTIAL and node in live:
+            # A handoff keeps its slot; a node back empty takes its own slot again (its
+            # place in the slab's failure domains is unchanged, and nothing moves).
+            if (s.reason == PARTIAL or s.reason == REPLACED and node not in drains) and (
+                node in live and not self.client.pool.is_suspect(node)
+            ):
                 out[s.index] = (node, live[node].incarnation)
                 continue
             healthy = members - {x.holder[0] for x in slots if x.reason != PARTIAL}
@@ -415,15 +433,7 @@ class Rebuilder:
                     cands, taken, domains, layout.slab_fragment_bytes, random.Random()
                 )
             except NotEnoughNodesError as exc:
-                self.progress.waiting[f"{meta.name}/{slab}/{s.index}"] = str(exc)
-                self.log.warning(
-                    "region %s slab %d fragment %d: no node can take it over (%s)",
-                    meta.name,
-                    slab,
-                    s.index,
-                    exc,
-                    extra=where(meta.name, slab, s.index),
-                )
+                self._unplaced.setdefault(str(exc), set()).add((meta.name, slab, s.index))
                 continue
             out[s.index] = (pick, live[pick].incarnation)
             members.add(pick)

@@ -487,7 +487,7 @@ class AsyncClient:
             def settle(m: RegionMeta) -> RegionMeta:
                 self._check_epoch(w, m)
                 m.size = max(m.size, size)
-                m.written = settle_written(m.written, m.pending, kept, wrote)
+                m.written = settle_written(m.written, m.pending, set(dropped), wrote)
                 m.lost = extents.minus(m.lost, wrote)
                 m.pending = []
                 return m

@@ -52,14 +52,16 @@ def record_writes(
 
 
 def settle_written(
-    written: extents.Ranges, pending: Pending, kept: int, wrote: extents.Ranges
+    written: extents.Ranges, pending: Pending, dropped: set[int], wrote: extents.Ranges
 ) -> extents.Ranges:
-    """``written`` after a recovery that kept writes up to version ``kept`` (with
-    stripes ``wrote``): stripes first recorded by writes it dropped were never
-    committed, and are holes again unless a kept write covers them."""
-    dropped = extents.normal((f, e) for f, e, v in pending if v > kept)
-    confirmed = extents.normal((f, e) for f, e, v in pending if v <= kept)
-    return extents.union(extents.union(extents.minus(written, dropped), confirmed), wrote)
+    """``written`` after a recovery that found the writes ``dropped`` staged and dropped
+    them, and kept writes of stripes ``wrote``: stripes first recorded by a dropped
+    write were never committed, and are holes again unless a kept write covers them.
+    A pending write recovery found no staged copy of was committed (or lost with its
+    nodes): its stripes stay written, so that lost data reads as lost, never zeros."""
+    undo = extents.normal((f, e) for f, e, v in pending if v in dropped)
+    confirmed = extents.normal((f, e) for f, e, v in pending if v not in dropped)
+    return extents.union(extents.union(extents.minus(written, undo), confirmed), wrote)
 
 
 @dataclass

@@ -184,3 +184,48 @@ def test_holes_read_as_zeros_even_degraded(cluster8: TestCluster) -> None:
         assert cl.pread("sparse", 0, 4 * MiB) == bytes(4 * MiB)
         assert cl.pread("sparse", 20 * MiB, 4096) == page
         assert cl.pread("sparse", 60 * MiB, 4096) == bytes(4096)
+
+
+def test_node_back_empty_is_rebuilt_in_place_and_waits_are_summed(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Six nodes, ec:4+2: no spare. A node back without its memory gets its own slots
+    rebuilt; a node gone for good leaves slots nothing can take, said once per cause."""
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=6, rebuild_grace=1.0)
+    try:
+        blob = os.urandom(8 * MiB)
+        with c.client() as cl:
+            for name in ("a", "b", "c"):
+                cl.create_region(name, 0, "ec:4+2")
+                cl.pwrite(name, 0, blob)
+                cl.release(name)
+            before = region_nodes(cl, "a")
+        restart_empty(c, before[0])
+        deadline = time.monotonic() + 60
+        while status(c)["status"] != "HEALTH_OK":
+            assert time.monotonic() < deadline, c.logs()
+            time.sleep(0.5)
+        with c.client() as cl:
+            assert region_nodes(cl, "a") == before
+        c.kill(*before[1:3])  # two more: only the rebuilt fragments make k
+        with c.client() as cl:
+            assert cl.pread("a", 0, len(blob)) == blob
+        c.restart(*before[1:3])
+        deadline = time.monotonic() + 60
+        while status(c)["status"] != "HEALTH_OK":
+            assert time.monotonic() < deadline, c.logs()
+            time.sleep(0.5)
+        c.kill(before[3])
+        deadline = time.monotonic() + 30
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            out = c.cli("status").stdout
+            lines = [x for x in out.splitlines() if "no node can take them over" in x]
+            if lines:
+                break
+            time.sleep(0.5)
+        assert len(lines) == 1, out
+        assert "3 fragment slots of 3 regions" in lines[0], lines
+        assert "already holds a fragment" in lines[0] and "start another" in lines[0], lines
+    finally:
+        c.down()

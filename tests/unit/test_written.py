@@ -44,19 +44,20 @@ def test_record_writes(written, lost, pending, todo, ready, want) -> None:  # ty
 
 
 @pytest.mark.parametrize(
-    ("written", "pending", "kept", "wrote", "want"),
+    ("written", "pending", "dropped", "wrote", "want"),
     [
         # Nothing pending: what recovery kept is added.
-        ([(0, 2)], [], V + 3, [(2, 3)], [(0, 3)]),
+        ([(0, 2)], [], set(), [(2, 3)], [(0, 3)]),
         # A dropped write's first stripes are holes again.
-        ([(0, 6)], [(4, 6, V + 5)], V + 4, [], [(0, 4)]),
-        # A kept write's are not.
-        ([(0, 6)], [(4, 6, V + 4)], V + 4, [], [(0, 6)]),
+        ([(0, 6)], [(4, 6, V + 5)], {V + 5}, [], [(0, 4)]),
+        # A write recovery did not see staged was committed (or lost): it stays written.
+        ([(0, 6)], [(4, 6, V + 5)], set(), [], [(0, 6)]),
+        ([(0, 6)], [(4, 6, V + 4)], {V + 5}, [], [(0, 6)]),
         # A stripe first written by a kept write and again by a dropped one stays.
-        ([(0, 6)], [(4, 6, V + 3), (5, 6, V + 6)], V + 4, [], [(0, 6)]),
+        ([(0, 6)], [(4, 6, V + 3), (5, 6, V + 6)], {V + 6}, [], [(0, 6)]),
         # Dropped, but a kept write covers part of it.
-        ([(0, 8)], [(4, 8, V + 9)], V + 8, [(4, 5)], [(0, 5)]),
+        ([(0, 8)], [(4, 8, V + 9)], {V + 9}, [(4, 5)], [(0, 5)]),
     ],
 )
-def test_settle_written(written, pending, kept, wrote, want) -> None:  # type: ignore[no-untyped-def]
-    assert settle_written(written, pending, kept, wrote) == want
+def test_settle_written(written, pending, dropped, wrote, want) -> None:  # type: ignore[no-untyped-def]
+    assert settle_written(written, pending, dropped, wrote) == want
