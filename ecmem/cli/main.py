@@ -50,12 +50,23 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--nodes", default=6, show_default=True, help="storage nodes to run")
+@click.option(
+    "--nodes",
+    type=int,
+    default=None,
+    help="storage nodes to run [new cluster: 6; running one: more adds nodes]",
+)
 @click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
-@click.option("--capacity", default="4GiB", show_default=True, help="RAM per node")
-@click.option("--cluster", default="default", show_default=True)
+@click.option("--capacity", default=None, help="RAM per node [new cluster: 4GiB]")
+@click.option("--cluster", default=None, help="cluster name [new cluster: default]")
 @click.option("--zk", default=None, help="use this ZooKeeper instead of starting one")
-@click.option("--persist", is_flag=True, help="mirror node fragments in the state dir")
+@click.option(
+    "--persist/--no-persist",
+    default=None,
+    help="mirror node fragments to disk under STATE_DIR/nodes, so that 'ecmem down "
+    "--keep-data' then 'ecmem up' keeps the regions [new cluster: --persist]; with "
+    "--no-persist fragments live in RAM only and die with the node processes",
+)
 @click.option("--allow-debug", is_flag=True, help="let nodes accept debug (corrupt) requests")
 @click.option(
     "--session-timeout",
@@ -66,41 +77,62 @@ def cli() -> None:
 @json_option
 @handle_errors
 def up(
-    nodes: int,
+    nodes: int | None,
     state_dir: str,
-    capacity: str,
-    cluster: str,
+    capacity: str | None,
+    cluster: str | None,
     zk: str | None,
-    persist: bool,
+    persist: bool | None,
     allow_debug: bool,
     session_timeout: float,
     as_json: bool,
 ) -> None:
-    """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running."""
-    from ecmem.localcluster import LocalCluster
+    """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running.
 
-    parse_size(capacity)
+    On a cluster that exists already (running, or stopped with --keep-data) it starts
+    what is not running; options that would change the existing nodes are not applied
+    and are named in a warning (exit code 1)."""
+    from ecmem.localcluster import LocalCluster, up_conflicts
+
+    cap = parse_size(capacity) if capacity is not None else None
     lc = LocalCluster(state_dir)
+    before = lc.load()
+    warnings = up_conflicts(before, nodes=nodes, capacity=cap, persist=persist, cluster=cluster)
     state = lc.up(
         nodes,
-        capacity,
-        cluster=cluster,
+        cap,
+        cluster=cluster or "default",
         zk=zk,
-        persist=persist,
+        # A new cluster persists unless told not to; an existing one keeps its way.
+        persist=(persist is not False) if not before.nodes else None,
         allow_debug=allow_debug,
         session_timeout=session_timeout,
     )
+    added = [n for n in state.nodes if n not in before.nodes and before.nodes]
     data = {
         "zk": state.zk,
         "cluster": state.cluster,
         "state_dir": str(lc.dir),
+        "persist": state.persist,
         "nodes": [{"id": n.id, "pid": n.pid, "address": n.address} for n in state.nodes.values()],
+        "added": added,
+        "warnings": warnings,
     }
 
     def text() -> None:
-        click.echo(
-            f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, logs in {lc.logs}"
+        for w in warnings:
+            click.secho(f"warning: {w}", fg="yellow", err=True)
+        kept = (
+            f"fragments mirrored in {lc.dir / 'nodes'}"
+            if state.persist
+            else "fragments in RAM only (--no-persist)"
         )
+        click.echo(
+            f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, {kept}, "
+            f"logs in {lc.logs}"
+        )
+        if added:
+            click.echo(f"added {', '.join(added)}")
         click.echo(
             table(
                 [(n.id, n.pid, n.address) for n in state.nodes.values()], ["NODE", "PID", "ADDRESS"]
@@ -109,20 +141,44 @@ def up(
         click.echo(f"export ECMEM_ZK={state.zk}")
 
     emit(as_json, data, text)
+    sys.exit(EXIT_WARN if warnings else EXIT_OK)
 
 
 @cli.command()
 @click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
-@click.option("--keep-data", is_flag=True, help="keep ZooKeeper and node data for a later up")
+@click.option(
+    "--keep-data",
+    is_flag=True,
+    help="keep the cluster for a later 'ecmem up': ZooKeeper's metadata (regions, nodes) "
+    "and the nodes' fragments mirrored under STATE_DIR/nodes. A cluster started with "
+    "'up --no-persist' keeps fragments in RAM only: those are lost (down warns).",
+)
 @json_option
 @handle_errors
 def down(state_dir: str, keep_data: bool, as_json: bool) -> None:
-    """Stop the local cluster's processes (only those 'ecmem up' started)."""
+    """Stop the local cluster's processes (only those 'ecmem up' started); without
+    --keep-data, also delete its state (every region)."""
     from ecmem.localcluster import LocalCluster
 
     result = LocalCluster(state_dir).down(keep_data=keep_data)
-    stopped = ", ".join(result["stopped"]) or "nothing was running"
-    emit(as_json, result, f"stopped: {stopped}")
+    lost = result["lost_node_data"]
+    if lost:
+        result["warning"] = (
+            f"node memory is not kept: {', '.join(lost)} ran with --no-persist (RAM only), "
+            "so the fragments they held are gone and regions stored on them will read as "
+            "unavailable after 'ecmem up'; only ZooKeeper's metadata is kept. Start clusters "
+            "with persistence (the default of 'ecmem up') to keep data across a down"
+        )
+
+    def text() -> None:
+        click.echo(f"stopped: {', '.join(result['stopped']) or 'nothing was running'}")
+        if keep_data and not lost:
+            click.echo(f"kept: metadata and node fragments in {result['state_dir']}")
+        if lost:
+            click.secho(f"warning: {result['warning']}", fg="yellow", err=True)
+
+    emit(as_json, result, text)
+    sys.exit(EXIT_WARN if lost else EXIT_OK)
 
 
 # -- health and nodes -----------------------------------------------------------

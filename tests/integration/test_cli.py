@@ -120,3 +120,71 @@ def test_local_cluster_lifecycle(tmp_path: Path) -> None:
     for n in up["nodes"]:
         assert not psutil.pid_exists(n["pid"]) or psutil.Process(n["pid"]).status() == "zombie"
     assert ecmem(state, "status").returncode == 2
+
+
+def test_down_keep_data_then_up_keeps_regions(tmp_path: Path) -> None:
+    """'up' persists by default, so regions survive 'down --keep-data' and 'up'; options
+    that 'up' cannot apply to the existing cluster are named in a warning."""
+    state = tmp_path / "state"
+    first = ecmem(state, "up", "--nodes", "3", "--capacity", "64MiB", "--json")
+    try:
+        assert first.returncode == 0, first.stderr.decode()
+        assert js(first)["persist"] is True
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        src = tmp_path / "in.bin"
+        src.write_bytes(data)
+        put = ecmem(state, "put", str(src), "keep/r", "--policy", "ec:2+1")
+        assert put.returncode == 0, put.stderr.decode()
+
+        # fewer nodes, another capacity, RAM only: not applied, and said so
+        odd = ecmem(state, "up", "--nodes", "2", "--capacity", "128MiB", "--no-persist")
+        assert odd.returncode == 1, odd.stderr.decode()
+        err = odd.stderr.decode()
+        assert "--nodes 2 ignored" in err and "has 3 nodes" in err
+        assert "--capacity 128.0 MiB ignored" in err and "64.0 MiB" in err
+        assert "--no-persist ignored" in err
+        assert "'ecmem down'" in err and "'ecmem up'" in err
+        # more nodes: added, with the cluster's way of keeping data
+        more = ecmem(state, "up", "--nodes", "4", "--json")
+        assert more.returncode == 0, more.stderr.decode()
+        assert js(more)["added"] == ["node-4"] and js(more)["warnings"] == []
+        assert (state / "nodes" / "node-4").is_dir()
+        # a plain 'up' on a 4-node cluster asks for nothing different
+        plain = ecmem(state, "up")
+        assert plain.returncode == 0 and not plain.stderr, plain.stderr.decode()
+
+        down = ecmem(state, "down", "--keep-data")
+        assert down.returncode == 0, down.stderr.decode()
+        assert b"kept: metadata and node fragments" in down.stdout
+        again = ecmem(state, "up", "--json")
+        assert again.returncode == 0, again.stderr.decode()
+        assert len(js(again)["nodes"]) == 4
+        assert ecmem(state, "get", "keep/r", "-").stdout == data
+        info = js(ecmem(state, "region", "info", "keep/r", "--json"))
+        assert info["health"] == "ok", info
+    finally:
+        ecmem(state, "down")
+    assert not (state / "nodes").exists()
+
+
+def test_down_keep_data_without_persistence_says_memory_is_lost(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    # a cluster that ran with --no-persist: nodes without a data dir (none running now)
+    (state / "cluster.json").write_text(
+        json.dumps(
+            {
+                "zk": "127.0.0.1:1",
+                "nodes": {f"node-{i}": {"id": f"node-{i}", "pid": 0} for i in (1, 2)},
+            }
+        )
+    )
+    r = ecmem(state, "down", "--keep-data")
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "node memory is not kept" in err and "node-1, node-2" in err, err
+    assert "--no-persist" in err
+    assert (state / "cluster.json").exists()
+    helptext = ecmem(state, "down", "--help").stdout.decode()
+    assert "fragments mirrored under STATE_DIR/nodes" in " ".join(helptext.split())
+    assert "RAM only: those are lost" in " ".join(helptext.split())
