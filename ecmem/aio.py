@@ -46,7 +46,7 @@ from .policy import parse_policy
 from .regionfile import AsyncRegionFile, parse_mode
 from .stat import RegionStat
 from .stripes import RegionView, StripeIO
-from .target import resolve
+from .target import resolve, unreachable
 from .units import parse_size
 from .writers import Writer, next_after
 
@@ -883,7 +883,11 @@ async def connect(
     """
     tune_malloc()
     target = resolve(zk, cluster, state_dir)
-    zkc = await asyncio.to_thread(connect_zk, target.zk, timeout, session_timeout)
+    try:
+        zkc = await asyncio.to_thread(connect_zk, target.zk, timeout, session_timeout)
+    except CoordinationError as exc:
+        why = str(exc.__cause__ or "no answer") or type(exc.__cause__).__name__
+        raise CoordinationError(unreachable(target, state_dir, why, timeout)) from exc
     client = AsyncClient(zkc, target.cluster)
     try:
         await client._start()

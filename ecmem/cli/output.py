@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ecmem.errors import EcmemError
 from ecmem.units import format_size
@@ -52,8 +53,18 @@ def cluster_options(f: F) -> F:
 
 
 def connect_cli(zk: str | None, cluster: str | None, state_dir: str) -> Any:
+    """Connect as the command's options say; a ZooKeeper nobody listens at fails at once,
+    naming where its address came from ($ECMEM_ZK, --zk or the local cluster)."""
     import ecmem
+    from ecmem.errors import CoordinationError
+    from ecmem.target import refused, resolve, unreachable
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("zk") == ParameterSource.ENVIRONMENT:
+        zk = None  # resolve() takes it from $ECMEM_ZK itself and says so in messages
+    target = resolve(zk, cluster, state_dir)
+    if refused(target.zk):
+        raise CoordinationError(unreachable(target, state_dir, "connection refused"))
     return ecmem.connect(zk, cluster=cluster, state_dir=state_dir)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,10 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 def ecmem(
-    state: Path, *args: str, stdin: bytes | None = None
+    state: Path, *args: str, stdin: bytes | None = None, **env_vars: str
 ) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECMEM_")}
     env["ECMEM_STATE_DIR"] = str(state)
+    env.update(env_vars)
     return subprocess.run(
         [sys.executable, "-m", "ecmem.cli.main", *args],
         env=env,
@@ -28,6 +30,37 @@ def ecmem(
         input=stdin,
         timeout=120,
     )
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local cluster of four 64 MiB nodes started with 'ecmem up'; its state dir."""
+    state = tmp_path_factory.mktemp("small") / "state"
+    r = ecmem(state, "up", "--nodes", "4", "--capacity", "64MiB", "--no-persist")
+    try:
+        assert r.returncode == 0, r.stderr.decode()
+        yield state
+    finally:
+        ecmem(state, "down")
+
+
+def test_stale_ecmem_zk_is_named(small: Path, tmp_path: Path) -> None:
+    dead = "127.0.0.1:1"
+    started = time.monotonic()
+    r = ecmem(small, "region", "ls", ECMEM_ZK=dead)
+    assert time.monotonic() - started < 8, "a ZooKeeper nobody listens at fails at once"
+    err = r.stderr.decode()
+    assert r.returncode == 2
+    assert f"could not reach ZooKeeper at {dead} (from $ECMEM_ZK)" in err, err
+    assert f"a local cluster is running in {small}" in err and "'unset ECMEM_ZK'" in err
+    # no local cluster here: the message says how to start one
+    r = ecmem(tmp_path / "none", "status", ECMEM_ZK=dead)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "(from $ECMEM_ZK)" in err and "'ecmem up'" in err, err
+    assert "local cluster is running" not in err
+    # --zk is named as the source too
+    r = ecmem(small, "nodes", "--zk", dead)
+    assert r.returncode == 2 and "(from --zk)" in r.stderr.decode()
 
 
 def js(r: subprocess.CompletedProcess[bytes]) -> dict:  # type: ignore[type-arg]
@@ -188,3 +221,14 @@ def test_down_keep_data_without_persistence_says_memory_is_lost(tmp_path: Path) 
     helptext = ecmem(state, "down", "--help").stdout.decode()
     assert "fragments mirrored under STATE_DIR/nodes" in " ".join(helptext.split())
     assert "RAM only: those are lost" in " ".join(helptext.split())
+
+
+def test_stale_ecmem_zk_in_the_library(small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecmem
+
+    monkeypatch.setenv("ECMEM_ZK", "127.0.0.1:1")
+    with pytest.raises(ecmem.EcmemError) as err:
+        ecmem.connect(state_dir=small, timeout=1)
+    msg = str(err.value)
+    assert "could not reach ZooKeeper at 127.0.0.1:1 (from $ECMEM_ZK) within 1s" in msg, msg
+    assert f"a local cluster is running in {small}" in msg
