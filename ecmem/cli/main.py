@@ -527,17 +527,23 @@ def put(
     with src, connect_cli(zk, cluster, state_dir) as cl:
         if cl.exists(name) and not force:
             raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
-        with (
-            cl.open(name, "wb", policy=policy) as dst,
-            Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
-        ):
-            while True:
-                block = src.read(COPY_BLOCK)
-                if not block:
-                    break
-                dst.write(block)
-                copied += len(block)
-                bar.update(len(block))
+        try:
+            with (
+                cl.open(name, "wb", policy=policy) as dst,
+                Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
+            ):
+                while True:
+                    block = src.read(COPY_BLOCK)
+                    if not block:
+                        break
+                    dst.write(block)
+                    copied += len(block)
+                    bar.update(len(block))
+        except BaseException:
+            # The region now holds part of FILE (a replaced one lost its old contents when
+            # opened with "wb"), and its staged writes take room on the nodes: remove it.
+            _remove_partial(cl, name, file)
+            raise
         st = cl.stat(name)
     secs = max(time.monotonic() - started, 1e-9)
     emit(
@@ -546,6 +552,21 @@ def put(
         f"stored {format_size(copied)} in region {name} ({st.policy}) in {secs:.2f}s, "
         f"{copied / secs / 1e6:.0f} MB/s",
     )
+
+
+def _remove_partial(cl: Any, name: str, file: str) -> None:
+    from ecmem.errors import EcmemError
+
+    try:
+        cl.delete_region(name)
+    except EcmemError as exc:
+        click.echo(
+            f"put failed, and region {name}, which holds only part of {file}, could not be "
+            f"removed ({exc}): remove it with 'ecmem region rm {name}'",
+            err=True,
+        )
+    else:
+        click.echo(f"put failed: removed region {name}, which held only part of {file}", err=True)
 
 
 @cli.command()

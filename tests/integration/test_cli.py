@@ -232,3 +232,25 @@ def test_stale_ecmem_zk_in_the_library(small: Path, monkeypatch: pytest.MonkeyPa
     msg = str(err.value)
     assert "could not reach ZooKeeper at 127.0.0.1:1 (from $ECMEM_ZK) within 1s" in msg, msg
     assert f"a local cluster is running in {small}" in msg
+
+
+def test_put_out_of_space_leaves_no_region(small: Path, tmp_path: Path) -> None:
+    """A put that does not fit removes the region it made, and with it the staged data."""
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(100 * 1024 * 1024))  # rep:3 needs 300 MiB, the nodes hold 256
+    r = ecmem(small, "put", str(src), "full/big", "--policy", "rep:3")
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert "removed region full/big, which held only part of" in err, err
+    assert "error:" in err
+    assert ecmem(small, "region", "info", "full/big").returncode == 2
+    deadline = time.monotonic() + 10
+    while True:  # nodes report what they hold to ZooKeeper every so often
+        used = [n["used"] for n in js(ecmem(small, "nodes", "--json"))["nodes"]]
+        if sum(used) < 16 * 1024 * 1024 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sum(used) < 16 * 1024 * 1024, used
+    small_put = ecmem(small, "put", "-", "full/after", "--policy", "rep:3", stdin=b"fits")
+    assert small_put.returncode == 0, small_put.stderr.decode()
+    assert ecmem(small, "region", "rm", "full/after").returncode == 0
