@@ -23,8 +23,11 @@ from .output import (
     emit,
     handle_errors,
     json_option,
+    quit_on_broken_pipe,
     show_progress,
+    stdout_broken,
     table,
+    warn_if_no_redundancy,
 )
 
 COPY_BLOCK = 16 * 1024 * 1024
@@ -291,9 +294,13 @@ def _ago(seconds: float) -> str:
 @json_option
 @handle_errors
 def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
-    """Storage nodes, live and down."""
+    """Storage nodes: up, down (holding fragments: exit code 1), or out (down and holding
+    nothing any more, as 'ecmem status' counts them)."""
+    from coordinator.health import holders, node_state
+
     with connect_cli(zk, cluster, state_dir) as cl:
         all_nodes = cl.async_client.meta.all_nodes()
+        holding = holders(cl.async_client.meta.regions())
     pids = _local_pids(state_dir) if not zk else {}
     rows = []
     for n in sorted(all_nodes.values(), key=lambda n: n.id):
@@ -302,7 +309,7 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
             {
                 "id": n.id,
                 "address": n.address,
-                "state": n.state,
+                "state": node_state(n, holding),
                 "failure_domain": n.failure_domain,
                 "capacity": n.capacity,
                 "used": n.used if n.state == "up" else None,
@@ -331,7 +338,7 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
         )
 
     emit(as_json, {"nodes": rows}, text)
-    sys.exit(EXIT_WARN if any(r["state"] != "up" for r in rows) else EXIT_OK)
+    sys.exit(EXIT_WARN if any(r["state"] == "down" for r in rows) else EXIT_OK)
 
 
 # -- regions --------------------------------------------------------------------
@@ -366,6 +373,7 @@ def region_create(
     except ValueError:
         raise ConfigError(f"--mode {mode!r} is not an octal permission such as 644") from None
     nbytes = parse_size(size)
+    warn_if_no_redundancy(policy)
     with connect_cli(zk, cluster, state_dir) as cl:
         st = cl.create_region(name, nbytes, policy, mode=mode_bits)
     emit(
@@ -515,21 +523,28 @@ def put(
 ) -> None:
     """Copy FILE (or - for stdin) into region NAME."""
     src: BinaryIO
+    warn_if_no_redundancy(policy)
     if file == "-":
         src, total = sys.stdin.buffer, 0
     else:
         path = Path(file)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"{file}: no such file")
-        src, total = open(path, "rb"), path.stat().st_size
+        if path.is_dir():
+            raise ConfigError(f"{file} is a directory: give a file (or - for stdin)")
+        # Pipes, FIFOs, /dev/null and <(...) are read to their end like stdin.
+        src = open(path, "rb")
+        total = path.stat().st_size if path.is_file() else 0
     started = time.monotonic()
     copied = 0
     with src, connect_cli(zk, cluster, state_dir) as cl:
         if cl.exists(name) and not force:
             raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
+        # Not cleaned up if the open fails: a region opened by another writer is theirs.
+        dst = cl.open(name, "wb", policy=policy)
         try:
             with (
-                cl.open(name, "wb", policy=policy) as dst,
+                dst,
                 Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
             ):
                 while True:
@@ -555,10 +570,12 @@ def put(
 
 
 def _remove_partial(cl: Any, name: str, file: str) -> None:
-    from ecmem.errors import EcmemError
+    from ecmem.errors import EcmemError, RegionNotFound
 
     try:
         cl.delete_region(name)
+    except RegionNotFound:
+        pass
     except EcmemError as exc:
         click.echo(
             f"put failed, and region {name}, which holds only part of {file}, could not be "
@@ -581,12 +598,19 @@ def get(
     """Copy region NAME into FILE (or - for stdout)."""
     if file == "-" and as_json:
         raise ConfigError("--json and output to stdout (-) do not mix: give a file name")
+    if file != "-":
+        parent = os.path.dirname(os.path.abspath(file))
+        if not os.path.isdir(parent):
+            raise ConfigError(
+                f"directory {parent} does not exist: create it (mkdir -p {parent}) or give "
+                "FILE in an existing directory"
+            )
     started = time.monotonic()
     copied = 0
     with connect_cli(zk, cluster, state_dir) as cl:
         src = cl.open(name, "rb")
         total = src.size
-        dst: BinaryIO = sys.stdout.buffer if file == "-" else open(file + ".part", "wb")
+        dst: BinaryIO = sys.stdout.buffer if file == "-" else _open_part(file)
         try:
             buf = bytearray(COPY_BLOCK)
             view = memoryview(buf)
@@ -595,7 +619,7 @@ def get(
                     n = src.readinto(buf)
                     if not n:
                         break
-                    dst.write(view[:n])
+                    _write_all(dst, view[:n])
                     copied += n
                     bar.update(n)
         except BaseException:
@@ -619,6 +643,24 @@ def get(
         )
 
 
+def _write_all(dst: BinaryIO, data: memoryview) -> None:
+    """Write all of ``data``: a buffered write to a pipe or a full disk can store only
+    part and return the count (the next write then raises the error)."""
+    while data:
+        n = dst.write(data)
+        data = data[n or 0 :]
+
+
+def _open_part(file: str) -> BinaryIO:
+    """FILE.part, which becomes FILE once the whole region is in it."""
+    try:
+        return open(file + ".part", "wb")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {file}: {exc.strerror or exc} (writing it as {file}.part first)"
+        ) from None
+
+
 def _add_ops() -> None:
     from . import mount, ops
 
@@ -632,13 +674,26 @@ _add_ops()
 def main() -> None:
     import logging
 
+    # A command prints its own output on stdout and its errors on stderr; the library's
+    # log lines go to stderr, WARNING and up (ECMEM_LOG_LEVEL=INFO shows more).
     level = os.environ.get("ECMEM_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
+        level=getattr(logging, level, logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    # ZooKeeper connection hiccups are retried by kazoo; they are not news to a CLI user.
-    logging.getLogger("kazoo").setLevel(logging.ERROR)
-    cli(prog_name="ecmem")
+    # ZooKeeper connection hiccups are retried by kazoo, and a node slow to answer its
+    # heartbeats is read around: neither is news to a CLI user (errors still show).
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    if "ECMEM_LOG_LEVEL" not in os.environ:
+        for chatty in ("ecmem.conn", "ecmem.heartbeat"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
+    try:
+        cli(prog_name="ecmem")
+    except BrokenPipeError:
+        if not stdout_broken():
+            raise
+        quit_on_broken_pipe()
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from pathlib import Path
 import click
 import psutil
 
-from ecmem.errors import ConfigError, EcmemError
+from ecmem.errors import ConfigError, EcmemError, InvalidNameError
+from ecmem.names import validate_name
 from ecmem.target import resolve
 
-from .output import cluster_options, emit, handle_errors, json_option
+from .output import cluster_options, emit, handle_errors, json_option, warn_if_no_redundancy
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0  # the daemon commits files still open before it exits
@@ -54,6 +55,15 @@ def mount(
     from ecmem.policy import parse_policy
 
     parse_policy(policy)
+    warn_if_no_redundancy(policy)
+    if prefix.strip("/"):
+        try:
+            validate_name(prefix.strip("/"))
+        except InvalidNameError as exc:
+            raise ConfigError(
+                f"--prefix {prefix!r} is not a region name prefix ({exc}); give parts joined "
+                "by single slashes, e.g. --prefix ckpt/job42"
+            ) from None
     mp = os.path.abspath(mountpoint)
     if not os.path.isdir(mp):
         raise ConfigError(f"mount point {mp} is not a directory: create it first (mkdir -p {mp})")
