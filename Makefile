@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	@lib=$$(/sbin/ldconfig -p | awk '/libmpich\.so\.12 /{print $$NF; exit}'); \
 	  if [ -n "$$lib" ]; then ln -sf "$$lib" $(VENV)/lib/libmpi.so.12; fi
 	@touch $(STAMP)
+	@echo "installed into $(VENV); '. $(VENV)/bin/activate' puts ecmem on your PATH"
 
 venv: $(STAMP)
 

@@ -108,6 +108,19 @@ def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
     return RegionHealth(meta.name, state, stripes, degraded, unavailable, lost, list(meta.lost))
 
 
+def holders(regions: Iterable[RegionMeta]) -> set[str]:
+    """The nodes that hold some fragment of some region, by the placements."""
+    return {n for meta in regions for slab in meta.slabs for n, _ in slab if n}
+
+
+def node_state(node: NodeInfo, holding: set[str]) -> str:
+    """ "up", "down", or "out": down but holding nothing any more (rebuilt elsewhere),
+    which is listed but raises no warning."""
+    if node.state == "up":
+        return "up"
+    return "down" if node.id in holding else "out"
+
+
 def assess(
     nodes: dict[str, NodeInfo],
     regions: list[RegionMeta],
@@ -121,9 +134,9 @@ def assess(
     live = {k: v for k, v in nodes.items() if v.state == "up"}
     # A node that is down but holds no fragment any more (rebuilt elsewhere) is out of
     # the cluster: worth listing, not worth a warning.
-    holding = {n for meta in regions for slab in meta.slabs for n, _ in slab}
-    down = sorted(k for k, v in nodes.items() if v.state != "up" and k in holding)
-    out = sorted(k for k, v in nodes.items() if v.state != "up" and k not in holding)
+    holding = holders(regions)
+    down = sorted(k for k, v in nodes.items() if node_state(v, holding) == "down")
+    out = sorted(k for k, v in nodes.items() if node_state(v, holding) == "out")
     checks: list[Check] = []
     if not live:
         checks.append(Check("NO_NODES", HEALTH_ERR, "no storage nodes are up"))

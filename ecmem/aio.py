@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -49,7 +49,7 @@ from .policy import parse_policy
 from .regionfile import AsyncRegionFile, parse_mode
 from .stat import RegionStat
 from .stripes import RegionView, StripeIO
-from .target import resolve
+from .target import resolve, unreachable
 from .units import parse_size
 from .writers import Writer, next_after, record_writes, settle_written
 
@@ -887,7 +887,7 @@ class AsyncClient:
                 ", ".join(unreached),
             )
 
-    async def open(
+    def open(
         self,
         name: str,
         mode: str = "rb",
@@ -895,14 +895,26 @@ class AsyncClient:
         policy: str | None = None,
         size: int | str = 0,
         timeout: float | None = None,
-    ) -> AsyncRegionFile:
-        """Open a region as a binary file object.
+    ) -> Opening:
+        """Open a region as a binary file object: ``f = await cl.open(...)``, or
+        ``async with cl.open(...) as f:`` which closes it at the end.
 
         Modes: ``rb``, ``r+b``, ``wb``, ``w+b``, ``ab``, ``a+b``, ``xb``, ``x+b``; those that
         create a region use ``policy`` (default ec:4+2) and ``size``. Opening for writing
         takes the region's write lease: if another client holds it, RegionBusy, unless
         ``timeout`` gives seconds to wait for it.
         """
+        return Opening(self._open(name, mode, policy=policy, size=size, timeout=timeout))
+
+    async def _open(
+        self,
+        name: str,
+        mode: str,
+        *,
+        policy: str | None,
+        size: int | str,
+        timeout: float | None,
+    ) -> AsyncRegionFile:
         flags = parse_mode(mode)
         validate_name(name)
         if flags.create:
@@ -936,6 +948,27 @@ class AsyncClient:
         return await self._region(name, fresh=True)
 
 
+class Opening:
+    """What :meth:`AsyncClient.open` returns: awaitable (``f = await cl.open(...)``) and an
+    async context manager (``async with cl.open(...) as f:``, closing ``f`` at the end), as
+    ``aiofiles.open`` is. Use it one way, once."""
+
+    def __init__(self, opening: Coroutine[Any, Any, AsyncRegionFile]) -> None:
+        self._opening = opening
+        self._file: AsyncRegionFile | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncRegionFile]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> AsyncRegionFile:
+        self._file = await self._opening
+        return self._file
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._file is not None:
+            await self._file.close()
+
+
 async def connect(
     zk: str | None = None,
     *,
@@ -951,7 +984,11 @@ async def connect(
     """
     tune_malloc()
     target = resolve(zk, cluster, state_dir)
-    zkc = await asyncio.to_thread(connect_zk, target.zk, timeout, session_timeout)
+    try:
+        zkc = await asyncio.to_thread(connect_zk, target.zk, timeout, session_timeout)
+    except CoordinationError as exc:
+        why = str(exc.__cause__ or "no answer") or type(exc.__cause__).__name__
+        raise CoordinationError(unreachable(target, state_dir, why, timeout)) from exc
     client = AsyncClient(zkc, target.cluster)
     try:
         await client._start()

@@ -112,7 +112,7 @@ class Client:
         size: int | str = 0,
         timeout: float | None = None,
     ) -> RegionFile:
-        inner = self._run(self._inner.open(name, mode, policy=policy, size=size, timeout=timeout))
+        inner = self._run(self._inner._open(name, mode, policy=policy, size=size, timeout=timeout))
         return RegionFile(inner, self._run, self._fast_read)
 
     def pread(self, name: str, offset: int, length: int) -> bytes:

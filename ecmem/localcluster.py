@@ -26,9 +26,12 @@ from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.records import Records
 
 from .errors import ClusterError, ConfigError
-from .units import parse_size
+from .units import format_size, parse_size
 
 log = logging.getLogger(__name__)
+
+DEFAULT_NODES = 6
+DEFAULT_CAPACITY = "4GiB"
 
 ZK_JAR = "/usr/share/java/zookeeper.jar"
 ZK_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
@@ -118,6 +121,11 @@ class ClusterState:
     external_zk: bool = False  # ZooKeeper run by someone else: never started or stopped here
     nodes: dict[str, NodeProc] = field(default_factory=dict)
 
+    @property
+    def persist(self) -> bool:
+        """True if every node mirrors its fragments to disk (so they outlive a stop)."""
+        return bool(self.nodes) and all(n.data_dir for n in self.nodes.values())
+
     def to_json(self) -> str:
         data: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "nodes"}
         data["nodes"] = {k: v.__dict__ for k, v in self.nodes.items()}
@@ -129,6 +137,48 @@ class ClusterState:
         nodes = {k: NodeProc(**v) for k, v in data.pop("nodes", {}).items()}
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known}, nodes=nodes)
+
+
+def up_conflicts(
+    state: ClusterState,
+    *,
+    nodes: int | None = None,
+    capacity: int | None = None,
+    persist: bool | None = None,
+    cluster: str | None = None,
+) -> list[str]:
+    """What an ``up`` asks for that an existing cluster will not get, each with what
+    to do instead; empty for a new cluster or one that matches. More nodes than the
+    cluster has is no conflict: ``up`` adds them."""
+    if not state.nodes:
+        return []
+    redo = "to change it, 'ecmem down' (which deletes every region) then 'ecmem up' with it"
+    out: list[str] = []
+    have = len(state.nodes)
+    if nodes is not None and nodes < have:
+        out.append(
+            f"--nodes {nodes} ignored: the cluster has {have} nodes and 'up' never removes "
+            f"any; move a node's data off with 'ecmem drain NODE --wait', or {redo}"
+        )
+    caps = sorted({n.capacity for n in state.nodes.values()})
+    if capacity is not None and caps != [capacity]:
+        added = (
+            f" (only nodes added now get {format_size(capacity)})" if nodes and nodes > have else ""
+        )
+        out.append(
+            f"--capacity {format_size(capacity)} ignored for the existing nodes, which keep "
+            f"{' / '.join(format_size(c) for c in caps)}{added}; {redo}"
+        )
+    if persist is not None and persist != state.persist:
+        now = "mirror their fragments to disk" if state.persist else "keep fragments in RAM only"
+        flag = "--persist" if persist else "--no-persist"
+        out.append(f"{flag} ignored: the existing nodes {now}; {redo}")
+    if cluster is not None and cluster != state.cluster:
+        out.append(
+            f"--cluster {cluster} ignored: this state directory holds cluster "
+            f"{state.cluster!r}; use another --state-dir for another cluster, or {redo}"
+        )
+    return out
 
 
 class LocalCluster:
@@ -281,23 +331,41 @@ class LocalCluster:
 
     def up(
         self,
-        nodes: int = 6,
-        capacity: str | int = "4GiB",
+        nodes: int | None = None,
+        capacity: str | int | None = None,
         *,
         cluster: str = "default",
         zk: str | None = None,
-        persist: bool = False,
+        persist: bool | None = None,
         allow_debug: bool = False,
         session_timeout: float = 4.0,
         rebuild_grace: float = 30.0,
         timeout: float = 60.0,
         scrub_interval: float = 7 * 86400.0,
     ) -> ClusterState:
-        """Start what is not running; harmless when everything already is."""
-        if nodes < 1:
+        """Start what is not running; harmless when everything already is.
+
+        A new cluster gets ``nodes`` nodes (default 6) of ``capacity`` (default 4GiB)
+        each, mirrored to disk under the state directory if ``persist`` (default no).
+        On an existing cluster (running or stopped with its data kept), None keeps
+        what it has; more ``nodes`` than it has adds nodes; :func:`up_conflicts`
+        says what else was asked for and is not applied.
+        """
+        if nodes is not None and nodes < 1:
             raise ConfigError(f"--nodes {nodes}: a cluster needs at least one storage node")
-        cap = parse_size(capacity)
         state = self.load()
+        if persist is None:
+            persist = state.persist
+        if nodes is None:
+            nodes = len(state.nodes) or DEFAULT_NODES
+        if capacity is None:
+            cap = (
+                next(iter(state.nodes.values())).capacity
+                if state.nodes
+                else parse_size(DEFAULT_CAPACITY)
+            )
+        else:
+            cap = parse_size(capacity)
         if not state.nodes:
             state.cluster = cluster
             state.session_timeout = session_timeout
@@ -396,6 +464,9 @@ class LocalCluster:
         return node
 
     def down(self, *, keep_data: bool = False) -> dict[str, Any]:
+        """Stop every process ``up`` started. With ``keep_data`` ZooKeeper's metadata and
+        the nodes' disk mirrors (if they have them) stay for a later ``up``; without,
+        the state directory's cluster is forgotten."""
         state = self.load()
         stopped: list[str] = []
         for node in state.nodes.values():
@@ -410,7 +481,15 @@ class LocalCluster:
             shutil.rmtree(self.dir / "zookeeper", ignore_errors=True)
             shutil.rmtree(self.dir / "nodes", ignore_errors=True)
             self.state_file.unlink(missing_ok=True)
-        return {"stopped": stopped, "state_dir": str(self.dir), "kept_data": keep_data}
+        return {
+            "stopped": stopped,
+            "state_dir": str(self.dir),
+            "kept_data": keep_data,
+            # Without a disk mirror a node's fragments die with its process.
+            "lost_node_data": sorted(n.id for n in state.nodes.values() if not n.data_dir)
+            if keep_data
+            else [],
+        }
 
     def pids(self) -> dict[str, int]:
         state = self.load()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,6 +63,18 @@ def parse_mode(mode: str) -> Flags:
             f"mode {mode!r} is not understood: use rb, r+b, wb, w+b, ab, a+b, xb or x+b"
         )
     return _MODES[key]
+
+
+class Position(int):
+    """A file position from ``AsyncRegionFile.seek``/``tell``: a plain int, which may also
+    be awaited, so ``f.seek(0)`` and ``await f.seek(0)`` both work (they do no I/O)."""
+
+    def __await__(self) -> Generator[Any, None, int]:
+        return _ready(int(self)).__await__()
+
+
+async def _ready(value: int) -> int:
+    return value
 
 
 class AsyncRegionFile:
@@ -118,11 +130,13 @@ class AsyncRegionFile:
     def seekable(self) -> bool:
         return True
 
-    def tell(self) -> int:
+    def tell(self) -> Position:
+        """The position; no I/O, so ``f.tell()`` (``await f.tell()`` works too)."""
         self._check()
-        return self._pos
+        return Position(self._pos)
 
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> Position:
+        """Move the position; no I/O, so ``f.seek(0)`` (``await f.seek(0)`` works too)."""
         self._check()
         if whence == os.SEEK_SET:
             pos = offset
@@ -135,7 +149,7 @@ class AsyncRegionFile:
         if pos < 0:
             raise ConfigError(f"cannot seek to negative position {pos}")
         self._pos = pos
-        return pos
+        return Position(pos)
 
     @property
     def size(self) -> int:
@@ -324,10 +338,10 @@ class RegionFile(io.RawIOBase):
         return True
 
     def tell(self) -> int:
-        return self._inner.tell()
+        return int(self._inner.tell())
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._inner.seek(offset, whence)
+        return int(self._inner.seek(offset, whence))
 
     def read(self, n: int | None = -1) -> bytes:
         inner = self._inner

@@ -18,7 +18,35 @@ import os
 import sys
 
 import numpy as np
-from mpi4py import MPI
+
+
+def _relaunch_with_venv_libmpi() -> None:
+    """Run this script again with the virtualenv's lib directory on LD_LIBRARY_PATH.
+
+    The mpi4py wheel's extension needs MPICH by its ABI name, libmpi.so.12, which
+    Debian calls libmpich.so.12; 'make setup' links one to the other in .venv/lib.
+    The dynamic linker reads LD_LIBRARY_PATH only when a process starts, and mpi4py's
+    own library search (MPI4PY_LIBMPI, its rpath list) only picks the ABI, so the
+    extension cannot find that link from inside this process: start over once with it.
+    """
+    libdir = os.path.join(sys.prefix, "lib")
+    search = os.environ.get("LD_LIBRARY_PATH", "")
+    if not os.path.exists(os.path.join(libdir, "libmpi.so.12")) or libdir in search.split(":"):
+        return
+    os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{search}" if search else libdir
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+try:
+    from mpi4py import MPI
+except ImportError as exc:
+    if "libmpi.so" not in str(exc):
+        raise
+    _relaunch_with_venv_libmpi()
+    raise SystemExit(
+        f"mpi4py cannot load the MPI library ({exc}): run 'make setup', which links "
+        "Debian's libmpich.so.12 as .venv/lib/libmpi.so.12, and run this with .venv's python"
+    ) from exc
 
 
 def state(step: int, rank: int, mib: int) -> np.ndarray:

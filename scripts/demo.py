@@ -97,6 +97,10 @@ def main() -> int:
                 print("MISMATCH: the data read back differs from what was written")
                 return 1
             print("byte-identical, with 2 of the 6 storage nodes killed")
+            print(
+                f"\nthe ecmem command is in {ECMEM[0]}: run '. .venv/bin/activate' to put it "
+                "on your PATH, then 'ecmem up' starts a cluster of your own"
+            )
             st = run("status", "--detail", check=False)
             if st.returncode != 1 or "HEALTH_WARN" not in st.stdout:
                 print("expected HEALTH_WARN from ecmem status")

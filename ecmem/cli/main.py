@@ -24,8 +24,11 @@ from .output import (
     emit,
     handle_errors,
     json_option,
+    quit_on_broken_pipe,
     show_progress,
+    stdout_broken,
     table,
+    warn_if_no_redundancy,
 )
 
 COPY_BLOCK = 16 * 1024 * 1024
@@ -51,12 +54,23 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--nodes", default=6, show_default=True, help="storage nodes to run")
+@click.option(
+    "--nodes",
+    type=int,
+    default=None,
+    help="storage nodes to run [new cluster: 6; running one: more adds nodes]",
+)
 @click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
-@click.option("--capacity", default="4GiB", show_default=True, help="RAM per node")
-@click.option("--cluster", default="default", show_default=True)
+@click.option("--capacity", default=None, help="RAM per node [new cluster: 4GiB]")
+@click.option("--cluster", default=None, help="cluster name [new cluster: default]")
 @click.option("--zk", default=None, help="use this ZooKeeper instead of starting one")
-@click.option("--persist", is_flag=True, help="mirror node fragments in the state dir")
+@click.option(
+    "--persist/--no-persist",
+    default=None,
+    help="mirror node fragments to disk under STATE_DIR/nodes, so that 'ecmem down "
+    "--keep-data' then 'ecmem up' keeps the regions [new cluster: --persist]; with "
+    "--no-persist fragments live in RAM only and die with the node processes",
+)
 @click.option("--allow-debug", is_flag=True, help="let nodes accept debug (corrupt) requests")
 @click.option(
     "--session-timeout",
@@ -67,41 +81,62 @@ def cli() -> None:
 @json_option
 @handle_errors
 def up(
-    nodes: int,
+    nodes: int | None,
     state_dir: str,
-    capacity: str,
-    cluster: str,
+    capacity: str | None,
+    cluster: str | None,
     zk: str | None,
-    persist: bool,
+    persist: bool | None,
     allow_debug: bool,
     session_timeout: float,
     as_json: bool,
 ) -> None:
-    """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running."""
-    from ecmem.localcluster import LocalCluster
+    """Start a local cluster (ZooKeeper, coordinator, storage nodes); harmless if running.
 
-    parse_size(capacity)
+    On a cluster that exists already (running, or stopped with --keep-data) it starts
+    what is not running; options that would change the existing nodes are not applied
+    and are named in a warning (exit code 1)."""
+    from ecmem.localcluster import LocalCluster, up_conflicts
+
+    cap = parse_size(capacity) if capacity is not None else None
     lc = LocalCluster(state_dir)
+    before = lc.load()
+    warnings = up_conflicts(before, nodes=nodes, capacity=cap, persist=persist, cluster=cluster)
     state = lc.up(
         nodes,
-        capacity,
-        cluster=cluster,
+        cap,
+        cluster=cluster or "default",
         zk=zk,
-        persist=persist,
+        # A new cluster persists unless told not to; an existing one keeps its way.
+        persist=(persist is not False) if not before.nodes else None,
         allow_debug=allow_debug,
         session_timeout=session_timeout,
     )
+    added = [n for n in state.nodes if n not in before.nodes and before.nodes]
     data = {
         "zk": state.zk,
         "cluster": state.cluster,
         "state_dir": str(lc.dir),
+        "persist": state.persist,
         "nodes": [{"id": n.id, "pid": n.pid, "address": n.address} for n in state.nodes.values()],
+        "added": added,
+        "warnings": warnings,
     }
 
     def text() -> None:
-        click.echo(
-            f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, logs in {lc.logs}"
+        for w in warnings:
+            click.secho(f"warning: {w}", fg="yellow", err=True)
+        kept = (
+            f"fragments mirrored in {lc.dir / 'nodes'}"
+            if state.persist
+            else "fragments in RAM only (--no-persist)"
         )
+        click.echo(
+            f"cluster {state.cluster!r} up: {len(state.nodes)} storage nodes, {kept}, "
+            f"logs in {lc.logs}"
+        )
+        if added:
+            click.echo(f"added {', '.join(added)}")
         click.echo(
             table(
                 [(n.id, n.pid, n.address) for n in state.nodes.values()], ["NODE", "PID", "ADDRESS"]
@@ -110,20 +145,44 @@ def up(
         click.echo(f"export ECMEM_ZK={state.zk}")
 
     emit(as_json, data, text)
+    sys.exit(EXIT_WARN if warnings else EXIT_OK)
 
 
 @cli.command()
 @click.option("--state-dir", default=".ecmem", show_default=True, envvar="ECMEM_STATE_DIR")
-@click.option("--keep-data", is_flag=True, help="keep ZooKeeper and node data for a later up")
+@click.option(
+    "--keep-data",
+    is_flag=True,
+    help="keep the cluster for a later 'ecmem up': ZooKeeper's metadata (regions, nodes) "
+    "and the nodes' fragments mirrored under STATE_DIR/nodes. A cluster started with "
+    "'up --no-persist' keeps fragments in RAM only: those are lost (down warns).",
+)
 @json_option
 @handle_errors
 def down(state_dir: str, keep_data: bool, as_json: bool) -> None:
-    """Stop the local cluster's processes (only those 'ecmem up' started)."""
+    """Stop the local cluster's processes (only those 'ecmem up' started); without
+    --keep-data, also delete its state (every region)."""
     from ecmem.localcluster import LocalCluster
 
     result = LocalCluster(state_dir).down(keep_data=keep_data)
-    stopped = ", ".join(result["stopped"]) or "nothing was running"
-    emit(as_json, result, f"stopped: {stopped}")
+    lost = result["lost_node_data"]
+    if lost:
+        result["warning"] = (
+            f"node memory is not kept: {', '.join(lost)} ran with --no-persist (RAM only), "
+            "so the fragments they held are gone and regions stored on them will read as "
+            "unavailable after 'ecmem up'; only ZooKeeper's metadata is kept. Start clusters "
+            "with persistence (the default of 'ecmem up') to keep data across a down"
+        )
+
+    def text() -> None:
+        click.echo(f"stopped: {', '.join(result['stopped']) or 'nothing was running'}")
+        if keep_data and not lost:
+            click.echo(f"kept: metadata and node fragments in {result['state_dir']}")
+        if lost:
+            click.secho(f"warning: {result['warning']}", fg="yellow", err=True)
+
+    emit(as_json, result, text)
+    sys.exit(EXIT_WARN if lost else EXIT_OK)
 
 
 # -- health and nodes -----------------------------------------------------------
@@ -237,9 +296,13 @@ def _ago(seconds: float) -> str:
 @json_option
 @handle_errors
 def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
-    """Storage nodes, live and down."""
+    """Storage nodes: up, down (holding fragments: exit code 1), or out (down and holding
+    nothing any more, as 'ecmem status' counts them)."""
+    from coordinator.health import holders, node_state
+
     with connect_cli(zk, cluster, state_dir) as cl:
         all_nodes = cl.async_client.meta.all_nodes()
+        holding = holders(cl.async_client.meta.regions())
     pids = _local_pids(state_dir) if not zk else {}
     rows = []
     for n in sorted(all_nodes.values(), key=lambda n: n.id):
@@ -248,7 +311,7 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
             {
                 "id": n.id,
                 "address": n.address,
-                "state": n.state,
+                "state": node_state(n, holding),
                 "failure_domain": n.failure_domain,
                 "capacity": n.capacity,
                 "used": n.used if n.state == "up" else None,
@@ -277,7 +340,7 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
         )
 
     emit(as_json, {"nodes": rows}, text)
-    sys.exit(EXIT_WARN if any(r["state"] != "up" for r in rows) else EXIT_OK)
+    sys.exit(EXIT_WARN if any(r["state"] == "down" for r in rows) else EXIT_OK)
 
 
 # -- regions --------------------------------------------------------------------
@@ -312,6 +375,7 @@ def region_create(
     except ValueError:
         raise ConfigError(f"--mode {mode!r} is not an octal permission such as 644") from None
     nbytes = parse_size(size)
+    warn_if_no_redundancy(policy)
     with connect_cli(zk, cluster, state_dir) as cl:
         st = cl.create_region(name, nbytes, policy, mode=mode_bits)
     emit(
@@ -495,29 +559,42 @@ def put(
 ) -> None:
     """Copy FILE (or - for stdin) into region NAME."""
     src: BinaryIO
+    warn_if_no_redundancy(policy)
     if file == "-":
         src, total = sys.stdin.buffer, 0
     else:
         path = Path(file)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"{file}: no such file")
-        src, total = open(path, "rb"), path.stat().st_size
+        if path.is_dir():
+            raise ConfigError(f"{file} is a directory: give a file (or - for stdin)")
+        # Pipes, FIFOs, /dev/null and <(...) are read to their end like stdin.
+        src = open(path, "rb")
+        total = path.stat().st_size if path.is_file() else 0
     started = time.monotonic()
     copied = 0
     with src, connect_cli(zk, cluster, state_dir) as cl:
         if cl.exists(name) and not force:
             raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
-        with (
-            cl.open(name, "wb", policy=policy) as dst,
-            Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
-        ):
-            while True:
-                block = src.read(COPY_BLOCK)
-                if not block:
-                    break
-                dst.write(block)
-                copied += len(block)
-                bar.update(len(block))
+        # Not cleaned up if the open fails: a region opened by another writer is theirs.
+        dst = cl.open(name, "wb", policy=policy)
+        try:
+            with (
+                dst,
+                Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
+            ):
+                while True:
+                    block = src.read(COPY_BLOCK)
+                    if not block:
+                        break
+                    dst.write(block)
+                    copied += len(block)
+                    bar.update(len(block))
+        except BaseException:
+            # The region now holds part of FILE (a replaced one lost its old contents when
+            # opened with "wb"), and its staged writes take room on the nodes: remove it.
+            _remove_partial(cl, name, file)
+            raise
         st = cl.stat(name)
     secs = max(time.monotonic() - started, 1e-9)
     emit(
@@ -526,6 +603,23 @@ def put(
         f"stored {format_size(copied)} in region {name} ({st.policy}) in {secs:.2f}s, "
         f"{copied / secs / 1e6:.0f} MB/s",
     )
+
+
+def _remove_partial(cl: Any, name: str, file: str) -> None:
+    from ecmem.errors import EcmemError, RegionNotFound
+
+    try:
+        cl.delete_region(name)
+    except RegionNotFound:
+        pass
+    except EcmemError as exc:
+        click.echo(
+            f"put failed, and region {name}, which holds only part of {file}, could not be "
+            f"removed ({exc}): remove it with 'ecmem region rm {name}'",
+            err=True,
+        )
+    else:
+        click.echo(f"put failed: removed region {name}, which held only part of {file}", err=True)
 
 
 @cli.command()
@@ -540,12 +634,19 @@ def get(
     """Copy region NAME into FILE (or - for stdout)."""
     if file == "-" and as_json:
         raise ConfigError("--json and output to stdout (-) do not mix: give a file name")
+    if file != "-":
+        parent = os.path.dirname(os.path.abspath(file))
+        if not os.path.isdir(parent):
+            raise ConfigError(
+                f"directory {parent} does not exist: create it (mkdir -p {parent}) or give "
+                "FILE in an existing directory"
+            )
     started = time.monotonic()
     copied = 0
     with connect_cli(zk, cluster, state_dir) as cl:
         src = cl.open(name, "rb")
         total = src.size
-        dst: BinaryIO = sys.stdout.buffer if file == "-" else open(file + ".part", "wb")
+        dst: BinaryIO = sys.stdout.buffer if file == "-" else _open_part(file)
         try:
             buf = bytearray(COPY_BLOCK)
             view = memoryview(buf)
@@ -554,7 +655,7 @@ def get(
                     n = src.readinto(buf)
                     if not n:
                         break
-                    dst.write(view[:n])
+                    _write_all(dst, view[:n])
                     copied += n
                     bar.update(n)
         except BaseException:
@@ -578,6 +679,24 @@ def get(
         )
 
 
+def _write_all(dst: BinaryIO, data: memoryview) -> None:
+    """Write all of ``data``: a buffered write to a pipe or a full disk can store only
+    part and return the count (the next write then raises the error)."""
+    while data:
+        n = dst.write(data)
+        data = data[n or 0 :]
+
+
+def _open_part(file: str) -> BinaryIO:
+    """FILE.part, which becomes FILE once the whole region is in it."""
+    try:
+        return open(file + ".part", "wb")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {file}: {exc.strerror or exc} (writing it as {file}.part first)"
+        ) from None
+
+
 def _add_ops() -> None:
     from . import mount, ops
 
@@ -591,13 +710,26 @@ _add_ops()
 def main() -> None:
     import logging
 
+    # A command prints its own output on stdout and its errors on stderr; the library's
+    # log lines go to stderr, WARNING and up (ECMEM_LOG_LEVEL=INFO shows more).
     level = os.environ.get("ECMEM_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
+        level=getattr(logging, level, logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    # ZooKeeper connection hiccups are retried by kazoo; they are not news to a CLI user.
-    logging.getLogger("kazoo").setLevel(logging.ERROR)
-    cli(prog_name="ecmem")
+    # ZooKeeper connection hiccups are retried by kazoo, and a node slow to answer its
+    # heartbeats is read around: neither is news to a CLI user (errors still show).
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    if "ECMEM_LOG_LEVEL" not in os.environ:
+        for chatty in ("ecmem.conn", "ecmem.heartbeat"):
+            logging.getLogger(chatty).setLevel(logging.ERROR)
+    try:
+        cli(prog_name="ecmem")
+    except BrokenPipeError:
+        if not stdout_broken():
+            raise
+        quit_on_broken_pipe()
 
 
 if __name__ == "__main__":

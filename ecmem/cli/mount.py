@@ -14,10 +14,11 @@ from pathlib import Path
 import click
 import psutil
 
-from ecmem.errors import ConfigError, EcmemError
+from ecmem.errors import ConfigError, EcmemError, InvalidNameError
+from ecmem.names import validate_name
 from ecmem.target import resolve
 
-from .output import cluster_options, emit, handle_errors, json_option
+from .output import cluster_options, emit, handle_errors, json_option, warn_if_no_redundancy
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0  # the daemon commits files still open before it exits
@@ -54,6 +55,15 @@ def mount(
     from ecmem.policy import parse_policy
 
     parse_policy(policy)
+    warn_if_no_redundancy(policy)
+    if prefix.strip("/"):
+        try:
+            validate_name(prefix.strip("/"))
+        except InvalidNameError as exc:
+            raise ConfigError(
+                f"--prefix {prefix!r} is not a region name prefix ({exc}); give parts joined "
+                "by single slashes, e.g. --prefix ckpt/job42"
+            ) from None
     mp = os.path.abspath(mountpoint)
     if not os.path.isdir(mp):
         raise ConfigError(f"mount point {mp} is not a directory: create it first (mkdir -p {mp})")
@@ -111,26 +121,73 @@ def _slug(path: str) -> str:
     return path.strip("/").replace("/", "_") or "root"
 
 
-@click.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
-@json_option
-@handle_errors
-def umount(mountpoint: str, as_json: bool) -> None:
-    """Unmount MOUNTPOINT once no file on it is in use; waits for the mount to finish."""
-    mp = os.path.abspath(mountpoint)
-    if not os.path.ismount(mp):
-        raise ConfigError(f"{mp} is not mounted")
+def _users(mp: str) -> list[str]:
+    """Processes with a file, or their working directory, on the mount: "pid (name)"."""
+    inside = mp.rstrip("/") + "/"
+    found: list[str] = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            paths = [f.path for f in proc.open_files()]
+            paths.append(proc.cwd())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if any(p == mp or p.startswith(inside) for p in paths):
+            found.append(f"{proc.info['pid']} ({proc.info['name']})")
+    return found
+
+
+def _unmount(mp: str) -> tuple[bool, str]:
+    """One try at unmounting: (done, why not)."""
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u", mp] if tool else ["umount", mp]
     out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        why = out.stderr.strip() or out.stdout.strip()
-        if "busy" in why.lower():
+    return out.returncode == 0, out.stderr.strip() or out.stdout.strip()
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option(
+    "--wait",
+    "wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="seconds to wait for files open on the mount to be closed (0: fail at once if any is)",
+)
+@json_option
+@handle_errors
+def umount(mountpoint: str, wait: float, as_json: bool) -> None:
+    """Unmount MOUNTPOINT. Files or directories on it still in use block an unmount: it
+    waits up to --wait seconds for them to be closed, saying which processes hold them,
+    then fails. Once unmounted it waits for the mount's daemon to commit what the files
+    wrote and exit."""
+    mp = os.path.abspath(mountpoint)
+    if not os.path.ismount(mp):
+        raise ConfigError(f"{mp} is not mounted")
+    deadline = time.monotonic() + max(wait, 0.0)
+    told = False
+    while True:
+        done, why = _unmount(mp)
+        if done:
+            break
+        if "busy" not in why.lower():
+            raise EcmemError(f"cannot unmount {mp}: {why}")
+        users = _users(mp)
+        held = f" by {', '.join(users)}" if users else ""
+        if time.monotonic() >= deadline:
+            waited = f" after waiting {wait:.0f}s" if wait > 0 else ""
             raise EcmemError(
-                f"{mp} is busy: files or directories on it are in use (find them with "
-                f"'fuser -vm {mp}'); close them and try again"
+                f"{mp} is busy{waited}: files or directories on it are in use{held}; close "
+                f"them (find them with 'fuser -vm {mp}') and run 'ecmem umount {mp}' again"
+                + ("" if wait > 0 else ", or pass --wait SECONDS to wait for them")
             )
-        raise EcmemError(f"cannot unmount {mp}: {why}")
+        if not told and not as_json:
+            click.echo(
+                f"{mp} is in use{held}: waiting up to {wait:.0f}s for it to be closed",
+                err=True,
+            )
+            told = True
+        time.sleep(0.2)
     record = _record(mp)
     pid = 0
     try:

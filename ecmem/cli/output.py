@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ecmem.errors import EcmemError
 from ecmem.units import format_size
@@ -52,8 +53,18 @@ def cluster_options(f: F) -> F:
 
 
 def connect_cli(zk: str | None, cluster: str | None, state_dir: str) -> Any:
+    """Connect as the command's options say; a ZooKeeper nobody listens at fails at once,
+    naming where its address came from ($ECMEM_ZK, --zk or the local cluster)."""
     import ecmem
+    from ecmem.errors import CoordinationError
+    from ecmem.target import refused, resolve, unreachable
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("zk") == ParameterSource.ENVIRONMENT:
+        zk = None  # resolve() takes it from $ECMEM_ZK itself and says so in messages
+    target = resolve(zk, cluster, state_dir)
+    if refused(target.zk):
+        raise CoordinationError(unreachable(target, state_dir, "connection refused"))
     return ecmem.connect(zk, cluster=cluster, state_dir=state_dir)
 
 
@@ -91,6 +102,8 @@ def handle_errors(f: F) -> F:
                 click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(EXIT_ERR)
         except (OSError, ValueError) as exc:
+            if isinstance(exc, BrokenPipeError) and stdout_broken():
+                quit_on_broken_pipe()
             if as_json:
                 click.echo(
                     json.dumps(
@@ -165,3 +178,46 @@ def chunks(total: int, size: int) -> Iterable[tuple[int, int]]:
         n = min(size, total - pos)
         yield pos, n
         pos += n
+
+
+def warn_if_no_redundancy(policy: str) -> None:
+    """A policy that survives no lost node is allowed, but said to be so (on stderr)."""
+    from ecmem.policy import parse_policy
+
+    p = parse_policy(policy)
+    if p.tolerates == 0:
+        click.secho(
+            f"warning: policy {p.name} has no redundancy: losing one node loses data; "
+            "use rep:2 or more, or ec:K+M with M >= 1, to survive node loss",
+            fg="yellow",
+            err=True,
+        )
+
+
+def stdout_broken() -> bool:
+    """True if stdout is a pipe whose reader has gone (``ecmem ... | head``)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLERR)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def quit_on_broken_pipe() -> None:
+    """End as Unix tools do when the reader of their output goes away: quietly, by
+    SIGPIPE (Python ignores SIGPIPE, so it would report a BrokenPipeError instead)."""
+    import os
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush at exit
+    except (OSError, ValueError):
+        pass
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)

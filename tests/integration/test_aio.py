@@ -35,3 +35,28 @@ async def test_async_api(cluster: TestCluster) -> None:
         await cl.delete_region("aio/b")
         with pytest.raises(ecmem.RegionNotFound):
             await cl.stat("aio/a")
+
+
+async def test_async_open_is_awaitable_and_a_context_manager(cluster: TestCluster) -> None:
+    """README: the asyncio twin has the same methods, awaited; open() both ways."""
+    async with await ecmem.aio.connect(cluster.zk, cluster=cluster.name) as cl:
+        async with cl.open("aio/ctx", "wb", policy="rep:3") as f:
+            await f.write(b"0123456789")
+            assert f.tell() == 10 and await f.tell() == 10
+            assert await f.seek(2) == 2 and f.seek(3) == 3
+        assert f.closed, "async with cl.open(...) closes the file"
+        f = await cl.open("aio/ctx", "r+b")
+        try:
+            assert await f.read(4) == b"0123"
+            f.seek(-2, os.SEEK_END)
+            assert await f.read() == b"89"
+            await f.seek(0)
+            await f.write(b"ab")
+        finally:
+            await f.close()
+        async with cl.open("aio/ctx") as f:
+            assert await f.read() == b"ab23456789"
+        with pytest.raises(ecmem.RegionNotFound):
+            async with cl.open("aio/missing"):
+                pass
+        await cl.delete_region("aio/ctx")

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,3 +269,38 @@ def test_second_mount_sees_closed_and_fsynced_writes(
         (mnt / "shared.txt").unlink()
     finally:
         other.umount()
+
+
+def test_umount_waits_for_open_files(cluster: TestCluster, tmp_path: Path) -> None:
+    """README: umount waits (--wait, 30 s by default) for open files, naming who holds
+    them; --wait 0 fails at once; what the file wrote is committed either way."""
+    m = Mount(cluster, tmp_path / "um")
+    try:
+        (m / "job42").mkdir()
+        f = open(m / "job42" / "open.bin", "wb")
+        f.write(b"x" * 1000)
+        f.flush()
+        now = m.c.cli("umount", str(m.path), "--wait", "0")
+        assert now.returncode == 2 and os.path.ismount(m.path)
+        assert "busy" in now.stderr and f"{os.getpid()} (" in now.stderr, now.stderr
+        assert "--wait SECONDS" in now.stderr and f"fuser -vm {m.path}" in now.stderr
+        env = {**os.environ, "ECMEM_ZK": cluster.zk, "ECMEM_CLUSTER": cluster.name}
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "ecmem.cli.main", "umount", str(m.path), "--wait", "20"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        time.sleep(1.5)
+        assert waiting.poll() is None, "umount waits while the file is open"
+        f.close()
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, out + err
+        assert "waiting up to 20s" in err and f"{os.getpid()} (" in err
+        assert not os.path.ismount(m.path)
+        with cluster.client() as cl:
+            assert cl.pread("job42/open.bin", 0, 2000) == b"x" * 1000
+            cl.delete_region("job42/open.bin")
+    finally:
+        m.umount()
