@@ -169,8 +169,9 @@ def down(state_dir: str, keep_data: bool, as_json: bool) -> None:
     if lost:
         result["warning"] = (
             f"node memory is not kept: {', '.join(lost)} ran with --no-persist (RAM only), "
-            "so the fragments they held are gone and regions stored on them will read as "
-            "unavailable after 'ecmem up'; only ZooKeeper's metadata is kept. Start clusters "
+            "so the fragments they held are gone and regions stored on them will be reported "
+            "lost (DataLostError, REGION_DATA_LOST) after 'ecmem up'; only ZooKeeper's "
+            "metadata is kept. Start clusters "
             "with persistence (the default of 'ecmem up') to keep data across a down"
         )
 
