@@ -170,7 +170,7 @@ class RemoteCluster:
                 for name in sorted(self._regions):
                     try:
                         cl.delete_region(name)
-                    except ecmem.NotFoundError:
+                    except ecmem.RegionNotFound:
                         pass
         except Exception as exc:
             problems.append(f"cleaning up: {exc}")

@@ -15,8 +15,8 @@ import random
 import time
 
 import ecmem
-from coordinator.metadata import MetadataStore, connect_zk
-from coordinator.model import RegionMeta
+from ecmem.meta.catalog import MetadataStore, connect_zk
+from ecmem.meta.model import RegionMeta
 
 from .report import RunReport
 from .scenarios import BLOCK, MiB, _block, _healthy_within, _kill

@@ -23,8 +23,8 @@ from typing import Any
 
 import ecmem
 from coordinator.health import HEALTH_OK, assess
-from coordinator.metadata import MetadataStore
 from ecmem import wire
+from ecmem.meta.catalog import MetadataStore
 
 from .checker import Open, Write, check_region
 from .cluster import ask
@@ -75,7 +75,7 @@ class Reader(threading.Thread):
 
 
 def _health(c: Target) -> str:
-    from coordinator.metadata import connect_zk
+    from ecmem.meta.catalog import connect_zk
 
     zk = connect_zk(c.zk, timeout=20)
     try:

@@ -62,7 +62,7 @@ def wait_gone(zk_hosts: str, cluster: str, hosts: list[str], timeout: float = 30
 
 
 def _wait(zk_hosts: str, cluster: str, hosts: list[str], timeout: float, live: bool) -> None:
-    from coordinator.metadata import MetadataStore, connect_zk
+    from ecmem.meta.catalog import MetadataStore, connect_zk
 
     zk = connect_zk(zk_hosts, timeout=20)
     try:

@@ -12,9 +12,9 @@ import threading
 
 from ecmem.errors import EcmemError
 from ecmem.logs import add_log_options, setup_logging
+from ecmem.meta.catalog import connect_zk
 
 from .daemon import Coordinator
-from .metadata import connect_zk
 from .metrics import CoordinatorMetrics
 
 

@@ -17,9 +17,9 @@ from kazoo.exceptions import KazooException
 
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
+from ecmem.meta.catalog import MetadataStore
 
 from .health import assess
-from .metadata import MetadataStore
 from .metrics import CoordinatorMetrics
 from .rebuild import Rebuilder
 from .records import Records

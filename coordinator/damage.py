@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import NodeInfo, RegionMeta
+from ecmem.meta.model import NodeInfo, RegionMeta
 
 VACANT = "vacant"
 PARTIAL = "partial"

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecmem import extents
+from ecmem.meta.model import NodeInfo, RegionMeta
 from ecmem.policy import parse_policy
-
-from .model import NodeInfo, RegionMeta
 
 HEALTH_OK = "HEALTH_OK"
 HEALTH_WARN = "HEALTH_WARN"

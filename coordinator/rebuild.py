@@ -31,14 +31,14 @@ from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, RegionNotFound
 from ecmem.layout import Layout
 from ecmem.logs import where
+from ecmem.meta.catalog import TRASH
+from ecmem.meta.model import NodeInfo, RegionMeta
+from ecmem.placement import Candidate, replacement
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
 from .damage import DRAINING, PARTIAL, REPLACED, Damage, Slot, by_slab, find_damage
 from .health import slab_stripe_count
-from .metadata import TRASH
-from .model import NodeInfo, RegionMeta
-from .placement import Candidate, replacement
 from .records import Records
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,8 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
+from ecmem.meta.paths import Paths
 from ecmem.names import encode_name
-
-from .paths import Paths
 
 
 def _load(raw: bytes) -> dict[str, Any]:

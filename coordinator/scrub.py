@@ -21,10 +21,10 @@ from ecmem import extents
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, Fenced, RegionBusy, RegionNotFound
 from ecmem.logs import where
+from ecmem.meta.model import RegionMeta
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
-from .model import RegionMeta
 from .rebuild import Committed, committed_versions, store_fragment
 
 log = logging.getLogger(__name__)

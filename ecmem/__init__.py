@@ -7,8 +7,7 @@ with cl.open("ckpt/job42/rank0", "r+b") as f:
     f.write(b"state")
 """
 
-from typing import TYPE_CHECKING, Any
-
+from .client import Client, connect
 from .errors import (
     ChecksumError,
     ClosedError,
@@ -34,30 +33,8 @@ from .errors import (
     RemoteError,
 )
 from .policy import ECPolicy, ReplicationPolicy, parse_policy
-
-if TYPE_CHECKING:
-    from .client import Client, connect
-    from .regionfile import RegionFile
-    from .stat import RegionStat
-
-# The client pulls in the coordinator package, which itself uses ecmem's core
-# modules; importing it lazily keeps that from being a cycle.
-_LAZY = {
-    "Client": "client",
-    "connect": "client",
-    "RegionFile": "regionfile",
-    "RegionStat": "stat",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ecmem' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{module}", __name__), name)
-
+from .regionfile import RegionFile
+from .stat import RegionStat
 
 __version__ = "0.1.0"
 

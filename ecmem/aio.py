@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError
 
-from coordinator import lease
-from coordinator.metadata import MetadataStore, connect_zk
-from coordinator.model import NodeInfo, RegionMeta
-from coordinator.placement import Candidate, place_slabs, replacement
+from ecmem.meta import lease
+from ecmem.meta.catalog import MetadataStore, connect_zk
+from ecmem.meta.model import NodeInfo, RegionMeta
+from ecmem.placement import Candidate, place_slabs, replacement
 
 from . import extents, wire
 from .conn import ConnectionPool

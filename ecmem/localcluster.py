@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from coordinator.metadata import MetadataStore, connect_zk
 from coordinator.records import Records
+from ecmem.meta.catalog import MetadataStore, connect_zk
 
 from .errors import ClusterError, ConfigError
 from .units import format_size, parse_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from coordinator.model import RegionMeta
+from ecmem.meta.model import RegionMeta
 
 from .layout import Layout
 

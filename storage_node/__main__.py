@@ -13,12 +13,12 @@ import sys
 import time
 import uuid
 
-from coordinator.metadata import connect_zk
-from coordinator.model import NodeInfo
 from ecmem import heartbeat
 from ecmem.errors import EcmemError
 from ecmem.logs import add_log_options, setup_logging
 from ecmem.memtune import tune_malloc
+from ecmem.meta.catalog import connect_zk
+from ecmem.meta.model import NodeInfo
 from ecmem.units import parse_size
 
 from .metrics import NodeMetrics

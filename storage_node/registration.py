@@ -11,8 +11,8 @@ from collections.abc import Callable
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
-from coordinator.model import NodeInfo
-from coordinator.paths import Paths
+from ecmem.meta.model import NodeInfo
+from ecmem.meta.paths import Paths
 
 log = logging.getLogger(__name__)
 OP_TIMEOUT = 5.0  # seconds a ZooKeeper call may take before the node gives up on it

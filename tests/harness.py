@@ -14,10 +14,10 @@ from pathlib import Path
 
 import ecmem
 from chaos.cluster import ask
-from coordinator.metadata import MetadataStore, connect_zk
-from coordinator.model import NodeInfo
 from ecmem import wire
 from ecmem.localcluster import ClusterState, LocalCluster, NodeProc
+from ecmem.meta.catalog import MetadataStore, connect_zk
+from ecmem.meta.model import NodeInfo
 
 SESSION_TIMEOUT = 2.0
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import pyfuse3
 
-from coordinator.metadata import trash_name
-from coordinator.model import DirMeta, RegionMeta
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, RegionExists, RegionNotFound
 from ecmem.layout import Layout
+from ecmem.meta.catalog import trash_name
+from ecmem.meta.model import DirMeta, RegionMeta
 from ecmem.policy import parse_policy
 from ecmem.regionfile import AsyncRegionFile
 

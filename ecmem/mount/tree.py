@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from coordinator.metadata import TRASH
+from ecmem.meta.catalog import TRASH
 
 ROOT_INODE = 1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import ecmem
-from coordinator.metadata import MetadataStore, connect_zk
+from ecmem.meta.catalog import MetadataStore, connect_zk
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

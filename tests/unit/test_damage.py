@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.damage import DRAINING, LOST, PARTIAL, REPLACED, VACANT, find_damage
-from coordinator.model import NodeInfo, RegionMeta
+from ecmem.meta.model import NodeInfo, RegionMeta
 
 NODES = [f"n{i}" for i in range(8)]
 

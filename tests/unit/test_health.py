@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from coordinator.health import HEALTH_ERR, HEALTH_OK, HEALTH_WARN, assess
-from coordinator.model import NodeInfo, RegionMeta
+from ecmem.meta.model import NodeInfo, RegionMeta
 
 
 def node(i: int, state: str = "up", used: int = 0, inc: str = "a") -> NodeInfo:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.placement import Candidate, place, place_slabs
 from ecmem.errors import NotEnoughNodesError
+from ecmem.placement import Candidate, place, place_slabs
 
 
 @st.composite

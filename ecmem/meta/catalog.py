@@ -14,9 +14,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from ecmem.errors import ConcurrentUpdateError, CoordinationError, RegionExists, RegionNotFound
-from ecmem.names import decode_name
-
+from ..errors import ConcurrentUpdateError, CoordinationError, RegionExists, RegionNotFound
+from ..names import decode_name
 from .model import DirMeta, NodeInfo, RegionMeta
 from .paths import Paths
 

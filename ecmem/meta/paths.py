@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ecmem.errors import ConfigError
-from ecmem.names import encode_name
+from ..errors import ConfigError
+from ..names import encode_name
 
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -15,8 +15,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
-from ecmem.errors import RegionBusy
-
+from ..errors import RegionBusy
 from .paths import Paths
 
 REBUILD_WAIT = 60.0  # seconds a writer waits, unasked, for a rebuilder's lease
