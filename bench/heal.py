@@ -70,7 +70,7 @@ def main() -> int:
             data = os.urandom(size)
             cl.create_region("heal/pause", size, "ec:4+2")
             cl.pwrite("heal/pause", 0, data)
-            meta = cl._run(cl.async_client.region_meta("heal/pause"))
+            meta = cl.region_meta("heal/pause")
             holder = meta.slabs[0][0][0]
             rng = random.Random(3)
             before, during = [], []
@@ -103,13 +103,13 @@ def main() -> int:
             }
             cl.create_region("heal/rebuild", size, "ec:4+2")
             cl.pwrite("heal/rebuild", 0, data)
-            victim = cl._run(cl.async_client.region_meta("heal/rebuild")).slabs[0][1][0]
+            victim = cl.region_meta("heal/rebuild").slabs[0][1][0]
         lc.kill_node(victim, signal.SIGKILL)
         time.sleep(state.session_timeout + 2)  # until ZooKeeper says it is gone
         print("rebuilding ...", flush=True)
         secs, progress = asyncio.run(rebuild_pass(state.zk, "heal"))
         with ecmem.connect(state.zk, cluster="heal") as cl:
-            m = cl._run(cl.async_client.region_meta("heal/rebuild"))
+            m = cl.region_meta("heal/rebuild")
             slab_data = m.slab_stripes * 4 * m.chunk
             data_bytes = progress.slots_done * slab_data
             ok = cl.pread("heal/rebuild", 0, size) == data

@@ -105,7 +105,7 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
         # A ZooKeeper election may follow the isolation: give the majority time to serve.
         with ecmem.connect(c.zk, cluster=c.cluster, timeout=60) as cl:
             with cl.open(c.region("s5"), "r+b", timeout=30) as f:
-                epoch_b = cl.async_client._writers[c.region("s5")].epoch
+                epoch_b = cl.async_client.writer_of(c.region("s5")).epoch
                 opens_b.append(Open(epoch_b, time.time()))
                 for j in range(10):
                     data = random.Random(-seed - j).randbytes(size)
@@ -158,7 +158,7 @@ def partition_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
             report.fail("the writer stopped or stalled before the partition")
             return
         with ecmem.connect(c.zk, cluster=c.cluster) as cl:
-            meta = cl._run(cl.async_client.region_meta(region))
+            meta = cl.region_meta(region)
         victim = random.Random(seed).choice([n for n, _ in meta.slabs[0]])
         c.net.isolate(victim)
         cut_at = time.time()

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import ecmem
-from coordinator.health import HEALTH_OK, assess
 from ecmem import wire
+from ecmem.health import HEALTH_OK, assess
 from ecmem.meta.catalog import MetadataStore
 
 from .checker import Open, Write, check_region
@@ -114,7 +114,7 @@ def kill_during_write(c: Target, seed: int, mib: int, report: RunReport) -> None
         cl.create_region(c.region("s1"), 0, "ec:4+2")
         reader.start()
         with cl.open(c.region("s1"), "r+b") as f:
-            epoch = cl.async_client._writers[c.region("s1")].epoch
+            epoch = cl.async_client.writer_of(c.region("s1")).epoch
             opens.append(Open(epoch, time.monotonic() - t0))
             for i in range(blocks):
                 if at and i == at[0]:
@@ -265,7 +265,7 @@ def stale_writer(c: Target, seed: int, mib: int, report: RunReport) -> None:
         opens_b: list[Open] = []
         with ecmem.connect(c.zk, cluster=c.cluster) as cl:
             with cl.open(c.region("s4"), "r+b", timeout=20) as f:
-                epoch_b = cl.async_client._writers[c.region("s4")].epoch
+                epoch_b = cl.async_client.writer_of(c.region("s4")).epoch
                 opens_b.append(Open(epoch_b, time.time()))
                 for j, blk in enumerate(range(0, last + 1, 3)):  # B overwrites every third
                     data = random.Random(-seed - blk).randbytes(size)
@@ -313,7 +313,7 @@ def corruption(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 6: corrupt 1..M fragments of stripes (flips and truncations, data and
     parity): reads stay correct; M+1 in a stripe: an error, never wrong bytes; scrub
     finds and repairs every corruption."""
-    from coordinator.scrub import Scrubber
+    from ecmem.scrub import Scrubber
 
     rng = random.Random(seed)
     stripes = max(8, min(64, mib * MiB // BLOCK))
@@ -321,7 +321,7 @@ def corruption(c: Target, seed: int, mib: int, report: RunReport) -> None:
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         cl.create_region(c.region("s6"), 0, "ec:4+2")
         cl.pwrite(c.region("s6"), 0, data)
-        meta = cl._run(cl.async_client.region_meta(c.region("s6")))
+        meta = cl.run(cl.async_client.region_meta(c.region("s6")))
         live = cl.async_client.live_nodes()
         m = 2
         plan: dict[int, list[int]] = {}
@@ -354,7 +354,7 @@ def corruption(c: Target, seed: int, mib: int, report: RunReport) -> None:
                 report.fail(f"stripe {s} with M+1 corruptions read without an error")
             if got != data[s * BLOCK : (s + 1) * BLOCK]:
                 report.fail(f"stripe {s} read WRONG BYTES")
-        found = cl._run(Scrubber(cl.async_client).run_once([c.region("s6")], repair=True))
+        found = cl.run(Scrubber(cl.async_client).run_once([c.region("s6")], repair=True))
         seen = {(f.stripe, f.index) for f in found.findings}
         want = {(s, i) for s, v in plan.items() for i in v}
         if seen != want:
@@ -367,7 +367,7 @@ def corruption(c: Target, seed: int, mib: int, report: RunReport) -> None:
             report.fail(f"scrub left {sorted(unrepaired)[:8]} unrepaired")
         report.numbers["scrub_found"] = len(seen)
         report.numbers["scrub_repaired"] = len(found.findings) - len(found.unrepaired)
-        again = cl._run(Scrubber(cl.async_client).run_once([c.region("s6")], repair=False))
+        again = cl.run(Scrubber(cl.async_client).run_once([c.region("s6")], repair=False))
         left = {(f.stripe, f.index) for f in again.findings}
         if left - {(beyond, i) for i in plan[beyond]}:
             report.fail(f"a second scrub still finds {sorted(left)[:8]}")
@@ -409,7 +409,7 @@ def slow_host(c: Target, seed: int, mib: int, report: RunReport) -> None:
     blocks = max(4, min(64, mib * MiB // BLOCK))
     data = _region_with_data(c, c.region("s7"), seed, blocks)
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
-        meta = cl._run(cl.async_client.region_meta(c.region("s7")))
+        meta = cl.run(cl.async_client.region_meta(c.region("s7")))
         victim = meta.slabs[0][rng.randrange(4)][0]  # holds data fragments: reads need it
         t0 = time.monotonic()
         pause_at, pause_for = 2.0, min(3.0, c.session_timeout - 1)
@@ -665,12 +665,12 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                 record(Event(0, INVOKE, "write", c.region("s3"), p, value, now, 0, seq))
                 try:
                     cl.pwrite(c.region("s3"), p * page, data)
-                    epoch = cl.async_client._writers[c.region("s3")].epoch
+                    epoch = cl.async_client.writer_of(c.region("s3")).epoch
                     kind = OK
                 except ecmem.EcmemError as exc:
                     # The outcome of a failed write is unknown (it may be recovered later)
                     # unless the client says it never happened; its epoch is the writer's.
-                    w = cl.async_client._writers.get(c.region("s3"))
+                    w = cl.async_client.writer_of(c.region("s3"))
                     epoch = w.epoch if w is not None else epoch
                     fenced = isinstance(exc, ecmem.Fenced)
                     kind = INFO if exc.retriable or fenced else FAIL
@@ -771,7 +771,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
 def _holdings(c: Target, cl: ecmem.Client, region: str, stripe: int) -> dict[str, Any]:
     """What every live node holds of one stripe, committed and staged, and what the
     metadata says: the evidence for a stripe that cannot be read."""
-    meta = cl._run(cl.async_client.region_meta(region))
+    meta = cl.region_meta(region)
     out: dict[str, Any] = {
         "epoch": meta.epoch,
         "placement": meta.slabs[stripe // meta.slab_stripes],

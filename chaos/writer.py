@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         # Each write is its own pwrite (committed when it returns), so that one refused
         # write does not spoil the next as a file's background error would.
         def take() -> int:
-            epoch: int = cl._run(cl.async_client._writer(args.region, 30)).epoch
+            epoch: int = cl.run(cl.async_client.writer(args.region, 30)).epoch
             record(kind="open", epoch=epoch, time=time.time())
             return epoch
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal epoch
             for _ in range(5):
                 try:
-                    cl._run(cl.async_client.release(args.region))
+                    cl.run(cl.async_client.release(args.region))
                     epoch = take()
                     return True
                 except Exception as exc:  # busy past the wait, ZooKeeper unreachable

@@ -17,12 +17,12 @@ from kazoo.exceptions import KazooException
 
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
+from ecmem.health import assess
 from ecmem.meta.catalog import MetadataStore
+from ecmem.meta.records import Records
 
-from .health import assess
 from .metrics import CoordinatorMetrics
 from .rebuild import Rebuilder
-from .records import Records
 from .scrubcycle import ScrubCycle
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Coordinator:
 
     async def _lead(self) -> None:
         client = AsyncClient(self.zk, self.cluster, own_zk=False)
-        await client._start()
+        await client.start()
         self.rebuilder = rebuilder = Rebuilder(client, self.grace, identifier=self.identifier)
         scrubs = ScrubCycle(client, self.scrub_interval, self.scrub_repair)
         m = self.metrics

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from .health import HEALTH_ERR, HEALTH_OK, HealthReport
+from ecmem.health import HEALTH_ERR, HEALTH_OK, HealthReport
+from ecmem.scrub import ScrubReport
+
 from .rebuild import Progress
-from .scrub import ScrubReport
 
 HEALTH_CODES = {HEALTH_OK: 0, HEALTH_ERR: 2}  # anything else is a warning: 1
 

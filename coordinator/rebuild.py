@@ -16,7 +16,6 @@ fragment twice stores the same bytes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -24,22 +23,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crc32c import crc32c
-
 from ecmem import extents, wire
 from ecmem.aio import AsyncClient
+from ecmem.damage import DRAINING, PARTIAL, REPLACED, Damage, Slot, by_slab, find_damage
 from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, RegionNotFound
+from ecmem.health import slab_stripe_count
 from ecmem.layout import Layout
 from ecmem.logs import where
 from ecmem.meta.catalog import TRASH
 from ecmem.meta.model import NodeInfo, RegionMeta
+from ecmem.meta.records import Records
 from ecmem.placement import Candidate, replacement
 from ecmem.policy import ECPolicy
+from ecmem.repair import (
+    REPAIR_TIMEOUT,
+    Retry,
+    Strays,
+    committed_versions,
+    store_fragment,
+    via,
+)
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
-
-from .damage import DRAINING, PARTIAL, REPLACED, Damage, Slot, by_slab, find_damage
-from .health import slab_stripe_count
-from .records import Records
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,6 @@ WINDOW = 4  # stripes rebuilt at once
 LEASE_SLICE = 5.0  # seconds a rebuild keeps a region's lease before letting writers in
 GARBAGE_DELAY = 5.0  # seconds before an old holder's copies are deleted
 TRASH_DELAY = 10.0  # seconds a mount has to take the lease of a file it moved to the trash
-REPAIR_TIMEOUT = 10.0
 
 
 @dataclass
@@ -217,7 +220,7 @@ class Rebuilder:
             del held[region]
         if region not in held:
             try:
-                await self.client._writer(region, None)
+                await self.client.writer(region, None)
             except RegionBusy as exc:
                 self.progress.waiting[region] = f"open for writing by {exc.holder}"
                 self.log.info(
@@ -261,7 +264,7 @@ class Rebuilder:
     async def _repair(self, region: str, slab: int) -> None:
         client = self.client
         meta = await client.region_meta(region)
-        w = client._writers[region]
+        w = client.writer_of(region)
         # Look again under the lease: placements may have moved since the survey.
         slots, live = self._recheck(meta, slab)
         if not slots or slab >= len(meta.slabs):
@@ -270,12 +273,12 @@ class Rebuilder:
         targets = self._targets(meta, slab, slots, live, layout)
         if not targets:
             return
-        view = client._make_view(meta)
+        view = client.make_view(meta)
         new_nodes = {t for t, _ in targets.values()}
         answers = await client.io.broadcast(sorted(new_nodes), wire.Fence(meta.id, w.epoch))
         for node, reply in answers.items():
             if not isinstance(reply, wire.Ok):
-                raise _Retry(f"replacement node {node} refused the region's epoch: {reply}")
+                raise Retry(f"replacement node {node} refused the region's epoch: {reply}")
         damaged = {s.index for s in slots if s.reason not in (PARTIAL, DRAINING)}
         strays: Strays = {}
         off: set[str] = set()
@@ -319,7 +322,7 @@ class Rebuilder:
                 if not await self._lease(meta.name, held):
                     continue
                 meta = await self.client.region_meta(meta.name)
-                found = await self._find_lost(meta, self.client._writers[meta.name].epoch)
+                found = await self._find_lost(meta, self.client.writer_of(meta.name).epoch)
             except RegionNotFound:
                 continue
             except EcmemError as exc:
@@ -334,7 +337,7 @@ class Rebuilder:
                 continue
             if not found:
                 continue
-            epoch = self.client._writers[meta.name].epoch
+            epoch = self.client.writer_of(meta.name).epoch
 
             def change(
                 m: RegionMeta, epoch: int = epoch, found: extents.Ranges = found
@@ -356,7 +359,7 @@ class Rebuilder:
             )
 
     async def _find_lost(self, meta: RegionMeta, epoch: int) -> extents.Ranges:
-        view = self.client._make_view(meta)
+        view = self.client.make_view(meta)
         found: list[int] = []
         for slab in sorted({s // meta.slab_stripes for s in extents.stripes(meta.lost)}):
             first = slab * meta.slab_stripes
@@ -471,7 +474,7 @@ class Rebuilder:
             # A stray (a node that left the placement keeping its copy) stands in for an
             # index whose holder lacks this version.
             sources = await self._sources(
-                _via(view, stripe, strays, self.client.live_nodes()) if strays else view,
+                via(view, stripe, strays, self.client.live_nodes()) if strays else view,
                 stripe,
                 version,
                 (have - set(need)) | set(strays),
@@ -706,114 +709,9 @@ class Rebuilder:
         return done
 
 
-Committed = dict[int, tuple[int, tuple[int, int, int], set[int]]]
-# stripe -> fragment index -> a live node off the placement holding it (of the version
-# committed_versions found newest)
-Strays = dict[int, dict[int, str]]
-
-
-async def committed_versions(
-    client: AsyncClient,
-    meta: RegionMeta,
-    view: RegionView,
-    slab: int,
-    skip: set[int],
-    strays: Strays | None = None,
-    off: set[str] | None = None,
-) -> Committed:
-    """For each stripe of a slab: its newest committed version, that write's extent, and
-    the fragment indexes holding it, asking every holder but those of ``skip``.
-
-    With ``strays``, every live node is asked, and fragments found off the placement fill
-    it: a node that missed a commit or a write leaves the placement, yet keeps what it
-    held, and a fragment is its write's data wherever it lies (a version names one write).
-    The newest version found anywhere wins, so a stray copy never brings back old data.
-    ``off`` collects the nodes holding any fragment of the slab off its placement."""
-    first = slab * meta.slab_stripes
-    end = first + slab_stripe_count(meta, slab)
-    holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in skip}
-    asked = set(holders.values())
-    if strays is not None:
-        asked |= set(client.live_nodes())
-    answers = await client.io.broadcast(sorted(asked), wire.List(meta.id, 0))
-    out: Committed = {}
-    found: dict[int, dict[int, dict[int, str]]] = {}  # stripe -> version -> index -> node
-    for node, reply in answers.items():
-        if not isinstance(reply, wire.Listing):
-            continue
-        mine = {i for i, n in holders.items() if n == node}
-        for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
-            if not first <= stripe < end or version < view.min_version(stripe):
-                continue  # another slab's, or written before a truncation
-            if index not in mine:
-                if off is not None and node not in holders.values():
-                    off.add(node)
-                if strays is not None:
-                    found.setdefault(stripe, {}).setdefault(version, {})[index] = node
-                    cur = out.get(stripe)
-                    if cur is None or version > cur[0]:
-                        out[stripe] = (version, (wfirst, wlast, wend), set())
-                continue
-            cur = out.get(stripe)
-            if cur is None or version > cur[0]:
-                out[stripe] = (version, (wfirst, wlast, wend), {index})
-            elif version == cur[0]:
-                cur[2].add(index)
-    if strays is not None:
-        for stripe, (version, _, have) in out.items():
-            extra = {
-                i: n for i, n in found.get(stripe, {}).get(version, {}).items() if i not in have
-            }
-            if extra:
-                strays[stripe] = extra
-    return out
-
-
-async def store_fragment(
-    client: AsyncClient,
-    meta: RegionMeta,
-    stripe: int,
-    index: int,
-    version: int,
-    write: tuple[int, int, int],
-    frag: bytes,
-    length: int,
-    target: tuple[str, str],
-    epoch: int,
-) -> None:
-    """Store a rebuilt fragment, committed, on ``target`` for a lease holder of ``epoch``."""
-    data = frag.rstrip(b"\0")  # zeros past the stored prefix read back as zeros
-    msg = wire.Repair(meta.id, stripe, index, version, length, crc32c(data), *write, epoch, data)
-    conn, reply = await client.pool.request(target[0], msg, REPAIR_TIMEOUT)
-    if conn.incarnation != target[1]:
-        raise _Retry(f"node {target[0]} restarted during the rebuild")
-    if isinstance(reply, wire.Error):
-        if reply.code == wire.E_FENCED:
-            raise Fenced(f"region {meta.name}: {reply.message}")
-        raise _Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
-
-
-def _via(
-    view: RegionView, stripe: int, strays: dict[int, str], live: dict[str, NodeInfo]
-) -> RegionView:
-    """``view`` with the stray holders of a stripe's fragments standing in its placement."""
-    slab = view.layout.slab_of(stripe)
-    placement = list(view.slabs[slab])
-    for index, node in strays.items():
-        if node in live:
-            placement[index] = (node, live[node].incarnation)
-    slabs = list(view.slabs)
-    slabs[slab] = placement
-    return dataclasses.replace(view, slabs=slabs)
-
-
 def _has_lost(meta: RegionMeta, slab: int) -> bool:
     first = slab * meta.slab_stripes
     return bool(extents.within(meta.lost, first, first + meta.slab_stripes))
-
-
-class _Retry(EcmemError):
-    """A slab's rebuild met a transient problem; the next pass tries again."""
 
 
 def _tasks(slots: list[Slot]) -> dict[str, list[list[Any]]]:

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ecmem.aio import AsyncClient
-
-from .records import Records
-from .scrub import Scrubber, ScrubReport
+from ecmem.meta.records import Records
+from ecmem.scrub import Scrubber, ScrubReport
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ class AsyncClient:
         self._own_zk = own_zk
         self._nodes: dict[str, NodeInfo] = {}
         self._nodes_lock = threading.Lock()
-        self.pool = ConnectionPool(self._address)
+        self.pool = ConnectionPool(self.address)
         self.io = StripeIO(self.pool)
         self.io.replace = self._replace
         self._regions: dict[str, tuple[RegionMeta, int]] = {}
@@ -94,7 +94,7 @@ class AsyncClient:
 
     # -- set-up -----------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
         await self._zk(self.meta.ensure)
         await self._zk(self._watch_nodes)
         self.zk.add_listener(self._on_zk_state)
@@ -123,7 +123,7 @@ class AsyncClient:
 
         self.zk.ChildrenWatch(self.meta.paths.nodes, changed)
 
-    def _address(self, node_id: str) -> str | None:
+    def address(self, node_id: str) -> str | None:
         info = self._nodes.get(node_id)
         return info.address if info is not None else None
 
@@ -230,11 +230,11 @@ class AsyncClient:
         cached = self._views.get(meta.name)
         if cached is not None and cached[0] is meta:
             return cached[1]
-        view = self._make_view(meta)
+        view = self.make_view(meta)
         self._views[meta.name] = (meta, view)
         return view
 
-    def _make_view(self, meta: RegionMeta) -> RegionView:
+    def make_view(self, meta: RegionMeta) -> RegionView:
         return RegionView(
             meta.name,
             meta.id,
@@ -377,7 +377,7 @@ class AsyncClient:
 
     # -- data -------------------------------------------------------------------
 
-    async def _writer(
+    async def writer(
         self, name: str, timeout: float | None = None, *, file: bool = False
     ) -> Writer:
         """This client's writer of the region, taking the lease first if need be."""
@@ -395,6 +395,20 @@ class AsyncClient:
         elif w.files == 0:
             w.sticky = True
         return w
+
+    def writer_of(self, name: str) -> Writer:
+        """The writer this client holds for a region (its lease taken by ``writer``)."""
+        w = self._writers.get(name)
+        if w is None:
+            raise ClusterError(
+                f"region {name!r}: this client holds no write lease on it; take it first "
+                "(open for writing, pwrite, or writer())"
+            )
+        return w
+
+    def holds(self, name: str) -> bool:
+        """Does this client hold the region's write lease?"""
+        return name in self._writers
 
     async def _take_over(self, name: str, timeout: float | None) -> Writer:
         await self._zk(lease.acquire, self.zk, self.meta.paths, name, self.holder, timeout)
@@ -429,7 +443,7 @@ class AsyncClient:
             if isinstance(reply, wire.Ok):
                 fenced.add(node)
                 lac = max(lac, int(reply.info.get("lac", 0)))
-        view = self._make_view(meta)
+        view = self.make_view(meta)
         # An old writer must not find min_durable unfenced nodes in any slab.
         need = view.layout.policy.width - view.durable_minimum() + 1
         for i, slab in enumerate(slabs):
@@ -446,7 +460,7 @@ class AsyncClient:
         every stripe can be read back (k fragments), up to the first that cannot; drop
         the rest. So the region holds a prefix of the writes, and every write that was
         acknowledged (committed, or staged in full) is in it."""
-        view = self._make_view(meta)
+        view = self.make_view(meta)
         k = view.layout.policy.k
         answers = await self.io.broadcast(
             [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, 1)
@@ -634,7 +648,7 @@ class AsyncClient:
         on. Takes the region's write lease for the change; returns the stripes accepted."""
         async with self._lock(name):
             held = name in self._writers
-            w = await self._writer(name)
+            w = await self.writer(name)
             try:
                 meta = await self._region(name, fresh=True)
                 if not meta.lost:
@@ -694,7 +708,7 @@ class AsyncClient:
 
     async def publish_size(self, name: str, size: int, *, exact: bool = False) -> RegionMeta:
         """Record a new size (grow only, unless ``exact``) and the modification time."""
-        w = await self._writer(name)
+        w = await self.writer(name)
 
         def change(m: RegionMeta) -> RegionMeta:
             self._check_epoch(w, m)
@@ -714,7 +728,7 @@ class AsyncClient:
         n = memoryview(data).nbytes
         if n == 0:
             return
-        writer = await self._writer(name)
+        writer = await self.writer(name)
         meta = await self.ensure_slabs(name, offset + n, writer)
         view = self.view(meta)
         sd = view.layout.stripe_data
@@ -829,7 +843,7 @@ class AsyncClient:
         async with self._lock(name):
             meta = await self._region(name)
             await self.write_at(name, offset, data, meta.size)
-            w = await self._writer(name)
+            w = await self.writer(name)
             version = w.version
         await w.wait_ready(version)
         if offset + n > meta.size:
@@ -848,7 +862,7 @@ class AsyncClient:
         name = meta.name
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         sd = layout.stripe_data
-        writer = await self._writer(name)
+        writer = await self.writer(name)
         if size > meta.size:
             # Bytes past the old end may hold leftovers of an earlier, longer life.
             tail_end = min(size, -(-meta.size // sd) * sd)
@@ -904,9 +918,9 @@ class AsyncClient:
         takes the region's write lease: if another client holds it, RegionBusy, unless
         ``timeout`` gives seconds to wait for it.
         """
-        return Opening(self._open(name, mode, policy=policy, size=size, timeout=timeout))
+        return Opening(self.open_file(name, mode, policy=policy, size=size, timeout=timeout))
 
-    async def _open(
+    async def open_file(
         self,
         name: str,
         mode: str,
@@ -934,7 +948,7 @@ class AsyncClient:
                     "a policy, or remove and recreate it"
                 )
         if flags.write:
-            await self._writer(name, timeout, file=True)
+            await self.writer(name, timeout, file=True)
         stripe = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
         f = AsyncRegionFile(self, name, flags, meta.size, stripe)
         if flags.truncate and meta.size:
@@ -991,7 +1005,7 @@ async def connect(
         raise CoordinationError(unreachable(target, state_dir, why, timeout)) from exc
     client = AsyncClient(zkc, target.cluster)
     try:
-        await client._start()
+        await client.start()
     except BaseException:
         await client.close()
         raise

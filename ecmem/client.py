@@ -17,6 +17,7 @@ from . import aio, wire
 from .blocking import BlockingPool
 from .errors import ClosedError, NodeTimeout, NodeUnavailable
 from .memtune import tune_malloc
+from .meta.model import RegionMeta
 from .regionfile import RegionFile
 from .stat import RegionStat
 from .stripes import Got, Missing, check_reply
@@ -39,7 +40,7 @@ class Client:
         self._loop = loop
         self._inner = inner
         self._lock = threading.RLock()
-        self._fast = BlockingPool(inner._address)
+        self._fast = BlockingPool(inner.address)
 
     def _fast_read(self, name: str, offset: int, length: int, size: int | None) -> bytes | None:
         """A small healthy read within one fragment, over a blocking socket; None when it
@@ -82,6 +83,14 @@ class Client:
             return bytes(n)
         return None
 
+    def run(self, coro: Awaitable[T]) -> T:
+        """Run a coroutine of ``async_client`` on this client's event loop."""
+        return self._run(coro)
+
+    def region_meta(self, name: str) -> RegionMeta:
+        """The region's record as ZooKeeper holds it (placements, epoch, written stripes)."""
+        return self._run(self._inner.region_meta(name))
+
     def _run(self, coro: Awaitable[T]) -> T:
         with self._lock:
             if self._loop.is_closed():
@@ -112,7 +121,9 @@ class Client:
         size: int | str = 0,
         timeout: float | None = None,
     ) -> RegionFile:
-        inner = self._run(self._inner._open(name, mode, policy=policy, size=size, timeout=timeout))
+        inner = self._run(
+            self._inner.open_file(name, mode, policy=policy, size=size, timeout=timeout)
+        )
         return RegionFile(inner, self._run, self._fast_read)
 
     def pread(self, name: str, offset: int, length: int) -> bytes:

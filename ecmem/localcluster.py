@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from coordinator.records import Records
 from ecmem.meta.catalog import MetadataStore, connect_zk
+from ecmem.meta.records import Records
 
 from .errors import ClusterError, ConfigError
 from .units import format_size, parse_size

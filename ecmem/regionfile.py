@@ -13,12 +13,34 @@ import io
 import os
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import ClosedError, ConfigError
 
-if TYPE_CHECKING:
-    from .aio import AsyncClient
+
+class RegionIO(Protocol):
+    """What a region file needs of its client (``AsyncClient`` is one)."""
+
+    async def read_at(
+        self, name: str, offset: int, length: int, size: int | None = None
+    ) -> bytes: ...
+
+    async def read_into(
+        self, name: str, offset: int, out: memoryview, size: int | None = None
+    ) -> int: ...
+
+    async def write_at(
+        self, name: str, offset: int, data: bytes | bytearray | memoryview, size: int
+    ) -> None: ...
+
+    async def publish_size(self, name: str, size: int, *, exact: bool = False) -> Any: ...
+
+    async def commit(self, name: str, upto: int | None = None) -> None: ...
+
+    async def truncate(self, name: str, size: int) -> None: ...
+
+    async def writer_done(self, name: str) -> None: ...
+
 
 T = TypeVar("T")
 WRITE_BUFFER = 16 * 1024 * 1024
@@ -87,9 +109,7 @@ class AsyncRegionFile:
     it: what was written since the last successful flush may be incomplete).
     """
 
-    def __init__(
-        self, client: AsyncClient, name: str, flags: Flags, size: int, stripe: int
-    ) -> None:
+    def __init__(self, client: RegionIO, name: str, flags: Flags, size: int, stripe: int) -> None:
         self._client = client
         self.name = name
         self.flags = flags

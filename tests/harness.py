@@ -152,7 +152,7 @@ def run_cli(*args: str, zk: str, cluster: str) -> subprocess.CompletedProcess[st
 
 def region_nodes(cl: ecmem.Client, name: str, slab: int = 0) -> list[str]:
     """The nodes holding a slab of a region, by fragment index ("" for a vacant slot)."""
-    meta = cl._run(cl.async_client.region_meta(name))
+    meta = cl.region_meta(name)
     return [n for n, _ in meta.slabs[slab]]
 
 

@@ -218,8 +218,8 @@ def health_detail(zk: str | None, cluster: str | None, state_dir: str, as_json: 
 def _status(
     zk: str | None, cluster: str | None, state_dir: str, detail: bool, as_json: bool
 ) -> None:
-    from coordinator.health import HEALTH_ERR, HEALTH_OK, assess
-    from coordinator.records import Records
+    from ecmem.health import HEALTH_ERR, HEALTH_OK, assess
+    from ecmem.meta.records import Records
 
     with connect_cli(zk, cluster, state_dir) as cl:
         md = cl.async_client.meta
@@ -299,7 +299,7 @@ def _ago(seconds: float) -> str:
 def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
     """Storage nodes: up, down (holding fragments: exit code 1), or out (down and holding
     nothing any more, as 'ecmem status' counts them)."""
-    from coordinator.health import holders, node_state
+    from ecmem.health import holders, node_state
 
     with connect_cli(zk, cluster, state_dir) as cl:
         all_nodes = cl.async_client.meta.all_nodes()
@@ -428,12 +428,12 @@ def region_info(
     name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
 ) -> None:
     """Policy, size, placements and health of region NAME."""
-    from coordinator.health import region_health
+    from ecmem.health import region_health
     from ecmem.stat import RegionStat
 
     with connect_cli(zk, cluster, state_dir) as cl:
         ac = cl.async_client
-        meta = cl._run(ac.region_meta(name))
+        meta = cl.run(ac.region_meta(name))
         nodes = ac.meta.all_nodes()
     live = {k: v for k, v in nodes.items() if v.state == "up"}
     health = region_health(meta, live)
@@ -526,7 +526,7 @@ def region_mark_lost_ok(
     on and REGION_DATA_LOST clears. Only when the data is restored from elsewhere or not
     needed; nothing brings it back afterwards."""
     with connect_cli(zk, cluster, state_dir) as cl:
-        accepted = cl._run(cl.async_client.accept_loss(name))
+        accepted = cl.run(cl.async_client.accept_loss(name))
     emit(
         as_json,
         {"region": name, "accepted": [list(r) for r in accepted]},

@@ -35,7 +35,7 @@ class _View:
     """What the commands read of the cluster, with the same damage rules as the rebuilder."""
 
     def __init__(self, cl: Any) -> None:
-        from coordinator.records import Records
+        from ecmem.meta.records import Records
 
         self.md = cl.async_client.meta
         self.records = Records(self.md.zk, self.md.paths)
@@ -50,7 +50,7 @@ class _View:
             return []
 
     def remaining(self, node: str = "", region: str = "", forced: bool = False) -> list[Any]:
-        from coordinator.damage import find_damage
+        from ecmem.damage import find_damage
 
         grace = float(self.records.progress().get("grace_delay", 30.0))
         live = self.md.live_nodes()
@@ -82,7 +82,7 @@ class _View:
 
     def amount(self, items: list[Any]) -> tuple[int, int]:
         """Fragment bytes and slabs of slots, each a Slot or (region, slab, index)."""
-        from coordinator.health import slab_stripe_count
+        from ecmem.health import slab_stripe_count
         from ecmem.layout import Layout
 
         nbytes = 0
@@ -342,9 +342,9 @@ def scrub(
     as_json: bool,
 ) -> None:
     """Read every fragment of REGIONS (default: all), check sums and parity; --repair fixes."""
-    from coordinator.records import Records
-    from coordinator.scrub import Scrubber
     from ecmem.layout import Layout
+    from ecmem.meta.records import Records
+    from ecmem.scrub import Scrubber
 
     from .output import Progress, show_progress, table
 
@@ -359,7 +359,7 @@ def scrub(
             total += layout.stripes_for(meta.size) * layout.policy.width * layout.fragment_size
         with Progress(show_progress(as_json), total, "scrub") as bar:
             scrubber = Scrubber(cl.async_client, on_bytes=bar.update)
-            report = cl._run(scrubber.run_once(names, repair))
+            report = cl.run(scrubber.run_once(names, repair))
         if not regions:
             Records(md.zk, md.paths).set_scrub(report.summary(time.time()))
     data = report.to_dict()

@@ -303,7 +303,7 @@ class RegionFS(pyfuse3.Operations):
                 await self._move_open(of, trash_name(what.id), replace=False)
                 of.unlinked = True
                 if of.file is None:
-                    await self.client._writer(of.name, None)
+                    await self.client.writer(of.name, None)
         else:
             await self.client.delete_region(what.name)
         self.inodes.drop(path)
@@ -322,7 +322,7 @@ class RegionFS(pyfuse3.Operations):
         finally:
             if of.file is not None:
                 of.file.name = of.name
-                await self.client._writer(of.name, None, file=True)
+                await self.client.writer(of.name, None, file=True)
         return displaced
 
     @fuse_errors
@@ -397,9 +397,9 @@ class RegionFS(pyfuse3.Operations):
                 victim.unlinked = displaced is not None
                 if victim.file is not None:
                     victim.file.name = victim.name
-                    await self.client._writer(victim.name, None, file=True)
+                    await self.client.writer(victim.name, None, file=True)
                 elif victim.unlinked:
-                    await self.client._writer(victim.name, None)  # see unlink
+                    await self.client.writer(victim.name, None)  # see unlink
         if displaced is not None and victim is None:
             await self.client.delete_region(displaced.name)
 

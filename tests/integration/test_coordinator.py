@@ -39,7 +39,7 @@ def test_background_scrub_repairs_and_metrics_show_scrub_and_rebuild(
         with c.client() as cl:
             cl.create_region("bg/ec", len(data), "ec:4+2", chunk=256 * 1024)
             cl.pwrite("bg/ec", 0, data)
-            meta = cl._run(cl.async_client.region_meta("bg/ec"))
+            meta = cl.region_meta("bg/ec")
         lead = leader(c)
         deadline = time.monotonic() + 20  # the leader's view of the nodes is a pass old
         while (before := scrape(f"http://{lead['metrics']}/metrics"))[

@@ -35,7 +35,7 @@ def test_drain_moves_everything_off_while_reads_go_on(cluster7: TestCluster) -> 
                 name, len(contents[name]), policy, chunk=CHUNK, slab_size=8 * K[policy] * CHUNK
             )
             cl.pwrite(name, 0, contents[name])
-        ids = {name: cl._run(cl.async_client.region_meta(name)).id for name in REGIONS}
+        ids = {name: cl.region_meta(name).id for name in REGIONS}
         everywhere = set(c.node_ids)
         for name in REGIONS:
             everywhere &= set(region_nodes(cl, name))
@@ -77,7 +77,7 @@ def test_drain_moves_everything_off_while_reads_go_on(cluster7: TestCluster) -> 
 
     with c.client() as cl:
         for name, data in contents.items():
-            meta = cl._run(cl.async_client.region_meta(name))
+            meta = cl.region_meta(name)
             for slab in meta.slabs:
                 holders = [n for n, _ in slab]
                 assert victim not in holders and all(holders)

@@ -19,9 +19,9 @@ MiB = 1024 * 1024
 
 def corrupt(cl: ecmem.Client, name: str, stripe: int, index: int, mode: str, offset: int) -> None:
     ac = cl.async_client
-    meta = cl._run(ac.region_meta(name))
+    meta = cl.run(ac.region_meta(name))
     node = meta.slabs[stripe // meta.slab_stripes][index][0]
-    _, reply = cl._run(ac.pool.request(node, wire.Corrupt(meta.id, stripe, index, mode, offset)))
+    _, reply = cl.run(ac.pool.request(node, wire.Corrupt(meta.id, stripe, index, mode, offset)))
     assert isinstance(reply, wire.Ok), reply
 
 
@@ -85,7 +85,7 @@ def test_debug_requests_refused_without_flag(zk_hosts: str, tmp_path) -> None:  
         c.restart("node-1")
         cl = c.client()
         try:
-            _, reply = cl._run(
+            _, reply = cl.run(
                 cl.async_client.pool.request("node-1", wire.Corrupt("abc", 0, 0, "flip", 0))
             )
             assert isinstance(reply, wire.Error) and reply.code == wire.E_DENIED

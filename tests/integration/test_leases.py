@@ -130,16 +130,16 @@ def test_nodes_refuse_an_older_epoch(cluster: TestCluster) -> None:
     try:
         cl.create_region("lease/epochs", 0, "rep:3")
         cl.pwrite("lease/epochs", 0, b"v1")
-        meta = cl._run(cl.async_client.region_meta("lease/epochs"))
+        meta = cl.region_meta("lease/epochs")
         node = meta.slabs[0][0][0]
         stale = (meta.epoch - 1) << wire.SEQ_BITS | 99
-        _, reply = cl._run(
+        _, reply = cl.run(
             cl.async_client.pool.request(
                 node, wire.Put(meta.id, 0, 0, stale, 2, 0, 0, 0, 2, 0, 0, b"xx")
             )
         )
         assert isinstance(reply, wire.Error) and reply.code == wire.E_FENCED
-        _, reply = cl._run(cl.async_client.pool.request(node, wire.Fence(meta.id, meta.epoch - 1)))
+        _, reply = cl.run(cl.async_client.pool.request(node, wire.Fence(meta.id, meta.epoch - 1)))
         assert isinstance(reply, wire.Error) and reply.code == wire.E_FENCED
         assert cl.pread("lease/epochs", 0, 10) == b"v1"
     finally:

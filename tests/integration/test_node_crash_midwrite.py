@@ -42,7 +42,7 @@ def test_node_killed_mid_write(fresh_cluster: TestCluster) -> None:
     t = threading.Thread(target=writer)
     t.start()
     time.sleep(1.0)
-    victim = [n for n, _ in cl._run(cl.async_client.region_meta(name)).slabs[0]][1]
+    victim = [n for n, _ in cl.region_meta(name).slabs[0]][1]
     c.kill(victim, wait_gone=False)
     time.sleep(2.0)
     stop.set()

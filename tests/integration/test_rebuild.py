@@ -61,7 +61,7 @@ def test_lost_node_is_rebuilt_then_two_more_can_die(cluster7: TestCluster) -> No
     print(f"rebuilt in {time.monotonic() - took:.1f}s after the node was gone")
     assert after["nodes"]["up"] == 6
     with c.client() as cl:
-        meta = cl._run(cl.async_client.region_meta("big"))
+        meta = cl.region_meta("big")
         for slab in meta.slabs:
             assert victim not in [n for n, _ in slab]
             assert all(n for n, _ in slab)
@@ -105,7 +105,7 @@ def leader_pid(c: TestCluster) -> int:
 
 
 def progress(c: TestCluster) -> dict:  # type: ignore[type-arg]
-    from coordinator.records import Records
+    from ecmem.meta.records import Records
 
     with c.meta() as md:
         return Records(md.zk, md.paths).progress()
@@ -138,7 +138,7 @@ def test_leader_killed_mid_rebuild_another_finishes(cluster7: TestCluster) -> No
         wait_health(c, "HEALTH_OK", 120)
         assert leader_pid(c) == spare
         with c.client() as cl:
-            meta = cl._run(cl.async_client.region_meta("big"))
+            meta = cl.region_meta("big")
             assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
             survivors = [n for n in region_nodes(cl, "big", 5)]
         c.kill(*survivors[:2])
@@ -179,7 +179,7 @@ def _rebuild_cli_killed_and_rerun(c: TestCluster) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads(again.stdout)["slots_left"] == 0
     with c.client() as cl:
-        meta = cl._run(cl.async_client.region_meta("r"))
+        meta = cl.region_meta("r")
         assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
         assert cl.pread("r", 0, len(data)) == data
     assert c.cli("rebuild", "--node", "node-99").returncode == 2
@@ -195,7 +195,7 @@ def test_node_back_after_grace_never_serves_stale_fragments(
         with c.client() as cl:
             cl.create_region("r", len(old), "ec:4+2", chunk=256 * 1024, slab_size="2MiB")
             cl.pwrite("r", 0, old)
-            rid = cl._run(cl.async_client.region_meta("r")).id
+            rid = cl.region_meta("r").id
             victim = region_nodes(cl, "r")[0]
         c.kill(victim)
         wait_health(c, "HEALTH_OK", 60)
@@ -209,9 +209,7 @@ def test_node_back_after_grace_never_serves_stale_fragments(
         assert not c.fragments(victim, rid), "stale fragments were not discarded"
         others = [n for n in c.node_ids if n != victim]
         with c.client() as cl:
-            assert victim not in {
-                n for slab in cl._run(cl.async_client.region_meta("r")).slabs for n, _ in slab
-            }
+            assert victim not in {n for slab in cl.region_meta("r").slabs for n, _ in slab}
             c.kill(*[n for n in region_nodes(cl, "r") if n in others][:2])
             assert cl.pread("r", 0, len(new)) == new
     finally:
@@ -244,7 +242,7 @@ def test_fragments_whose_holders_left_the_placement_are_rebuilt_from(
         left = {before.slabs[0][i][0] for i in (0, 2, 4)}
         wait_health(c, "HEALTH_OK", 60)
         with c.client() as cl:
-            meta = cl._run(cl.async_client.region_meta("r"))
+            meta = cl.region_meta("r")
             assert all(n for n, _ in meta.slabs[0])
             assert cl.pread("r", 0, len(data)) == data
             # The copies on nodes that left the slab are garbage once it is whole again.

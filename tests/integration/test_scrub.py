@@ -24,7 +24,7 @@ def test_scrub_finds_and_repairs_every_injected_corruption(fresh_cluster: TestCl
         cl.create_region("s/rep", len(contents["s/rep"]), "rep:3", chunk=256 * 1024)
         for name, data in contents.items():
             cl.pwrite(name, 0, data)
-        metas = {n: cl._run(cl.async_client.region_meta(n)) for n in contents}
+        metas = {n: cl.region_meta(n) for n in contents}
 
     clean = c.cli("scrub", "--json")
     assert clean.returncode == 0, clean.stdout + clean.stderr

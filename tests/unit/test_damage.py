@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.damage import DRAINING, LOST, PARTIAL, REPLACED, VACANT, find_damage
+from ecmem.damage import DRAINING, LOST, PARTIAL, REPLACED, VACANT, find_damage
 from ecmem.meta.model import NodeInfo, RegionMeta
 
 NODES = [f"n{i}" for i in range(8)]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from coordinator.health import HEALTH_ERR, HEALTH_OK, HEALTH_WARN, assess
+from ecmem.health import HEALTH_ERR, HEALTH_OK, HEALTH_WARN, assess
 from ecmem.meta.model import NodeInfo, RegionMeta
 
 

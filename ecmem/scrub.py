@@ -25,7 +25,7 @@ from ecmem.meta.model import RegionMeta
 from ecmem.policy import ECPolicy
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
-from .rebuild import Committed, committed_versions, store_fragment
+from .repair import Committed, committed_versions, store_fragment
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Scrubber:
             report.findings += found
             return
         try:
-            await self.client._writer(name, None)
+            await self.client.writer(name, None)
         except RegionBusy as exc:
             report.skipped[name] = f"not repaired: open for writing by {exc.holder}"
             report.findings += found
@@ -144,7 +144,7 @@ class Scrubber:
         count: bool = False,
         only: set[tuple[int, int]] | None = None,
     ) -> list[Finding]:
-        view = self.client._make_view(meta)
+        view = self.client.make_view(meta)
         found: list[Finding] = []
         sem = asyncio.Semaphore(WINDOW)
         for slab in range(len(meta.slabs)):
@@ -223,8 +223,8 @@ class Scrubber:
         return out
 
     async def _repair(self, meta: RegionMeta, found: list[Finding]) -> None:
-        view = self.client._make_view(meta)
-        w = self.client._writers[meta.name]
+        view = self.client.make_view(meta)
+        w = self.client.writer_of(meta.name)
         policy = view.layout.policy
         by_stripe: dict[tuple[int, int], list[Finding]] = {}
         for f in found:

@@ -1,0 +1,127 @@
+"""Repair building blocks shared by the rebuilder and the scrubber: find each stripe's
+newest committed version and who holds it, fetch k fragments of it, and store a
+rebuilt fragment committed under its original version.
+
+Whoever calls these holds the region's write lease (its epoch fences them off once a
+newer writer takes over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from crc32c import crc32c
+
+from . import wire
+from .aio import AsyncClient
+from .errors import EcmemError, Fenced
+from .health import slab_stripe_count
+from .meta.model import NodeInfo, RegionMeta
+from .stripes import RegionView
+
+REPAIR_TIMEOUT = 10.0
+
+
+Committed = dict[int, tuple[int, tuple[int, int, int], set[int]]]
+# stripe -> fragment index -> a live node off the placement holding it (of the version
+# committed_versions found newest)
+Strays = dict[int, dict[int, str]]
+
+
+async def committed_versions(
+    client: AsyncClient,
+    meta: RegionMeta,
+    view: RegionView,
+    slab: int,
+    skip: set[int],
+    strays: Strays | None = None,
+    off: set[str] | None = None,
+) -> Committed:
+    """For each stripe of a slab: its newest committed version, that write's extent, and
+    the fragment indexes holding it, asking every holder but those of ``skip``.
+
+    With ``strays``, every live node is asked, and fragments found off the placement fill
+    it: a node that missed a commit or a write leaves the placement, yet keeps what it
+    held, and a fragment is its write's data wherever it lies (a version names one write).
+    The newest version found anywhere wins, so a stray copy never brings back old data.
+    ``off`` collects the nodes holding any fragment of the slab off its placement."""
+    first = slab * meta.slab_stripes
+    end = first + slab_stripe_count(meta, slab)
+    holders = {i: n for i, (n, _) in enumerate(meta.slabs[slab]) if n and i not in skip}
+    asked = set(holders.values())
+    if strays is not None:
+        asked |= set(client.live_nodes())
+    answers = await client.io.broadcast(sorted(asked), wire.List(meta.id, 0))
+    out: Committed = {}
+    found: dict[int, dict[int, dict[int, str]]] = {}  # stripe -> version -> index -> node
+    for node, reply in answers.items():
+        if not isinstance(reply, wire.Listing):
+            continue
+        mine = {i for i, n in holders.items() if n == node}
+        for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
+            if not first <= stripe < end or version < view.min_version(stripe):
+                continue  # another slab's, or written before a truncation
+            if index not in mine:
+                if off is not None and node not in holders.values():
+                    off.add(node)
+                if strays is not None:
+                    found.setdefault(stripe, {}).setdefault(version, {})[index] = node
+                    cur = out.get(stripe)
+                    if cur is None or version > cur[0]:
+                        out[stripe] = (version, (wfirst, wlast, wend), set())
+                continue
+            cur = out.get(stripe)
+            if cur is None or version > cur[0]:
+                out[stripe] = (version, (wfirst, wlast, wend), {index})
+            elif version == cur[0]:
+                cur[2].add(index)
+    if strays is not None:
+        for stripe, (version, _, have) in out.items():
+            extra = {
+                i: n for i, n in found.get(stripe, {}).get(version, {}).items() if i not in have
+            }
+            if extra:
+                strays[stripe] = extra
+    return out
+
+
+async def store_fragment(
+    client: AsyncClient,
+    meta: RegionMeta,
+    stripe: int,
+    index: int,
+    version: int,
+    write: tuple[int, int, int],
+    frag: bytes,
+    length: int,
+    target: tuple[str, str],
+    epoch: int,
+) -> None:
+    """Store a rebuilt fragment, committed, on ``target`` for a lease holder of ``epoch``."""
+    data = frag.rstrip(b"\0")  # zeros past the stored prefix read back as zeros
+    msg = wire.Repair(meta.id, stripe, index, version, length, crc32c(data), *write, epoch, data)
+    conn, reply = await client.pool.request(target[0], msg, REPAIR_TIMEOUT)
+    if conn.incarnation != target[1]:
+        raise Retry(f"node {target[0]} restarted during the rebuild")
+    if isinstance(reply, wire.Error):
+        if reply.code == wire.E_FENCED:
+            raise Fenced(f"region {meta.name}: {reply.message}")
+        raise Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
+
+
+def via(
+    view: RegionView, stripe: int, strays: dict[int, str], live: dict[str, NodeInfo]
+) -> RegionView:
+    """``view`` with the stray holders of a stripe's fragments standing in its placement."""
+    slab = view.layout.slab_of(stripe)
+    placement = list(view.slabs[slab])
+    for index, node in strays.items():
+        if node in live:
+            placement[index] = (node, live[node].incarnation)
+    slabs = list(view.slabs)
+    slabs[slab] = placement
+    return dataclasses.replace(view, slabs=slabs)
+
+
+class Retry(EcmemError):
+    """A slab's rebuild met a transient problem; the next pass tries again."""
