@@ -46,12 +46,20 @@ from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
 from .memtune import tune_malloc
 from .names import validate_name
 from .policy import parse_policy
+from .recovery import (
+    Staged,
+    choose_kept,
+    fence_quorum,
+    record_writes,
+    settle_written,
+    unfenced_slabs,
+)
 from .regionfile import AsyncRegionFile, parse_mode
 from .stat import RegionStat
 from .stripes import RegionView, StripeIO
 from .target import resolve, unreachable
 from .units import parse_size
-from .writers import Writer, next_after, record_writes, settle_written
+from .writers import Writer
 
 log = logging.getLogger(__name__)
 
@@ -444,15 +452,14 @@ class AsyncClient:
                 fenced.add(node)
                 lac = max(lac, int(reply.info.get("lac", 0)))
         view = self.make_view(meta)
-        # An old writer must not find min_durable unfenced nodes in any slab.
-        need = view.layout.policy.width - view.durable_minimum() + 1
-        for i, slab in enumerate(slabs):
-            if sum(1 for n, _ in slab if n in fenced) < need:
-                raise ClusterError(
-                    f"region {meta.name!r}: cannot fence slab {i}: {need} of its nodes must "
-                    f"answer, only {sorted(n for n, _ in slab if n in fenced)} did; bring "
-                    "nodes back (ecmem nodes) and reopen"
-                )
+        need = fence_quorum(view.layout.policy.width, view.durable_minimum())
+        nodes = [[n for n, _ in slab] for slab in slabs]
+        for i in unfenced_slabs(nodes, fenced, need):
+            raise ClusterError(
+                f"region {meta.name!r}: cannot fence slab {i}: {need} of its nodes must "
+                f"answer, only {sorted(n for n in nodes[i] if n in fenced)} did; bring "
+                "nodes back (ecmem nodes) and reopen"
+            )
         return lac
 
     async def _recover(self, meta: RegionMeta, w: Writer, lac: int) -> None:
@@ -465,26 +472,17 @@ class AsyncClient:
         answers = await self.io.broadcast(
             [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, 1)
         )
-        writes: dict[int, tuple[int, int, int]] = {}
-        held: dict[int, dict[int, set[int]]] = {}  # version -> stripe -> fragment indexes
-        for node, reply in answers.items():
-            if not isinstance(reply, wire.Listing):
-                continue
-            for _, stripe, index, version, _, first, last, end in reply.entries:
-                if version <= lac or view.layout.slab_of(stripe) >= len(meta.slabs):
-                    continue
-                if view.placement(stripe)[index][0] != node:
-                    continue
-                writes[version] = (first, last, end)
-                held.setdefault(version, {}).setdefault(stripe, set()).add(index)
-        kept, size = lac, meta.size
-        for version in sorted(writes):
-            first, last, end = writes[version]
-            whole = all(len(held[version].get(s, ())) >= k for s in range(first, last + 1))
-            if not next_after(kept, version) or not whole:
-                break
-            kept, size = version, max(size, end)
-        dropped = [v for v in writes if v > kept]
+        staged = [
+            Staged(version, stripe, index, (first, last, end))
+            for node, reply in answers.items()
+            if isinstance(reply, wire.Listing)
+            for _, stripe, index, version, _, first, last, end in reply.entries
+            # Only fragments of the slab's placement count (a stray's are the rebuilder's).
+            if view.layout.slab_of(stripe) < len(meta.slabs)
+            and view.placement(stripe)[index][0] == node
+        ]
+        out = choose_kept(lac, meta.size, staged, k)
+        writes, kept, size, dropped = out.writes, out.kept, out.size, out.dropped
         if writes:
             log.info(
                 "region %s: recovered %d staged writes of the previous writer, dropped %d",
@@ -495,7 +493,7 @@ class AsyncClient:
         w.base = kept
         # What is kept is committed below: its stripes are recorded as written first, and
         # stripes recorded only by writes dropped here are holes again.
-        wrote = extents.normal((writes[v][0], writes[v][1] + 1) for v in writes if v <= kept)
+        wrote = out.wrote()
         if size > meta.size or meta.pending or not extents.covers_all(w.marked, wrote):
 
             def settle(m: RegionMeta) -> RegionMeta:

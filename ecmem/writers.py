@@ -19,49 +19,8 @@ from dataclasses import dataclass, field
 
 from . import extents, wire
 from .errors import Fenced
+from .recovery import Pending
 from .stripes import Stamp
-
-
-def next_after(prev: int, version: int) -> bool:
-    """Is ``version`` the write right after ``prev`` (same epoch, or a new epoch's first)?"""
-    e1, e2 = wire.epoch_of(prev), wire.epoch_of(version)
-    seq = version & ((1 << wire.SEQ_BITS) - 1)
-    return version == prev + 1 if e1 == e2 else e2 > e1 and seq == 1
-
-
-Pending = list[tuple[int, int, int]]  # (first stripe, end, version of the write)
-
-
-def record_writes(
-    written: extents.Ranges,
-    lost: extents.Ranges,
-    pending: Pending,
-    todo: Pending,
-    ready: int,
-) -> tuple[extents.Ranges, extents.Ranges, Pending]:
-    """A region's (written, lost, pending) once the staged writes ``todo`` are recorded.
-
-    Stripes they write for the first time are also kept in ``pending`` with the
-    write's version, until the writer's commit point is known to cover it
-    (``ready``): a writer that dies first may have its write dropped by the next
-    one's recovery, which then takes those stripes back out (settle_written)."""
-    fresh = [(f2, e2, v) for f, e, v in todo for f2, e2 in extents.minus([(f, e)], written)]
-    ranges = extents.normal((f, e) for f, e, _ in todo)
-    keep = [p for p in pending if p[2] > ready]
-    return extents.union(written, ranges), extents.minus(lost, ranges), keep + fresh
-
-
-def settle_written(
-    written: extents.Ranges, pending: Pending, dropped: set[int], wrote: extents.Ranges
-) -> extents.Ranges:
-    """``written`` after a recovery that found the writes ``dropped`` staged and dropped
-    them, and kept writes of stripes ``wrote``: stripes first recorded by a dropped
-    write were never committed, and are holes again unless a kept write covers them.
-    A pending write recovery found no staged copy of was committed (or lost with its
-    nodes): its stripes stay written, so that lost data reads as lost, never zeros."""
-    undo = extents.normal((f, e) for f, e, v in pending if v in dropped)
-    confirmed = extents.normal((f, e) for f, e, v in pending if v not in dropped)
-    return extents.union(extents.union(extents.minus(written, undo), confirmed), wrote)
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """Which stripes a region records as written: the writer's recording and what a
-recovery makes of it (ecmem/writers.py), by tables of cases."""
+recovery makes of it (ecmem/recovery.py), by tables of cases."""
 
 from __future__ import annotations
 
 import pytest
 
-from ecmem.writers import record_writes, settle_written
+from ecmem.recovery import record_writes, settle_written
 
 V = 1 << 32  # epoch 1, seq 0
 
