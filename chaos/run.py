@@ -48,11 +48,11 @@ BREAKS = {
 
 
 def _break(name: str) -> None:
-    import ecmem.aio
     import ecmem.stripes
+    import ecmem.writer
 
     os.environ[BREAKS[name][0]] = "1"  # for the client processes a scenario starts
-    ecmem.aio.UNSAFE_NO_FENCING = name == "no-fencing"
+    ecmem.writer.UNSAFE_NO_FENCING = name == "no-fencing"
     ecmem.stripes.UNSAFE_NO_CHECKSUMS = name == "no-checksums"
     ecmem.stripes.UNSAFE_NOT_FOUND_IS_HOLE = name == "not-found-is-hole"
 

@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError
 
-from ecmem.meta import lease
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
-from ecmem.placement import Candidate, place_slabs, replacement
+from ecmem.placement import Candidate, place_slabs
 
-from . import extents, wire
+from . import extents
+from . import writer as writing
 from .conn import ConnectionPool
 from .errors import (
     ClosedError,
@@ -37,8 +37,6 @@ from .errors import (
     CoordinationError,
     DataLostError,
     EcmemError,
-    NodeUnavailable,
-    NotEnoughNodesError,
     RegionNotFound,
 )
 from .heartbeat import Detector
@@ -46,30 +44,18 @@ from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
 from .memtune import tune_malloc
 from .names import validate_name
 from .policy import parse_policy
-from .recovery import (
-    Staged,
-    choose_kept,
-    fence_quorum,
-    record_writes,
-    settle_written,
-    unfenced_slabs,
-)
 from .regionfile import AsyncRegionFile, parse_mode
+from .regions import RegionCache, lock_for, make_view
 from .stat import RegionStat
 from .stripes import RegionView, StripeIO
 from .target import resolve, unreachable
 from .units import parse_size
-from .writers import Writer
+from .writer import WriterSession
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_POLICY = "ec:4+2"
-
-
-# Test-only: a build with fencing switched off, so the chaos suite can show that its
-# stale-writer scenario fails without it. Never set it for real data.
-UNSAFE_NO_FENCING = os.environ.get("ECMEM_UNSAFE_NO_FENCING") == "1"
 
 
 class AsyncClient:
@@ -84,10 +70,8 @@ class AsyncClient:
         self._nodes_lock = threading.Lock()
         self.pool = ConnectionPool(self.address)
         self.io = StripeIO(self.pool)
-        self.io.replace = self._replace
-        self._regions: dict[str, tuple[RegionMeta, int]] = {}
-        self._watched: set[str] = set()
-        self._writers: dict[str, Writer] = {}
+        self.regions = RegionCache(zk, self.meta, self.call)
+        self._writers: dict[str, WriterSession] = {}
         self.holder = {
             "holder": f"{socket.gethostname()}:{os.getpid()}",
             "pid": os.getpid(),
@@ -95,16 +79,14 @@ class AsyncClient:
         }
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._epoch_locks: dict[str, asyncio.Lock] = {}
-        self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
-        self._placement_locks: dict[str, asyncio.Lock] = {}
         self.closed = False
         self._beats: asyncio.Task[None] | None = None
 
     # -- set-up -----------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._zk(self.meta.ensure)
-        await self._zk(self._watch_nodes)
+        await self.call(self.meta.ensure)
+        await self.call(self._watch_nodes)
         self.zk.add_listener(self._on_zk_state)
         detector = Detector(
             lambda: {n: info.address for n, info in self._nodes.items()}, self.pool.beats
@@ -112,7 +94,7 @@ class AsyncClient:
         self._beats = asyncio.create_task(detector.run())
 
     def _on_zk_state(self, state: str) -> None:
-        if state == KazooState.LOST and not UNSAFE_NO_FENCING:
+        if state == KazooState.LOST and not writing.UNSAFE_NO_FENCING:
             # Our leases went with the session: someone else may be writing by now.
             for w in list(self._writers.values()):
                 w.fence_off("the ZooKeeper session, and with it the write lease, expired")
@@ -135,7 +117,8 @@ class AsyncClient:
         info = self._nodes.get(node_id)
         return info.address if info is not None else None
 
-    async def _zk(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking ZooKeeper call off the event loop."""
         if self.closed:
             raise ClosedError("client is closed")
         try:
@@ -173,60 +156,13 @@ class AsyncClient:
     def live_nodes(self) -> dict[str, NodeInfo]:
         return dict(self._nodes)
 
-    def _cache(self, meta: RegionMeta, version: int) -> None:
-        old = self._regions.get(meta.name)
-        if old is None or old[1] <= version:
-            self._regions[meta.name] = (meta, version)
-
-    def _watch_region(self, name: str) -> None:
-        if name in self._watched:
-            return
-        self._watched.add(name)
-
-        def changed(data: bytes | None, stat: Any) -> bool | None:
-            if data is None:
-                self._regions.pop(name, None)
-                self._watched.discard(name)
-                return False
-            try:
-                self._cache(RegionMeta.from_json(data), stat.version)
-            except EcmemError:
-                log.exception("damaged metadata of region %s", name)
-            return None
-
-        self.zk.DataWatch(self.meta.paths.region(name), changed)
-
     def forget(self, *names: str) -> None:
         """Drop cached metadata of regions renamed or removed behind the cache's back."""
-        for name in names:
-            self._regions.pop(name, None)
+        self.regions.forget(*names)
 
     def cached_meta(self, name: str) -> RegionMeta | None:
         """The region's metadata if this client holds it (kept fresh by a watch)."""
-        cached = self._regions.get(name)
-        return cached[0] if cached is not None else None
-
-    async def _region(self, name: str, *, fresh: bool = False) -> RegionMeta:
-        validate_name(name)
-        cached = self._regions.get(name)
-        if cached is not None and not fresh:
-            return cached[0]
-        meta, version = await self._zk(self.meta.get_region, name)
-        self._cache(meta, version)
-        await self._zk(self._watch_region, name)
-        return meta
-
-    async def _update(
-        self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
-    ) -> RegionMeta:
-        def run() -> tuple[RegionMeta, int]:
-            new = self.meta.update_region(name, change)
-            _, stat = self.zk.get(self.meta.paths.region(name))
-            return new, stat.version
-
-        meta, version = await self._zk(run)
-        self._cache(meta, version)
-        return meta
+        return self.regions.cached(name)
 
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._region_locks.get(name)
@@ -235,26 +171,12 @@ class AsyncClient:
         return lock
 
     def view(self, meta: RegionMeta) -> RegionView:
-        cached = self._views.get(meta.name)
-        if cached is not None and cached[0] is meta:
-            return cached[1]
-        view = self.make_view(meta)
-        self._views[meta.name] = (meta, view)
-        return view
+        return self.regions.view(meta)
 
     def make_view(self, meta: RegionMeta) -> RegionView:
-        return RegionView(
-            meta.name,
-            meta.id,
-            Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
-            [list(slab) for slab in meta.slabs],
-            meta.floors,
-            set(meta.partial),
-            meta.min_durable,
-            meta.written,
-        )
+        return make_view(meta)
 
-    def _placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
+    def placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
         """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``."""
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         live = self.meta.live_nodes()
@@ -341,7 +263,7 @@ class AsyncClient:
                     f"policy {pol.name} needs {pol.width} live storage nodes on distinct hosts, "
                     f"the cluster has {len(live)}: start more nodes or choose a narrower policy"
                 )
-            meta.slabs = self._placements(meta, layout.slabs_for(nbytes))
+            meta.slabs = self.placements(meta, layout.slabs_for(nbytes))
             try:
                 self.meta.create_region(meta)
             except EcmemError:
@@ -350,28 +272,28 @@ class AsyncClient:
                 raise
             return meta
 
-        created = await self._zk(create)
+        created = await self.call(create)
         log.info("created region %s (%s, %d bytes)", name, created.policy, created.size)
         return RegionStat.of(created)
 
     async def stat(self, name: str) -> RegionStat:
-        return RegionStat.of(await self._region(name, fresh=True))
+        return RegionStat.of(await self.regions.get(name, fresh=True))
 
     async def exists(self, name: str) -> bool:
         try:
-            await self._region(name, fresh=True)
+            await self.regions.get(name, fresh=True)
             return True
         except RegionNotFound:
             return False
 
     async def list_regions(self, prefix: str = "") -> list[RegionStat]:
-        metas = await self._zk(self.meta.regions, prefix)
+        metas = await self.call(self.meta.regions, prefix)
         return [RegionStat.of(m) for m in metas]
 
     async def delete_region(self, name: str) -> None:
         validate_name(name)
-        meta = await self._zk(self.meta.delete_region, name)
-        self._regions.pop(name, None)
+        meta = await self.call(self.meta.delete_region, name)
+        self.regions.forget(name)
         if name in self._writers:
             await self.release(name)
         unreached = await self.io.delete(self.view(meta), 0, 0)
@@ -387,15 +309,14 @@ class AsyncClient:
 
     async def writer(
         self, name: str, timeout: float | None = None, *, file: bool = False
-    ) -> Writer:
+    ) -> WriterSession:
         """This client's writer of the region, taking the lease first if need be."""
         w = self._writers.get(name)
         if w is None:
-            lock = self._epoch_locks.setdefault(name, asyncio.Lock())
-            async with lock:
+            async with lock_for(self._epoch_locks, name):
                 w = self._writers.get(name)
                 if w is None:
-                    w = await self._take_over(name, timeout)
+                    w = await WriterSession.take_over(self, name, timeout)
                     self._writers[name] = w
         w.check()
         if file:
@@ -404,7 +325,7 @@ class AsyncClient:
             w.sticky = True
         return w
 
-    def writer_of(self, name: str) -> Writer:
+    def writer_of(self, name: str) -> WriterSession:
         """The writer this client holds for a region (its lease taken by ``writer``)."""
         w = self._writers.get(name)
         if w is None:
@@ -418,218 +339,12 @@ class AsyncClient:
         """Does this client hold the region's write lease?"""
         return name in self._writers
 
-    async def _take_over(self, name: str, timeout: float | None) -> Writer:
-        await self._zk(lease.acquire, self.zk, self.meta.paths, name, self.holder, timeout)
-        try:
-
-            def bump(meta: RegionMeta) -> RegionMeta:
-                meta.epoch += 1
-                return meta
-
-            meta = await self._update(name, bump)
-            w = Writer(name, meta.epoch, marked=extents.minus(meta.written, meta.lost))
-            lac = await self._fence(meta, w, meta.slabs)
-            await self._recover(meta, w, lac)
-        except BaseException:
-            await self._zk(lease.release, self.zk, self.meta.paths, name)
-            raise
-        log.info("writing region %s at epoch %d", name, w.epoch)
-        return w
-
-    async def _fence(self, meta: RegionMeta, w: Writer, slabs: list[list[tuple[str, str]]]) -> int:
-        """Make the nodes of ``slabs`` refuse writers older than ``w``; returns the newest
-        commit point they know. Every write needs all of a slab's nodes, so one fenced node
-        per slab keeps an old writer out."""
-        answers = await self.io.broadcast(
-            [n for slab in slabs for n, _ in slab if n], wire.Fence(meta.id, w.epoch)
-        )
-        fenced, lac = set(), 0
-        for node, reply in answers.items():
-            if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
-                w.fence_off(reply.message)
-                w.check()
-            if isinstance(reply, wire.Ok):
-                fenced.add(node)
-                lac = max(lac, int(reply.info.get("lac", 0)))
-        view = self.make_view(meta)
-        need = fence_quorum(view.layout.policy.width, view.durable_minimum())
-        nodes = [[n for n, _ in slab] for slab in slabs]
-        for i in unfenced_slabs(nodes, fenced, need):
-            raise ClusterError(
-                f"region {meta.name!r}: cannot fence slab {i}: {need} of its nodes must "
-                f"answer, only {sorted(n for n in nodes[i] if n in fenced)} did; bring "
-                "nodes back (ecmem nodes) and reopen"
-            )
-        return lac
-
-    async def _recover(self, meta: RegionMeta, w: Writer, lac: int) -> None:
-        """Close what the previous writer left: keep, in order, each staged write whose
-        every stripe can be read back (k fragments), up to the first that cannot; drop
-        the rest. So the region holds a prefix of the writes, and every write that was
-        acknowledged (committed, or staged in full) is in it."""
-        view = self.make_view(meta)
-        k = view.layout.policy.k
-        answers = await self.io.broadcast(
-            [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, 1)
-        )
-        staged = [
-            Staged(version, stripe, index, (first, last, end))
-            for node, reply in answers.items()
-            if isinstance(reply, wire.Listing)
-            for _, stripe, index, version, _, first, last, end in reply.entries
-            # Only fragments of the slab's placement count (a stray's are the rebuilder's).
-            if view.layout.slab_of(stripe) < len(meta.slabs)
-            and view.placement(stripe)[index][0] == node
-        ]
-        out = choose_kept(lac, meta.size, staged, k)
-        writes, kept, size, dropped = out.writes, out.kept, out.size, out.dropped
-        if writes:
-            log.info(
-                "region %s: recovered %d staged writes of the previous writer, dropped %d",
-                meta.name,
-                len(writes) - len(dropped),
-                len(dropped),
-            )
-        w.base = kept
-        # What is kept is committed below: its stripes are recorded as written first, and
-        # stripes recorded only by writes dropped here are holes again.
-        wrote = out.wrote()
-        if size > meta.size or meta.pending or not extents.covers_all(w.marked, wrote):
-
-            def settle(m: RegionMeta) -> RegionMeta:
-                self._check_epoch(w, m)
-                m.size = max(m.size, size)
-                m.written = settle_written(m.written, m.pending, set(dropped), wrote)
-                m.lost = extents.minus(m.lost, wrote)
-                m.pending = []
-                return m
-
-            settled = await self._update(meta.name, settle)
-            w.marked = extents.minus(settled.written, settled.lost)
-        start = w.epoch << wire.SEQ_BITS
-        await self._commit_round(meta, w, start)
-
-    async def _commit_round(self, meta: RegionMeta, w: Writer, upto: int) -> None:
-        """Tell every node of the region that all writes up to ``upto`` are committed.
-        A node that cannot be told is taken out of the region's placements (until it is
-        rebuilt): it might hold a staged copy it would never learn was committed."""
-        nodes = [n for slab in meta.slabs for n, _ in slab if n]
-        answers = await self.io.broadcast(nodes, wire.Commit(meta.id, upto, w.base))
-        failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
-        for reply in failed.values():
-            if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
-                w.fence_off(reply.message)
-                w.check()
-        if failed:
-            tolerates = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.tolerates
-            detail = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items(), key=lambda x: x[0]))
-            if len(failed) > tolerates:
-                raise NodeUnavailable(
-                    f"region {meta.name!r}: could not commit writes up to version {upto} on "
-                    f"{len(failed)} nodes ({detail}); they are staged in full and the next "
-                    "writer keeps them"
-                )
-            await self._vacate(meta.name, w, set(failed))
-            log.warning(
-                "region %s: nodes %s missed a commit and left its placements until rebuilt (%s)",
-                meta.name,
-                ", ".join(sorted(failed)),
-                detail,
-            )
-        w.committed_upto(upto)
-
-    async def _vacate(self, name: str, w: Writer, nodes: set[str]) -> RegionMeta:
-        def change(m: RegionMeta) -> RegionMeta | None:
-            self._check_epoch(w, m)
-            hit = [
-                (s, i)
-                for s, slab in enumerate(m.slabs)
-                for i, (n, _) in enumerate(slab)
-                if n in nodes
-            ]
-            for s, i in hit:
-                m.slabs[s][i] = ("", "")
-            m.partial = [p for p in m.partial if p not in hit]
-            return m if hit else None
-
-        return await self._update(name, change)
-
-    async def _replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool:
-        """Give a fragment whose holder failed a write to a handoff node (or leave the slot
-        vacant if none qualifies); updates ZooKeeper, then ``view``."""
-        name = view.name
-        w = self._writers.get(name)
-        if w is None:
-            return False
-        slab = view.layout.slab_of(stripe)
-        failed = view.slabs[slab][index][0]
-        async with self._placement_locks.setdefault(name, asyncio.Lock()):
-            meta = await self._region(name)
-            current = meta.slabs[slab][index]
-            if current[0] == failed:
-                meta = await self._zk(self._handoff, meta, w, slab, index, failed)
-                current = meta.slabs[slab][index]
-                if current[0]:
-                    await self._fence(meta, w, [meta.slabs[slab]])
-                log.warning(
-                    "region %s slab %d fragment %d: %s failed (%s); %s",
-                    name,
-                    slab,
-                    index,
-                    f"node {failed}" if failed else "a vacant slot",
-                    why,
-                    f"handed off to {current[0]}" if current[0] else "no handoff node, left vacant",
-                )
-            view.slabs[slab][index] = current
-            view.partial = set(meta.partial)
-            return bool(current[0])
-
-    def _handoff(
-        self, meta: RegionMeta, w: Writer, slab: int, index: int, failed: str
-    ) -> RegionMeta:
-        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        live = self.meta.live_nodes()
-        members = {n for n, _ in meta.slabs[slab]}
-        draining = set(self.meta.draining())
-        cands = [
-            Candidate(n.id, n.failure_domain or n.id, n.free)
-            for n in live.values()
-            if not self.pool.is_suspect(n.id) and n.id not in draining
-        ]
-        domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
-        try:
-            pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
-            holder = (pick, live[pick].incarnation)
-        except NotEnoughNodesError:
-            holder = ("", "")
-
-        def change(m: RegionMeta) -> RegionMeta | None:
-            self._check_epoch(w, m)
-            if m.slabs[slab][index][0] != failed:
-                return None
-            m.slabs[slab][index] = holder
-            m.partial = [p for p in m.partial if p != (slab, index)]
-            if holder[0]:
-                m.partial.append((slab, index))
-            return m
-
-        new = self.meta.update_region(meta.name, change)
-        _, stat = self.zk.get(self.meta.paths.region(meta.name))
-        self._cache(new, stat.version)
-        return new
-
     async def commit(self, name: str, upto: int | None = None) -> None:
         """Commit this client's writes of a region, once all of them up to ``upto`` (default:
         all begun so far) are staged. Returns when every node knows."""
         w = self._writers.get(name)
-        if w is None:
-            return
-        target = w.version if upto is None else upto
-        await w.wait_ready(target)
-        if w.committed >= target:
-            return
-        meta = await self._region(name)
-        await self._commit_round(meta, w, w.ready())
+        if w is not None:
+            await w.commit(upto)
 
     async def writer_done(self, name: str) -> None:
         """A region file opened for writing was closed."""
@@ -648,28 +363,7 @@ class AsyncClient:
             held = name in self._writers
             w = await self.writer(name)
             try:
-                meta = await self._region(name, fresh=True)
-                if not meta.lost:
-                    return []
-                accepted = meta.lost
-                nodes = [n for slab in meta.slabs for n, _ in slab if n] + list(self._nodes)
-                for first, end in accepted:
-                    await self.io.broadcast(nodes, wire.Delete(meta.id, first, w.epoch, end))
-
-                def accept(m: RegionMeta) -> RegionMeta:
-                    self._check_epoch(w, m)
-                    m.written = extents.minus(m.written, accepted)
-                    m.lost = extents.minus(m.lost, accepted)
-                    return m
-
-                new = await self._update(name, accept)
-                w.marked = extents.minus(new.written, new.lost)
-                log.warning(
-                    "region %s: the loss of stripes %s was accepted; they read as zeros",
-                    name,
-                    extents.describe(accepted),
-                )
-                return accepted
+                return await w.accept_loss()
             finally:
                 if not held:
                     await self.release(name)
@@ -678,43 +372,12 @@ class AsyncClient:
         """Give up the write lease of a region (taken by open for writing, pwrite or truncate)."""
         w = self._writers.pop(name, None)
         if w is not None:
-            await self._zk(lease.release, self.zk, self.meta.paths, name)
-
-    def _check_epoch(self, w: Writer, m: RegionMeta) -> None:
-        if m.epoch != w.epoch and not UNSAFE_NO_FENCING:
-            w.fence_off(f"a writer of epoch {m.epoch} took the region over")
-            w.check()
-
-    async def ensure_slabs(self, name: str, end: int, w: Writer) -> RegionMeta:
-        meta = await self._region(name)
-        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        want = layout.slabs_for(end)
-        if want <= len(meta.slabs):
-            return meta
-        first = len(meta.slabs)
-
-        def grow(m: RegionMeta) -> RegionMeta | None:
-            self._check_epoch(w, m)
-            if want <= len(m.slabs):
-                return None
-            m.slabs = m.slabs + self._placements(m, want)
-            return m
-
-        new = await self._update(name, grow)
-        await self._fence(new, w, new.slabs[first:])
-        return new
+            await w.release()
 
     async def publish_size(self, name: str, size: int, *, exact: bool = False) -> RegionMeta:
         """Record a new size (grow only, unless ``exact``) and the modification time."""
         w = await self.writer(name)
-
-        def change(m: RegionMeta) -> RegionMeta:
-            self._check_epoch(w, m)
-            m.size = size if exact else max(m.size, size)
-            m.mtime = time.time()
-            return m
-
-        return await self._update(name, change)
+        return await w.publish_size(size, exact=exact)
 
     async def write_at(
         self, name: str, offset: int, data: bytes | bytearray | memoryview, size: int
@@ -723,70 +386,15 @@ class AsyncClient:
         ``size`` is the writer's view of the region's size (bytes past it are unset)."""
         if offset < 0:
             raise ConfigError(f"offset {offset} is negative")
-        n = memoryview(data).nbytes
-        if n == 0:
+        if memoryview(data).nbytes == 0:
             return
-        writer = await self.writer(name)
-        meta = await self.ensure_slabs(name, offset + n, writer)
-        view = self.view(meta)
-        sd = view.layout.stripe_data
-        tail_end = -(-size // sd) * sd
-        if offset + n > size and offset >= tail_end > size:
-            # The stripe holding the old end may keep bytes of a longer past beyond it.
-            await self._stage(view, writer, size, bytes(tail_end - size), size)
-        await self._stage(view, writer, offset, data, size)
-
-    async def _stage(
-        self,
-        view: RegionView,
-        w: Writer,
-        offset: int,
-        data: bytes | bytearray | memoryview,
-        size: int,
-    ) -> None:
-        n = memoryview(data).nbytes
-        sd = view.layout.stripe_data
-        first, last = offset // sd, (offset + n - 1) // sd
-        stamp = w.begin(first, last, offset + n)
-        try:
-            await self.io.write(view, offset, data, size, stamp)
-            # Before the commit point may pass this write: once committed, a stripe that
-            # no node holds must read as lost, never as a hole.
-            await self._mark_written(view.name, w, first, last + 1, stamp.version)
-        except BaseException as exc:
-            w.finish(stamp, False, str(exc))
-            raise
-        w.finish(stamp, True)
-
-    async def _mark_written(self, name: str, w: Writer, first: int, end: int, version: int) -> None:
-        """Record stripes [first, end) of write ``version`` as written (and no longer lost)
-        in the region's record; writes staged meanwhile are recorded in the same update."""
-        if extents.covers(w.marked, first, end):
-            return
-        w.unmarked.append((first, end, version))
-        async with w.marking:
-            if extents.covers(w.marked, first, end):
-                return
-            todo, w.unmarked = w.unmarked, []
-
-            def mark(m: RegionMeta) -> RegionMeta:
-                self._check_epoch(w, m)
-                m.written, m.lost, m.pending = record_writes(
-                    m.written, m.lost, m.pending, todo, w.ready()
-                )
-                return m
-
-            try:
-                meta = await self._update(name, mark)
-            except BaseException:
-                w.unmarked = todo + w.unmarked
-                raise
-            w.marked = extents.minus(meta.written, meta.lost)
+        w = await self.writer(name)
+        await w.write_at(offset, data, size)
 
     async def read_at(self, name: str, offset: int, length: int, size: int | None = None) -> bytes:
         if offset < 0 or length < 0:
             raise ConfigError(f"offset {offset} and length {length} must not be negative")
-        meta = await self._region(name)
+        meta = await self.regions.get(name)
         limit = meta.size if size is None else size
         length = max(0, min(length, limit - offset))
         if length == 0:
@@ -803,7 +411,7 @@ class AsyncClient:
         """Fill ``out`` from ``offset``; returns how many bytes (short at the end)."""
         if offset < 0:
             raise ConfigError(f"offset {offset} must not be negative")
-        meta = await self._region(name)
+        meta = await self.regions.get(name)
         limit = meta.size if size is None else size
         n = max(0, min(len(out), limit - offset))
         if n:
@@ -825,7 +433,7 @@ class AsyncClient:
                 self.zk.create(self.meta.paths.check(name), data, makepath=True)
 
         try:
-            await self._zk(file)
+            await self.call(file)
         except (KazooException, EcmemError) as err:
             log.warning("region %s: could not report its lost data (%s): %s", name, why, err)
 
@@ -839,7 +447,7 @@ class AsyncClient:
         every reader that starts after."""
         n = memoryview(data).nbytes
         async with self._lock(name):
-            meta = await self._region(name)
+            meta = await self.regions.get(name)
             await self.write_at(name, offset, data, meta.size)
             w = await self.writer(name)
             version = w.version
@@ -853,51 +461,12 @@ class AsyncClient:
         if size < 0:
             raise ConfigError(f"size {size} is negative")
         async with self._lock(name):
-            meta = await self._region(name, fresh=True)
+            meta = await self.regions.get(name, fresh=True)
             await self._resize(meta, size)
 
     async def _resize(self, meta: RegionMeta, size: int) -> None:
-        name = meta.name
-        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        sd = layout.stripe_data
-        writer = await self.writer(name)
-        if size > meta.size:
-            # Bytes past the old end may hold leftovers of an earlier, longer life.
-            tail_end = min(size, -(-meta.size // sd) * sd)
-            if tail_end > meta.size:
-                await self.write_at(name, meta.size, bytes(tail_end - meta.size), meta.size)
-            await self.ensure_slabs(name, size, writer)
-            await self.publish_size(name, size, exact=True)
-            await self.commit(name)
-            return
-        if size == meta.size:
-            return
-        # Writes before the truncation are committed first, so that no recovery can
-        # bring back what it cut off.
-        await self.commit(name)
-        first_gone = layout.stripes_for(size)
-        floor = writer.upcoming()
-
-        def shrink(m: RegionMeta) -> RegionMeta:
-            self._check_epoch(writer, m)
-            m.size = size
-            m.mtime = time.time()
-            m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
-            m.written = extents.remove(m.written, first_gone, 1 << 62)
-            m.lost = extents.remove(m.lost, first_gone, 1 << 62)
-            m.pending = [(f, min(e, first_gone), v) for f, e, v in m.pending if f < first_gone]
-            return m
-
-        new = await self._update(name, shrink)
-        writer.marked = extents.remove(writer.marked, first_gone, 1 << 62)
-        unreached = await self.io.delete(self.view(new), first_gone, writer.epoch)
-        if unreached:
-            log.info(
-                "region %s truncated; nodes %s keep stale stripes past the end, which "
-                "read as unset",
-                name,
-                ", ".join(unreached),
-            )
+        w = await self.writer(meta.name)
+        await w.resize(meta, size)
 
     def open(
         self,
@@ -937,7 +506,7 @@ class AsyncClient:
 
                 if not isinstance(exc, RegionExists) or flags.exclusive:
                     raise
-        meta = await self._region(name, fresh=True)
+        meta = await self.regions.get(name, fresh=True)
         if policy is not None and not flags.create:
             want = parse_policy(policy).name
             if want != meta.policy:
@@ -957,7 +526,7 @@ class AsyncClient:
         return f
 
     async def region_meta(self, name: str) -> RegionMeta:
-        return await self._region(name, fresh=True)
+        return await self.regions.get(name, fresh=True)
 
 
 class Opening:

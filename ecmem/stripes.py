@@ -210,9 +210,6 @@ Replacer = Callable[["RegionView", int, int, str], Awaitable[bool]]
 class StripeIO:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-        # Set by the client: give fragment (stripe, index) of a view another holder;
-        # True if one took it over (the view is updated), False if it is left vacant.
-        self.replace: Replacer | None = None
 
     # -- reading ----------------------------------------------------------------
 
@@ -451,9 +448,12 @@ class StripeIO:
         data: bytes | bytearray | memoryview,
         stamp: Stamp,
         valid: int | None = None,
+        replace: Replacer | None = None,
     ) -> None:
         """Encode one stripe and stage its fragments on its nodes. Bytes from ``valid`` on
-        are zeros, so each fragment is sent, and kept, only up to where its zeros begin."""
+        are zeros, so each fragment is sent, and kept, only up to where its zeros begin.
+        ``replace`` gives the fragment of a node that fails the write another holder:
+        True if one took it over (the view is updated), False if it is left vacant."""
         layout = view.layout
         frags = layout.policy.encode(data)
         placement = view.placement(stripe)
@@ -501,12 +501,12 @@ class StripeIO:
 
         errors = await attempt(list(range(len(parts))))
         lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
-        if lost and self.replace is not None:
+        if lost and replace is not None:
             # A handoff node takes the fragment over; with none to be had, the slot is
             # left vacant (its old holder can never be trusted for this slab again).
             moved = []
             for i in lost:
-                if await self.replace(view, stripe, i, str(errors[i])):
+                if await replace(view, stripe, i, str(errors[i])):
                     moved.append(i)
             if moved:
                 retried = await attempt(moved)
@@ -553,6 +553,7 @@ class StripeIO:
         data: bytes | bytearray | memoryview,
         size: int,
         stamp: Stamp,
+        replace: Replacer | None = None,
     ) -> None:
         """Stage ``data`` at ``offset`` as one write, every stripe at ``stamp.version``;
         bytes at or past ``size`` are treated as unset."""
@@ -562,7 +563,7 @@ class StripeIO:
         async def piece(stripe: int, start: int, length: int, pos: int) -> None:
             chunk = src[pos : pos + length]
             if start == 0 and length == sd:
-                await self.write_stripe(view, stripe, chunk, stamp)
+                await self.write_stripe(view, stripe, chunk, stamp, None, replace)
                 return
             base_off = stripe * sd
             if base_off >= size:
@@ -575,7 +576,7 @@ class StripeIO:
                     base[valid:] = bytes(sd - valid)
             base[start : start + length] = chunk
             end = min(sd, max(size - base_off, start + length))
-            await self.write_stripe(view, stripe, base, stamp, end)
+            await self.write_stripe(view, stripe, base, stamp, end, replace)
 
         await windowed(
             (

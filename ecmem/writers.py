@@ -15,18 +15,36 @@ and nodes promote staged fragments up to it. See docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
+import enum
 from dataclasses import dataclass, field
 
 from . import extents, wire
-from .errors import Fenced
+from .errors import Fenced, ProtocolError
 from .recovery import Pending
 from .stripes import Stamp
+
+
+class State(enum.Enum):
+    TAKING_OVER = "taking over"  # lease held, epoch raised; fencing and recovering
+    WRITING = "writing"
+    STOPPED = "stopped"  # fenced off by a newer writer, or a write failed: no more writes
+    RELEASED = "released"  # the lease was given back
+
+
+# The transitions a writer may make; anything else is a bug in its caller.
+ALLOWED: dict[State, set[State]] = {
+    State.TAKING_OVER: {State.WRITING, State.STOPPED, State.RELEASED},
+    State.WRITING: {State.STOPPED, State.RELEASED},
+    State.STOPPED: {State.RELEASED},
+    State.RELEASED: set(),
+}
 
 
 @dataclass
 class Writer:
     name: str
     epoch: int
+    state: State = State.TAKING_OVER
     base: int = 0  # the newest older-epoch version our recovery kept
     seq: int = 0
     files: int = 0  # region files open for writing through this client
@@ -53,8 +71,21 @@ class Writer:
         """The commit point: every write up to it is fully staged."""
         return min(self.inflight) - 1 if self.inflight else self.version
 
+    def to(self, new: State) -> None:
+        if new not in ALLOWED[self.state]:
+            raise ProtocolError(
+                f"region {self.name!r}: a writer cannot go from {self.state.value} to "
+                f"{new.value}; this is a bug, please report it"
+            )
+        self.state = new
+
     def begin(self, first: int, last: int, end: int) -> Stamp:
         self.check()
+        if self.state is State.RELEASED:
+            raise Fenced(
+                f"region {self.name!r}: this writer gave its lease back; open the region "
+                "for writing again"
+            )
         self.seq += 1
         version = self.version
         self.inflight.add(version)
@@ -95,6 +126,8 @@ class Writer:
             raise Fenced(self.lost)
 
     def fence_off(self, why: str) -> None:
+        if self.state in (State.TAKING_OVER, State.WRITING):
+            self.to(State.STOPPED)
         if not self.lost:
             self.lost = (
                 f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "

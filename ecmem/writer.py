@@ -1,0 +1,462 @@
+"""A client's hold on one region's writing: the write protocol (docs/protocol.md).
+
+A ``WriterSession`` is what a client gets for a region once it holds the region's
+write lease: it raised the region's epoch, fenced the region's nodes at it (so a
+writer it replaced cannot store another byte) and recovered what that writer left
+staged. Through it go the region's writes (staged on every fragment's node, their
+stripes recorded as written, then committed), commit rounds, handoffs to other
+nodes when a holder fails, growth into new slabs, size changes and truncation.
+Region files, the mount, the rebuilder, the scrubber and the chaos suite all
+write through this one seam. The decisions that carry the guarantees are pure
+functions in recovery.py; the state table is in writers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from kazoo.client import KazooClient
+
+from . import extents, wire
+from .conn import ConnectionPool
+from .errors import ClusterError, NodeUnavailable, NotEnoughNodesError
+from .layout import Layout
+from .meta import lease
+from .meta.catalog import MetadataStore
+from .meta.model import NodeInfo, RegionMeta
+from .placement import Candidate, replacement
+from .recovery import (
+    Staged,
+    choose_kept,
+    fence_quorum,
+    record_writes,
+    settle_written,
+    unfenced_slabs,
+)
+from .regions import RegionCache, make_view
+from .stripes import RegionView, StripeIO
+from .writers import State, Writer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Placement = list[tuple[str, str]]
+
+# Test-only: a build with fencing switched off, so the chaos suite can show that its
+# stale-writer scenario fails without it. Never set it for real data.
+UNSAFE_NO_FENCING = os.environ.get("ECMEM_UNSAFE_NO_FENCING") == "1"
+
+
+class Host(Protocol):
+    """What a writer session needs of its client (``AsyncClient`` is one)."""
+
+    zk: KazooClient
+    meta: MetadataStore
+    io: StripeIO
+    pool: ConnectionPool
+    holder: dict[str, Any]
+    regions: RegionCache
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def live_nodes(self) -> dict[str, NodeInfo]: ...
+
+    def placements(self, meta: RegionMeta, slabs: int) -> list[Placement]: ...
+
+
+@dataclass
+class WriterSession(Writer):
+    host: Any = field(default=None, repr=False, compare=False)
+    placing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+
+    # -- taking a region over ---------------------------------------------------------
+
+    @classmethod
+    async def take_over(cls, host: Host, name: str, timeout: float | None) -> WriterSession:
+        """Take the region's lease (waiting ``timeout`` seconds for it), raise its epoch,
+        fence its nodes and recover what the previous writer left."""
+        await host.call(lease.acquire, host.zk, host.meta.paths, name, host.holder, timeout)
+        try:
+
+            def bump(meta: RegionMeta) -> RegionMeta:
+                meta.epoch += 1
+                return meta
+
+            meta = await host.regions.update(name, bump)
+            w = cls(name, meta.epoch, marked=extents.minus(meta.written, meta.lost), host=host)
+            lac = await w.fence(meta, meta.slabs)
+            await w.recover(meta, lac)
+        except BaseException:
+            await host.call(lease.release, host.zk, host.meta.paths, name)
+            raise
+        w.to(State.WRITING)
+        log.info("writing region %s at epoch %d", name, w.epoch)
+        return w
+
+    async def release(self) -> None:
+        """Give the lease back; the session takes no more writes."""
+        if self.state is not State.RELEASED:
+            self.to(State.RELEASED)
+            await self.host.call(lease.release, self.host.zk, self.host.meta.paths, self.name)
+
+    def check_epoch(self, m: RegionMeta) -> None:
+        """Inside a versioned update of the region: stop if a newer writer took over."""
+        if m.epoch != self.epoch and not UNSAFE_NO_FENCING:
+            self.fence_off(f"a writer of epoch {m.epoch} took the region over")
+            self.check()
+
+    async def fence(self, meta: RegionMeta, slabs: list[Placement]) -> int:
+        """Make the nodes of ``slabs`` refuse older writers; returns the newest commit
+        point they know. A write needs ``min_durable`` nodes of each stripe, so fencing
+        all but fewer than that many nodes of every slab keeps an old writer out."""
+        answers = await self.host.io.broadcast(
+            [n for slab in slabs for n, _ in slab if n], wire.Fence(meta.id, self.epoch)
+        )
+        fenced, lac = set(), 0
+        for node, reply in answers.items():
+            if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
+                self.fence_off(reply.message)
+                self.check()
+            if isinstance(reply, wire.Ok):
+                fenced.add(node)
+                lac = max(lac, int(reply.info.get("lac", 0)))
+        view = make_view(meta)
+        need = fence_quorum(view.layout.policy.width, view.durable_minimum())
+        nodes = [[n for n, _ in slab] for slab in slabs]
+        for i in unfenced_slabs(nodes, fenced, need):
+            raise ClusterError(
+                f"region {meta.name!r}: cannot fence slab {i}: {need} of its nodes must "
+                f"answer, only {sorted(n for n in nodes[i] if n in fenced)} did; bring "
+                "nodes back (ecmem nodes) and reopen"
+            )
+        return lac
+
+    async def recover(self, meta: RegionMeta, lac: int) -> None:
+        """Close what the previous writer left: keep, in order, each staged write whose
+        every stripe can be read back (k fragments), up to the first that cannot; drop
+        the rest. So the region holds a prefix of the writes, and every write that was
+        acknowledged (committed, or staged in full) is in it."""
+        view = make_view(meta)
+        answers = await self.host.io.broadcast(
+            [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, 1)
+        )
+        staged = [
+            Staged(version, stripe, index, (first, last, end))
+            for node, reply in answers.items()
+            if isinstance(reply, wire.Listing)
+            for _, stripe, index, version, _, first, last, end in reply.entries
+            # Only fragments of the slab's placement count (a stray's are the rebuilder's).
+            if view.layout.slab_of(stripe) < len(meta.slabs)
+            and view.placement(stripe)[index][0] == node
+        ]
+        out = choose_kept(lac, meta.size, staged, view.layout.policy.k)
+        if out.writes:
+            log.info(
+                "region %s: recovered %d staged writes of the previous writer, dropped %d",
+                meta.name,
+                len(out.writes) - len(out.dropped),
+                len(out.dropped),
+            )
+        self.base = out.kept
+        # What is kept is committed below: its stripes are recorded as written first, and
+        # stripes recorded only by writes dropped here are holes again.
+        wrote = out.wrote()
+        if out.size > meta.size or meta.pending or not extents.covers_all(self.marked, wrote):
+
+            def settle(m: RegionMeta) -> RegionMeta:
+                self.check_epoch(m)
+                m.size = max(m.size, out.size)
+                m.written = settle_written(m.written, m.pending, set(out.dropped), wrote)
+                m.lost = extents.minus(m.lost, wrote)
+                m.pending = []
+                return m
+
+            settled = await self.host.regions.update(meta.name, settle)
+            self.marked = extents.minus(settled.written, settled.lost)
+        await self.commit_round(meta, self.epoch << wire.SEQ_BITS)
+
+    # -- committing -------------------------------------------------------------------
+
+    async def commit_round(self, meta: RegionMeta, upto: int) -> None:
+        """Tell every node of the region that all writes up to ``upto`` are committed.
+        A node that cannot be told is taken out of the region's placements (until it is
+        rebuilt): it might hold a staged copy it would never learn was committed."""
+        nodes = [n for slab in meta.slabs for n, _ in slab if n]
+        answers = await self.host.io.broadcast(nodes, wire.Commit(meta.id, upto, self.base))
+        failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
+        for reply in failed.values():
+            if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
+                self.fence_off(reply.message)
+                self.check()
+        if failed:
+            tolerates = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.tolerates
+            detail = "; ".join(f"{n}: {r}" for n, r in sorted(failed.items(), key=lambda x: x[0]))
+            if len(failed) > tolerates:
+                raise NodeUnavailable(
+                    f"region {meta.name!r}: could not commit writes up to version {upto} on "
+                    f"{len(failed)} nodes ({detail}); they are staged in full and the next "
+                    "writer keeps them"
+                )
+            await self.vacate(set(failed))
+            log.warning(
+                "region %s: nodes %s missed a commit and left its placements until rebuilt (%s)",
+                meta.name,
+                ", ".join(sorted(failed)),
+                detail,
+            )
+        self.committed_upto(upto)
+
+    async def commit(self, upto: int | None = None) -> None:
+        """Commit this session's writes once all of them up to ``upto`` (default: all
+        begun so far) are staged. Returns when every node knows."""
+        target = self.version if upto is None else upto
+        await self.wait_ready(target)
+        if self.committed >= target:
+            return
+        meta = await self.host.regions.get(self.name)
+        await self.commit_round(meta, self.ready())
+
+    async def vacate(self, nodes: set[str]) -> RegionMeta:
+        """Take ``nodes`` out of the region's placements (their slots go vacant)."""
+
+        def change(m: RegionMeta) -> RegionMeta | None:
+            self.check_epoch(m)
+            hit = [
+                (s, i)
+                for s, slab in enumerate(m.slabs)
+                for i, (n, _) in enumerate(slab)
+                if n in nodes
+            ]
+            for s, i in hit:
+                m.slabs[s][i] = ("", "")
+            m.partial = [p for p in m.partial if p not in hit]
+            return m if hit else None
+
+        result: RegionMeta = await self.host.regions.update(self.name, change)
+        return result
+
+    # -- handoffs ---------------------------------------------------------------------
+
+    async def replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool:
+        """Give a fragment whose holder failed a write to a handoff node (or leave the slot
+        vacant if none qualifies); updates ZooKeeper, then ``view``."""
+        slab = view.layout.slab_of(stripe)
+        failed = view.slabs[slab][index][0]
+        async with self.placing:
+            meta = await self.host.regions.get(self.name)
+            current = meta.slabs[slab][index]
+            if current[0] == failed:
+                meta = await self.host.call(self._handoff, meta, slab, index, failed)
+                current = meta.slabs[slab][index]
+                if current[0]:
+                    await self.fence(meta, [meta.slabs[slab]])
+                log.warning(
+                    "region %s slab %d fragment %d: %s failed (%s); %s",
+                    self.name,
+                    slab,
+                    index,
+                    f"node {failed}" if failed else "a vacant slot",
+                    why,
+                    f"handed off to {current[0]}" if current[0] else "no handoff node, left vacant",
+                )
+            view.slabs[slab][index] = current
+            view.partial = set(meta.partial)
+            return bool(current[0])
+
+    def _handoff(self, meta: RegionMeta, slab: int, index: int, failed: str) -> RegionMeta:
+        host = self.host
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        live = host.meta.live_nodes()
+        members = {n for n, _ in meta.slabs[slab]}
+        draining = set(host.meta.draining())
+        cands = [
+            Candidate(n.id, n.failure_domain or n.id, n.free)
+            for n in live.values()
+            if not host.pool.is_suspect(n.id) and n.id not in draining
+        ]
+        domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
+        try:
+            pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
+            holder = (pick, live[pick].incarnation)
+        except NotEnoughNodesError:
+            holder = ("", "")
+
+        def change(m: RegionMeta) -> RegionMeta | None:
+            self.check_epoch(m)
+            if m.slabs[slab][index][0] != failed:
+                return None
+            m.slabs[slab][index] = holder
+            m.partial = [p for p in m.partial if p != (slab, index)]
+            if holder[0]:
+                m.partial.append((slab, index))
+            return m
+
+        new: RegionMeta = host.regions.update_now(meta.name, change)
+        return new
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def ensure_slabs(self, end: int) -> RegionMeta:
+        """Placements for every slab up to byte ``end`` (new ones fenced at our epoch)."""
+        meta: RegionMeta = await self.host.regions.get(self.name)
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        want = layout.slabs_for(end)
+        if want <= len(meta.slabs):
+            return meta
+        first = len(meta.slabs)
+
+        def grow(m: RegionMeta) -> RegionMeta | None:
+            self.check_epoch(m)
+            if want <= len(m.slabs):
+                return None
+            m.slabs = m.slabs + self.host.placements(m, want)
+            return m
+
+        new: RegionMeta = await self.host.regions.update(self.name, grow)
+        await self.fence(new, new.slabs[first:])
+        return new
+
+    async def publish_size(self, size: int, *, exact: bool = False) -> RegionMeta:
+        """Record a new size (grow only, unless ``exact``) and the modification time."""
+
+        def change(m: RegionMeta) -> RegionMeta:
+            self.check_epoch(m)
+            m.size = size if exact else max(m.size, size)
+            m.mtime = time.time()
+            return m
+
+        new: RegionMeta = await self.host.regions.update(self.name, change)
+        return new
+
+    async def write_at(self, offset: int, data: bytes | bytearray | memoryview, size: int) -> None:
+        """Stage ``data`` at ``offset`` without publishing a new size or committing it;
+        ``size`` is the writer's view of the region's size (bytes past it are unset)."""
+        n = memoryview(data).nbytes
+        if n == 0:
+            return
+        meta = await self.ensure_slabs(offset + n)
+        view = self.host.regions.view(meta)
+        sd = view.layout.stripe_data
+        tail_end = -(-size // sd) * sd
+        if offset + n > size and offset >= tail_end > size:
+            # The stripe holding the old end may keep bytes of a longer past beyond it.
+            await self.stage(view, size, bytes(tail_end - size), size)
+        await self.stage(view, offset, data, size)
+
+    async def stage(
+        self, view: RegionView, offset: int, data: bytes | bytearray | memoryview, size: int
+    ) -> None:
+        """Stage one write on the nodes of its stripes and record its stripes as written."""
+        n = memoryview(data).nbytes
+        sd = view.layout.stripe_data
+        first, last = offset // sd, (offset + n - 1) // sd
+        stamp = self.begin(first, last, offset + n)
+        try:
+            await self.host.io.write(view, offset, data, size, stamp, self.replace)
+            # Before the commit point may pass this write: once committed, a stripe that
+            # no node holds must read as lost, never as a hole.
+            await self._mark_written(first, last + 1, stamp.version)
+        except BaseException as exc:
+            self.finish(stamp, False, str(exc))
+            raise
+        self.finish(stamp, True)
+
+    async def _mark_written(self, first: int, end: int, version: int) -> None:
+        """Record stripes [first, end) of write ``version`` as written (and no longer lost)
+        in the region's record; writes staged meanwhile are recorded in the same update."""
+        if extents.covers(self.marked, first, end):
+            return
+        self.unmarked.append((first, end, version))
+        async with self.marking:
+            if extents.covers(self.marked, first, end):
+                return
+            todo, self.unmarked = self.unmarked, []
+
+            def mark(m: RegionMeta) -> RegionMeta:
+                self.check_epoch(m)
+                m.written, m.lost, m.pending = record_writes(
+                    m.written, m.lost, m.pending, todo, self.ready()
+                )
+                return m
+
+            try:
+                meta = await self.host.regions.update(self.name, mark)
+            except BaseException:
+                self.unmarked = todo + self.unmarked
+                raise
+            self.marked = extents.minus(meta.written, meta.lost)
+
+    async def resize(self, meta: RegionMeta, size: int) -> None:
+        """Grow (the new bytes read as zeros) or cut the region to ``size`` bytes."""
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        sd = layout.stripe_data
+        if size > meta.size:
+            # Bytes past the old end may hold leftovers of an earlier, longer life.
+            tail_end = min(size, -(-meta.size // sd) * sd)
+            if tail_end > meta.size:
+                await self.write_at(meta.size, bytes(tail_end - meta.size), meta.size)
+            await self.ensure_slabs(size)
+            await self.publish_size(size, exact=True)
+            await self.commit()
+            return
+        if size == meta.size:
+            return
+        # Writes before the truncation are committed first, so that no recovery can
+        # bring back what it cut off.
+        await self.commit()
+        first_gone = layout.stripes_for(size)
+        floor = self.upcoming()
+
+        def shrink(m: RegionMeta) -> RegionMeta:
+            self.check_epoch(m)
+            m.size = size
+            m.mtime = time.time()
+            m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
+            m.written = extents.remove(m.written, first_gone, 1 << 62)
+            m.lost = extents.remove(m.lost, first_gone, 1 << 62)
+            m.pending = [(f, min(e, first_gone), v) for f, e, v in m.pending if f < first_gone]
+            return m
+
+        new = await self.host.regions.update(self.name, shrink)
+        self.marked = extents.remove(self.marked, first_gone, 1 << 62)
+        unreached = await self.host.io.delete(self.host.regions.view(new), first_gone, self.epoch)
+        if unreached:
+            log.info(
+                "region %s truncated; nodes %s keep stale stripes past the end, which "
+                "read as unset",
+                self.name,
+                ", ".join(unreached),
+            )
+
+    async def accept_loss(self) -> extents.Ranges:
+        """Accept that the region's lost stripes are gone for good (as an operator's
+        mark-lost-ok): what is left of them is deleted and they read as zeros from now
+        on. Returns the stripes accepted."""
+        meta: RegionMeta = await self.host.regions.get(self.name, fresh=True)
+        if not meta.lost:
+            return []
+        accepted: extents.Ranges = meta.lost
+        nodes = [n for slab in meta.slabs for n, _ in slab if n] + list(self.host.live_nodes())
+        for first, end in accepted:
+            await self.host.io.broadcast(nodes, wire.Delete(meta.id, first, self.epoch, end))
+
+        def accept(m: RegionMeta) -> RegionMeta:
+            self.check_epoch(m)
+            m.written = extents.minus(m.written, accepted)
+            m.lost = extents.minus(m.lost, accepted)
+            return m
+
+        new = await self.host.regions.update(self.name, accept)
+        self.marked = extents.minus(new.written, new.lost)
+        log.warning(
+            "region %s: the loss of stripes %s was accepted; they read as zeros",
+            self.name,
+            extents.describe(accepted),
+        )
+        return accepted
