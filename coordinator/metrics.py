@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from ecmem.health import HEALTH_ERR, HEALTH_OK, HealthReport
 from ecmem.scrub import ScrubReport
 
-from .rebuild import Progress
+from .progress import Progress
 
 HEALTH_CODES = {HEALTH_OK: 0, HEALTH_ERR: 2}  # anything else is a warning: 1
 

@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ecmem import extents, wire
@@ -30,13 +29,11 @@ from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, Re
 from ecmem.health import slab_stripe_count
 from ecmem.layout import Layout
 from ecmem.logs import where
-from ecmem.meta.catalog import TRASH
 from ecmem.meta.model import NodeInfo, RegionMeta
 from ecmem.meta.records import Records
 from ecmem.placement import Candidate, replacement
 from ecmem.policy import ECPolicy
 from ecmem.repair import (
-    REPAIR_TIMEOUT,
     Retry,
     Strays,
     committed_versions,
@@ -45,35 +42,17 @@ from ecmem.repair import (
 )
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 
+from .garbage import GARBAGE_DELAY, Collector
+from .lost import LostStripes
+from .progress import Progress, tasks_of
+
 log = logging.getLogger(__name__)
 
 WINDOW = 4  # stripes rebuilt at once
 LEASE_SLICE = 5.0  # seconds a rebuild keeps a region's lease before letting writers in
-GARBAGE_DELAY = 5.0  # seconds before an old holder's copies are deleted
-TRASH_DELAY = 10.0  # seconds a mount has to take the lease of a file it moved to the trash
 
 
-@dataclass
-class Progress:
-    """What a rebuild pass did and has left, as kept in ZooKeeper."""
-
-    state: str = "idle"  # idle, waiting (grace or leases), running
-    started: float = 0.0
-    updated: float = 0.0
-    bytes_done: int = 0
-    bytes_total: int = 0
-    slots_done: int = 0
-    slots_total: int = 0
-    waiting: dict[str, str] = field(default_factory=dict)  # what holds work back, and why
-    grace: dict[str, float] = field(default_factory=dict)  # node -> seconds before rebuild
-    unrecoverable: list[str] = field(default_factory=list)
-    grace_delay: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class Rebuilder:
+class Rebuilder(LostStripes):
     def __init__(
         self,
         client: AsyncClient,
@@ -90,7 +69,7 @@ class Rebuilder:
         self.progress = Progress()
         self.stopping = False
         self._metas: dict[str, RegionMeta] = {}
-        self._swept: set[str] = set()  # live nodes checked for orphans since they joined
+        self.garbage = Collector(client, self.records, clock, log_)
         # What the last survey read of ZooKeeper, reused for each slab of the pass.
         self._live: dict[str, NodeInfo] = {}
         self._since: dict[str, float] = {}
@@ -106,9 +85,6 @@ class Rebuilder:
             "holder": f"rebuilder {identifier or client.holder['holder']}",
             "rebuild": True,
         }
-
-    async def _zk(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
 
     # -- one pass -----------------------------------------------------------------
 
@@ -151,7 +127,7 @@ class Rebuilder:
         groups = by_slab(damage.slots)
         p.slots_total = len(damage.slots)
         p.bytes_total = sum(self._slab_bytes(slots) for slots in groups.values())
-        await self._zk(self.records.set_tasks, _tasks(damage.slots))
+        await self._zk(self.records.set_tasks, tasks_of(damage.slots))
         if groups:
             p.state = "running"
             self.log.info(
@@ -173,14 +149,12 @@ class Rebuilder:
             for region in held:
                 await self.client.release(region)
         self._report_unplaced()
-        await self.collect_garbage()
-        await self.collect_trash()
-        for node in sorted(set(live) - self._swept):
-            await self.sweep(node)
-        self._swept = set(live)
+        await self.garbage.collect_garbage()
+        await self.garbage.collect_trash(self._metas)
+        await self.garbage.sweep_new(set(live))
         left, _, _ = await self._zk(self.survey)
         await self._close_requests(requests)
-        await self._zk(self.records.set_tasks, _tasks(left.slots))
+        await self._zk(self.records.set_tasks, tasks_of(left.slots))
         p.state = "waiting" if (p.waiting or left.waiting or left.slots) else "idle"
         p.grace = dict(left.waiting)
         await self._publish()
@@ -311,70 +285,6 @@ class Rebuilder:
             meta, slab, slots, targets, w.epoch, set() if lost else off, extents.of(lost)
         )
 
-    async def retry_lost(self, held: dict[str, float]) -> None:
-        """Look again for the stripes recorded lost: a node may have come back with them.
-        Those found whole again (k fragments of their newest version anywhere) are stored
-        back on their holders and no longer lost."""
-        for meta in list(self._metas.values()):
-            if not meta.lost or self.stopping:
-                continue
-            try:
-                if not await self._lease(meta.name, held):
-                    continue
-                meta = await self.client.region_meta(meta.name)
-                found = await self._find_lost(meta, self.client.writer_of(meta.name).epoch)
-            except RegionNotFound:
-                continue
-            except EcmemError as exc:
-                if isinstance(exc, Fenced):
-                    held.pop(meta.name, None)
-                self.log.warning(
-                    "region %s: looking for its lost stripes failed, will retry: %s",
-                    meta.name,
-                    exc,
-                    extra=where(meta.name),
-                )
-                continue
-            if not found:
-                continue
-            epoch = self.client.writer_of(meta.name).epoch
-
-            def change(
-                m: RegionMeta, epoch: int = epoch, found: extents.Ranges = found
-            ) -> RegionMeta | None:
-                if m.epoch != epoch:
-                    raise Fenced(f"region {m.name}: a writer took over while it was repaired")
-                lost = extents.minus(m.lost, found)
-                if lost == m.lost:
-                    return None
-                m.lost = lost
-                return m
-
-            await self._zk(self.client.meta.update_region, meta.name, change)
-            self.log.warning(
-                "region %s: stripes %s, recorded lost, were found again and are whole",
-                meta.name,
-                extents.describe(found),
-                extra=where(meta.name),
-            )
-
-    async def _find_lost(self, meta: RegionMeta, epoch: int) -> extents.Ranges:
-        view = self.client.make_view(meta)
-        found: list[int] = []
-        for slab in sorted({s // meta.slab_stripes for s in extents.stripes(meta.lost)}):
-            first = slab * meta.slab_stripes
-            want = set(extents.stripes(extents.within(meta.lost, first, first + meta.slab_stripes)))
-            strays: Strays = {}
-            stripes = await committed_versions(self.client, meta, view, slab, set(), strays)
-            live = self.client.live_nodes()
-            targets = {i: h for i, h in enumerate(meta.slabs[slab]) if h[0] in live}
-            for stripe in sorted(want & set(stripes)):
-                if await self._stripe(
-                    meta, view, stripe, stripes[stripe], targets, epoch, strays.get(stripe, {})
-                ):
-                    found.append(stripe)
-        return extents.of(found)
-
     def _report_unplaced(self) -> None:
         for reason, slots in sorted(self._unplaced.items()):
             regions = sorted({r for r, _, _ in slots})
@@ -385,22 +295,6 @@ class Rebuilder:
             self.progress.waiting[what] = f"no node can take them over: {reason}"
             self.log.warning("rebuild: %s wait: no node can take them over: %s", what, reason)
         self._unplaced = {}
-
-    def _report_lost(self, meta: RegionMeta, slab: int, lost: list[int]) -> None:
-        ranges = extents.of(lost)
-        msg = (
-            f"region {meta.name} slab {slab}: stripes {extents.describe(ranges)} have fewer "
-            f"than {Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.k} fragments "
-            "of their newest version left on any node: lost"
-        )
-        self.progress.unrecoverable.append(msg)
-        self.log.error(
-            "%s; recorded (REGION_DATA_LOST). Bring back nodes that may hold them, restore "
-            "the region from a copy, or accept the loss with 'ecmem region mark-lost-ok %s'",
-            msg,
-            meta.name,
-            extra=where(meta.name, slab),
-        )
 
     def _targets(
         self,
@@ -601,121 +495,3 @@ class Rebuilder:
                     "after": now + GARBAGE_DELAY,
                 },
             )
-
-    async def sweep(self, node: str) -> int:
-        """Delete what a (re)joined node holds of slabs it no longer holds: copies left from
-        before a rebuild moved them. Only versions of epochs older than the region's
-        current one go, so a write racing this sweep is never touched."""
-        try:
-            _, reply = await self.client.pool.request(node, wire.List("", 0), REPAIR_TIMEOUT)
-        except EcmemError as exc:
-            self.log.info(
-                "could not sweep node %s for stale fragments: %s", node, exc, extra=where(node=node)
-            )
-            self._swept.discard(node)
-            return 0
-        if not isinstance(reply, wire.Listing):
-            return 0
-        metas = {m.id: m for m in await self._zk(self.client.meta.regions)}
-        stale: set[tuple[str, int]] = set()
-        for rid, stripe, *_ in reply.entries:
-            meta = metas.get(rid)
-            if meta is None:
-                continue  # a region removed: its own removal (or scrub) deals with it
-            slab = int(stripe) // meta.slab_stripes
-            if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
-                if not _has_lost(meta, slab):  # what it holds may be all that is left
-                    stale.add((rid, slab))
-        for rid, slab in sorted(stale):
-            meta = metas[rid]
-            first = slab * meta.slab_stripes
-            upto = (meta.epoch << wire.SEQ_BITS) - 1
-            msg = wire.Delete(rid, first, 0, first + meta.slab_stripes, upto)
-            try:
-                await self.client.pool.request(node, msg, REPAIR_TIMEOUT)
-            except EcmemError:
-                continue
-        if stale:
-            self.log.info(
-                "node %s rejoined holding %d slabs it no longer owns; their stale copies are "
-                "deleted",
-                node,
-                len(stale),
-                extra=where(node=node),
-            )
-        return len(stale)
-
-    # -- garbage ----------------------------------------------------------------------
-
-    async def collect_trash(self) -> int:
-        """Delete files a mount unlinked (or renamed over) while it had them open, once
-        no mount holds them: a mount keeps the lease of such a file until its last
-        close, and loses it with its ZooKeeper session if it dies."""
-        names = await self._zk(self.client.meta.region_names, TRASH + "/")
-        done = 0
-        for name in names:
-            meta = self._metas.get(name)
-            if meta is None or self.clock() - meta.ctime < TRASH_DELAY:
-                continue
-            if await self._zk(self.client.meta.zk.exists, self.client.meta.paths.lease(name)):
-                continue
-            try:
-                await self.client.delete_region(name)
-            except RegionNotFound:
-                continue
-            done += 1
-            self.log.info("deleted %s: unlinked on a mount that no longer has it open", name)
-        return done
-
-    async def collect_garbage(self) -> int:
-        """Delete slabs' copies on nodes they moved away from; returns how many were done."""
-        entries = await self._zk(self.records.garbage)
-        if not entries:
-            return 0
-        live = await self._zk(self.client.meta.live_nodes)
-        registered = await self._zk(self.client.meta.registered_nodes)
-        done = 0
-        for name, g in sorted(entries.items()):
-            node = str(g.get("node", ""))
-            if node not in registered and node not in live:
-                await self._zk(self.records.done_garbage, name)
-                continue
-            if node not in live or float(g.get("after", 0)) > self.clock():
-                continue
-            try:
-                meta = await self.client.region_meta(str(g["region"]))
-            except RegionNotFound:
-                meta = None
-            if meta is not None and meta.id == g["region_id"]:
-                slab = int(g["from"]) // meta.slab_stripes
-                if slab < len(meta.slabs) and any(n == node for n, _ in meta.slabs[slab]):
-                    await self._zk(self.records.done_garbage, name)  # it holds the slab again
-                    continue
-                if _has_lost(meta, slab):
-                    continue  # kept while the slab has lost stripes: they may be here
-            msg = wire.Delete(
-                str(g["region_id"]), int(g["from"]), 0, int(g["until"]), int(g["upto"])
-            )
-            try:
-                _, reply = await self.client.pool.request(node, msg, REPAIR_TIMEOUT)
-            except EcmemError as exc:
-                self.log.info(
-                    "garbage on node %s kept for now: %s", node, exc, extra=where(node=node)
-                )
-                continue
-            if isinstance(reply, wire.Ok):
-                await self._zk(self.records.done_garbage, name)
-                done += 1
-        return done
-
-
-def _has_lost(meta: RegionMeta, slab: int) -> bool:
-    first = slab * meta.slab_stripes
-    return bool(extents.within(meta.lost, first, first + meta.slab_stripes))
-
-
-def _tasks(slots: list[Slot]) -> dict[str, list[list[Any]]]:
-    out: dict[str, list[list[Any]]] = {}
-    for s in slots:
-        out.setdefault(s.region, []).append([s.slab, s.index, list(s.holder), s.reason])
-    return out

@@ -47,9 +47,10 @@ from .policy import parse_policy
 from .regionfile import AsyncRegionFile, parse_mode
 from .regions import RegionCache, lock_for, make_view
 from .stat import RegionStat
-from .stripes import RegionView, StripeIO
+from .stripes import RegionView
 from .target import resolve, unreachable
 from .units import parse_size
+from .writepath import StripeIO
 from .writer import WriterSession
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,8 @@ from .recovery import (
     unfenced_slabs,
 )
 from .regions import RegionCache, make_view
-from .stripes import RegionView, StripeIO
+from .stripes import RegionView
+from .writepath import StripeIO
 from .writers import State, Writer
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,276 @@
+"""Reading stripes of a region from its storage nodes.
+
+A healthy read fetches only the bytes asked for, straight from the data fragments
+that hold them, and decodes nothing. A missing, unreachable, stale or damaged
+fragment switches that stripe to a degraded read: ask every fragment, take the
+first k of one version, decode. A read spanning stripes that saw a write in one and
+not yet in another reads again, so no write shows torn. Fewer than k good fragments:
+an error naming what is lost (lost, if the stripe was written), never wrong bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from . import wire
+from .conn import ConnectionPool
+from .errors import ClusterError, DataLostError, DataUnavailableError, NodeTimeout, NodeUnavailable
+from .layout import Piece
+from .stripes import (
+    CHURN_RETRIES,
+    DEGRADED_TIMEOUT,
+    READ_TIMEOUT,
+    READ_WINDOW,
+    TORN_RETRIES,
+    Failed,
+    Failures,
+    Got,
+    Missing,
+    Outcome,
+    RegionView,
+    Seen,
+    check_reply,
+    windowed,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReadPath:
+    """Reads of stripes: healthy ones straight from the data fragments, degraded ones
+    from any k fragments of one version, and multi-stripe reads never torn."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    # -- reading ----------------------------------------------------------------
+
+    async def fetch(
+        self,
+        view: RegionView,
+        stripe: int,
+        index: int,
+        offset: int,
+        length: int,
+        timeout: float = READ_TIMEOUT,
+        into: memoryview | None = None,
+        avoid_suspects: bool = True,
+        want: int = 0,
+    ) -> Outcome:
+        """Bytes [offset, offset+length) of one fragment's committed version (or of
+        version ``want``), checked against their sums.
+
+        With ``into`` (``length`` bytes) they are received straight into it; after a
+        failure its contents are undefined.
+        """
+        node_id, incarnation = view.placement(stripe)[index]
+        if not node_id:
+            return Failed(f"no node holds fragment {index} until it is rebuilt", gone=True)
+        if avoid_suspects and self.pool.is_suspect(node_id):
+            return Failed(f"node {node_id} is slow to answer")
+        try:
+            conn, reply = await self.pool.request(
+                node_id, wire.Get(view.id, stripe, index, offset, length, want), timeout, into
+            )
+        except NodeTimeout as exc:
+            self.pool.suspect(node_id)
+            return Failed(str(exc))
+        except NodeUnavailable as exc:
+            return Failed(str(exc))
+        return check_reply(view, stripe, index, offset, length, conn.incarnation, reply, into, want)
+
+    async def read_piece(
+        self,
+        view: RegionView,
+        stripe: int,
+        start: int,
+        length: int,
+        out: memoryview,
+        want: int = 0,
+    ) -> Seen:
+        """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe:
+        of its committed version, or of version ``want``. Returns the version read and
+        its write's extent."""
+        ranges = list(view.layout.data_ranges(stripe, start, length))
+        if len(ranges) == 1:
+            i, off, n, pos = ranges[0]
+            outcomes = [
+                await self.fetch(view, stripe, i, off, n, into=out[pos : pos + n], want=want)
+            ]
+        else:
+            outcomes = await asyncio.gather(
+                *(
+                    self.fetch(view, stripe, i, off, n, into=out[pos : pos + n], want=want)
+                    for i, off, n, pos in ranges
+                )
+            )
+        versions = {o.version if isinstance(o, Got) else 0 for o in outcomes}
+        if len(versions) == 1 and not any(isinstance(o, Failed) for o in outcomes):
+            seen: Seen = (0, 0, 0)
+            for (_, _, n, pos), o in zip(ranges, outcomes, strict=True):
+                if isinstance(o, Got):
+                    seen = (o.version, *o.extent)
+                else:
+                    out[pos : pos + n] = bytes(n)
+            return seen
+        data, seen = await self.read_degraded(view, stripe, want)
+        out[:length] = memoryview(data)[start : start + length]
+        return seen
+
+    async def read_degraded(
+        self, view: RegionView, stripe: int, want: int = 0
+    ) -> tuple[bytes, Seen]:
+        """The whole stripe, decoded from any k fragments of one version: the newest
+        committed one (or ``want``); with the version read and its write's extent."""
+        layout = view.layout
+        policy = layout.policy
+        k = policy.k
+        for attempt in range(CHURN_RETRIES):
+            by_version, failed, missing, spans = await self._gather(
+                view, stripe, want, range(policy.width)
+            )
+            winner = next(
+                (v for v in sorted(by_version, reverse=True) if len(by_version[v]) >= k), None
+            )
+            if winner is not None or want or sum(map(len, by_version.values())) < k:
+                break
+            # Enough fragments, but of different versions: writes are being committed
+            # over this stripe right now. Let them land and look again.
+            await asyncio.sleep(0.002 * (attempt + 1))
+        if winner is None and by_version and not want:
+            # A commit may be on its way: the newest committed version, wherever it was
+            # seen, is on every node that staged it.
+            newest = max(by_version)
+            others = [i for i in range(policy.width) if i not in by_version[newest]]
+            more, _, _, _ = await self._gather(view, stripe, newest, others)
+            by_version[newest].update(more.get(newest, {}))
+            if len(by_version[newest]) >= k:
+                winner = newest
+        if winner is not None:
+            log.debug(
+                "region %s slab %d stripe %d: degraded read decoded from fragments %s",
+                view.name,
+                layout.slab_of(stripe),
+                stripe,
+                sorted(by_version[winner]),
+            )
+            seen: Seen = (winner, *spans.get(winner, (0, 0)))
+            return policy.decode(by_version[winner], layout.chunk), seen
+        if not by_version and not view.is_written(stripe):
+            # A hole: the region says no write of it was ever committed. (A written
+            # stripe's "no such fragment" is a failure, never this.)
+            return bytes(layout.stripe_data), (0, 0, 0)
+        lost = {i: why for i, (why, _) in failed.items()}
+        for version, frags in by_version.items():
+            for i in frags:
+                lost.setdefault(i, f"version {version} has too few peers to decode")
+        for i in missing:
+            lost.setdefault(i, "no copy")
+        # Could nodes that are merely unreachable still make up k of one version?
+        best = max(map(len, by_version.values()), default=0)
+        maybe = sum(1 for _, gone in failed.values() if not gone)
+        gone = best + maybe < k and view.is_written(stripe)
+        error = DataLostError if gone else DataUnavailableError
+        raise error(view.name, layout.slab_of(stripe), stripe, lost, k)
+
+    async def _gather(
+        self, view: RegionView, stripe: int, want: int, indexes: Iterable[int]
+    ) -> tuple[dict[int, dict[int, bytes]], Failures, list[int], dict[int, tuple[int, int]]]:
+        """Whole fragments from ``indexes``, asked all at once; stops as soon as one version
+        has k of them (late binding: slow nodes are not waited for)."""
+        layout = view.layout
+        k, size = layout.policy.k, layout.fragment_size
+
+        async def one(i: int) -> tuple[int, Outcome]:
+            return i, await self.fetch(
+                view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=want
+            )
+
+        tasks = [asyncio.ensure_future(one(i)) for i in indexes]
+        by_version: dict[int, dict[int, bytes]] = {}
+        extents: dict[int, tuple[int, int]] = {}
+        failed: Failures = {}
+        missing: list[int] = []
+        try:
+            for fut in asyncio.as_completed(tasks):
+                i, outcome = await fut
+                if isinstance(outcome, Got):
+                    frags = by_version.setdefault(outcome.version, {})
+                    frags[i] = bytes(outcome.data)
+                    extents[outcome.version] = outcome.extent
+                    if len(frags) >= k:
+                        break
+                elif isinstance(outcome, Missing):
+                    missing.append(i)
+                else:
+                    failed[i] = (outcome.why, outcome.gone)
+        finally:
+            for t in tasks:
+                t.cancel()
+        return by_version, failed, missing, extents
+
+    async def read(self, view: RegionView, offset: int, length: int, want: int = 0) -> bytearray:
+        out = bytearray(length)
+        await self.read_into(view, offset, memoryview(out), want)
+        return out
+
+    async def read_into(
+        self, view: RegionView, offset: int, out: memoryview, want: int = 0
+    ) -> None:
+        pieces = list(view.layout.pieces(offset, len(out)))
+        if len(pieces) == 1:
+            p = pieces[0]
+            await self.read_piece(view, p.stripe, p.start, p.length, out, want)
+            return
+
+        async def read(p: Piece, version: int) -> Seen:
+            return await self.read_piece(
+                view, p.stripe, p.start, p.length, out[p.pos : p.pos + p.length], version
+            )
+
+        seen = await windowed(
+            (lambda p=p: read(p, want) for p in pieces),  # type: ignore[misc]
+            READ_WINDOW,
+        )
+        if want:
+            return
+        # A write is committed stripe by stripe: if this read saw a write in one stripe and
+        # not yet in another it covered, read again, so that no write shows torn.
+        by_stripe = {p.stripe: i for i, p in enumerate(pieces)}
+        for attempt in range(TORN_RETRIES):
+            stale: dict[int, int] = {}
+            for version, first, count in set(seen):
+                for stripe in range(first, first + count):
+                    i = by_stripe.get(stripe)
+                    # A stripe truncated since that write (its floor is newer) lost it
+                    # for good: seeing it without the write is not a torn read.
+                    if (
+                        version
+                        and i is not None
+                        and seen[i][0] < version
+                        and view.min_version(stripe) <= version
+                    ):
+                        stale[i] = max(stale.get(i, 0), version)
+            if not stale:
+                return
+            if attempt % 2 == 0:
+                # Most likely its commit is still on its way: read those stripes at that
+                # version (every node staged it), unless a newer one replaced it since.
+                for i, version in stale.items():
+                    try:
+                        seen[i] = await read(pieces[i], version)
+                    except DataUnavailableError:
+                        seen[i] = await read(pieces[i], 0)
+            else:  # writes keep landing: read everything again, as close together as can be
+                seen = await windowed(
+                    (lambda p=p: read(p, 0) for p in pieces),  # type: ignore[misc]
+                    READ_WINDOW,
+                )
+        raise ClusterError(
+            f"region {view.name!r}: writes kept landing on the range being read and no "
+            f"consistent view was had after {TORN_RETRIES} tries; retry the read"
+        )
+
+    # -- writing ----------------------------------------------------------------

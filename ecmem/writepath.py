@@ -1,0 +1,187 @@
+"""Writing stripes of a region to its storage nodes: encode, stage every fragment,
+hand a failed node's fragment off, and tell when a write is durable enough to count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from crc32c import crc32c
+
+from . import wire
+from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
+from .readpath import ReadPath
+from .stripes import WRITE_WINDOW, RegionView, Replacer, Stamp, raise_for, windowed
+
+log = logging.getLogger(__name__)
+
+
+class StripeIO(ReadPath):
+    """Stripe reads (ReadPath) and writes of one client, over its connection pool."""
+
+    async def write_stripe(
+        self,
+        view: RegionView,
+        stripe: int,
+        data: bytes | bytearray | memoryview,
+        stamp: Stamp,
+        valid: int | None = None,
+        replace: Replacer | None = None,
+    ) -> None:
+        """Encode one stripe and stage its fragments on its nodes. Bytes from ``valid`` on
+        are zeros, so each fragment is sent, and kept, only up to where its zeros begin.
+        ``replace`` gives the fragment of a node that fails the write another holder:
+        True if one took it over (the view is updated), False if it is left vacant."""
+        layout = view.layout
+        frags = layout.policy.encode(data)
+        placement = view.placement(stripe)
+        size = layout.fragment_size
+        keep = layout.stored_lengths(layout.stripe_data if valid is None else valid)
+        parts = [memoryview(f)[:n] for f, n in zip(frags, keep, strict=True)]
+        crcs = [crc32c(p) for p in parts]
+        first, last, end = stamp.write
+        lac, base = stamp.commit()
+
+        async def put(i: int) -> None:
+            node_id, incarnation = placement[i]
+            if not node_id:
+                raise NodeUnavailable(f"no node holds fragment {i} (vacant until rebuilt)")
+            msg = wire.Put(
+                view.id,
+                stripe,
+                i,
+                stamp.version,
+                size,
+                crcs[i],
+                first,
+                last,
+                end,
+                lac,
+                base,
+                parts[i],
+            )
+            conn, reply = await self.pool.request(node_id, msg)
+            if conn.incarnation != incarnation:
+                raise NodeUnavailable(
+                    f"node {node_id} restarted without its data; its fragments of region "
+                    f"{view.name!r} must be rebuilt before the region takes writes",
+                    node=node_id,
+                )
+            raise_for(view, node_id, reply)
+
+        async def attempt(indexes: list[int]) -> dict[int, BaseException]:
+            results = await asyncio.gather(*(put(i) for i in indexes), return_exceptions=True)
+            errors = {i: r for i, r in zip(indexes, results, strict=True) if r is not None}
+            for r in errors.values():
+                if not isinstance(r, EcmemError) or isinstance(r, Fenced):
+                    raise r
+            return errors
+
+        errors = await attempt(list(range(len(parts))))
+        lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
+        if lost and replace is not None:
+            # A handoff node takes the fragment over; with none to be had, the slot is
+            # left vacant (its old holder can never be trusted for this slab again).
+            moved = []
+            for i in lost:
+                if await replace(view, stripe, i, str(errors[i])):
+                    moved.append(i)
+            if moved:
+                retried = await attempt(moved)
+                for i in moved:
+                    if i in retried:
+                        errors[i] = retried[i]
+                    else:
+                        del errors[i]
+        staged = len(parts) - len(errors)
+        if not errors:
+            return
+        detail = "; ".join(f"fragment {i}: {e}" for i, e in sorted(errors.items()))
+        if staged >= view.durable_minimum() and all(
+            isinstance(e, NodeUnavailable) for e in errors.values()
+        ):
+            log.warning(
+                "region %s slab %d stripe %d: written degraded, %d of %d fragments (%s); "
+                "it is rebuilt when nodes come back or are replaced",
+                view.name,
+                layout.slab_of(stripe),
+                stripe,
+                staged,
+                len(parts),
+                detail,
+            )
+            return
+        msg = (
+            f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
+            f"stored ({staged} of {len(parts)} fragments, {view.durable_minimum()} needed: "
+            f"{detail}); it was not applied"
+        )
+        first_error = next(iter(errors.values()))
+        err: EcmemError
+        if isinstance(first_error, NoSpaceError):
+            err = NoSpaceError(msg)
+        else:
+            err = NodeUnavailable(msg, node=getattr(first_error, "node", ""))
+        raise err from first_error
+
+    async def write(
+        self,
+        view: RegionView,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        size: int,
+        stamp: Stamp,
+        replace: Replacer | None = None,
+    ) -> None:
+        """Stage ``data`` at ``offset`` as one write, every stripe at ``stamp.version``;
+        bytes at or past ``size`` are treated as unset."""
+        src = memoryview(data).cast("B")
+        sd = view.layout.stripe_data
+
+        async def piece(stripe: int, start: int, length: int, pos: int) -> None:
+            chunk = src[pos : pos + length]
+            if start == 0 and length == sd:
+                await self.write_stripe(view, stripe, chunk, stamp, None, replace)
+                return
+            base_off = stripe * sd
+            if base_off >= size:
+                base = bytearray(sd)
+            else:
+                # Our own writes may not be committed yet: read the newest we staged.
+                base = await self.read(view, base_off, sd, stamp.latest(stripe))
+                valid = size - base_off
+                if valid < sd:
+                    base[valid:] = bytes(sd - valid)
+            base[start : start + length] = chunk
+            end = min(sd, max(size - base_off, start + length))
+            await self.write_stripe(view, stripe, base, stamp, end, replace)
+
+        await windowed(
+            (
+                lambda p=p: piece(p.stripe, p.start, p.length, p.pos)  # type: ignore[misc]
+                for p in view.layout.pieces(offset, len(src))
+            ),
+            WRITE_WINDOW,
+        )
+
+    async def broadcast(
+        self, nodes: Iterable[str], msg: wire.Message
+    ) -> dict[str, wire.Message | BaseException]:
+        """Send one request to several nodes at once; each answer or exception by node."""
+        names = sorted(set(nodes))
+        results = await asyncio.gather(
+            *(self.pool.request(n, msg) for n in names), return_exceptions=True
+        )
+        return {
+            n: r if isinstance(r, BaseException) else r[1]
+            for n, r in zip(names, results, strict=True)
+        }
+
+    async def delete(self, view: RegionView, from_stripe: int, epoch: int) -> list[str]:
+        """Drop fragments of stripes ``from_stripe`` on, as the writer of ``epoch`` (0 when
+        removing the region); returns the nodes that could not be reached."""
+        nodes = [n for slab in view.slabs for n, _ in slab]
+        answers = await self.broadcast(nodes, wire.Delete(view.id, from_stripe, epoch))
+        return [n for n, r in answers.items() if isinstance(r, BaseException)]
