@@ -7,25 +7,19 @@ close; reads and writes go straight to the storage nodes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
-import json
 import logging
 import os
-import random
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import KazooException, NodeExistsError
+from kazoo.exceptions import KazooException
 
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
-from ecmem.placement import Candidate, place_slabs
 
 from . import extents
 from . import writer as writing
@@ -40,16 +34,17 @@ from .errors import (
     RegionNotFound,
 )
 from .heartbeat import Detector
-from .layout import DEFAULT_SLAB, Layout, check_chunk, default_geometry
+from .layout import Layout
+from .members import Members
 from .memtune import tune_malloc
+from .meta.create import new_region
 from .names import validate_name
 from .policy import parse_policy
-from .regionfile import AsyncRegionFile, parse_mode
+from .regionfile import AsyncRegionFile, Opening, parse_mode
 from .regions import RegionCache, lock_for, make_view
 from .stat import RegionStat
 from .stripes import RegionView
 from .target import resolve, unreachable
-from .units import parse_size
 from .writepath import StripeIO
 from .writer import WriterSession
 
@@ -67,9 +62,8 @@ class AsyncClient:
         self.cluster = cluster
         self.meta = MetadataStore(zk, cluster)
         self._own_zk = own_zk
-        self._nodes: dict[str, NodeInfo] = {}
-        self._nodes_lock = threading.Lock()
-        self.pool = ConnectionPool(self.address)
+        self.members = Members(zk, self.meta)
+        self.pool = ConnectionPool(self.members.address)
         self.io = StripeIO(self.pool)
         self.regions = RegionCache(zk, self.meta, self.call)
         self._writers: dict[str, WriterSession] = {}
@@ -87,11 +81,9 @@ class AsyncClient:
 
     async def start(self) -> None:
         await self.call(self.meta.ensure)
-        await self.call(self._watch_nodes)
+        await self.call(self.members.watch)
         self.zk.add_listener(self._on_zk_state)
-        detector = Detector(
-            lambda: {n: info.address for n, info in self._nodes.items()}, self.pool.beats
-        )
+        detector = Detector(self.members.addresses, self.pool.beats)
         self._beats = asyncio.create_task(detector.run())
 
     def _on_zk_state(self, state: str) -> None:
@@ -100,23 +92,8 @@ class AsyncClient:
             for w in list(self._writers.values()):
                 w.fence_off("the ZooKeeper session, and with it the write lease, expired")
 
-    def _watch_nodes(self) -> None:
-        def changed(children: list[str]) -> None:
-            nodes: dict[str, NodeInfo] = {}
-            for child in children:
-                try:
-                    raw, _ = self.zk.get(self.meta.paths.node(child))
-                    nodes[child] = NodeInfo.from_json(raw)
-                except (KazooException, EcmemError):
-                    continue
-            with self._nodes_lock:
-                self._nodes = nodes
-
-        self.zk.ChildrenWatch(self.meta.paths.nodes, changed)
-
     def address(self, node_id: str) -> str | None:
-        info = self._nodes.get(node_id)
-        return info.address if info is not None else None
+        return self.members.address(node_id)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking ZooKeeper call off the event loop."""
@@ -155,7 +132,7 @@ class AsyncClient:
     # -- metadata ---------------------------------------------------------------
 
     def live_nodes(self) -> dict[str, NodeInfo]:
-        return dict(self._nodes)
+        return self.members.live()
 
     def forget(self, *names: str) -> None:
         """Drop cached metadata of regions renamed or removed behind the cache's back."""
@@ -166,10 +143,7 @@ class AsyncClient:
         return self.regions.cached(name)
 
     def _lock(self, name: str) -> asyncio.Lock:
-        lock = self._region_locks.get(name)
-        if lock is None:
-            lock = self._region_locks[name] = asyncio.Lock()
-        return lock
+        return lock_for(self._region_locks, name)
 
     def view(self, meta: RegionMeta) -> RegionView:
         return self.regions.view(meta)
@@ -179,20 +153,7 @@ class AsyncClient:
 
     def placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
         """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``."""
-        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        live = self.meta.live_nodes()
-        draining = set(self.meta.draining())
-        cands = [
-            Candidate(n.id, n.failure_domain or n.id, n.free)
-            for n in live.values()
-            if n.id not in draining
-        ]
-        first = len(meta.slabs)
-        rng = random.Random(f"{meta.id}/{first}")
-        ids = place_slabs(
-            cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng
-        )
-        return [[(i, live[i].incarnation) for i in slab] for slab in ids]
+        return self.members.place(meta, slabs)
 
     # -- regions ----------------------------------------------------------------
 
@@ -215,45 +176,20 @@ class AsyncClient:
         (bytes of the region placed together) override the measured defaults.
         ``min_durable`` is how many fragments of a stripe a write needs when nodes are
         down and no handoff node can stand in (default K+1; K+M forbids degraded writes)."""
-        validate_name(name)
-        nbytes = parse_size(size)
-        pol = parse_policy(policy)
-        if min_durable is not None and not pol.k <= min_durable <= pol.width:
-            raise ConfigError(
-                f"min_durable {min_durable} must be between {pol.k} (readable at all) and "
-                f"{pol.width} (every fragment) for policy {pol.name}"
-            )
-        chunk0, _ = default_geometry(pol)
-        if chunk is not None:
-            chunk0 = check_chunk(chunk)
-        stripe = pol.stripe_data(chunk0)
-        slab_stripes = max(1, DEFAULT_SLAB // stripe)
-        if slab_size is not None:
-            slab = parse_size(slab_size)
-            if slab < stripe or slab % stripe:
-                raise ConfigError(
-                    f"slab size {slab} must be a positive multiple of the stripe size {stripe}"
-                )
-            slab_stripes = slab // stripe
-        if not 0 <= mode <= 0o7777:
-            raise ConfigError(f"mode {mode:o} is not a permission mode (0 to 7777 octal)")
-        now = time.time()
-        meta = RegionMeta(
-            name=name,
-            id=uuid.uuid4().hex[:16],
-            policy=pol.name,
-            size=nbytes,
-            chunk=chunk0,
-            slab_stripes=slab_stripes,
-            owner=owner if owner is not None else _whoami(),
+        meta = new_region(
+            name,
+            size,
+            policy,
             mode=mode,
+            owner=owner if owner is not None else _whoami(),
+            chunk=chunk,
+            slab_size=slab_size,
+            min_durable=min_durable,
             uid=uid,
             gid=gid,
-            ctime=now,
-            mtime=now,
-            min_durable=min_durable or 0,
         )
-        layout = Layout(pol, chunk0, slab_stripes)
+        nbytes, pol = meta.size, parse_policy(meta.policy)
+        layout = Layout(pol, meta.chunk, meta.slab_stripes)
 
         def create() -> RegionMeta:
             live = self.meta.live_nodes()
@@ -403,7 +339,7 @@ class AsyncClient:
         try:
             return bytes(await self.io.read(self.view(meta), offset, length))
         except DataLostError as exc:
-            await self._report_loss(name, exc)
+            await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
             raise
 
     async def read_into(
@@ -419,24 +355,9 @@ class AsyncClient:
             try:
                 await self.io.read_into(self.view(meta), offset, out[:n])
             except DataLostError as exc:
-                await self._report_loss(name, exc)
+                await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
                 raise
         return n
-
-    async def _report_loss(self, name: str, exc: DataLostError) -> None:
-        """Tell the coordinator a region has lost data, so that it checks the region and
-        records the loss for ``ecmem status``. Best effort: the reader has its error."""
-        why = f"slab {exc.slab} stripe {exc.stripe}"
-        data = json.dumps({"region": name, "why": why, "when": time.time()}).encode()
-
-        def file() -> None:
-            with contextlib.suppress(NodeExistsError):
-                self.zk.create(self.meta.paths.check(name), data, makepath=True)
-
-        try:
-            await self.call(file)
-        except (KazooException, EcmemError) as err:
-            log.warning("region %s: could not report its lost data (%s): %s", name, why, err)
 
     async def pread(self, name: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset``; short only at the region's end."""
@@ -528,27 +449,6 @@ class AsyncClient:
 
     async def region_meta(self, name: str) -> RegionMeta:
         return await self.regions.get(name, fresh=True)
-
-
-class Opening:
-    """What :meth:`AsyncClient.open` returns: awaitable (``f = await cl.open(...)``) and an
-    async context manager (``async with cl.open(...) as f:``, closing ``f`` at the end), as
-    ``aiofiles.open`` is. Use it one way, once."""
-
-    def __init__(self, opening: Coroutine[Any, Any, AsyncRegionFile]) -> None:
-        self._opening = opening
-        self._file: AsyncRegionFile | None = None
-
-    def __await__(self) -> Generator[Any, None, AsyncRegionFile]:
-        return self._opening.__await__()
-
-    async def __aenter__(self) -> AsyncRegionFile:
-        self._file = await self._opening
-        return self._file
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._file is not None:
-            await self._file.close()
 
 
 async def connect(

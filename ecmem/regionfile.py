@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -401,3 +401,24 @@ class RegionFile(io.RawIOBase):
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("regions have no file descriptor; use ecmem mount for one")
+
+
+class Opening:
+    """What :meth:`AsyncClient.open` returns: awaitable (``f = await cl.open(...)``) and an
+    async context manager (``async with cl.open(...) as f:``, closing ``f`` at the end), as
+    ``aiofiles.open`` is. Use it one way, once."""
+
+    def __init__(self, opening: Coroutine[Any, Any, AsyncRegionFile]) -> None:
+        self._opening = opening
+        self._file: AsyncRegionFile | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncRegionFile]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> AsyncRegionFile:
+        self._file = await self._opening
+        return self._file
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._file is not None:
+            await self._file.close()

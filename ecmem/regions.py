@@ -8,11 +8,15 @@ a versioned set whose result replaces the cached copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NodeExistsError
 
 from .errors import EcmemError
 from .layout import Layout
@@ -115,6 +119,20 @@ class RegionCache:
         _, stat = self.zk.get(self.meta.paths.region(name))
         self.put(new, stat.version)
         return new
+
+    async def report_loss(self, name: str, why: str) -> None:
+        """Tell the coordinator a region has lost data, so that it checks the region and
+        records the loss for ``ecmem status``. Best effort: the reader has its error."""
+        data = json.dumps({"region": name, "why": why, "when": time.time()}).encode()
+
+        def file() -> None:
+            with contextlib.suppress(NodeExistsError):
+                self.zk.create(self.meta.paths.check(name), data, makepath=True)
+
+        try:
+            await self.call(file)
+        except (KazooException, EcmemError) as err:
+            log.warning("region %s: could not report its lost data (%s): %s", name, why, err)
 
     def view(self, meta: RegionMeta) -> RegionView:
         """The stripe-I/O view of a record, made once per record object."""

@@ -1,0 +1,70 @@
+"""The storage nodes a client knows of: kept current by a ZooKeeper watch, so that
+finding a node's address costs no round trip; and where new slabs go."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
+
+from .errors import EcmemError
+from .layout import Layout
+from .meta.catalog import MetadataStore
+from .meta.model import NodeInfo, RegionMeta
+from .placement import Candidate, place_slabs
+
+Placement = list[tuple[str, str]]
+
+
+class Members:
+    def __init__(self, zk: KazooClient, meta: MetadataStore) -> None:
+        self.zk = zk
+        self.meta = meta
+        self._nodes: dict[str, NodeInfo] = {}
+        self._lock = threading.Lock()
+
+    def watch(self) -> None:
+        """Start following the live nodes (blocking: run it off the event loop)."""
+
+        def changed(children: list[str]) -> None:
+            nodes: dict[str, NodeInfo] = {}
+            for child in children:
+                try:
+                    raw, _ = self.zk.get(self.meta.paths.node(child))
+                    nodes[child] = NodeInfo.from_json(raw)
+                except (KazooException, EcmemError):
+                    continue
+            with self._lock:
+                self._nodes = nodes
+
+        self.zk.ChildrenWatch(self.meta.paths.nodes, changed)
+
+    def live(self) -> dict[str, NodeInfo]:
+        return dict(self._nodes)
+
+    def address(self, node_id: str) -> str | None:
+        info = self._nodes.get(node_id)
+        return info.address if info is not None else None
+
+    def addresses(self) -> dict[str, str]:
+        return {n: info.address for n, info in self._nodes.items()}
+
+    def place(self, meta: RegionMeta, slabs: int) -> list[Placement]:
+        """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``, by the nodes'
+        current free memory (blocking: reads ZooKeeper)."""
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        live = self.meta.live_nodes()
+        draining = set(self.meta.draining())
+        cands = [
+            Candidate(n.id, n.failure_domain or n.id, n.free)
+            for n in live.values()
+            if n.id not in draining
+        ]
+        first = len(meta.slabs)
+        rng = random.Random(f"{meta.id}/{first}")
+        ids = place_slabs(
+            cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng
+        )
+        return [[(i, live[i].incarnation) for i in slab] for slab in ids]
