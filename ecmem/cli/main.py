@@ -5,30 +5,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Any, BinaryIO
 
 import click
 
-from ecmem import extents
-from ecmem.errors import ConfigError, RegionExists
 from ecmem.units import format_size, parse_size
 
 from .output import (
     EXIT_ERR,
     EXIT_OK,
     EXIT_WARN,
-    Progress,
     cluster_options,
     connect_cli,
     emit,
     handle_errors,
     json_option,
     quit_on_broken_pipe,
-    show_progress,
     stdout_broken,
     table,
-    warn_if_no_redundancy,
 )
 
 COPY_BLOCK = 16 * 1024 * 1024
@@ -344,364 +337,20 @@ def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) ->
     sys.exit(EXIT_WARN if any(r["state"] == "down" for r in rows) else EXIT_OK)
 
 
-# -- regions --------------------------------------------------------------------
-
-
-@cli.group()
-def region() -> None:
-    """Create, list, inspect and remove regions."""
-
-
-@region.command("create")
-@click.argument("name")
-@click.option("--size", default="0", show_default=True, help="initial size, e.g. 1GiB")
-@click.option("--policy", default="ec:4+2", show_default=True, help="ec:K+M[:BACKEND] or rep:N")
-@click.option("--mode", default="644", show_default=True, help="permission bits, octal")
-@cluster_options
-@json_option
-@handle_errors
-def region_create(
-    name: str,
-    size: str,
-    policy: str,
-    mode: str,
-    zk: str | None,
-    cluster: str | None,
-    state_dir: str,
-    as_json: bool,
-) -> None:
-    """Create region NAME."""
-    try:
-        mode_bits = int(mode, 8)
-    except ValueError:
-        raise ConfigError(f"--mode {mode!r} is not an octal permission such as 644") from None
-    nbytes = parse_size(size)
-    warn_if_no_redundancy(policy)
-    with connect_cli(zk, cluster, state_dir) as cl:
-        st = cl.create_region(name, nbytes, policy, mode=mode_bits)
-    emit(
-        as_json,
-        st.to_dict(),
-        f"created region {st.name}: {format_size(st.size)}, policy {st.policy}",
-    )
-
-
-@region.command("ls")
-@click.argument("prefix", default="")
-@cluster_options
-@json_option
-@handle_errors
-def region_ls(
-    prefix: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
-) -> None:
-    """List regions whose names start with PREFIX."""
-    with connect_cli(zk, cluster, state_dir) as cl:
-        stats = cl.list_regions(prefix)
-
-    def text() -> None:
-        click.echo(
-            table(
-                [
-                    (
-                        s.name,
-                        s.policy,
-                        format_size(s.size),
-                        f"{s.mode:o}",
-                        s.owner,
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.mtime)),
-                    )
-                    for s in stats
-                ],
-                ["NAME", "POLICY", "SIZE", "MODE", "OWNER", "MODIFIED"],
-            )
-        )
-
-    emit(as_json, {"regions": [s.to_dict() for s in stats]}, text)
-
-
-@region.command("info")
-@click.argument("name")
-@cluster_options
-@json_option
-@handle_errors
-def region_info(
-    name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
-) -> None:
-    """Policy, size, placements and health of region NAME."""
-    from ecmem.health import region_health
-    from ecmem.stat import RegionStat
-
-    with connect_cli(zk, cluster, state_dir) as cl:
-        ac = cl.async_client
-        meta = cl.run(ac.region_meta(name))
-        nodes = ac.meta.all_nodes()
-    live = {k: v for k, v in nodes.items() if v.state == "up"}
-    health = region_health(meta, live)
-    placements: list[dict[str, Any]] = []
-    for slab, placement in enumerate(meta.slabs):
-        frags = []
-        for idx, (node_id, inc) in enumerate(placement):
-            node = nodes.get(node_id)
-            ok = node is not None and node.state == "up" and node.incarnation == inc
-            if not node_id:
-                state = "vacant"
-            elif ok:
-                state = "partial" if (slab, idx) in meta.partial else "ok"
-            elif node is not None and node.state == "up":
-                state = "restarted-empty"
-            else:
-                state = "down"
-            frags.append({"index": idx, "node": node_id, "state": state})
-        placements.append({"slab": slab, "fragments": frags})
-    data = {
-        **RegionStat.of(meta).to_dict(),
-        "epoch": meta.epoch,
-        "health": health.state,
-        "stripes": health.stripes,
-        "degraded_stripes": health.degraded_stripes,
-        "unavailable_stripes": health.unavailable_stripes,
-        "lost_stripes": extents.count(meta.lost),
-        "lost": [list(r) for r in meta.lost],
-        "written": [list(r) for r in meta.written],
-        "placements": placements,
-    }
-
-    def text() -> None:
-        click.echo(f"region {meta.name}  (id {meta.id})")
-        click.echo(f"  policy  {meta.policy}   size {format_size(meta.size)} ({meta.size} bytes)")
-        click.echo(
-            f"  stripe  {format_size(data['stripe_size'])}   slab "
-            f"{format_size(data['slab_size'])}   epoch {meta.epoch}"
-        )
-        click.echo(
-            f"  owner   {meta.owner}   mode {meta.mode:o}   modified "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(meta.mtime))}"
-        )
-        click.echo(
-            f"  health  {health.state}: {health.stripes} stripes, "
-            f"{health.degraded_stripes} degraded, {health.unavailable_stripes} unavailable, "
-            f"{data['lost_stripes']} lost"
-        )
-        if meta.lost:
-            click.echo(
-                f"  LOST    stripes {extents.describe(meta.lost, 16)}: written, and too few "
-                "fragments are left on any node. Restore the region from a copy, or accept "
-                f"the loss with 'ecmem region mark-lost-ok {meta.name}' (they then read as "
-                "zeros)"
-            )
-        for p in placements:
-            frags = " ".join(
-                (f["node"] or "-") + ("" if f["state"] == "ok" else f"({f['state']})")
-                for f in p["fragments"]
-            )
-            click.echo(f"  slab {p['slab']:>4}: {frags}")
-
-    emit(as_json, data, text)
-    sys.exit({"ok": EXIT_OK, "degraded": EXIT_WARN}.get(health.state, EXIT_ERR))
-
-
-@region.command("rm")
-@click.argument("name")
-@cluster_options
-@json_option
-@handle_errors
-def region_rm(
-    name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
-) -> None:
-    """Remove region NAME and free its memory."""
-    with connect_cli(zk, cluster, state_dir) as cl:
-        cl.delete_region(name)
-    emit(as_json, {"removed": name}, f"removed region {name}")
-
-
-@region.command("mark-lost-ok")
-@click.argument("name")
-@cluster_options
-@json_option
-@handle_errors
-def region_mark_lost_ok(
-    name: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
-) -> None:
-    """Accept that the lost stripes of region NAME are gone: they read as zeros from now
-    on and REGION_DATA_LOST clears. Only when the data is restored from elsewhere or not
-    needed; nothing brings it back afterwards."""
-    with connect_cli(zk, cluster, state_dir) as cl:
-        accepted = cl.run(cl.async_client.accept_loss(name))
-    emit(
-        as_json,
-        {"region": name, "accepted": [list(r) for r in accepted]},
-        f"region {name}: accepted the loss of stripes {extents.describe(accepted)}; they "
-        "read as zeros"
-        if accepted
-        else f"region {name} has no lost stripes",
-    )
-
-
-# -- data -----------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.argument("name")
-@click.option("--policy", default="ec:4+2", show_default=True, help="ec:K+M[:BACKEND] or rep:N")
-@click.option("--force", is_flag=True, help="replace the region if it exists")
-@cluster_options
-@json_option
-@handle_errors
-def put(
-    file: str,
-    name: str,
-    policy: str,
-    force: bool,
-    zk: str | None,
-    cluster: str | None,
-    state_dir: str,
-    as_json: bool,
-) -> None:
-    """Copy FILE (or - for stdin) into region NAME."""
-    src: BinaryIO
-    warn_if_no_redundancy(policy)
-    if file == "-":
-        src, total = sys.stdin.buffer, 0
-    else:
-        path = Path(file)
-        if not path.exists():
-            raise ConfigError(f"{file}: no such file")
-        if path.is_dir():
-            raise ConfigError(f"{file} is a directory: give a file (or - for stdin)")
-        # Pipes, FIFOs, /dev/null and <(...) are read to their end like stdin.
-        src = open(path, "rb")
-        total = path.stat().st_size if path.is_file() else 0
-    started = time.monotonic()
-    copied = 0
-    with src, connect_cli(zk, cluster, state_dir) as cl:
-        if cl.exists(name) and not force:
-            raise RegionExists(f"region {name!r} exists already: pass --force to replace it")
-        # Not cleaned up if the open fails: a region opened by another writer is theirs.
-        dst = cl.open(name, "wb", policy=policy)
-        try:
-            with (
-                dst,
-                Progress(show_progress(as_json) and total > 0, total, f"put {name}") as bar,
-            ):
-                while True:
-                    block = src.read(COPY_BLOCK)
-                    if not block:
-                        break
-                    dst.write(block)
-                    copied += len(block)
-                    bar.update(len(block))
-        except BaseException:
-            # The region now holds part of FILE (a replaced one lost its old contents when
-            # opened with "wb"), and its staged writes take room on the nodes: remove it.
-            _remove_partial(cl, name, file)
-            raise
-        st = cl.stat(name)
-    secs = max(time.monotonic() - started, 1e-9)
-    emit(
-        as_json,
-        {"region": name, "bytes": copied, "seconds": secs, "policy": st.policy},
-        f"stored {format_size(copied)} in region {name} ({st.policy}) in {secs:.2f}s, "
-        f"{copied / secs / 1e6:.0f} MB/s",
-    )
-
-
-def _remove_partial(cl: Any, name: str, file: str) -> None:
-    from ecmem.errors import EcmemError, RegionNotFound
-
-    try:
-        cl.delete_region(name)
-    except RegionNotFound:
-        pass
-    except EcmemError as exc:
-        click.echo(
-            f"put failed, and region {name}, which holds only part of {file}, could not be "
-            f"removed ({exc}): remove it with 'ecmem region rm {name}'",
-            err=True,
-        )
-    else:
-        click.echo(f"put failed: removed region {name}, which held only part of {file}", err=True)
-
-
-@cli.command()
-@click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, writable=True))
-@cluster_options
-@json_option
-@handle_errors
-def get(
-    name: str, file: str, zk: str | None, cluster: str | None, state_dir: str, as_json: bool
-) -> None:
-    """Copy region NAME into FILE (or - for stdout)."""
-    if file == "-" and as_json:
-        raise ConfigError("--json and output to stdout (-) do not mix: give a file name")
-    if file != "-":
-        parent = os.path.dirname(os.path.abspath(file))
-        if not os.path.isdir(parent):
-            raise ConfigError(
-                f"directory {parent} does not exist: create it (mkdir -p {parent}) or give "
-                "FILE in an existing directory"
-            )
-    started = time.monotonic()
-    copied = 0
-    with connect_cli(zk, cluster, state_dir) as cl:
-        src = cl.open(name, "rb")
-        total = src.size
-        dst: BinaryIO = sys.stdout.buffer if file == "-" else _open_part(file)
-        try:
-            buf = bytearray(COPY_BLOCK)
-            view = memoryview(buf)
-            with Progress(show_progress(as_json) and file != "-", total, f"get {name}") as bar:
-                while True:
-                    n = src.readinto(buf)
-                    if not n:
-                        break
-                    _write_all(dst, view[:n])
-                    copied += n
-                    bar.update(n)
-        except BaseException:
-            if file != "-":
-                dst.close()
-                os.unlink(file + ".part")
-            raise
-        src.close()
-        if file != "-":
-            dst.close()
-            os.replace(file + ".part", file)
-        else:
-            dst.flush()
-    secs = max(time.monotonic() - started, 1e-9)
-    if file != "-":
-        emit(
-            as_json,
-            {"region": name, "bytes": copied, "seconds": secs, "file": file},
-            f"read {format_size(copied)} from region {name} into {file} in {secs:.2f}s, "
-            f"{copied / secs / 1e6:.0f} MB/s",
-        )
-
-
-def _write_all(dst: BinaryIO, data: memoryview) -> None:
-    """Write all of ``data``: a buffered write to a pipe or a full disk can store only
-    part and return the count (the next write then raises the error)."""
-    while data:
-        n = dst.write(data)
-        data = data[n or 0 :]
-
-
-def _open_part(file: str) -> BinaryIO:
-    """FILE.part, which becomes FILE once the whole region is in it."""
-    try:
-        return open(file + ".part", "wb")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write {file}: {exc.strerror or exc} (writing it as {file}.part first)"
-        ) from None
-
-
 def _add_ops() -> None:
-    from . import mount, ops
+    from . import data, mount, ops, regions
 
-    for command in (ops.rebuild, ops.drain, ops.scrub, ops.node, mount.mount, mount.umount):
+    for command in (
+        regions.region,
+        data.put,
+        data.get,
+        ops.rebuild,
+        ops.drain,
+        ops.scrub,
+        ops.node,
+        mount.mount,
+        mount.umount,
+    ):
         cli.add_command(command)
 
 
