@@ -12,176 +12,30 @@ another mount (or by another client) gives EBUSY.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
-import stat
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyfuse3
 
-from ecmem.aio import AsyncClient
-from ecmem.errors import EcmemError, RegionExists, RegionNotFound
+from ecmem.errors import EcmemError, RegionExists
 from ecmem.layout import Layout
-from ecmem.meta.catalog import trash_name
 from ecmem.meta.model import DirMeta, RegionMeta
 from ecmem.policy import parse_policy
 from ecmem.regionfile import AsyncRegionFile
 
+from .base import BLOCK, STRIPE_CACHE, Handle, OpenFile
 from .errno_map import fuse_errors
+from .namespace import NamespaceOps
 from .stripecache import StripeCache
-from .tree import ROOT_INODE, Inodes, children, join, mount_path, parent_of, region_name
+from .tree import ROOT_INODE, children, join, parent_of
 
 log = logging.getLogger("ecmem.mount")
 
-CACHE = 1.0  # seconds the kernel may trust names and attributes
-STRIPE_CACHE = 128 * 1024 * 1024  # bytes of scattered writes an open file gathers
-BLOCK = 4096  # statfs block size
 
-
-@dataclass
-class OpenFile:
-    """A file some descriptors of this mount hold open (one per inode)."""
-
-    ino: int
-    id: str  # the region's id: stable across renames
-    name: str  # region name now (renames follow it)
-    readers: int = 0
-    writers: int = 0
-    file: AsyncRegionFile | None = None  # the writer, while any descriptor writes
-    cache: StripeCache | None = None  # scattered writes, gathered into whole stripes
-    next_off: int = 0  # where a sequential stream of writes goes next
-    unlinked: bool = False  # its name is gone; delete the region at the last close
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass
-class Handle:
-    of: OpenFile
-    write: bool
-    append: bool
-
-
-def _ns(t: float) -> int:
-    return int(t * 1e9)
-
-
-class RegionFS(pyfuse3.Operations):
-    supports_dot_lookup = False
-    enable_writeback_cache = False
-    enable_acl = False
-
-    def __init__(self, client: AsyncClient, prefix: str = "", policy: str = "ec:4+2") -> None:
-        super().__init__()
-        self.client = client
-        self.md = client.meta
-        self.prefix = prefix.strip("/")
-        self.policy = parse_policy(policy).name
-        self.inodes = Inodes()
-        self.opens: dict[int, OpenFile] = {}  # inode -> open state
-        self.handles: dict[int, Handle] = {}
-        self._next_fh = 1
-        self.uid = os.getuid()
-        self.gid = os.getgid()
-        self.started = time.time()
-
-    # -- helpers --------------------------------------------------------------------
-
-    async def _zk(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
-
-    def _path(self, ino: int) -> str:
-        path = self.inodes.path(ino)
-        if path is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return path
-
-    def _child(self, parent: int, name: bytes) -> str:
-        try:
-            part = name.decode()
-        except UnicodeDecodeError:
-            raise pyfuse3.FUSEError(errno.EINVAL) from None
-        if "/" in part or part in (".", "..", ""):
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        if len(name) > 255:
-            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
-        return join(self._path(parent), part)
-
-    def _region(self, path: str) -> str:
-        return region_name(self.prefix, path)
-
-    def _visible(self) -> list[str]:
-        """Mount paths of every region and directory record the mount shows."""
-        names = self.md.region_names(self.prefix + "/" if self.prefix else "")
-        names += list(self.md.dirs())
-        out = []
-        for n in names:
-            p = mount_path(self.prefix, n)
-            if p is not None:
-                out.append(p)
-        return out
-
-    async def _kind(self, path: str) -> RegionMeta | DirMeta | None:
-        """What a mount path is now: a region, a directory, or nothing."""
-        if path == "":
-            return DirMeta("", mtime=self.started, ctime=self.started)
-        name = self._region(path)
-        try:
-            return await self.client.region_meta(name)
-        except RegionNotFound:
-            pass
-        d = await self._zk(self.md.get_dir, name)
-        if d is not None:
-            return d  # type: ignore[no-any-return]
-        direct, implied = await self._zk(lambda: children(parent_of(path), self._visible()))
-        base = path.rpartition("/")[2]
-        if base in implied or base in direct:
-            return DirMeta(name, mtime=self.started, ctime=self.started)
-        return None
-
-    def _attrs(self, ino: int, what: RegionMeta | DirMeta) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = ino
-        e.generation = 0
-        e.entry_timeout = CACHE
-        e.attr_timeout = CACHE
-        e.st_uid = what.uid if what.uid >= 0 else self.uid
-        e.st_gid = what.gid if what.gid >= 0 else self.gid
-        e.st_mtime_ns = _ns(what.mtime)
-        e.st_ctime_ns = _ns(max(what.ctime, what.mtime))
-        e.st_atime_ns = _ns(what.mtime)
-        if isinstance(what, RegionMeta):
-            size = what.size
-            of = self.opens.get(ino)
-            if of is not None and of.file is not None:
-                size = of.file.size  # our writes not yet flushed count
-                if of.cache is not None:
-                    size = of.cache.size(size)
-            e.st_mode = stat.S_IFREG | (what.mode & 0o7777)
-            e.st_nlink = 0 if of is not None and of.unlinked else 1
-            e.st_size = size
-            e.st_blocks = -(-size // 512)
-            layout = Layout.of(what.policy, what.chunk, what.slab_stripes)
-            e.st_blksize = layout.stripe_data
-        else:
-            e.st_mode = stat.S_IFDIR | (what.mode & 0o7777)
-            e.st_nlink = 2
-            e.st_size = 0
-            e.st_blocks = 0
-            e.st_blksize = BLOCK
-        return e
-
-    async def _entry(self, path: str) -> pyfuse3.EntryAttributes:
-        what = await self._kind(path)
-        if what is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attrs(self.inodes.ino(path), what)
-
-    # -- names --------------------------------------------------------------------
-
+class RegionFS(NamespaceOps):
     @fuse_errors
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
@@ -259,179 +113,6 @@ class RegionFS(pyfuse3.Operations):
             await self.client.truncate(name, size)
         finally:
             await self.client.release(name)
-
-    @fuse_errors
-    async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
-        path = self._child(parent_inode, name)
-        if await self._kind(path) is not None:
-            raise pyfuse3.FUSEError(errno.EEXIST)
-        now = time.time()
-        meta = DirMeta(self._region(path), mode & 0o7777 & ~ctx.umask, ctx.uid, ctx.gid, now, now)
-        await self._zk(self.md.put_dir, meta, True)
-        return self._attrs(self.inodes.ino(path), meta)
-
-    @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        path = self._child(parent_inode, name)
-        what = await self._kind(path)
-        if what is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if isinstance(what, RegionMeta):
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        direct, implied = await self._zk(lambda: children(path, self._visible()))
-        if direct or implied:
-            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        await self._zk(self.md.delete_dir, self._region(path))
-        self.inodes.drop(path)
-
-    @fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        path = self._child(parent_inode, name)
-        what = await self._kind(path)
-        if what is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if not isinstance(what, RegionMeta):
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        ino = self.inodes.known(path)
-        of = self.opens.get(ino) if ino is not None else None
-        if of is not None:
-            # Open here: keep the data under a hidden name until the last close, holding
-            # its lease so that the coordinator leaves it be while this mount lives.
-            async with of.lock:
-                await self._move_open(of, trash_name(what.id), replace=False)
-                of.unlinked = True
-                if of.file is None:
-                    await self.client.writer(of.name, None)
-        else:
-            await self.client.delete_region(what.name)
-        self.inodes.drop(path)
-
-    async def _move_open(self, of: OpenFile, new: str, replace: bool) -> RegionMeta | None:
-        """Rename a region this mount has open, moving its write lease along."""
-        if of.file is not None:
-            await self._sync(of)
-            await self.client.release(of.name)
-        try:
-            displaced: RegionMeta | None = await self._zk(
-                self.md.rename_region, of.name, new, replace
-            )
-            self.client.forget(of.name, new)
-            of.name = new
-        finally:
-            if of.file is not None:
-                of.file.name = of.name
-                await self.client.writer(of.name, None, file=True)
-        return displaced
-
-    @fuse_errors
-    async def rename(
-        self,
-        parent_inode_old: int,
-        name_old: bytes,
-        parent_inode_new: int,
-        name_new: bytes,
-        flags: int,
-        ctx: pyfuse3.RequestContext,
-    ) -> None:
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        old = self._child(parent_inode_old, name_old)
-        new = self._child(parent_inode_new, name_new)
-        if old == new:
-            return
-        src = await self._kind(old)
-        if src is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        dst = await self._kind(new)
-        if dst is not None and flags & pyfuse3.RENAME_NOREPLACE:
-            raise pyfuse3.FUSEError(errno.EEXIST)
-        if isinstance(src, RegionMeta):
-            if dst is not None and not isinstance(dst, RegionMeta):
-                raise pyfuse3.FUSEError(errno.EISDIR)
-            await self._rename_file(old, new, src)
-        else:
-            if isinstance(dst, RegionMeta):
-                raise pyfuse3.FUSEError(errno.ENOTDIR)
-            if new.startswith(old + "/"):
-                raise pyfuse3.FUSEError(errno.EINVAL)
-            if dst is not None:
-                direct, implied = await self._zk(lambda: children(new, self._visible()))
-                if direct or implied:
-                    raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-            await self._rename_dir(old, new)
-        self.inodes.move(old, new)
-
-    def _open_region(self, region_id: str) -> OpenFile | None:
-        return next((of for of in self.opens.values() if of.id == region_id), None)
-
-    async def _rename_file(self, old: str, new: str, src: RegionMeta) -> None:
-        target = self._region(new)
-        of = self._open_region(src.id)
-        if await self._zk(self._lease_holder, src.name) and (of is None or of.file is None):
-            log.info("rename %s: region %s is open for writing elsewhere", old, src.name)
-            raise pyfuse3.FUSEError(errno.EBUSY)
-        dst = await self._kind(new)
-        victim = self._open_region(dst.id) if isinstance(dst, RegionMeta) else None
-        if isinstance(dst, RegionMeta) and (victim is None or victim.file is None):
-            if await self._zk(self._lease_holder, target):
-                log.info("rename over %s: it is open for writing elsewhere", new)
-                raise pyfuse3.FUSEError(errno.EBUSY)
-        if victim is not None and victim.file is not None:
-            # Open for writing here: its lease must leave the name before the name moves.
-            async with victim.lock:
-                await self._sync(victim)
-                await self.client.release(victim.name)
-        displaced: RegionMeta | None = None
-        try:
-            if of is not None:
-                async with of.lock:
-                    displaced = await self._move_open(of, target, replace=True)
-            else:
-                displaced = await self._zk(self.md.rename_region, src.name, target, True)
-                self.client.forget(src.name, target)
-        finally:
-            if victim is not None:
-                victim.name = displaced.name if displaced is not None else victim.name
-                victim.unlinked = displaced is not None
-                if victim.file is not None:
-                    victim.file.name = victim.name
-                    await self.client.writer(victim.name, None, file=True)
-                elif victim.unlinked:
-                    await self.client.writer(victim.name, None)  # see unlink
-        if displaced is not None and victim is None:
-            await self.client.delete_region(displaced.name)
-
-    async def _rename_dir(self, old: str, new: str) -> None:
-        """Move every region and directory record under ``old``; one at a time, so a
-        crash midway leaves some names moved (each region whole, under one name)."""
-        src, dst = self._region(old), self._region(new)
-        names = await self._zk(self.md.region_names, src + "/")
-        for name in names:
-            await self._zk(self.md.rename_region, name, dst + name[len(src) :], False)
-            self.client.forget(name)
-        dirs = await self._zk(self.md.dirs)
-        for name, d in sorted(dirs.items()):
-            if name == src or name.startswith(src + "/"):
-                d.name = dst + name[len(src) :]
-                d.ctime = time.time()
-                await self._zk(self.md.put_dir, d)
-                await self._zk(self.md.delete_dir, name)
-        for of in self.opens.values():
-            if of.name.startswith(src + "/"):
-                of.name = dst + of.name[len(src) :]
-                if of.file is not None:
-                    of.file.name = of.name
-
-    def _lease_holder(self, name: str) -> str:
-        try:
-            raw, st = self.md.zk.get(self.md.paths.lease(name))
-        except Exception:
-            return ""
-        if st.ephemeralOwner == self.md.zk.client_id[0]:
-            return ""
-        return str(raw.decode(errors="replace"))
 
     # -- directories --------------------------------------------------------------
 
@@ -552,14 +233,6 @@ class RegionFS(pyfuse3.Operations):
 
         stripe = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
         return StripeCache(stripe, STRIPE_CACHE, load, store)
-
-    async def _sync(self, of: OpenFile) -> None:
-        """Every write of this file stored and committed: durable by its policy."""
-        if of.file is None:
-            return
-        if of.cache is not None:
-            await of.cache.flush(of.file.size)
-        await of.file.flush()
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
