@@ -107,3 +107,14 @@ def test_no_import_cycles() -> None:
         if n not in seen:
             visit(n)
     assert not cycles, "\n".join(cycles)
+
+
+def test_modules_stay_small() -> None:
+    """A module over 500 lines does more than one job: split it."""
+    big = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for name, path in modules().items()
+        if name.split(".")[0] in ("ecmem", "coordinator", "storage_node")
+        and (n := len(path.read_text().splitlines())) > 500
+    ]
+    assert not big, "\n".join(big)
