@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv demo test test-unit test-integration bench soak fio chaos lint typecheck check clean
+.PHONY: setup system venv demo test test-unit test-grid test-integration bench soak fio chaos lint typecheck check clean
 
 setup: system $(STAMP)
 
@@ -32,6 +32,11 @@ test: setup lint typecheck
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+# The client against in-process storage nodes (loopback, knobs to break, hang or slow
+# them) and a real ZooKeeper: the write protocol's cases, each well under a second.
+test-grid: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/grid
 
 test-integration: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration

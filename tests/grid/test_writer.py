@@ -1,0 +1,151 @@
+"""The write protocol against in-process nodes: recovery's choices, a node that misses
+a commit, a handoff, a torn read repaired, a stale writer fenced off. Each case sets
+up on the nodes' stores what a crash or a race would have left, then lets the real
+client take it from there."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import ecmem
+from ecmem import wire
+from ecmem.aio import AsyncClient
+from ecmem.layout import Layout
+from ecmem.meta.model import RegionMeta
+from tests.grid.grid import BROKEN, Grid
+
+CHUNK = 4096  # 16 KiB stripes of ec:4+2: small, fast
+E1, E2 = 1 << 32, 2 << 32
+
+
+async def make_region(c: AsyncClient, name: str, stripes: int, **kw: object) -> RegionMeta:
+    await c.create_region(name, stripes * 4 * CHUNK, "ec:4+2", chunk=CHUNK, **kw)  # type: ignore[arg-type]
+    return await c.region_meta(name)
+
+
+async def as_if_written_at(c: AsyncClient, name: str, epoch: int) -> RegionMeta:
+    """The region's record as a writer of ``epoch`` (since dead) left it."""
+
+    def bump(m: RegionMeta) -> RegionMeta:
+        m.epoch = epoch
+        return m
+
+    return await c.regions.update(name, bump)
+
+
+def fragments(meta: RegionMeta, data: bytes) -> list[bytes]:
+    return Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.encode(data)
+
+
+def stripe(seed: int) -> bytes:
+    return os.urandom(4 * CHUNK) if seed < 0 else bytes([seed]) * (4 * CHUNK)
+
+
+async def test_recovery_keeps_the_prefix_before_a_hole(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await make_region(c, "r", 3)
+    meta = await as_if_written_at(c, "r", 1)
+    a, b = stripe(1), stripe(3)
+    sd = 4 * CHUNK
+    grid.stage(meta, 0, E1 + 1, fragments(meta, a), (0, 0, sd))
+    # E1 + 2 never reached any node; E1 + 3 is whole but follows a hole.
+    grid.stage(meta, 2, E1 + 3, fragments(meta, b), (2, 2, 3 * sd))
+    await c.pwrite("r", sd, b"x")  # takes the region over: epoch 2, recovery
+    assert await c.pread("r", 0, sd) == a
+    assert await c.pread("r", 2 * sd, sd) == bytes(sd)  # dropped: a hole again
+    for node in grid.holders(meta):
+        assert not [e for e in node.store.entries(meta.id, staged=True) if e[3] == E1 + 3]
+
+
+async def test_recovery_follows_writes_across_epochs(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    meta = await as_if_written_at(c, "r", 2)
+    a, b = stripe(1), stripe(2)
+    sd = 4 * CHUNK
+    grid.stage(meta, 0, E1 + 1, fragments(meta, a), (0, 0, sd))
+    grid.stage(meta, 0, E2 + 1, fragments(meta, b), (0, 0, sd))  # the next writer's first
+    w = await c.writer("r")
+    assert w.epoch == 3 and w.base == E2 + 1
+    assert await c.pread("r", 0, sd) == b
+
+
+async def test_recovery_drops_a_write_with_too_few_fragments(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    meta = await as_if_written_at(c, "r", 1)
+    sd = 4 * CHUNK
+    grid.stage(meta, 0, E1 + 1, fragments(meta, stripe(1)), (0, 0, sd), indexes=[0, 1, 2])
+    w = await c.writer("r")
+    assert w.base == 0
+    assert await c.pread("r", 0, sd) == bytes(sd)
+
+
+async def test_a_node_that_misses_a_commit_leaves_the_placement(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    victim = grid.holders(meta)[2]
+    victim.set(BROKEN, wire.Commit)
+    data = stripe(-1)
+    await c.pwrite("r", 0, data)  # acknowledged: the other five committed
+    after = await c.region_meta("r")
+    assert after.slabs[0][2] == ("", "")  # vacant until rebuilt
+    victim.heal()
+    assert await c.pread("r", 0, len(data)) == data
+
+
+async def test_a_failed_put_hands_the_fragment_off(grid: Grid) -> None:
+    await grid.add("n7")
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    victim = grid.holders(meta)[1]
+    spare = next(n for n in grid.nodes if n not in {x for x, _ in meta.slabs[0]})
+    victim.set(BROKEN, wire.Put)
+    data = stripe(-1)
+    await c.pwrite("r", 0, data)
+    after = await c.region_meta("r")
+    assert after.slabs[0][1][0] == spare and (0, 1) in after.partial
+    victim.heal()
+    assert await c.pread("r", 0, len(data)) == data
+
+
+async def test_a_write_committed_in_one_slab_only_never_reads_torn(grid: Grid) -> None:
+    """A two-stripe write whose commit reached the nodes of its first stripe only (each
+    stripe in its own slab, on its own six nodes): a reader gets the whole write."""
+    for i in range(7, 13):
+        await grid.add(f"n{i}")
+    c = await grid.client()
+    meta = await make_region(c, "r", 2, slab_size=4 * CHUNK)
+    holders = {n: inc for n, inc in ((x.id, x.info.incarnation) for x in grid.nodes.values())}
+
+    def apart(m: RegionMeta) -> RegionMeta:
+        m.slabs = [
+            [(f"n{i}", holders[f"n{i}"]) for i in range(1, 7)],
+            [(f"n{i}", holders[f"n{i}"]) for i in range(7, 13)],
+        ]
+        m.epoch = 1
+        return m
+
+    meta = await c.regions.update("r", apart)
+    sd = 4 * CHUNK
+    a, b = stripe(5), stripe(6)
+    grid.stage(meta, 0, E1 + 1, fragments(meta, a), (0, 1, 2 * sd))
+    grid.stage(meta, 1, E1 + 1, fragments(meta, b), (0, 1, 2 * sd))
+    for node in grid.holders(meta, 0):
+        node.store.commit(meta.id, E1 + 1)
+    reader = await grid.client()
+    assert await reader.pread("r", 0, 2 * sd) == a + b
+
+
+async def test_a_stale_writer_is_fenced_off(grid: Grid) -> None:
+    old, new = await grid.client(), await grid.client()
+    await make_region(old, "r", 1)
+    sd = 4 * CHUNK
+    await old.pwrite("r", 0, stripe(1))
+    grid.drop_lease("r")  # as when the old writer's session expires while it is paused
+    await new.pwrite("r", 0, stripe(2))
+    with pytest.raises(ecmem.Fenced):
+        await old.pwrite("r", 0, stripe(3))
+    assert await new.pread("r", 0, sd) == stripe(2)
