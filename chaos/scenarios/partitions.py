@@ -15,17 +15,16 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import ecmem
 
-from .checker import Open, Write, check_region
-from .cluster import ChaosCluster
-from .history import OK
-from .report import RunReport, Sample
-from .scenarios import _digest, _healthy_within, _pages, _start_writer, _writer_history
-from .schedule import ISOLATE, Fault
+from ..checker import Open, Write, check_region
+from ..cluster import ChaosCluster
+from ..history import OK
+from ..report import RunReport, Sample
+from ..schedule import ISOLATE, Fault
+from .common import digest_of, healthy_within, page_digests, start_writer, writer_history
 
 PAGE = 65536  # the writers' block: one stripe of ec:4+2 with 16 KiB chunks
 
@@ -62,7 +61,7 @@ def _check(
     c: ChaosCluster, region: str, writes: list[Write], opens: list[Open], report: RunReport
 ) -> None:
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
-        final = _pages(cl, region, PAGE, cl.stat(region).size // PAGE)
+        final = page_digests(cl, region, PAGE, cl.stat(region).size // PAGE)
     for p in check_region(writes, final, opens).problems:
         report.fail(p)
 
@@ -78,7 +77,7 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         cl.create_region(c.region("s5"), 0, "ec:4+2", chunk=16384)
     # The writer lives on its own host, so the nemesis can cut its links.
-    proc = _start_writer(
+    proc = start_writer(
         c,
         c.region("s5"),
         seed,
@@ -114,7 +113,7 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
                     f.write(data)
                     f.flush()
                     b_writes.append(
-                        Write(epoch_b, j, {j * 2: _digest(data)}, OK, start, time.time())
+                        Write(epoch_b, j, {j * 2: digest_of(data)}, OK, start, time.time())
                     )
         time.sleep(2)
         c.net.mend("client", "zk1")
@@ -129,14 +128,14 @@ def partition(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    writes_a, opens_a, last = _writer_history(history)
+    writes_a, opens_a, last = writer_history(history)
     _timed(report, writes_a + b_writes, t0)
     after = [w for w in writes_a if w.start > opens_b[0].time]
     report.numbers.update(
         minority_writes_after_takeover=len(after),
         minority_acked_after_takeover=sum(1 for w in after if w.outcome == OK),
     )
-    _healthy_within(c, report, 120, "after healing")
+    healthy_within(c, report, 120, "after healing")
     _check(c, c.region("s5"), writes_a + b_writes, opens_a + opens_b, report)
     report.passed = not report.problems
 
@@ -149,7 +148,7 @@ def partition_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     history = c.root / "writer-host.jsonl"
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         cl.create_region(region, 0, "ec:4+2", chunk=PAGE // 4)
-    proc = _start_writer(
+    proc = start_writer(
         c, region, seed, PAGE, history, "writer-host", wrap=lambda a: c.net.command("client", a)
     )
     t0 = time.time()
@@ -170,7 +169,7 @@ def partition_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
         _wait_lines(history, _lines(history) + 20, proc)  # and it writes on after
     finally:
         _end(proc)
-    writes, opens, _ = _writer_history(history)
+    writes, opens, _ = writer_history(history)
     _timed(report, writes, t0)
     during = [w for w in writes if w.outcome == OK and cut_at <= w.start and w.end <= healed]
     report.numbers.update(
@@ -182,7 +181,7 @@ def partition_host(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     )
     if not during:
         report.fail(f"no write was acknowledged while {victim} was cut off")
-    _healthy_within(c, report, 120, "after healing")
+    healthy_within(c, report, 120, "after healing")
     _check(c, region, writes, opens, report)
     report.passed = not report.problems
 
@@ -205,7 +204,7 @@ def partition_ring(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
         cl.create_region(region, 0, "ec:4+2", chunk=PAGE // 4)
     histories = [c.root / "writer-a.jsonl", c.root / "writer-b.jsonl"]
     procs = [
-        _start_writer(
+        start_writer(
             c,
             region,
             seed + i,
@@ -244,7 +243,7 @@ def partition_ring(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
     writes: list[Write] = []
     opens: list[Open] = []
     for h in histories:
-        w, o, _ = _writer_history(h)
+        w, o, _ = writer_history(h)
         writes += w
         opens += o
     _timed(report, writes, t0)
@@ -259,14 +258,9 @@ def partition_ring(c: ChaosCluster, seed: int, mib: int, report: RunReport) -> N
         report.fail("the writers did not take turns: nothing was tested")
     if not during:  # each client still reaches a ZooKeeper majority and every node
         report.fail("no write was acknowledged during the ring: the cluster stalled")
-    _healthy_within(c, report, 120, "after healing")
+    healthy_within(c, report, 120, "after healing")
     _check(c, region, writes, opens, report)
     report.passed = not report.problems
 
 
 # name -> (scenario, storage hosts it needs, the coordinator's rebuild grace in seconds)
-PARTITIONS: dict[str, tuple[Callable[[ChaosCluster, int, int, RunReport], None], int, float]] = {
-    "partition": (partition, 6, 2.0),
-    "partition-host": (partition_host, 7, 2.0),
-    "partition-ring": (partition_ring, 6, 2.0),
-}

@@ -18,9 +18,9 @@ import ecmem
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import RegionMeta
 
-from .report import RunReport
-from .scenarios import BLOCK, MiB, _block, _healthy_within, _kill
-from .target import Target
+from ..report import RunReport
+from ..target import Target
+from .common import BLOCK, MiB, block_data, healthy_within, kill_hosts
 
 ROUNDS = ("within-m", "beyond-m", "all")
 KINDS = (("ec", "ec:4+2", 1), ("rep", "rep:3", 1), ("holes", "ec:4+2", 3))  # every: written blocks
@@ -57,7 +57,7 @@ def _write(c: Target, tag: str, seed: int, blocks: int) -> dict[str, dict[int, b
             cl.create_region(name, blocks * BLOCK, policy)
             want[name] = {}
             for i in range(0, blocks, every):
-                data = _block(seed, i + len(want) * 1000)
+                data = block_data(seed, i + len(want) * 1000)
                 cl.pwrite(name, i * BLOCK, data)
                 want[name][i] = data
             cl.release(name)
@@ -111,13 +111,13 @@ def restart_empty(c: Target, seed: int, mib: int, report: RunReport) -> None:
             victims = rng.sample(holders, 3)
         else:
             victims = list(c.node_hosts)
-        _kill(c, report, t0, victims)
+        kill_hosts(c, report, t0, victims)
         c.wait_gone(victims)
         for host in victims:
             c.start(host)
         c.wait_nodes(victims)
         if kind == "within-m":
-            _healthy_within(c, report, 120, f"after {len(victims)} hosts restarted empty")
+            healthy_within(c, report, 120, f"after {len(victims)} hosts restarted empty")
         wrong, failed = _check(c, want, blocks, report)
         wrong_total += wrong
         report.numbers[f"round{r}_{kind}_unreadable_regions"] = len(failed)
@@ -144,13 +144,8 @@ def restart_empty(c: Target, seed: int, mib: int, report: RunReport) -> None:
         left = set(_lost(c)) & set(want)
         if left:
             report.fail(f"removed regions still reported lost: {sorted(left)}")
-        _healthy_within(c, report, 120, f"after round {r} ({kind}) was cleaned up")
+        healthy_within(c, report, 120, f"after round {r} ({kind}) was cleaned up")
     report.numbers.update(
         rounds=len(rounds), blocks=blocks, wrong_blocks=wrong_total, seconds=time.monotonic() - t0
     )
     report.passed = not report.problems
-
-
-# name -> (scenario, storage hosts, rebuild grace): hosts in namespaces of this machine,
-# whose restart loses their memory.
-RESTARTS = {"restart-empty": (restart_empty, 8, 2.0)}

@@ -1,0 +1,172 @@
+"""Scenario 3: kill, restart and pause storage hosts (at most M out at once), the
+coordinator and ZooKeeper servers (one at a time) while a writer and readers work on one
+region: the writes pass the write checker, reads of each page are linearizable, and full
+redundancy returns within a bound after.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import random
+import threading
+import time
+
+import ecmem
+
+from ..checker import Write, check_region
+from ..history import FAIL, INFO, OK
+from ..report import RunReport, Sample
+from ..schedule import KILL, Fault
+from ..target import Target
+from .common import digest_of, healthy_within, holdings_of, page_digests, undo_due, undo_fault
+
+
+def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 3: kill, restart and pause storage hosts (at most M out at once), the
+    coordinator and ZooKeeper servers (one at a time) while a writer
+    and readers work on one region: the writes pass the write checker, reads of each
+    page are linearizable, and full redundancy returns within a bound after."""
+    from ..history import INVOKE, Event, History
+    from ..linearizable import check as linearizable
+    from ..schedule import PAUSE, generate
+
+    page = 65536
+    pages = 64
+    seconds = max(20.0, min(600.0, mib / 4))
+    schedule = generate(seed, c.node_hosts, seconds, max_down=2, kinds=[KILL, PAUSE])
+    # The control plane too: the coordinator and one ZooKeeper server at a time (the
+    # ensemble keeps its quorum), killed and restarted or paused.
+    if c.control_hosts:
+        schedule = sorted(
+            schedule
+            + generate(seed + 1, c.control_hosts, seconds, 1, [KILL, PAUSE], every=6.0, longest=5.0)
+        )
+    history = History()
+    lock = threading.Lock()
+    stop = threading.Event()
+    t0 = time.monotonic()
+    zeros = digest_of(bytes(page))
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        cl.create_region(c.region("s3"), pages * page, "ec:4+2", chunk=page // 4)
+
+    why: collections.Counter[str] = collections.Counter()  # errors, for the report
+
+    def record(e: Event) -> None:
+        with lock:
+            history.add(e)
+
+    def writer() -> None:
+        rng = random.Random(seed)
+        with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+            seq = epoch = 0
+            while not stop.is_set():
+                p = rng.randrange(pages)
+                data = rng.randbytes(page)
+                value = digest_of(data)
+                seq += 1
+                now = time.monotonic() - t0
+                record(Event(0, INVOKE, "write", c.region("s3"), p, value, now, 0, seq))
+                try:
+                    cl.pwrite(c.region("s3"), p * page, data)
+                    epoch = cl.async_client.writer_of(c.region("s3")).epoch
+                    kind = OK
+                except ecmem.EcmemError as exc:
+                    # The outcome of a failed write is unknown (it may be recovered later)
+                    # unless the client says it never happened; its epoch is the writer's.
+                    w = cl.async_client.writer_of(c.region("s3"))
+                    epoch = w.epoch if w is not None else epoch
+                    fenced = isinstance(exc, ecmem.Fenced)
+                    kind = INFO if exc.retriable or fenced else FAIL
+                    with lock:
+                        why[f"write {type(exc).__name__}: {str(exc)[:160]}"] += 1
+                    if fenced:  # the lease went (an expired session): the next pwrite retakes it
+                        with contextlib.suppress(ecmem.EcmemError):
+                            cl.release(c.region("s3"))
+                    time.sleep(0.2)
+                done = time.monotonic() - t0
+                record(Event(0, kind, "write", c.region("s3"), p, None, done, epoch, seq))
+                report.samples.append(Sample(now, "write", done - now, page, kind == OK))
+
+    def reader(n: int) -> None:
+        rng = random.Random(seed + n)
+        with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+            while not stop.is_set():
+                p = rng.randrange(pages)
+                now = time.monotonic() - t0
+                record(Event(n, INVOKE, "read", c.region("s3"), p, None, now))
+                try:
+                    got = digest_of(cl.pread(c.region("s3"), p * page, page))
+                    record(
+                        Event(
+                            n,
+                            OK,
+                            "read",
+                            c.region("s3"),
+                            p,
+                            None if got == zeros else got,
+                            time.monotonic() - t0,
+                        )
+                    )
+                    ok = True
+                except ecmem.EcmemError as exc:
+                    record(Event(n, FAIL, "read", c.region("s3"), p, None, time.monotonic() - t0))
+                    ok = False
+                    with lock:
+                        why[f"read {type(exc).__name__}: {str(exc)[:160]}"] += 1
+                report.samples.append(Sample(now, "read", time.monotonic() - t0 - now, page, ok))
+
+    workers = [threading.Thread(target=writer, daemon=True)] + [
+        threading.Thread(target=reader, args=(n,), daemon=True) for n in (1, 2)
+    ]
+    for w in workers:
+        w.start()
+    pending: list[tuple[float, Fault]] = []
+    for f in schedule:
+        while time.monotonic() - t0 < f.at:
+            time.sleep(0.02)
+            undo_due(c, pending, t0)
+        undo_due(c, pending, t0)
+        if f.host in {p.host for _, p in pending}:
+            continue
+        (c.kill if f.kind == KILL else c.pause)(f.host)
+        pending.append((f.until, f))
+        report.faults.append(f)
+    while time.monotonic() - t0 < seconds:
+        time.sleep(0.05)
+        undo_due(c, pending, t0)
+    for _, f in pending:
+        undo_fault(c, f)
+    stop.set()
+    for w in workers:
+        w.join(timeout=60)
+    ops = history.ops()
+    verdict = linearizable(ops)
+    if not verdict:
+        report.fail(f"reads of region {c.region('s3')} page {verdict.page} are not linearizable")
+    writes = [
+        Write(o.epoch, o.seq, {o.page: o.value or ""}, o.outcome, o.start, o.end)
+        for o in ops
+        if o.f == "write"
+    ]
+    healthy_within(c, report, 120, "after the thrash")
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        try:
+            final = page_digests(cl, c.region("s3"), page, pages)
+        except ecmem.DataUnavailableError as exc:
+            report.fail(f"a page is unreadable after the thrash: {exc}")
+            report.numbers["holdings"] = holdings_of(c, cl, c.region("s3"), exc.stripe)
+            report.passed = False
+            return
+    verdict_w = check_region(writes, final)
+    for problem in verdict_w.problems:
+        report.fail(problem)
+    report.numbers.update(
+        seconds=seconds,
+        faults=len(report.faults),
+        writes_ok=sum(1 for w in writes if w.outcome == OK),
+        reads=sum(1 for o in ops if o.f == "read"),
+        reads_failed=sum(1 for o in ops if o.f == "read" and o.outcome == FAIL),
+        errors=why.most_common(6),
+    )
+    report.passed = not report.problems
