@@ -160,9 +160,12 @@ class DataUnavailableError(EcmemError):
         self.missing = dict(missing)
         self.needed = needed
         detail = ", ".join(f"fragment {i}: {why}" for i, why in sorted(missing.items()))
-        super().__init__(
-            f"region {region!r} slab {slab} stripe {stripe}: data unavailable, "
-            f"{needed} fragments needed but {len(missing)} are lost ({detail}); "
+        super().__init__(self.describe(detail))
+
+    def describe(self, detail: str) -> str:
+        return (
+            f"region {self.region!r} slab {self.slab} stripe {self.stripe}: data unavailable, "
+            f"{self.needed} fragments needed but {len(self.missing)} are lost ({detail}); "
             "bring the lost storage nodes back (ecmem nodes, ecmem status) and retry"
         )
 
@@ -177,21 +180,12 @@ class DataLostError(DataUnavailableError):
     code = "DATA_LOST"
     retriable = False
 
-    def __init__(
-        self,
-        region: str,
-        slab: int,
-        stripe: int,
-        missing: dict[int, str],
-        needed: int,
-    ) -> None:
-        super().__init__(region, slab, stripe, missing, needed)
-        detail = ", ".join(f"fragment {i}: {why}" for i, why in sorted(missing.items()))
-        self.args = (
-            f"region {region!r} slab {slab} stripe {stripe}: data lost: it was written, but "
-            f"fewer than the {needed} fragments needed remain on any node ({detail}); "
-            "restore the region from a copy, or accept the loss with "
-            f"'ecmem region mark-lost-ok {region}' (its lost stripes then read as zeros)",
+    def describe(self, detail: str) -> str:
+        return (
+            f"region {self.region!r} slab {self.slab} stripe {self.stripe}: data lost: it was "
+            f"written, but fewer than the {self.needed} fragments needed remain on any node "
+            f"({detail}); restore the region from a copy, or accept the loss with "
+            f"'ecmem region mark-lost-ok {self.region}' (its lost stripes then read as zeros)"
         )
 
 
