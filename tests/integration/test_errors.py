@@ -86,7 +86,7 @@ def test_no_cluster_is_a_clear_error(tmp_path, monkeypatch) -> None:  # type: ig
     monkeypatch.delenv("ECMEM_ZK", raising=False)
     with pytest.raises(ecmem.ConfigError, match="ecmem up"):
         ecmem.connect(state_dir=tmp_path)
-    with pytest.raises(ecmem.CoordinationError, match="cannot reach ZooKeeper"):
+    with pytest.raises(ecmem.CoordinationError, match="could not reach ZooKeeper"):
         ecmem.connect("127.0.0.1:1", timeout=1)
 
 
