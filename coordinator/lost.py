@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ecmem import extents
@@ -63,7 +64,10 @@ class LostStripes:
                 if not await self._lease(meta.name, held):
                     continue
                 meta = await self.client.region_meta(meta.name)
-                found = await self._find_lost(meta, self.client.writer_of(meta.name).epoch)
+                epoch = self.client.writer_of(meta.name).epoch
+                found = await self._find_lost(meta, epoch)
+                if found:
+                    await self._zk(self.client.meta.update_region, meta.name, _unlost(epoch, found))
             except RegionNotFound:
                 continue
             except EcmemError as exc:
@@ -76,28 +80,13 @@ class LostStripes:
                     extra=where(meta.name),
                 )
                 continue
-            if not found:
-                continue
-            epoch = self.client.writer_of(meta.name).epoch
-
-            def change(
-                m: RegionMeta, epoch: int = epoch, found: extents.Ranges = found
-            ) -> RegionMeta | None:
-                if m.epoch != epoch:
-                    raise Fenced(f"region {m.name}: a writer took over while it was repaired")
-                lost = extents.minus(m.lost, found)
-                if lost == m.lost:
-                    return None
-                m.lost = lost
-                return m
-
-            await self._zk(self.client.meta.update_region, meta.name, change)
-            self.log.warning(
-                "region %s: stripes %s, recorded lost, were found again and are whole",
-                meta.name,
-                extents.describe(found),
-                extra=where(meta.name),
-            )
+            if found:
+                self.log.warning(
+                    "region %s: stripes %s, recorded lost, were found again and are whole",
+                    meta.name,
+                    extents.describe(found),
+                    extra=where(meta.name),
+                )
 
     async def _find_lost(self, meta: RegionMeta, epoch: int) -> extents.Ranges:
         view = self.client.make_view(meta)
@@ -131,3 +120,16 @@ class LostStripes:
             meta.name,
             extra=where(meta.name, slab),
         )
+
+
+def _unlost(epoch: int, found: extents.Ranges) -> Callable[[RegionMeta], RegionMeta | None]:
+    def change(m: RegionMeta) -> RegionMeta | None:
+        if m.epoch != epoch:
+            raise Fenced(f"region {m.name}: a writer took over while it was repaired")
+        lost = extents.minus(m.lost, found)
+        if lost == m.lost:
+            return None
+        m.lost = lost
+        return m
+
+    return change

@@ -352,8 +352,8 @@ class Rebuilder(LostStripes):
         size = layout.fragment_size
         # A partial holder that has this stripe already needs nothing.
         need = [i for i in targets if not (i in have and targets[i] == view.placement(stripe)[i])]
-        if not need:
-            return True
+        if not need:  # readable only if k fragments of it exist somewhere
+            return len(have | set(strays)) >= policy.k
         frags: dict[int, bytes] = {}
         # A draining holder still has its fragment: copy it rather than decode.
         for i in need:

@@ -339,7 +339,8 @@ class AsyncClient:
         try:
             return bytes(await self.io.read(self.view(meta), offset, length))
         except DataLostError as exc:
-            await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
+            if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
+                await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
             raise
 
     async def read_into(
@@ -355,7 +356,8 @@ class AsyncClient:
             try:
                 await self.io.read_into(self.view(meta), offset, out[:n])
             except DataLostError as exc:
-                await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
+                if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
+                    await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
                 raise
         return n
 

@@ -158,6 +158,13 @@ class ReadPath:
             )
             seen: Seen = (winner, *spans.get(winner, (0, 0)))
             return policy.decode(by_version[winner], layout.chunk), seen
+        if not by_version and not want and view.pending_version(stripe):
+            # Its first write is staged but not yet committed (or was lost since): a
+            # staged copy anywhere says the former, and the stripe is still a hole.
+            first = view.pending_version(stripe)
+            staged, _, _, _ = await self._gather(view, stripe, first, range(policy.width))
+            if staged:
+                return bytes(layout.stripe_data), (0, 0, 0)
         if not by_version and not view.is_written(stripe):
             # A hole: the region says no write of it was ever committed. (A written
             # stripe's "no such fragment" is a failure, never this.)

@@ -88,17 +88,18 @@ def record_writes(
     lost: extents.Ranges,
     pending: Pending,
     todo: Pending,
-    ready: int,
+    confirmed: int,
 ) -> tuple[extents.Ranges, extents.Ranges, Pending]:
     """A region's (written, lost, pending) once the staged writes ``todo`` are recorded.
 
     Stripes they write for the first time are also kept in ``pending`` with the
-    write's version, until the writer's commit point is known to cover it
-    (``ready``): a writer that dies first may have its write dropped by the next
-    one's recovery, which then takes those stripes back out (settle_written)."""
+    write's version until a commit round has covered it (``confirmed``): meanwhile a
+    reader that finds no committed copy but a staged one reads the stripe as the hole it
+    still is, and a writer that dies first may have its write dropped by the next one's
+    recovery, which then takes those stripes back out (settle_written)."""
     fresh = [(f2, e2, v) for f, e, v in todo for f2, e2 in extents.minus([(f, e)], written)]
     ranges = extents.normal((f, e) for f, e, _ in todo)
-    keep = [p for p in pending if p[2] > ready]
+    keep = [p for p in pending if p[2] > confirmed]
     return extents.union(written, ranges), extents.minus(lost, ranges), keep + fresh
 
 

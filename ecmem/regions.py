@@ -41,6 +41,7 @@ def make_view(meta: RegionMeta) -> RegionView:
         set(meta.partial),
         meta.min_durable,
         meta.written,
+        meta.pending,
     )
 
 

@@ -23,7 +23,7 @@ from ecmem.errors import EcmemError, Fenced, RegionBusy, RegionNotFound
 from ecmem.logs import where
 from ecmem.meta.model import RegionMeta
 from ecmem.policy import ECPolicy
-from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
+from ecmem.stripes import DEGRADED_TIMEOUT, Failed, Got, RegionView
 
 from .repair import Committed, committed_versions, store_fragment
 
@@ -217,6 +217,10 @@ class Scrubber:
             else:
                 finding(i, getattr(o, "why", "missing"))
         policy = layout.policy
+        if len(frags) < policy.k:  # vacant slots matter too once the stripe is short
+            for i, (n, _) in enumerate(placement):
+                if not n:
+                    finding(i, "no node holds this fragment, and too few are left elsewhere")
         if len(frags) == policy.width:
             for i in _disagreeing(policy, frags, layout.chunk):
                 finding(i, "does not agree with the stripe's other fragments")
@@ -243,6 +247,7 @@ class Scrubber:
             bad = {f.index for f in items}
             good: dict[int, bytes] = {}
             size = view.layout.fragment_size
+            maybe = 0  # holders that did not answer: they may hold it still
             for i, (n, _) in enumerate(meta.slabs[slab]):
                 if i in bad or not n or len(good) >= policy.k:
                     continue
@@ -251,6 +256,16 @@ class Scrubber:
                 )
                 if isinstance(o, Got):
                     good[i] = bytes(o.data)
+                elif isinstance(o, Failed) and not o.gone:
+                    maybe += 1
+            if len(good) < policy.k and len(good) + maybe >= policy.k:
+                self.log.warning(
+                    "scrub: region %s stripe %d: holders did not answer; not repaired now",
+                    meta.name,
+                    stripe,
+                    extra=where(meta.name, slab),
+                )
+                continue
             if len(good) < policy.k:
                 self.log.error(
                     "scrub: region %s stripe %d: only %d good fragments, cannot repair",

@@ -56,10 +56,16 @@ class RegionView:
     partial: set[tuple[int, int]] = field(default_factory=set)
     min_durable: int = 0
     written: extents.Ranges = field(default_factory=list)  # stripes that hold data
+    # (first, end, version): stripes first written by a write that may not be committed yet
+    pending: list[tuple[int, int, int]] = field(default_factory=list)
 
     def is_written(self, stripe: int) -> bool:
         """Was this stripe written (so that no fragment anywhere means lost, not a hole)?"""
         return not UNSAFE_NOT_FOUND_IS_HOLE and extents.contains(self.written, stripe)
+
+    def pending_version(self, stripe: int) -> int:
+        """The write that first wrote this stripe, while it may not be committed yet."""
+        return max((v for f, e, v in self.pending if f <= stripe < e), default=0)
 
     def durable_minimum(self) -> int:
         """Fragments of a stripe that must be staged for a write to count."""

@@ -52,6 +52,7 @@ Placement = list[tuple[str, str]]
 # Test-only: a build with fencing switched off, so the chaos suite can show that its
 # stale-writer scenario fails without it. Never set it for real data.
 UNSAFE_NO_FENCING = os.environ.get("ECMEM_UNSAFE_NO_FENCING") == "1"
+PENDING_LIMIT = 32  # first writes awaiting a commit round before one is forced
 
 
 class Host(Protocol):
@@ -75,6 +76,7 @@ class Host(Protocol):
 class WriterSession(Writer):
     host: Any = field(default=None, repr=False, compare=False)
     placing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    unconfirmed: set[int] = field(default_factory=set, repr=False, compare=False)
 
     # -- taking a region over ---------------------------------------------------------
 
@@ -212,6 +214,7 @@ class WriterSession(Writer):
                 detail,
             )
         self.committed_upto(upto)
+        await self._confirm(upto)
 
     async def commit(self, upto: int | None = None) -> None:
         """Commit this session's writes once all of them up to ``upto`` (default: all
@@ -247,6 +250,8 @@ class WriterSession(Writer):
     async def replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool:
         """Give a fragment whose holder failed a write to a handoff node (or leave the slot
         vacant if none qualifies); updates ZooKeeper, then ``view``."""
+        if self.state is not State.WRITING:
+            return False  # released or stopped: no placement changes without the lease
         slab = view.layout.slab_of(stripe)
         failed = view.slabs[slab][index][0]
         async with self.placing:
@@ -382,7 +387,7 @@ class WriterSession(Writer):
             def mark(m: RegionMeta) -> RegionMeta:
                 self.check_epoch(m)
                 m.written, m.lost, m.pending = record_writes(
-                    m.written, m.lost, m.pending, todo, self.ready()
+                    m.written, m.lost, m.pending, todo, self.committed
                 )
                 return m
 
@@ -392,6 +397,30 @@ class WriterSession(Writer):
                 self.unmarked = todo + self.unmarked
                 raise
             self.marked = extents.minus(meta.written, meta.lost)
+            self.unconfirmed |= {v for _, _, v in meta.pending if wire.epoch_of(v) == self.epoch}
+        if len(self.unconfirmed) > PENDING_LIMIT and not self.marking.locked():
+            # Keep the record small on a long stream of first writes: commit what is
+            # staged so far, and the next recording drops the entries it confirms.
+            meta = await self.host.regions.get(self.name)
+            await self.commit_round(meta, self.ready())
+
+    async def _confirm(self, upto: int) -> None:
+        """A commit round covered writes up to ``upto``: their stripes are committed, so
+        they leave ``pending``."""
+        done = {v for v in self.unconfirmed if v <= upto}
+        if not done:
+            return
+
+        def confirm(m: RegionMeta) -> RegionMeta | None:
+            self.check_epoch(m)
+            keep = [p for p in m.pending if p[2] not in done]
+            if keep == m.pending:
+                return None
+            m.pending = keep
+            return m
+
+        await self.host.regions.update(self.name, confirm)
+        self.unconfirmed -= done
 
     async def resize(self, meta: RegionMeta, size: int) -> None:
         """Grow (the new bytes read as zeros) or cut the region to ``size`` bytes."""
@@ -444,13 +473,15 @@ class WriterSession(Writer):
             return []
         accepted: extents.Ranges = meta.lost
         nodes = [n for slab in meta.slabs for n, _ in slab if n] + list(self.host.live_nodes())
+        older = self.epoch << wire.SEQ_BITS  # never a write of this session
         for first, end in accepted:
-            await self.host.io.broadcast(nodes, wire.Delete(meta.id, first, self.epoch, end))
+            await self.host.io.broadcast(nodes, wire.Delete(meta.id, first, self.epoch, end, older))
 
         def accept(m: RegionMeta) -> RegionMeta:
             self.check_epoch(m)
-            m.written = extents.minus(m.written, accepted)
-            m.lost = extents.minus(m.lost, accepted)
+            still = extents.intersect(accepted, m.lost)  # not rewritten meanwhile
+            m.written = extents.minus(m.written, still)
+            m.lost = extents.minus(m.lost, still)
             return m
 
         new = await self.host.regions.update(self.name, accept)

@@ -52,6 +52,7 @@ class Writer:
     lost: str = ""  # why this writer may not write any more
     committed: int = 0  # the commit point of the last commit round that succeeded
     inflight: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)  # writes that failed: commit barriers
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
@@ -68,10 +69,14 @@ class Writer:
         return self.version + 1
 
     def ready(self) -> int:
-        """The commit point: every write up to it is fully staged."""
-        return min(self.inflight) - 1 if self.inflight else self.version
+        """The commit point: every write up to it is fully staged. A write that failed
+        stays a barrier: nothing at or past it may ever be committed by this writer."""
+        barrier = min(self.inflight | self.failed, default=0)
+        return barrier - 1 if barrier else self.version
 
     def to(self, new: State) -> None:
+        if new is self.state:
+            return
         if new not in ALLOWED[self.state]:
             raise ProtocolError(
                 f"region {self.name!r}: a writer cannot go from {self.state.value} to "
@@ -98,6 +103,8 @@ class Writer:
 
     def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
         self.inflight.discard(stamp.version)
+        if not ok:
+            self.failed.add(stamp.version)
         if ok:
             first, last, _ = stamp.write
             for stripe in range(first, last + 1):
@@ -126,8 +133,9 @@ class Writer:
             raise Fenced(self.lost)
 
     def fence_off(self, why: str) -> None:
+        # May run on kazoo's thread while the lease is given back: any state will do.
         if self.state in (State.TAKING_OVER, State.WRITING):
-            self.to(State.STOPPED)
+            self.state = State.STOPPED
         if not self.lost:
             self.lost = (
                 f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "

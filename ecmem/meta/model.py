@@ -8,6 +8,7 @@ from typing import Any
 
 from ecmem import extents
 from ecmem.errors import ProtocolError
+from ecmem.policy import parse_policy
 
 Placement = list[tuple[str, str]]  # per fragment index: (node id, node incarnation)
 
@@ -102,6 +103,12 @@ class RegionMeta:
             meta.slabs = [[holders[int(j)] for j in slab] for slab in stored]
             meta.floors = [(int(s), int(v)) for s, v in meta.floors]
             meta.partial = [(int(s), int(i)) for s, i in meta.partial]
+            if "written" not in json.loads(raw):
+                # A record from before written stripes were kept: take every stripe below
+                # the size as written, so that nothing lost can ever read as zeros.
+                meta.written = [
+                    (0, -(-meta.size // parse_policy(meta.policy).stripe_data(meta.chunk)))
+                ]
             meta.written = extents.normal(meta.written)
             meta.lost = extents.normal(meta.lost)
             meta.pending = [(int(f), int(e), int(v)) for f, e, v in meta.pending]

@@ -113,7 +113,8 @@ class Grid:
         zk = await asyncio.to_thread(connect_zk, self.zk_hosts, 10.0, 10.0)
         c = AsyncClient(zk, self.cluster)
         await c.start()
-        for _ in range(200):  # until the client's watch sees every node
+        # Until the client's watch sees every node (a busy machine may take a while).
+        for _ in range(2000):
             if len(c.live_nodes()) >= len(self.nodes):
                 break
             await asyncio.sleep(0.005)

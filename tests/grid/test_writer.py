@@ -149,3 +149,27 @@ async def test_a_stale_writer_is_fenced_off(grid: Grid) -> None:
     with pytest.raises(ecmem.Fenced):
         await old.pwrite("r", 0, stripe(3))
     assert await new.pread("r", 0, sd) == stripe(2)
+
+
+async def test_a_first_write_staged_but_not_committed_reads_as_the_hole_it_still_is(
+    grid: Grid,
+) -> None:
+    """Its stripes are recorded as written (and pending) before the commit reaches the
+    nodes: a reader meanwhile finds only staged copies and reads zeros, not 'lost'; once
+    no copy is left anywhere, it is lost."""
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    sd = 4 * CHUNK
+
+    def as_left(m: RegionMeta) -> RegionMeta:
+        m.epoch, m.written, m.pending = 1, [(0, 1)], [(0, 1, E1 + 1)]
+        return m
+
+    meta = await c.regions.update("r", as_left)
+    grid.stage(meta, 0, E1 + 1, fragments(meta, stripe(7)), (0, 0, sd))
+    reader = await grid.client()
+    assert await reader.pread("r", 0, sd) == bytes(sd)
+    for node in grid.holders(meta):
+        node.store.delete(meta.id, 0)
+    with pytest.raises(ecmem.DataLostError):
+        await reader.pread("r", 0, sd)
