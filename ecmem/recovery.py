@@ -89,18 +89,21 @@ def record_writes(
     pending: Pending,
     todo: Pending,
     confirmed: int,
-) -> tuple[extents.Ranges, extents.Ranges, Pending]:
-    """A region's (written, lost, pending) once the staged writes ``todo`` are recorded.
+) -> tuple[extents.Ranges, Pending, Pending]:
+    """A region's (written, pending) once the staged writes ``todo`` are recorded, and
+    which recorded-lost stripes each of them rewrites (``unlost``).
 
     Stripes they write for the first time are also kept in ``pending`` with the
     write's version until a commit round has covered it (``confirmed``): meanwhile a
     reader that finds no committed copy but a staged one reads the stripe as the hole it
     still is, and a writer that dies first may have its write dropped by the next one's
-    recovery, which then takes those stripes back out (settle_written)."""
+    recovery, which then takes those stripes back out (settle_written). A lost stripe
+    stays lost until a commit round covers its rewrite: recovery could drop that."""
     fresh = [(f2, e2, v) for f, e, v in todo for f2, e2 in extents.minus([(f, e)], written)]
+    unlost = [(f2, e2, v) for f, e, v in todo for f2, e2 in extents.within(lost, f, e)]
     ranges = extents.normal((f, e) for f, e, _ in todo)
     keep = [p for p in pending if p[2] > confirmed]
-    return extents.union(written, ranges), extents.minus(lost, ranges), keep + fresh
+    return extents.union(written, ranges), keep + fresh, unlost
 
 
 def settle_written(

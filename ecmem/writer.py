@@ -18,21 +18,17 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
-
-from kazoo.client import KazooClient
+from typing import Any, TypeVar
 
 from . import extents, wire
-from .conn import ConnectionPool
 from .errors import ClusterError, NodeUnavailable, NotEnoughNodesError
 from .layout import Layout
 from .meta import lease
-from .meta.catalog import MetadataStore
-from .meta.model import NodeInfo, RegionMeta
+from .meta.model import RegionMeta
 from .placement import Candidate, replacement
 from .recovery import (
+    Pending,
     Staged,
     choose_kept,
     fence_quorum,
@@ -40,10 +36,9 @@ from .recovery import (
     settle_written,
     unfenced_slabs,
 )
-from .regions import RegionCache, make_view
+from .regions import make_view
 from .stripes import RegionView
-from .writepath import StripeIO
-from .writers import State, Writer
+from .writers import Host, State, Writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,28 +50,12 @@ UNSAFE_NO_FENCING = os.environ.get("ECMEM_UNSAFE_NO_FENCING") == "1"
 PENDING_LIMIT = 32  # first writes awaiting a commit round before one is forced
 
 
-class Host(Protocol):
-    """What a writer session needs of its client (``AsyncClient`` is one)."""
-
-    zk: KazooClient
-    meta: MetadataStore
-    io: StripeIO
-    pool: ConnectionPool
-    holder: dict[str, Any]
-    regions: RegionCache
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
-
-    def live_nodes(self) -> dict[str, NodeInfo]: ...
-
-    def placements(self, meta: RegionMeta, slabs: int) -> list[Placement]: ...
-
-
 @dataclass
 class WriterSession(Writer):
     host: Any = field(default=None, repr=False, compare=False)
     placing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     unconfirmed: set[int] = field(default_factory=set, repr=False, compare=False)
+    unlost: list[tuple[int, int, int]] = field(default_factory=list, repr=False, compare=False)
 
     # -- taking a region over ---------------------------------------------------------
 
@@ -384,11 +363,17 @@ class WriterSession(Writer):
                 return
             todo, self.unmarked = self.unmarked, []
 
-            def mark(m: RegionMeta) -> RegionMeta:
+            unlost: Pending = []
+
+            def mark(m: RegionMeta) -> RegionMeta | None:
+                nonlocal unlost
                 self.check_epoch(m)
-                m.written, m.lost, m.pending = record_writes(
+                written, pending, unlost = record_writes(
                     m.written, m.lost, m.pending, todo, self.committed
                 )
+                if written == m.written and pending == m.pending:
+                    return None
+                m.written, m.pending = written, pending
                 return m
 
             try:
@@ -396,7 +381,10 @@ class WriterSession(Writer):
             except BaseException:
                 self.unmarked = todo + self.unmarked
                 raise
-            self.marked = extents.minus(meta.written, meta.lost)
+            self.unlost += unlost
+            self.marked = extents.union(
+                extents.minus(meta.written, meta.lost), extents.normal((f, e) for f, e, _ in todo)
+            )
             self.unconfirmed |= {v for _, _, v in meta.pending if wire.epoch_of(v) == self.epoch}
         if len(self.unconfirmed) > PENDING_LIMIT and not self.marking.locked():
             # Keep the record small on a long stream of first writes: commit what is
@@ -405,22 +393,25 @@ class WriterSession(Writer):
             await self.commit_round(meta, self.ready())
 
     async def _confirm(self, upto: int) -> None:
-        """A commit round covered writes up to ``upto``: their stripes are committed, so
-        they leave ``pending``."""
+        """A commit round covered writes up to ``upto``: stripes they wrote first leave
+        ``pending``, and lost stripes they rewrote are lost no more."""
         done = {v for v in self.unconfirmed if v <= upto}
-        if not done:
+        found = extents.normal((f, e) for f, e, v in self.unlost if v <= upto)
+        if not done and not found:
             return
 
         def confirm(m: RegionMeta) -> RegionMeta | None:
             self.check_epoch(m)
             keep = [p for p in m.pending if p[2] not in done]
-            if keep == m.pending:
+            lost = extents.minus(m.lost, found)
+            if keep == m.pending and lost == m.lost:
                 return None
-            m.pending = keep
+            m.pending, m.lost = keep, lost
             return m
 
         await self.host.regions.update(self.name, confirm)
         self.unconfirmed -= done
+        self.unlost = [x for x in self.unlost if x[2] > upto]
 
     async def resize(self, meta: RegionMeta, size: int) -> None:
         """Grow (the new bytes read as zeros) or cut the region to ``size`` bytes."""

@@ -16,12 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from kazoo.client import KazooClient
 
 from . import extents, wire
+from .conn import ConnectionPool
 from .errors import Fenced, ProtocolError
+from .meta.catalog import MetadataStore
+from .meta.model import NodeInfo, RegionMeta
 from .recovery import Pending
+from .regions import RegionCache
 from .stripes import Stamp
+from .writepath import StripeIO
+
+T = TypeVar("T")
+Placement = list[tuple[str, str]]
 
 
 class State(enum.Enum):
@@ -143,3 +155,20 @@ class Writer:
                 "next writer keeps every write that was acknowledged)"
             )
         self.changed.set()
+
+
+class Host(Protocol):
+    """What a writer session needs of its client (``AsyncClient`` is one)."""
+
+    zk: KazooClient
+    meta: MetadataStore
+    io: StripeIO
+    pool: ConnectionPool
+    holder: dict[str, Any]
+    regions: RegionCache
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def live_nodes(self) -> dict[str, NodeInfo]: ...
+
+    def placements(self, meta: RegionMeta, slabs: int) -> list[Placement]: ...

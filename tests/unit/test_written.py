@@ -11,36 +11,36 @@ V = 1 << 32  # epoch 1, seq 0
 
 
 @pytest.mark.parametrize(
-    ("written", "lost", "pending", "todo", "ready", "want"),
+    ("written", "lost", "pending", "todo", "confirmed", "want"),
     [
-        # A first write of stripes 0-1: written, and pending until the commit point passes.
-        ([], [], [], [(0, 2, V + 1)], V, ([(0, 2)], [], [(0, 2, V + 1)])),
+        # A first write of stripes 0-1: written, and pending until a commit round covers it.
+        ([], [], [], [(0, 2, V + 1)], V, ([(0, 2)], [(0, 2, V + 1)], [])),
         # Rewriting written stripes adds nothing pending.
         ([(0, 4)], [], [], [(1, 2, V + 5)], V + 4, ([(0, 4)], [], [])),
-        # Only the new part of a write is pending; entries the commit point passed go.
+        # Only the new part of a write is pending; confirmed entries go.
         (
             [(0, 4)],
             [],
             [(3, 4, V + 3)],
             [(3, 6, V + 5)],
             V + 4,
-            ([(0, 6)], [], [(4, 6, V + 5)]),
+            ([(0, 6)], [(4, 6, V + 5)], []),
         ),
-        # Entries not yet passed stay.
+        # Entries not yet confirmed stay.
         (
             [(0, 4)],
             [],
             [(3, 4, V + 3)],
             [(5, 6, V + 4)],
             V + 2,
-            ([(0, 4), (5, 6)], [], [(3, 4, V + 3), (5, 6, V + 4)]),
+            ([(0, 4), (5, 6)], [(3, 4, V + 3), (5, 6, V + 4)], []),
         ),
-        # A rewrite of lost stripes takes them out of lost.
-        ([(0, 8)], [(2, 5)], [], [(2, 4, V + 9)], V + 8, ([(0, 8)], [(4, 5)], [])),
+        # A rewrite of lost stripes says which, for the commit round that covers it.
+        ([(0, 8)], [(2, 5)], [], [(2, 4, V + 9)], V + 8, ([(0, 8)], [], [(2, 4, V + 9)])),
     ],
 )
-def test_record_writes(written, lost, pending, todo, ready, want) -> None:  # type: ignore[no-untyped-def]
-    assert record_writes(written, lost, pending, todo, ready) == want
+def test_record_writes(written, lost, pending, todo, confirmed, want) -> None:  # type: ignore[no-untyped-def]
+    assert record_writes(written, lost, pending, todo, confirmed) == want
 
 
 @pytest.mark.parametrize(
