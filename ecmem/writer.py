@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import extents, wire
-from .errors import ClusterError, NodeUnavailable, NotEnoughNodesError
+from .errors import ClusterError, CoordinationError, NodeUnavailable, NotEnoughNodesError
 from .layout import Layout
 from .meta import lease
 from .meta.model import RegionMeta
@@ -48,6 +48,7 @@ Placement = list[tuple[str, str]]
 # stale-writer scenario fails without it. Never set it for real data.
 UNSAFE_NO_FENCING = os.environ.get("ECMEM_UNSAFE_NO_FENCING") == "1"
 PENDING_LIMIT = 32  # first writes awaiting a commit round before one is forced
+MARK_TRIES = 5  # recording written stripes survives a ZooKeeper hiccup of about 2 s
 
 
 @dataclass
@@ -377,7 +378,14 @@ class WriterSession(Writer):
                 return m
 
             try:
-                meta = await self.host.regions.update(self.name, mark)
+                for attempt in range(MARK_TRIES):
+                    try:
+                        meta = await self.host.regions.update(self.name, mark)
+                        break
+                    except CoordinationError:  # ZooKeeper busy or a session renewing
+                        if attempt == MARK_TRIES - 1:
+                            raise
+                        await asyncio.sleep(0.2 * (attempt + 1))
             except BaseException:
                 self.unmarked = todo + self.unmarked
                 raise
