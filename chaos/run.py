@@ -100,6 +100,8 @@ def run_one(
                 c.up()
                 scenario(c, seed, mib, report)
             else:
+                # A deployment just started may not have every node registered yet.
+                c.wait_nodes(c.node_hosts, timeout=60)
                 ANY_TARGET[name][0](c, seed, mib, report)
         except Exception as exc:  # a crash of the scenario is a failure with its traceback
             report.fail(f"scenario crashed: {exc!r}\n{traceback.format_exc()}")
