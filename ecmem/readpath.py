@@ -67,7 +67,8 @@ class ReadPath:
         """
         node_id, incarnation = view.placement(stripe)[index]
         if not node_id:
-            return Failed(f"no node holds fragment {index} until it is rebuilt", gone=True)
+            # Its former holder may hold a copy still, off the placement: not surely gone.
+            return Failed(f"no node holds fragment {index} until it is rebuilt")
         if avoid_suspects and self.pool.is_suspect(node_id):
             return Failed(f"node {node_id} is slow to answer")
         try:

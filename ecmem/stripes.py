@@ -149,9 +149,8 @@ def check_reply(
             if want:
                 return Failed(f"node {node_id} lacks version {want}", gone=True)
             if (view.layout.slab_of(stripe), index) in view.partial:
-                return Failed(
-                    f"node {node_id} took this fragment over and has no copy yet", gone=True
-                )
+                # A handoff that lacks older stripes: its former holder may have it still.
+                return Failed(f"node {node_id} took this fragment over and has no copy yet")
             if view.is_written(stripe):
                 return Failed(f"node {node_id} has no copy of this written stripe", gone=True)
             return Missing()
