@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 
-from .errors import EcmemError, NotEnoughNodesError
+from .errors import EcmemError
 from .layout import Layout
 from .meta.catalog import MetadataStore
 from .meta.model import NodeInfo, RegionMeta
-from .placement import Candidate, place_slabs, replacement
+from .placement import Candidate, place_slabs
 
 Placement = list[tuple[str, str]]
 
@@ -69,29 +68,3 @@ class Members:
             cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng
         )
         return [[(i, live[i].incarnation) for i in slab] for slab in ids]
-
-
-def handoff_for(
-    catalog: MetadataStore,
-    meta: RegionMeta,
-    slab: int,
-    failed: str,
-    suspect: Callable[[str], bool],
-) -> tuple[str, str]:
-    """A live node outside the slab to take over ``failed``'s fragment by the placement
-    rules, or ("", "") if none qualifies (blocking: reads ZooKeeper)."""
-    layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-    live = catalog.live_nodes()
-    members = {n for n, _ in meta.slabs[slab]}
-    draining = set(catalog.draining())
-    cands = [
-        Candidate(n.id, n.failure_domain or n.id, n.free)
-        for n in live.values()
-        if not suspect(n.id) and n.id not in draining
-    ]
-    domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
-    try:
-        pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
-    except NotEnoughNodesError:
-        return ("", "")
-    return (pick, live[pick].incarnation)

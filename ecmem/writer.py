@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import extents, wire
-from .errors import ClusterError, CoordinationError, NodeUnavailable
+from .errors import ClusterError, CoordinationError, NodeUnavailable, NotEnoughNodesError
 from .layout import Layout
-from .members import handoff_for
 from .meta import lease
 from .meta.model import RegionMeta
+from .placement import Candidate, replacement
 from .recovery import (
     Pending,
     Staged,
@@ -36,7 +37,7 @@ from .recovery import (
     unfenced_slabs,
 )
 from .regions import make_view
-from .stripes import RegionView, Stamp
+from .stripes import RegionView
 from .writers import Host, State, Writer
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ class WriterSession(Writer):
     placing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     unconfirmed: set[int] = field(default_factory=set, repr=False, compare=False)
     unlost: list[tuple[int, int, int]] = field(default_factory=list, repr=False, compare=False)
-    recording: set[asyncio.Future[None]] = field(default_factory=set, repr=False, compare=False)
 
     # -- taking a region over ---------------------------------------------------------
 
@@ -84,8 +84,6 @@ class WriterSession(Writer):
 
     async def release(self) -> None:
         """Give the lease back; the session takes no more writes."""
-        if self.recording:
-            await asyncio.gather(*self.recording, return_exceptions=True)
         if self.state is not State.RELEASED:
             self.to(State.RELEASED)
             await self.host.call(lease.release, self.host.zk, self.host.meta.paths, self.name)
@@ -259,7 +257,21 @@ class WriterSession(Writer):
 
     def _handoff(self, meta: RegionMeta, slab: int, index: int, failed: str) -> RegionMeta:
         host = self.host
-        holder = handoff_for(host.meta, meta, slab, failed, host.pool.is_suspect)
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        live = host.meta.live_nodes()
+        members = {n for n, _ in meta.slabs[slab]}
+        draining = set(host.meta.draining())
+        cands = [
+            Candidate(n.id, n.failure_domain or n.id, n.free)
+            for n in live.values()
+            if not host.pool.is_suspect(n.id) and n.id not in draining
+        ]
+        domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
+        try:
+            pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
+            holder = (pick, live[pick].incarnation)
+        except NotEnoughNodesError:
+            holder = ("", "")
 
         def change(m: RegionMeta) -> RegionMeta | None:
             self.check_epoch(m)
@@ -333,26 +345,12 @@ class WriterSession(Writer):
         stamp = self.begin(first, last, offset + n)
         try:
             await self.host.io.write(view, offset, data, size, stamp, self.replace)
+            # Before the commit point may pass this write: once committed, a stripe that
+            # no node holds must read as lost, never as a hole.
+            await self._mark_written(first, last + 1, stamp.version)
         except BaseException as exc:
             self.finish(stamp, False, str(exc))
             raise
-        self.staged(stamp)  # later writes of these stripes build on this one
-        if extents.covers(self.marked, first, last + 1):
-            self.finish(stamp, True)
-            return
-        # Recorded off the data path: the write stays in flight (the commit point cannot
-        # pass it) until its stripes are recorded, so that once committed, a stripe no
-        # node holds reads as lost, never as a hole.
-        task = asyncio.ensure_future(self._record(stamp, first, last + 1))
-        self.recording.add(task)
-        task.add_done_callback(self.recording.discard)
-
-    async def _record(self, stamp: Stamp, first: int, end: int) -> None:
-        try:
-            await self._mark_written(first, end, stamp.version)
-        except BaseException as exc:
-            self.finish(stamp, False, f"recording its stripes failed: {exc}")
-            return
         self.finish(stamp, True)
 
     async def _mark_written(self, first: int, end: int, version: int) -> None:

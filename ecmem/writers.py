@@ -113,18 +113,14 @@ class Writer:
             lambda stripe: self.latest.get(stripe, 0),
         )
 
-    def staged(self, stamp: Stamp) -> None:
-        """Every fragment of the write is staged: its stripes read at its version now."""
-        first, last, _ = stamp.write
-        for stripe in range(first, last + 1):
-            self.latest[stripe] = max(self.latest.get(stripe, 0), stamp.version)
-
     def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
         self.inflight.discard(stamp.version)
         if not ok:
             self.failed.add(stamp.version)
         if ok:
-            self.staged(stamp)
+            first, last, _ = stamp.write
+            for stripe in range(first, last + 1):
+                self.latest[stripe] = stamp.version
         else:
             # Later writes must not be committed past a hole: stop here, and let the next
             # writer's recovery keep what is whole.
