@@ -21,7 +21,7 @@ from kazoo.exceptions import KazooException
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
 
-from . import extents
+from . import extents, sizing
 from . import writer as writing
 from .conn import ConnectionPool
 from .errors import (
@@ -300,7 +300,7 @@ class AsyncClient:
             held = name in self._writers
             w = await self.writer(name)
             try:
-                return await w.accept_loss()
+                return await sizing.accept_loss(w)
             finally:
                 if not held:
                     await self.release(name)
@@ -390,7 +390,7 @@ class AsyncClient:
 
     async def _resize(self, meta: RegionMeta, size: int) -> None:
         w = await self.writer(meta.name)
-        await w.resize(meta, size)
+        await sizing.resize(w, meta, size)
 
     def open(
         self,

@@ -101,14 +101,11 @@ class RegionCache:
     async def update(
         self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
     ) -> RegionMeta:
-        """Apply ``change`` to the record with a versioned set (None: no change)."""
-
-        def run() -> tuple[RegionMeta, int]:
-            new = self.meta.update_region(name, change)
-            _, stat = self.zk.get(self.meta.paths.region(name))
-            return new, stat.version
-
-        done: tuple[RegionMeta, int] = await self.call(run)
+        """Apply ``change`` with a versioned set (None: no change)."""
+        start = self._copy(name)
+        done: tuple[RegionMeta, int] = await self.call(
+            self.meta.update_region_from, name, change, start
+        )
         self.put(*done)
         return done[0]
 
@@ -116,10 +113,16 @@ class RegionCache:
         self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
     ) -> RegionMeta:
         """``update`` for a caller already off the event loop."""
-        new = self.meta.update_region(name, change)
-        _, stat = self.zk.get(self.meta.paths.region(name))
-        self.put(new, stat.version)
+        new, version = self.meta.update_region_from(name, change, self._copy(name))
+        self.put(new, version)
         return new
+
+    def _copy(self, name: str) -> tuple[RegionMeta, int] | None:
+        """The cached record as a copy ``change`` may edit (the cache's own is shared)."""
+        cached = self._regions.get(name)
+        if cached is None:
+            return None
+        return RegionMeta.from_json(cached[0].to_json()), cached[1]
 
     async def report_loss(self, name: str, why: str) -> None:
         """Tell the coordinator a region has lost data, so that it checks the region and

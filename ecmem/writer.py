@@ -5,7 +5,7 @@ write lease: it raised the region's epoch, fenced the region's nodes at it (so a
 writer it replaced cannot store another byte) and recovered what that writer left
 staged. Through it go the region's writes (staged on every fragment's node, their
 stripes recorded as written, then committed), commit rounds, handoffs to other
-nodes when a holder fails, growth into new slabs, size changes and truncation.
+nodes when a holder fails and growth into new slabs (size changes: sizing.py).
 Region files, the mount, the rebuilder, the scrubber and the chaos suite all
 write through this one seam. The decisions that carry the guarantees are pure
 functions in recovery.py; the state table is in writers.py.
@@ -55,6 +55,7 @@ MARK_TRIES = 5  # recording written stripes survives a ZooKeeper hiccup of about
 class WriterSession(Writer):
     host: Any = field(default=None, repr=False, compare=False)
     placing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    growing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     unconfirmed: set[int] = field(default_factory=set, repr=False, compare=False)
     unlost: list[tuple[int, int, int]] = field(default_factory=list, repr=False, compare=False)
 
@@ -295,6 +296,15 @@ class WriterSession(Writer):
         want = layout.slabs_for(end)
         if want <= len(meta.slabs):
             return meta
+        async with self.growing:
+            # Writes in flight together grow the region once, not once each: placing
+            # reads every node's record from ZooKeeper.
+            meta = await self.host.regions.get(self.name)
+            if want <= len(meta.slabs):
+                return meta
+            return await self._grow(meta, want)
+
+    async def _grow(self, meta: RegionMeta, want: int) -> RegionMeta:
         first = len(meta.slabs)
 
         def grow(m: RegionMeta) -> RegionMeta | None:
@@ -420,74 +430,3 @@ class WriterSession(Writer):
         await self.host.regions.update(self.name, confirm)
         self.unconfirmed -= done
         self.unlost = [x for x in self.unlost if x[2] > upto]
-
-    async def resize(self, meta: RegionMeta, size: int) -> None:
-        """Grow (the new bytes read as zeros) or cut the region to ``size`` bytes."""
-        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        sd = layout.stripe_data
-        if size > meta.size:
-            # Bytes past the old end may hold leftovers of an earlier, longer life.
-            tail_end = min(size, -(-meta.size // sd) * sd)
-            if tail_end > meta.size:
-                await self.write_at(meta.size, bytes(tail_end - meta.size), meta.size)
-            await self.ensure_slabs(size)
-            await self.publish_size(size, exact=True)
-            await self.commit()
-            return
-        if size == meta.size:
-            return
-        # Writes before the truncation are committed first, so that no recovery can
-        # bring back what it cut off.
-        await self.commit()
-        first_gone = layout.stripes_for(size)
-        floor = self.upcoming()
-
-        def shrink(m: RegionMeta) -> RegionMeta:
-            self.check_epoch(m)
-            m.size = size
-            m.mtime = time.time()
-            m.floors = [(s, v) for s, v in m.floors if s < first_gone] + [(first_gone, floor)]
-            m.written = extents.remove(m.written, first_gone, 1 << 62)
-            m.lost = extents.remove(m.lost, first_gone, 1 << 62)
-            m.pending = [(f, min(e, first_gone), v) for f, e, v in m.pending if f < first_gone]
-            return m
-
-        new = await self.host.regions.update(self.name, shrink)
-        self.marked = extents.remove(self.marked, first_gone, 1 << 62)
-        unreached = await self.host.io.delete(self.host.regions.view(new), first_gone, self.epoch)
-        if unreached:
-            log.info(
-                "region %s truncated; nodes %s keep stale stripes past the end, which "
-                "read as unset",
-                self.name,
-                ", ".join(unreached),
-            )
-
-    async def accept_loss(self) -> extents.Ranges:
-        """Accept that the region's lost stripes are gone for good (as an operator's
-        mark-lost-ok): what is left of them is deleted and they read as zeros from now
-        on. Returns the stripes accepted."""
-        meta: RegionMeta = await self.host.regions.get(self.name, fresh=True)
-        if not meta.lost:
-            return []
-        accepted: extents.Ranges = meta.lost
-        nodes = [n for slab in meta.slabs for n, _ in slab if n] + list(self.host.live_nodes())
-        older = self.epoch << wire.SEQ_BITS  # never a write of this session
-        for first, end in accepted:
-            await self.host.io.broadcast(nodes, wire.Delete(meta.id, first, self.epoch, end, older))
-
-        def accept(m: RegionMeta) -> RegionMeta:
-            self.check_epoch(m)
-            still = extents.intersect(accepted, m.lost)  # not rewritten meanwhile
-            m.written = extents.minus(m.written, still)
-            m.lost = extents.minus(m.lost, still)
-            return m
-
-        new = await self.host.regions.update(self.name, accept)
-        self.marked = extents.minus(new.written, new.lost)
-        log.warning(
-            "region %s: the loss of stripes %s was accepted; they read as zeros",
-            self.name,
-            extents.describe(accepted),
-        )
-        return accepted

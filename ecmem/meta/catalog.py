@@ -122,14 +122,33 @@ class MetadataStore:
         self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
     ) -> RegionMeta:
         """Apply ``change`` with compare-and-swap; returning None from it means no update."""
+        return self.update_region_from(name, change, None)[0]
+
+    def update_region_from(
+        self,
+        name: str,
+        change: Callable[[RegionMeta], RegionMeta | None],
+        start: tuple[RegionMeta, int] | None,
+    ) -> tuple[RegionMeta, int]:
+        """``update_region`` starting from a copy the caller holds (record, ZooKeeper
+        version), so that the usual case is one round trip, the set; a stale copy
+        costs a failed set and a fresh read. A "no change" is trusted only of a fresh
+        read. Returns the record now stored and its version."""
         for _ in range(CAS_RETRIES):
-            meta, version = self.get_region(name)
+            if start is not None:
+                (meta, version), start = start, None
+                fresh = False
+            else:
+                meta, version = self.get_region(name)
+                fresh = True
             new = change(meta)
             if new is None:
-                return meta
+                if fresh:
+                    return meta, version
+                continue
             try:
-                self.zk.set(self.paths.region(name), new.to_json(), version=version)
-                return new
+                stat = self.zk.set(self.paths.region(name), new.to_json(), version=version)
+                return new, stat.version
             except BadVersionError:
                 continue
             except NoNodeError as exc:
