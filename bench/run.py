@@ -97,23 +97,41 @@ def redis_rand(r: Any, keys: int, n: int, seed: int) -> dict[str, float]:
     return {"rand_read_4k_p50_us": pct(lat, 0.5) * 1e6, "rand_read_4k_p99_us": pct(lat, 0.99) * 1e6}
 
 
-def ecmem_small_writes(cl: ecmem.Client, name: str, size: int, n: int, seed: int) -> float:
-    """Acknowledged 4 KiB pwrites at random offsets, per second."""
+def ecmem_small_writes(
+    cl: ecmem.Client, name: str, size: int, n: int, seed: int
+) -> dict[str, float]:
+    """Acknowledged 4 KiB pwrites at random offsets: per second, and latency."""
     rng = random.Random(seed)
     block = os.urandom(4096)
+    lat = []
     t = time.perf_counter()
     for _ in range(n):
-        cl.pwrite(name, rng.randrange(0, size // 4096) * 4096, block)
-    return n / (time.perf_counter() - t)
+        off = rng.randrange(0, size // 4096) * 4096
+        t0 = time.perf_counter()
+        cl.pwrite(name, off, block)
+        lat.append(time.perf_counter() - t0)
+    return _writes(n / (time.perf_counter() - t), lat)
 
 
-def redis_small_writes(r: Any, keys: int, n: int, seed: int) -> float:
+def redis_small_writes(r: Any, keys: int, n: int, seed: int) -> dict[str, float]:
     rng = random.Random(seed)
     block = os.urandom(4096)
+    lat = []
     t = time.perf_counter()
     for _ in range(n):
-        r.set(f"r4k:{rng.randrange(keys)}", block)
-    return n / (time.perf_counter() - t)
+        k = f"r4k:{rng.randrange(keys)}"
+        t0 = time.perf_counter()
+        r.set(k, block)
+        lat.append(time.perf_counter() - t0)
+    return _writes(n / (time.perf_counter() - t), lat)
+
+
+def _writes(ops: float, lat: list[float]) -> dict[str, float]:
+    return {
+        "small_write_4k_ops": ops,
+        "small_write_4k_p50_us": pct(lat, 0.5) * 1e6,
+        "small_write_4k_p99_us": pct(lat, 0.99) * 1e6,
+    }
 
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -130,7 +148,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reads", type=int, default=3000, help="4 KiB random reads per run")
     ap.add_argument("--nodes", type=int, default=6)
-    ap.add_argument("--small-writes", type=int, default=200, help="4 KiB pwrites per run")
+    ap.add_argument("--small-writes", type=int, default=500, help="4 KiB pwrites per run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kazoo").setLevel(logging.ERROR)  # retried connection hiccups
@@ -161,12 +179,8 @@ def main() -> int:
                 e_runs[i].update(ecmem_rand(cl, "bench/rand", rset, args.reads, i))
                 r_runs[i].update(redis_rand(r, rset // 4096, args.reads, i))
                 print(f"small-write run {i + 1}/{args.repeat} ...", flush=True)
-                e_runs[i]["small_write_4k_ops"] = ecmem_small_writes(
-                    cl, "bench/rand", rset, args.small_writes, i
-                )
-                r_runs[i]["small_write_4k_ops"] = redis_small_writes(
-                    r, rset // 4096, args.small_writes * 10, i
-                )
+                e_runs[i].update(ecmem_small_writes(cl, "bench/rand", rset, args.small_writes, i))
+                r_runs[i].update(redis_small_writes(r, rset // 4096, args.small_writes * 10, i))
             e, rd = best(e_runs), best(r_runs)
     finally:
         lc.down()
@@ -179,6 +193,7 @@ def main() -> int:
             "seq_read_bytes": e["seq_read_bytes_MBps"] / rd["seq_read_MBps"],
             "rand_read_4k_p50": e["rand_read_4k_p50_us"] / rd["rand_read_4k_p50_us"],
             "small_write_4k": e["small_write_4k_ops"] / rd["small_write_4k_ops"],
+            "small_write_4k_p50": e["small_write_4k_p50_us"] / rd["small_write_4k_p50_us"],
         },
         "config": {
             "size_mib": args.size_mib,
@@ -201,11 +216,21 @@ def main() -> int:
         ("seq read MB/s (read)", "seq_read_bytes_MBps", "seq_read_MBps", "seq_read_bytes"),
         ("4 KiB read p50 us", "rand_read_4k_p50_us", "rand_read_4k_p50_us", "rand_read_4k_p50"),
         ("4 KiB write ops/s", "small_write_4k_ops", "small_write_4k_ops", "small_write_4k"),
+        (
+            "4 KiB write p50 us",
+            "small_write_4k_p50_us",
+            "small_write_4k_p50_us",
+            "small_write_4k_p50",
+        ),
     ]
     for label, ek, rk, ratio in rows:
         print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.3f}")
     print(
         f"{'4 KiB read p99 us':28}{e['rand_read_4k_p99_us']:12.0f}{rd['rand_read_4k_p99_us']:12.0f}"
+    )
+    print(
+        f"{'4 KiB write p99 us':28}{e['small_write_4k_p99_us']:12.0f}"
+        f"{rd['small_write_4k_p99_us']:12.0f}"
     )
     print(f"\nwrote {OUT / 'results.json'}")
     return 0

@@ -162,6 +162,36 @@ class Put(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class PutSlice(Message):
+    """Stage a fragment as version ``source`` of it with the payload in place at byte
+    ``at`` (the column a small write changes); ``crc`` is the payload's crc32c. A node
+    without version ``source`` answers NOT_FOUND, and the writer sends the whole
+    fragment instead."""
+
+    KIND: ClassVar[int] = 12
+    HAS_PAYLOAD: ClassVar[bool] = True
+    region: str
+    stripe: int
+    index: int
+    version: int
+    length: int
+    source: int
+    at: int
+    crc: int
+    first: int
+    last: int
+    end: int
+    lac: int
+    base: int
+    payload: bytes | bytearray | memoryview = b""
+
+    def validate(self) -> None:
+        _check_key(self.region, self.index)
+        if self.at + len(self.payload) > self.length:
+            raise ProtocolError("PutSlice: the slice ends past the fragment's end")
+
+
+@dataclass(frozen=True, slots=True)
 class Get(Message):
     """Read up to ``length`` bytes of a fragment from ``offset``: of its committed version,
     or with ``version`` of exactly that version, staged or committed."""
@@ -342,6 +372,7 @@ MESSAGES: dict[int, type[Message]] = {
     cls.KIND: _register(cls)
     for cls in (
         Put,
+        PutSlice,
         Get,
         Delete,
         Repair,

@@ -10,12 +10,17 @@ from collections.abc import Iterable
 
 from crc32c import crc32c
 
-from . import wire
+from . import checksum, wire
 from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
+from .policy import ReplicationPolicy
 from .readpath import ReadPath
-from .stripes import WRITE_WINDOW, RegionView, Replacer, Stamp, raise_for, windowed
+from .stripes import WRITE_WINDOW, Got, RegionView, Replacer, Stamp, raise_for, windowed
 
 log = logging.getLogger(__name__)
+
+# Overwrites whose column (the bytes each fragment changes) is at most this long go as
+# slices: each node patches its fragment in place of sending, or reading, whole ones.
+SLICE_MAX = 64 * 1024
 
 
 class StripeIO(ReadPath):
@@ -126,6 +131,107 @@ class StripeIO(ReadPath):
             err = NodeUnavailable(msg, node=getattr(first_error, "node", ""))
         raise err from first_error
 
+    async def write_slice(
+        self,
+        view: RegionView,
+        stripe: int,
+        start: int,
+        data: memoryview,
+        stamp: Stamp,
+    ) -> bool:
+        """Overwrite ``data`` at ``start`` of a stripe's data by sending each fragment only
+        the column that changes: the codes are linear, so encoding the k data slices of
+        a column gives the parity of that column. Every node stages the whole stripe's
+        new version (its fragment with the slice in place), so readers, recovery and
+        repair see an ordinary write. False when it cannot go so (a fragment unread, a
+        slot vacant or moved, a node without the source version): the caller then writes
+        the whole stripe, at the same version."""
+        layout = view.layout
+        pol = layout.policy
+        header, page = pol.header, checksum.PAGE
+        n = len(data)
+        placement = view.placement(stripe)
+        slab = layout.slab_of(stripe)
+        if any(not node for node, _ in placement) or any(
+            (slab, i) in view.partial for i in range(pol.width)
+        ):
+            return False
+        source = stamp.latest(stripe)
+        if isinstance(pol, ReplicationPolicy):
+            # Every copy is the whole stripe: the column is the bytes written.
+            at, payloads = start, [data] * pol.width
+            if source == 0:
+                got = await self.fetch(view, stripe, 0, 0, 0, avoid_suspects=False)
+                if not isinstance(got, Got):
+                    return False
+                source = got.version
+        else:
+            ranges = list(layout.data_ranges(stripe, start, n))
+            lo = min(off - header for _, off, _, _ in ranges) // page * page
+            hi = min(
+                layout.chunk, -(-max(off - header + m for _, off, m, _ in ranges) // page) * page
+            )
+            if hi - lo > SLICE_MAX:
+                return False
+            width = hi - lo
+            column = bytearray(pol.k * width)
+            got_all = await asyncio.gather(
+                *(
+                    self.fetch(
+                        view, stripe, i, header + lo, width, avoid_suspects=False, want=source
+                    )
+                    for i in range(pol.k)
+                )
+            )
+            versions = {g.version for g in got_all if isinstance(g, Got)}
+            if len(versions) != 1 or not all(isinstance(g, Got) for g in got_all):
+                return False  # unreadable, or a commit landing in between: go the long way
+            source = versions.pop()
+            for i, g in enumerate(got_all):
+                assert isinstance(g, Got)
+                column[i * width : i * width + len(g.data)] = g.data
+            for index, off, m, pos in ranges:
+                at0 = index * width + off - header - lo
+                column[at0 : at0 + m] = data[pos : pos + m]
+            frags = pol.encode(column)
+            at, payloads = header + lo, [memoryview(f)[header:] for f in frags]
+        first, last, end = stamp.write
+        lac, base = stamp.commit()
+        size = layout.fragment_size
+
+        async def put(i: int) -> bool:
+            node_id, incarnation = placement[i]
+            part = payloads[i]
+            msg = wire.PutSlice(
+                view.id,
+                stripe,
+                i,
+                stamp.version,
+                size,
+                source,
+                at,
+                crc32c(part),
+                first,
+                last,
+                end,
+                lac,
+                base,
+                part,
+            )
+            try:
+                conn, reply = await self.pool.request(node_id, msg)
+            except NodeUnavailable:
+                return False
+            if conn.incarnation != incarnation:
+                return False
+            if isinstance(reply, wire.Error) and reply.code in (wire.E_NOT_FOUND, wire.E_NO_SPACE):
+                return False
+            raise_for(view, node_id, reply)
+            return True
+
+        done = await asyncio.gather(*(put(i) for i in range(pol.width)))
+        return all(done)
+
     async def write(
         self,
         view: RegionView,
@@ -146,6 +252,10 @@ class StripeIO(ReadPath):
                 await self.write_stripe(view, stripe, chunk, stamp, None, replace)
                 return
             base_off = stripe * sd
+            if base_off + start + length <= size and await self.write_slice(
+                view, stripe, start, chunk, stamp
+            ):
+                return
             if base_off >= size:
                 base = bytearray(sd)
             else:

@@ -52,7 +52,7 @@ class NodeServer:
             type(msg).__name__,
             time.perf_counter() - start,
             reply.code if isinstance(reply, wire.Error) else "",
-            len(msg.payload) if isinstance(msg, wire.Put | wire.Repair) else 0,
+            len(msg.payload) if isinstance(msg, wire.Put | wire.PutSlice | wire.Repair) else 0,
         )
         return reply
 
@@ -81,6 +81,22 @@ class NodeServer:
                     msg.length,
                     msg.crc,
                     data,
+                    (msg.first, msg.last, msg.end),
+                    msg.lac,
+                    msg.base,
+                )
+                return wire.Ok({})
+            if isinstance(msg, wire.PutSlice):
+                store.put_slice(
+                    msg.region,
+                    msg.stripe,
+                    msg.index,
+                    msg.version,
+                    msg.length,
+                    msg.source,
+                    msg.at,
+                    msg.crc,
+                    bytes(msg.payload),
                     (msg.first, msg.last, msg.end),
                     msg.lac,
                     msg.base,

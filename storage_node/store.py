@@ -159,6 +159,57 @@ class FragmentStore:
         crcs = checksum.page_crcs_padded(data, length, self.page)
         self.restore(region, stripe, index, Fragment(data, version, crcs, length, write))
 
+    def put_slice(
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        version: int,
+        length: int,
+        source: int,
+        at: int,
+        crc: int,
+        data: bytes | bytearray,
+        write: tuple[int, int, int] = (-1, -1, 0),
+        lac: int = 0,
+        base: int = 0,
+    ) -> None:
+        """Stage version ``version`` of a fragment as version ``source`` of it (staged or
+        committed here) with ``data`` in place at byte ``at``: a write of a few pages
+        sends each node only the column of the stripe it changes."""
+        self.check_epoch(region, wire.epoch_of(version))
+        if crc32c(data) != crc:
+            raise StoreError(
+                wire.E_CORRUPT,
+                f"slice of fragment {region}/{stripe}/{index} arrived damaged (crc32c "
+                "mismatch); the sender will retry",
+            )
+        if at + len(data) > length:
+            raise StoreError(wire.E_BAD_REQUEST, "slice ends past the fragment's end")
+        if lac:
+            self.commit(region, lac, base)
+        st = self.region(region)
+        key = (stripe, index)
+        src = st.committed.get(key)
+        if src is None or src.version != source:
+            src = next((f for f in st.staged.get(key, ()) if f.version == source), None)
+        if src is None or src.length != length:
+            raise StoreError(
+                wire.E_NOT_FOUND,
+                f"fragment {region}/{stripe}/{index} has no version {source} to write a "
+                "slice into; send the whole fragment",
+            )
+        new = bytearray(src.data)
+        if len(new) < at:
+            new.extend(bytes(at - len(new)))
+        new[at : at + len(data)] = data
+        page = self.page
+        p0, p1 = at // page, -(-(at + len(data)) // page)
+        lo, hi = p0 * page, min(length, p1 * page)
+        sums = checksum.page_crcs_padded(memoryview(new)[lo : min(hi, len(new))], hi - lo, page)
+        crcs = src.crcs[: p0 * 4] + sums + src.crcs[p1 * 4 :]
+        self.restore(region, stripe, index, Fragment(new, version, crcs, length, write))
+
     def repair(
         self,
         region: str,

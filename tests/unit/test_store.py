@@ -199,3 +199,55 @@ def test_ranged_delete_keeps_other_stripes_and_newer_versions() -> None:
     assert s.delete("r", 1, 0, until=3, upto=v2 - 1) == 1  # stripe 2; stripe 1 is newer
     held = {(e[1], e[3]) for e in s.entries("r")}
     assert held == {(0, v1), (1, v2), (3, v1 + 3)}
+
+
+def _whole(s: FragmentStore, key: tuple[int, int], version: int = 0) -> tuple[bytes, bytes]:
+    r = s.get("r", key[0], key[1], 0, 1 << 30, version)
+    parts = r.data if isinstance(r.data, tuple) else (r.data,)
+    return b"".join(bytes(p) for p in parts), r.crcs
+
+
+def test_slice_writes_a_new_version_from_a_named_one() -> None:
+    s = FragmentStore(1 << 22)
+    page = checksum.PAGE
+    size = 8 * page
+    base = os.urandom(5 * page + 17)  # the rest of the fragment is zeros
+    put(s, 0, 2, base, v(1, 1), length=size)
+    new = os.urandom(page)
+    for at in (2 * page, 6 * page):  # inside the stored prefix, then past it
+        s.put_slice("r", 0, 2, v(1, 2), size, v(1, 1), at, crc32c(new), new, (0, 0, 9))
+        old = base + bytes(size - len(base))
+        assert _whole(s, (0, 2))[0] == old  # a slice is staged like any write until committed
+        s.commit("r", v(1, 2))
+        data, crcs = _whole(s, (0, 2))
+        want = bytearray(old)
+        want[at : at + page] = new
+        assert data == bytes(want)
+        assert crcs == checksum.page_crcs_padded(data, size)  # sums of every page still right
+        assert s.get("r", 0, 2, 0, 1).version == v(1, 2)
+        s.delete("r")
+        put(s, 0, 2, base, v(1, 1), length=size)
+
+
+def test_slice_from_a_staged_version_and_refusals() -> None:
+    s = FragmentStore(1 << 22)
+    page = checksum.PAGE
+    size = 4 * page
+    stage(s, (3, 0), bytes(size), v(2, 5))
+    piece = b"\x07" * 100
+    crc = crc32c(piece)
+    s.put_slice("r", 3, 0, v(2, 6), size, v(2, 5), 10, crc, piece)  # from our own staged write
+    assert _whole(s, (3, 0), v(2, 6))[0][10:110] == piece
+    with pytest.raises(StoreError) as err:  # no such source version: send the whole fragment
+        s.put_slice("r", 3, 0, v(2, 7), size, v(2, 4), 0, crc, piece)
+    assert err.value.code == wire.E_NOT_FOUND
+    with pytest.raises(StoreError) as err:  # damaged on the way
+        s.put_slice("r", 3, 0, v(2, 7), size, v(2, 6), 0, crc ^ 1, piece)
+    assert err.value.code == wire.E_CORRUPT
+    with pytest.raises(StoreError) as err:
+        s.put_slice("r", 3, 0, v(2, 7), size, v(2, 6), size - 50, crc, piece)
+    assert err.value.code == wire.E_BAD_REQUEST
+    s.fence("r", 3)
+    with pytest.raises(StoreError) as err:  # a stale writer is fenced off for slices too
+        s.put_slice("r", 3, 0, v(2, 7), size, v(2, 6), 0, crc, piece)
+    assert err.value.code == wire.E_FENCED
