@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,11 @@ def ecmem_rand(cl: ecmem.Client, name: str, size: int, n: int, seed: int) -> dic
         t = time.perf_counter()
         cl.pread(name, off, 4096)
         lat.append(time.perf_counter() - t)
-    return {"rand_read_4k_p50_us": pct(lat, 0.5) * 1e6, "rand_read_4k_p99_us": pct(lat, 0.99) * 1e6}
+    return {
+        "rand_read_4k_p50_us": pct(lat, 0.5) * 1e6,
+        "rand_read_4k_p99_us": pct(lat, 0.99) * 1e6,
+        "rand_read_4k_max_us": max(lat) * 1e6,
+    }
 
 
 def redis_rand(r: Any, keys: int, n: int, seed: int) -> dict[str, float]:
@@ -181,6 +186,16 @@ def main() -> int:
                 print(f"small-write run {i + 1}/{args.repeat} ...", flush=True)
                 e_runs[i].update(ecmem_small_writes(cl, "bench/rand", rset, args.small_writes, i))
                 r_runs[i].update(redis_small_writes(r, rset // 4096, args.small_writes * 10, i))
+            # The same reads with one storage node paused (SIGSTOP): degraded page reads.
+            victim = state.nodes[sorted(state.nodes)[0]].pid
+            print("random-read run, one node paused ...", flush=True)
+            os.kill(victim, signal.SIGSTOP)
+            try:
+                paused = ecmem_rand(cl, "bench/rand", rset, args.reads, 99)
+            finally:
+                os.kill(victim, signal.SIGCONT)
+            for run in e_runs:
+                run.update({f"paused_{k}": v for k, v in paused.items()})
             e, rd = best(e_runs), best(r_runs)
     finally:
         lc.down()
@@ -231,6 +246,12 @@ def main() -> int:
     print(
         f"{'4 KiB write p99 us':28}{e['small_write_4k_p99_us']:12.0f}"
         f"{rd['small_write_4k_p99_us']:12.0f}"
+    )
+    print(
+        f"\n4 KiB reads, one node paused: p50 {e['paused_rand_read_4k_p50_us']:.0f} us "
+        f"({e['paused_rand_read_4k_p50_us'] / e['rand_read_4k_p50_us']:.2f}x healthy), "
+        f"p99 {e['paused_rand_read_4k_p99_us']:.0f} us, "
+        f"max {e['paused_rand_read_4k_max_us'] / 1000:.0f} ms"
     )
     print(f"\nwrote {OUT / 'results.json'}")
     return 0

@@ -16,10 +16,12 @@ from . import wire
 from .conn import read_targets
 from .errors import NodeTimeout, NodeUnavailable, ProtocolError
 from .framing import tune_socket
+from .stripes import HEDGE_AFTER
 
-# A small read is answered in well under a millisecond; past this the read goes
-# around the node (decoded from the others) rather than stall the caller.
-TIMEOUT = 0.5
+# A small read is answered in well under a millisecond; past HEDGE_AFTER the read goes
+# around the node (its column decoded from the others) rather than stall the caller.
+TIMEOUT = HEDGE_AFTER
+CONNECT_TIMEOUT = 0.5
 
 
 class BlockingConnection:
@@ -30,12 +32,13 @@ class BlockingConnection:
         self._ids = itertools.count(1)
         host, _, port = address.rpartition(":")
         try:
-            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+            self.sock = socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise NodeUnavailable(
                 f"cannot connect to node {node_id} at {address}: {exc}", node=node_id
             ) from exc
         tune_socket(self.sock)
+        self.sock.settimeout(timeout)
         self._head = bytearray(wire.HEADER_SIZE)
         reply = self.request(wire.Ping())
         self.incarnation = (

@@ -70,7 +70,7 @@ class Client:
             conn = self._fast.get(node_id)
             reply = conn.request(wire.Get(view.id, p.stripe, index, frag_off, count), into)
         except NodeTimeout:
-            inner.pool.suspect(node_id)
+            inner.pool.hedged(node_id)
             self._fast.drop(node_id)
             return None
         except NodeUnavailable:

@@ -174,6 +174,7 @@ class ConnectionPool:
     """
 
     SUSPECT_FOR = 5.0
+    HEDGE_FOR = 1.0
     WRITES_WAIT = 2.0  # silent this long, a node's writes in flight are given up too
 
     def __init__(self, addresses: AddressBook) -> None:
@@ -187,6 +188,16 @@ class ConnectionPool:
         self._suspect_until[node_id] = time.monotonic() + self.SUSPECT_FOR
         log.warning(
             "node %s is slow to answer; reads go around it for %.0fs", node_id, self.SUSPECT_FOR
+        )
+
+    def hedged(self, node_id: str) -> None:
+        """A small read gave up waiting on ``node_id`` after HEDGE_AFTER and read around
+        it: go around it for a moment (quietly: one slow answer is no alarm)."""
+        until = time.monotonic() + self.HEDGE_FOR
+        if self._suspect_until.get(node_id, 0.0) < until:
+            self._suspect_until[node_id] = until
+        log.debug(
+            "node %s slow to answer a small read; read around for %.0fs", node_id, self.HEDGE_FOR
         )
 
     def beats(self, node_id: str, silent: bool) -> None:

@@ -122,6 +122,12 @@ class ECPolicy:
         out: bytes = driver.decode(chosen)
         return out
 
+    def column_headers(self, length: int) -> list[bytes]:
+        """The codec's fragment headers for stripes of ``length`` bytes per fragment.
+        A header does not depend on the data, so these make any column of a stripe (the
+        same bytes of every fragment) decodable on its own."""
+        return _column_headers(self.data, self.parity, self.backend, length, self.header)
+
     def reconstruct(self, fragments: dict[int, bytes], missing: list[int]) -> dict[int, bytes]:
         driver = _driver(self.data, self.parity, self.backend)
         chosen = [fragments[i] for i in sorted(fragments)[: self.data]]
@@ -176,6 +182,12 @@ class ReplicationPolicy:
 
     def locate(self, offset: int, chunk: int) -> tuple[int, int]:
         return 0, offset
+
+
+@lru_cache(maxsize=64)
+def _column_headers(k: int, m: int, backend: str, length: int, header: int) -> list[bytes]:
+    frags = _driver(k, m, backend).encode(bytes(k * length))
+    return [bytes(f[:header]) for f in frags]
 
 
 def _probe_header(k: int, m: int, backend: str) -> int:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
-from . import wire
+from . import checksum, wire
 from .conn import ConnectionPool
 from .errors import ClusterError, DataLostError, DataUnavailableError, NodeTimeout, NodeUnavailable
 from .layout import Piece
+from .policy import ReplicationPolicy
 from .stripes import (
     CHURN_RETRIES,
     DEGRADED_TIMEOUT,
+    HEDGE_AFTER,
     READ_TIMEOUT,
     READ_WINDOW,
     TORN_RETRIES,
@@ -36,6 +39,10 @@ from .stripes import (
 )
 
 log = logging.getLogger(__name__)
+
+# A degraded read of at most this many bytes of each fragment decodes that column
+# alone instead of whole fragments.
+COLUMN_MAX = 256 * 1024
 
 
 class ReadPath:
@@ -95,7 +102,12 @@ class ReadPath:
         of its committed version, or of version ``want``. Returns the version read and
         its write's extent."""
         ranges = list(view.layout.data_ranges(stripe, start, length))
-        if len(ranges) == 1:
+        if len(ranges) == 1 and length <= COLUMN_MAX:
+            hedged = await self._hedged(view, stripe, start, length, out, want, ranges[0])
+            if isinstance(hedged, tuple):
+                return hedged
+            outcomes = [hedged]
+        elif len(ranges) == 1:
             i, off, n, pos = ranges[0]
             outcomes = [
                 await self.fetch(view, stripe, i, off, n, into=out[pos : pos + n], want=want)
@@ -116,9 +128,114 @@ class ReadPath:
                 else:
                     out[pos : pos + n] = bytes(n)
             return seen
+        got = await self.read_column(view, stripe, start, length, out, want)
+        if got is not None:
+            return got
         data, seen = await self.read_degraded(view, stripe, want)
         out[:length] = memoryview(data)[start : start + length]
         return seen
+
+    async def _hedged(
+        self,
+        view: RegionView,
+        stripe: int,
+        start: int,
+        length: int,
+        out: memoryview,
+        want: int,
+        where: tuple[int, int, int, int],
+    ) -> Outcome | Seen:
+        """A small read of one fragment that, if the fragment's node has not answered
+        within HEDGE_AFTER, also reads the column from the others and takes whichever is
+        first: a paused node costs a page read tens of milliseconds, not seconds."""
+        i, off, n, _ = where
+        scratch = bytearray(n)  # a late answer must never land in the caller's buffer
+        first = asyncio.ensure_future(
+            self.fetch(view, stripe, i, off, n, into=memoryview(scratch), want=want)
+        )
+        second: asyncio.Future[Seen | None] | None = None
+        try:
+            done, _ = await asyncio.wait({first}, timeout=HEDGE_AFTER)
+            if not done and view.layout.policy.width > view.layout.policy.k:
+                node_id = view.placement(stripe)[i][0]
+                if node_id:
+                    self.pool.hedged(node_id)
+                column = bytearray(length)
+                second = asyncio.ensure_future(
+                    self.read_column(view, stripe, start, length, memoryview(column), want)
+                )
+                pending: set[asyncio.Future[Any]] = {first, second}
+                while pending:
+                    _, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if second.done() and (seen := second.result()) is not None:
+                        out[:length] = column
+                        return seen
+                    if first.done() and isinstance(first.result(), Got):
+                        break
+            outcome = await first
+        finally:
+            first.cancel()
+            if second is not None:
+                second.cancel()
+        if isinstance(outcome, Got):
+            out[:length] = scratch
+            outcome = Got(outcome.version, out[:length], outcome.extent)
+        return outcome
+
+    async def read_column(
+        self,
+        view: RegionView,
+        stripe: int,
+        start: int,
+        length: int,
+        out: memoryview,
+        want: int = 0,
+    ) -> Seen | None:
+        """A degraded read of a few pages: fetch only the column of the stripe that holds
+        them (the same bytes of every fragment) and decode that column alone; the codes
+        work column by column. None when no k fragments of one version answer: the
+        whole-stripe degraded read then decides (and names what is lost)."""
+        layout = view.layout
+        policy = layout.policy
+        page = checksum.PAGE
+        if isinstance(policy, ReplicationPolicy):
+            lo, hi = start, start + length
+        else:
+            ranges = list(layout.data_ranges(stripe, start, length))
+            header = policy.header
+            lo = min(off - header for _, off, _, _ in ranges) // page * page
+            hi = -(-max(off - header + n for _, off, n, _ in ranges) // page) * page
+            hi = min(layout.chunk, hi)
+        if hi - lo > COLUMN_MAX:
+            return None
+        by_version, _, _, spans = await self._gather(
+            view, stripe, want, range(policy.width), (policy.header + lo, hi - lo)
+        )
+        winner = max((v for v, f in by_version.items() if len(f) >= policy.k), default=None)
+        if winner is None:
+            return None
+        frags = by_version[winner]
+        if isinstance(policy, ReplicationPolicy):
+            out[:length] = next(iter(frags.values()))[:length]
+        else:
+            width = hi - lo
+            heads = policy.column_headers(width)
+            column = policy.decode({i: heads[i] + f for i, f in frags.items()}, width)
+            for index, off, n, pos in ranges:
+                at = index * width + off - policy.header - lo
+                out[pos : pos + n] = column[at : at + n]
+        log.debug(
+            "region %s slab %d stripe %d: degraded read of bytes %d+%d decoded from fragments %s",
+            view.name,
+            layout.slab_of(stripe),
+            stripe,
+            start,
+            length,
+            sorted(frags),
+        )
+        return (winner, *spans.get(winner, (0, 0)))
 
     async def read_degraded(
         self, view: RegionView, stripe: int, want: int = 0
@@ -184,16 +301,23 @@ class ReadPath:
         raise error(view.name, layout.slab_of(stripe), stripe, lost, k)
 
     async def _gather(
-        self, view: RegionView, stripe: int, want: int, indexes: Iterable[int]
+        self,
+        view: RegionView,
+        stripe: int,
+        want: int,
+        indexes: Iterable[int],
+        span: tuple[int, int] | None = None,
     ) -> tuple[dict[int, dict[int, bytes]], Failures, list[int], dict[int, tuple[int, int]]]:
-        """Whole fragments from ``indexes``, asked all at once; stops as soon as one version
-        has k of them (late binding: slow nodes are not waited for)."""
+        """Whole fragments (or bytes ``span`` = (offset, length) of each) from ``indexes``,
+        asked all at once; stops as soon as one version has k of them (late binding: slow
+        nodes are not waited for)."""
         layout = view.layout
-        k, size = layout.policy.k, layout.fragment_size
+        k = layout.policy.k
+        offset, size = span if span is not None else (0, layout.fragment_size)
 
         async def one(i: int) -> tuple[int, Outcome]:
             return i, await self.fetch(
-                view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=want
+                view, stripe, i, offset, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=want
             )
 
         tasks = [asyncio.ensure_future(one(i)) for i in indexes]

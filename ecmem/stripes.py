@@ -37,6 +37,9 @@ WRITE_WINDOW = 12  # stripes in flight per write call
 # A healthy read waits this long before reading around a fragment; a degraded read
 # asks every fragment and takes the first k, so it can afford to wait longer.
 READ_TIMEOUT = 2.0
+# A small healthy read waits this long for its fragment before it also reads the column
+# around it from the other fragments, and takes whichever answers first.
+HEDGE_AFTER = 0.05
 TORN_RETRIES = 10
 CHURN_RETRIES = 5
 DEGRADED_TIMEOUT = 5.0

@@ -5,6 +5,7 @@ stripe write when a node cannot take a slice."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -14,7 +15,7 @@ from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
 from ecmem.layout import Layout
 from ecmem.meta.model import RegionMeta
-from tests.grid.grid import BROKEN, Grid
+from tests.grid.grid import BROKEN, HANG, Grid
 
 CHUNK = 16384  # 64 KiB stripes of ec:4+2
 SD = 4 * CHUNK
@@ -126,3 +127,48 @@ async def test_a_slice_write_left_staged_by_its_writer_is_kept_whole_by_the_next
     assert w.base == staged[0][3]
     model[4096:8192] = data
     assert await c2.pread("r", 0, SD) == model
+
+
+async def test_a_degraded_page_read_fetches_columns_not_whole_fragments(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await region(c, "r", "ec:4+2", stripes=1)
+    model = await c.pread("r", 0, SD)
+    for victim in (0, 1):  # then a second data fragment's node as well (M = 2)
+        grid.holders(meta)[victim].set(BROKEN, wire.Get)
+        for n in grid.holders(meta):
+            n.server.seen.clear()
+        for off, n in ((5000, 4096), (CHUNK - 100, 300), (3 * CHUNK, CHUNK)):
+            assert await c.pread("r", off, n) == model[off : off + n]
+        gets = [m for x in grid.holders(meta) for m in x.server.seen if isinstance(m, wire.Get)]
+        assert gets and max(m.length for m in gets) <= CHUNK  # columns, never whole fragments
+        assert any(m.index >= 4 for m in gets)  # parity was read to decode
+    grid.holders(meta)[2].set(BROKEN, wire.Get)  # M + 1 fragments gone: an error, not bytes
+    with pytest.raises(EcmemError):
+        await c.pread("r", 5000, 4096)
+
+
+async def test_a_degraded_replica_read_takes_the_same_bytes_from_another_copy(
+    grid: Grid,
+) -> None:
+    c = await grid.client()
+    meta = await region(c, "r", "rep:3", stripes=2)
+    model = await c.pread("r", 0, 2 * CHUNK)
+    for n in grid.holders(meta)[:2]:
+        n.set(BROKEN, wire.Get)
+    for n in grid.holders(meta):
+        n.server.seen.clear()
+    assert await c.pread("r", CHUNK - 50, 4096) == model[CHUNK - 50 : CHUNK - 50 + 4096]
+    gets = [m for x in grid.holders(meta) for m in x.server.seen if isinstance(m, wire.Get)]
+    assert max(m.length for m in gets) < CHUNK
+
+
+async def test_a_page_read_goes_around_a_node_that_hangs_within_tens_of_ms(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await region(c, "r", "ec:4+2", stripes=1)
+    model = await c.pread("r", 0, SD)
+    grid.holders(meta)[1].set(HANG, wire.Get)  # fragment 1 holds bytes CHUNK .. 2*CHUNK
+    loop = asyncio.get_running_loop()
+    for off in (CHUNK + 4096, CHUNK + 8192):
+        t = loop.time()
+        assert await c.pread("r", off, 4096) == model[off : off + 4096]
+        assert loop.time() - t < 0.5  # the hedge, not the 2 s read timeout
