@@ -73,7 +73,8 @@ def main() -> int:
             meta = cl.region_meta("heal/pause")
             holder = meta.slabs[0][0][0]
             rng = random.Random(3)
-            before, during = [], []
+            before: list[float] = []
+            during: list[float] = []
             pid = lc.load().nodes[holder].pid
             stopped_at = 0.0
             start = time.monotonic()

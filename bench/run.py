@@ -3,7 +3,9 @@
 Measures sequential write and read of 1 GiB through the Python API on an
 ec:4+2 region over 6 storage nodes, 4 KiB random reads and acknowledged 4 KiB
 random writes, against redis-py SET/GET of 1 MiB values and GET/SET of 4 KiB
-values on the same machine at the same time. Prints MB/s, p50/p99 and
+values on the same machine at the same time; 4 KiB writes from 16 asyncio tasks of
+one client, and pwritev of 64 pages against a redis pipeline of 64 SETs; 4 KiB
+reads with one storage node paused. Prints MB/s, p50/p99 and
 ecmem/redis ratios, and writes them to bench/out/results.json. Each measurement
 is repeated, alternating the two systems, and the best run of each is kept:
 these machines are noisy.
@@ -12,6 +14,7 @@ these machines are noisy.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -139,6 +142,49 @@ def _writes(ops: float, lat: list[float]) -> dict[str, float]:
     }
 
 
+def ecmem_concurrent_writes(
+    cl: ecmem.Client, name: str, size: int, n: int, tasks: int, seed: int
+) -> float:
+    """Acknowledged 4 KiB pwrites per second from ``tasks`` asyncio tasks of one client."""
+    rng = random.Random(seed)
+    block = os.urandom(4096)
+    offsets = [rng.randrange(0, size // 4096) * 4096 for _ in range(n)]
+    ac = cl.async_client
+
+    async def worker(mine: list[int]) -> None:
+        for off in mine:
+            await ac.pwrite(name, off, block)
+
+    async def run() -> None:
+        await asyncio.gather(*(worker(offsets[i::tasks]) for i in range(tasks)))
+
+    t = time.perf_counter()
+    cl.run(run())
+    return n / (time.perf_counter() - t)
+
+
+def ecmem_pwritev(cl: ecmem.Client, name: str, size: int, batches: int, seed: int) -> float:
+    """4 KiB pages per second written by pwritev calls of 64 pages each."""
+    rng = random.Random(seed)
+    block = os.urandom(4096)
+    t = time.perf_counter()
+    for _ in range(batches):
+        cl.pwritev(name, [(rng.randrange(0, size // 4096) * 4096, block) for _ in range(64)])
+    return batches * 64 / (time.perf_counter() - t)
+
+
+def redis_pipeline(r: Any, keys: int, batches: int, seed: int) -> float:
+    rng = random.Random(seed)
+    block = os.urandom(4096)
+    t = time.perf_counter()
+    for _ in range(batches):
+        pipe = r.pipeline(transaction=False)
+        for _ in range(64):
+            pipe.set(f"r4k:{rng.randrange(keys)}", block)
+        pipe.execute()
+    return batches * 64 / (time.perf_counter() - t)
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in runs[0]:
@@ -186,6 +232,12 @@ def main() -> int:
                 print(f"small-write run {i + 1}/{args.repeat} ...", flush=True)
                 e_runs[i].update(ecmem_small_writes(cl, "bench/rand", rset, args.small_writes, i))
                 r_runs[i].update(redis_small_writes(r, rset // 4096, args.small_writes * 10, i))
+                print(f"concurrent-write and pwritev run {i + 1}/{args.repeat} ...", flush=True)
+                e_runs[i]["writers16_4k_ops"] = ecmem_concurrent_writes(
+                    cl, "bench/rand", rset, args.small_writes * 2, 16, i
+                )
+                e_runs[i]["pwritev64_pages"] = ecmem_pwritev(cl, "bench/rand", rset, 20, i)
+                r_runs[i]["pwritev64_pages"] = redis_pipeline(r, rset // 4096, 200, i)
             # The same reads with one storage node paused (SIGSTOP): degraded page reads.
             victim = state.nodes[sorted(state.nodes)[0]].pid
             print("random-read run, one node paused ...", flush=True)
@@ -209,6 +261,8 @@ def main() -> int:
             "rand_read_4k_p50": e["rand_read_4k_p50_us"] / rd["rand_read_4k_p50_us"],
             "small_write_4k": e["small_write_4k_ops"] / rd["small_write_4k_ops"],
             "small_write_4k_p50": e["small_write_4k_p50_us"] / rd["small_write_4k_p50_us"],
+            "writers16_4k": e["writers16_4k_ops"] / rd["small_write_4k_ops"],
+            "pwritev64": e["pwritev64_pages"] / rd["pwritev64_pages"],
         },
         "config": {
             "size_mib": args.size_mib,
@@ -237,6 +291,8 @@ def main() -> int:
             "small_write_4k_p50_us",
             "small_write_4k_p50",
         ),
+        ("16 writers 4 KiB ops/s *", "writers16_4k_ops", "small_write_4k_ops", "writers16_4k"),
+        ("pwritev 64 pages/s", "pwritev64_pages", "pwritev64_pages", "pwritev64"),
     ]
     for label, ek, rk, ratio in rows:
         print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.3f}")
@@ -247,6 +303,7 @@ def main() -> int:
         f"{'4 KiB write p99 us':28}{e['small_write_4k_p99_us']:12.0f}"
         f"{rd['small_write_4k_p99_us']:12.0f}"
     )
+    print("* against one redis-py client's SET")
     print(
         f"\n4 KiB reads, one node paused: p50 {e['paused_rand_read_4k_p50_us']:.0f} us "
         f"({e['paused_rand_read_4k_p50_us'] / e['rand_read_4k_p50_us']:.2f}x healthy), "

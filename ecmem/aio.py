@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -47,6 +47,7 @@ from .stripes import RegionView
 from .target import resolve, unreachable
 from .writepath import StripeIO
 from .writer import WriterSession
+from .writers import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -188,28 +189,7 @@ class AsyncClient:
             uid=uid,
             gid=gid,
         )
-        nbytes, pol = meta.size, parse_policy(meta.policy)
-        layout = Layout(pol, meta.chunk, meta.slab_stripes)
-
-        def create() -> RegionMeta:
-            live = self.meta.live_nodes()
-            if len(live) < pol.width:
-                from .errors import NotEnoughNodesError
-
-                raise NotEnoughNodesError(
-                    f"policy {pol.name} needs {pol.width} live storage nodes on distinct hosts, "
-                    f"the cluster has {len(live)}: start more nodes or choose a narrower policy"
-                )
-            meta.slabs = self.placements(meta, layout.slabs_for(nbytes))
-            try:
-                self.meta.create_region(meta)
-            except EcmemError:
-                if exist_ok:
-                    return self.meta.get_region(name)[0]
-                raise
-            return meta
-
-        created = await self.call(create)
+        created = await self.call(self.members.create, meta, exist_ok)
         log.info("created region %s (%s, %d bytes)", name, created.policy, created.size)
         return RegionStat.of(created)
 
@@ -369,17 +349,38 @@ class AsyncClient:
         """Write ``data`` at ``offset``, growing the region if it ends past its size.
         Returns once the write is committed: durable by the region's policy, and seen by
         every reader that starts after."""
-        n = memoryview(data).nbytes
+        return await self.pwritev(name, [(offset, data)])
+
+    async def pwritev(
+        self, name: str, writes: Iterable[tuple[int, bytes | bytearray | memoryview]]
+    ) -> int:
+        """Write each (offset, bytes) of ``writes`` (in that order where they overlap),
+        growing the region if one ends past its size. Returns the bytes written once all
+        are committed, together: concurrent callers share commit rounds too."""
+        items = [(off, memoryview(d).cast("B")) for off, d in writes]
+        if any(off < 0 for off, _ in items):
+            raise ConfigError(f"offsets must not be negative: {[o for o, _ in items if o < 0]}")
+        tickets: list[tuple[Ticket, int, memoryview]] = []
+        version = 0
         async with self._lock(name):
             meta = await self.regions.get(name)
-            await self.write_at(name, offset, data, meta.size)
             w = await self.writer(name)
-            version = w.version
-        await w.wait_ready(version)
-        if offset + n > meta.size:
-            await self.publish_size(name, offset + n)
-        await self.commit(name, version)
-        return n
+            end = meta.size
+            if all(off + d.nbytes <= meta.size for off, d in items):
+                # Overwrites: they queue by stripe here and stage side by side below.
+                tickets = [(w.enqueue(meta, off, d.nbytes), off, d) for off, d in items]
+            else:
+                for off, d in items:
+                    version = await w.write_at(off, d, end)
+                    end = max(end, off + d.nbytes)
+        if tickets:
+            done = await asyncio.gather(*(_overwrite(w, *t, meta.size) for t in tickets))
+            version = max(done, default=w.version)
+        else:
+            await w.wait_ready(version)
+            await self.publish_size(name, end)
+        await w.commit(version)
+        return sum(d.nbytes for _, d in items)
 
     async def truncate(self, name: str, size: int) -> None:
         if size < 0:
@@ -487,3 +488,11 @@ def _whoami() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+async def _overwrite(w: WriterSession, ticket: Ticket, at: int, data: memoryview, n: int) -> int:
+    try:
+        await ticket.ready()
+        return await w.write_at(at, data, n, claimed=True)
+    finally:
+        ticket.release()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 from . import aio, wire
@@ -135,6 +135,12 @@ class Client:
 
     def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
         return self._run(self._inner.pwrite(name, offset, data))
+
+    def pwritev(
+        self, name: str, writes: Iterable[tuple[int, bytes | bytearray | memoryview]]
+    ) -> int:
+        """Write each (offset, bytes) at once; returns when all are committed together."""
+        return self._run(self._inner.pwritev(name, writes))
 
     def release(self, name: str) -> None:
         """Give up the write lease that pwrite or truncate took on a region."""

@@ -9,7 +9,7 @@ import threading
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 
-from .errors import EcmemError
+from .errors import EcmemError, NotEnoughNodesError
 from .layout import Layout
 from .meta.catalog import MetadataStore
 from .meta.model import NodeInfo, RegionMeta
@@ -68,3 +68,22 @@ class Members:
             cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng
         )
         return [[(i, live[i].incarnation) for i in slab] for slab in ids]
+
+    def create(self, meta: RegionMeta, exist_ok: bool) -> RegionMeta:
+        """Place a new region's slabs and store its record (blocking: reads ZooKeeper)."""
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        pol = layout.policy
+        live = self.meta.live_nodes()
+        if len(live) < pol.width:
+            raise NotEnoughNodesError(
+                f"policy {pol.name} needs {pol.width} live storage nodes on distinct hosts, "
+                f"the cluster has {len(live)}: start more nodes or choose a narrower policy"
+            )
+        meta.slabs = self.place(meta, layout.slabs_for(meta.size))
+        try:
+            self.meta.create_region(meta)
+        except EcmemError:
+            if exist_ok:
+                return self.meta.get_region(meta.name)[0]
+            raise
+        return meta

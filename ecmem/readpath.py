@@ -166,9 +166,7 @@ class ReadPath:
                 )
                 pending: set[asyncio.Future[Any]] = {first, second}
                 while pending:
-                    _, pending = await asyncio.wait(
-                        pending, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     if second.done() and (seen := second.result()) is not None:
                         out[:length] = column
                         return seen

@@ -29,6 +29,17 @@ async def resize(self: WriterSession, meta: RegionMeta, size: int) -> None:
         return
     if size == meta.size:
         return
+    # Overwrites claimed stripes under the region's lock and may not have begun yet:
+    # wait for those of the stripes being cut, and keep new ones out, until it is done.
+    first_cut, last = size // sd, max(0, layout.stripes_for(meta.size) - 1)
+    ticket = await self.stripes.claim(first_cut, last)
+    try:
+        await _shrink(self, layout, size)
+    finally:
+        ticket.release()
+
+
+async def _shrink(self: WriterSession, layout: Layout, size: int) -> None:
     # Writes before the truncation are committed first, so that no recovery can
     # bring back what it cut off.
     await self.commit()

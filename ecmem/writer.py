@@ -38,7 +38,7 @@ from .recovery import (
 )
 from .regions import make_view
 from .stripes import RegionView
-from .writers import Host, State, Writer
+from .writers import Host, State, Ticket, Writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,8 +204,12 @@ class WriterSession(Writer):
         await self.wait_ready(target)
         if self.committed >= target:
             return
-        meta = await self.host.regions.get(self.name)
-        await self.commit_round(meta, self.ready())
+        async with self.committing:
+            # Group commit: callers that queued behind a round find their writes in it.
+            if self.committed >= target:
+                return
+            meta = await self.host.regions.get(self.name)
+            await self.commit_round(meta, self.ready())
 
     async def vacate(self, nodes: set[str]) -> RegionMeta:
         """Take ``nodes`` out of the region's placements (their slots go vacant)."""
@@ -330,12 +334,21 @@ class WriterSession(Writer):
         new: RegionMeta = await self.host.regions.update(self.name, change)
         return new
 
-    async def write_at(self, offset: int, data: bytes | bytearray | memoryview, size: int) -> None:
+    async def write_at(
+        self,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        size: int,
+        *,
+        claimed: bool = False,
+    ) -> int:
         """Stage ``data`` at ``offset`` without publishing a new size or committing it;
-        ``size`` is the writer's view of the region's size (bytes past it are unset)."""
+        ``size`` is the writer's view of the region's size (bytes past it are unset).
+        Returns the version of the write. ``claimed``: the caller holds its stripes
+        (``stripes.claim``) and it lies within ``size``."""
         n = memoryview(data).nbytes
         if n == 0:
-            return
+            return self.version
         meta = await self.ensure_slabs(offset + n)
         view = self.host.regions.view(meta)
         sd = view.layout.stripe_data
@@ -343,25 +356,40 @@ class WriterSession(Writer):
         if offset + n > size and offset >= tail_end > size:
             # The stripe holding the old end may keep bytes of a longer past beyond it.
             await self.stage(view, size, bytes(tail_end - size), size)
-        await self.stage(view, offset, data, size)
+        return await self.stage(view, offset, data, size, claimed=claimed)
+
+    def enqueue(self, meta: RegionMeta, offset: int, n: int) -> Ticket:
+        """Queue a write of bytes [offset, offset+n) for its stripes (see StripeLocks):
+        taken under the region's lock, so a resize queued later waits for it."""
+        sd = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
+        return self.stripes.enqueue(offset // sd, max(offset, offset + n - 1) // sd)
 
     async def stage(
-        self, view: RegionView, offset: int, data: bytes | bytearray | memoryview, size: int
-    ) -> None:
-        """Stage one write on the nodes of its stripes and record its stripes as written."""
+        self,
+        view: RegionView,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        size: int,
+        *,
+        claimed: bool = False,
+    ) -> int:
+        """Stage one write on the nodes of its stripes and record its stripes as written;
+        returns its version."""
         n = memoryview(data).nbytes
         sd = view.layout.stripe_data
         first, last = offset // sd, (offset + n - 1) // sd
-        stamp = self.begin(first, last, offset + n)
-        try:
-            await self.host.io.write(view, offset, data, size, stamp, self.replace)
-            # Before the commit point may pass this write: once committed, a stripe that
-            # no node holds must read as lost, never as a hole.
-            await self._mark_written(first, last + 1, stamp.version)
-        except BaseException as exc:
-            self.finish(stamp, False, str(exc))
-            raise
-        self.finish(stamp, True)
+        async with self.stripes.hold(first, last, claimed):
+            stamp = self.begin(first, last, offset + n)
+            try:
+                await self.host.io.write(view, offset, data, size, stamp, self.replace)
+                # Before the commit point may pass this write: once committed, a stripe
+                # that no node holds must read as lost, never as a hole.
+                await self._mark_written(first, last + 1, stamp.version)
+            except BaseException as exc:
+                self.finish(stamp, False, str(exc))
+                raise
+            self.finish(stamp, True)
+        return stamp.version
 
     async def _mark_written(self, first: int, end: int, version: int) -> None:
         """Record stripes [first, end) of write ``version`` as written (and no longer lost)

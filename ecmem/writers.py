@@ -15,8 +15,9 @@ and nodes promote staged fragments up to it. See docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +35,80 @@ from .writepath import StripeIO
 
 T = TypeVar("T")
 Placement = list[tuple[str, str]]
+
+
+class StripeLocks:
+    """Writes of one writer that share a stripe stage one after the other, in the order
+    they queued (the later reads the stripe at the earlier's version); writes of other
+    stripes go at once. Queueing is synchronous, so a caller can take its place under
+    another lock and wait outside it."""
+
+    def __init__(self) -> None:
+        self._tail: dict[int, asyncio.Future[None]] = {}
+
+    def enqueue(self, first: int, last: int) -> Ticket:
+        before = {self._tail[s] for s in range(first, last + 1) if s in self._tail}
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for stripe in range(first, last + 1):
+            self._tail[stripe] = mine
+        return Ticket(self, first, last, before, mine)
+
+    def forget(self, first: int, last: int, mine: asyncio.Future[None]) -> None:
+        """No write queues behind ``mine`` on these stripes any more."""
+        for stripe in range(first, last + 1):
+            if self._tail.get(stripe) is mine:
+                del self._tail[stripe]
+
+    async def claim(self, first: int, last: int) -> Ticket:
+        ticket = self.enqueue(first, last)
+        await ticket.ready()
+        return ticket
+
+    @contextlib.asynccontextmanager
+    async def hold(self, first: int, last: int, held: bool = False) -> AsyncIterator[None]:
+        """Hold the stripes for a block (``held``: the caller holds them already)."""
+        if held:
+            yield
+            return
+        ticket = await self.claim(first, last)
+        try:
+            yield
+        finally:
+            ticket.release()
+
+
+@dataclass
+class Ticket:
+    locks: StripeLocks
+    first: int
+    last: int
+    before: set[asyncio.Future[None]]
+    mine: asyncio.Future[None]
+
+    async def ready(self) -> None:
+        """Until every write queued earlier on these stripes is done."""
+        try:
+            if self.before:
+                await asyncio.wait(self.before)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        self.locks.forget(self.first, self.last, self.mine)
+        if self.mine.done():
+            return
+        pending = {f for f in self.before if not f.done()}
+        if pending:
+            # Given up before its turn: later writes still wait for the earlier ones.
+            waiter = asyncio.ensure_future(asyncio.wait(pending))
+            waiter.add_done_callback(self._finish)
+        else:
+            self.mine.set_result(None)
+
+    def _finish(self, _: object) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
 
 
 class State(enum.Enum):
@@ -70,6 +145,8 @@ class Writer:
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
     unmarked: Pending = field(default_factory=list)  # staged writes' stripes, to be recorded
     marking: asyncio.Lock = field(default_factory=asyncio.Lock)
+    committing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one commit round at a time
+    stripes: StripeLocks = field(default_factory=StripeLocks)
 
     @property
     def version(self) -> int:
