@@ -21,7 +21,7 @@ from .scenarios.rebuild_cli_killed import rebuild_cli_killed
 from .scenarios.restart_empty import restart_empty
 from .scenarios.slow_host import slow_host
 from .scenarios.stale_writer import stale_writer
-from .scenarios.thrash import thrash
+from .scenarios.thrash import page_writes, thrash
 
 Entry = tuple[Callable[[Any, int, int, RunReport], None], int, float]
 
@@ -36,6 +36,7 @@ ANY_TARGET: dict[str, Entry] = {
     "beyond-m": (beyond_m, 6, 600.0),
     "mount-under-failure": (mount_under_failure, 8, 2.0),
     "thrash": (thrash, 7, 2.0),
+    "page-writes": (page_writes, 7, 2.0),
 }
 
 SCENARIOS: dict[str, Entry] = {

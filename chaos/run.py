@@ -44,17 +44,23 @@ BREAKS = {
         "ECMEM_UNSAFE_NOT_FOUND_IS_HOLE",
         "clients read a written stripe no node holds as zeros: restart-empty",
     ),
+    "slice-stale-parity": (
+        "ECMEM_UNSAFE_SLICE_STALE_PARITY",
+        "small overwrites leave parity as it was: page-writes",
+    ),
 }
 
 
 def _break(name: str) -> None:
     import ecmem.stripes
+    import ecmem.writepath
     import ecmem.writer
 
     os.environ[BREAKS[name][0]] = "1"  # for the client processes a scenario starts
     ecmem.writer.UNSAFE_NO_FENCING = name == "no-fencing"
     ecmem.stripes.UNSAFE_NO_CHECKSUMS = name == "no-checksums"
     ecmem.stripes.UNSAFE_NOT_FOUND_IS_HOLE = name == "not-found-is-hole"
+    ecmem.writepath.UNSAFE_STALE_PARITY = name == "slice-stale-parity"
 
 
 @contextlib.contextmanager

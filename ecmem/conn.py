@@ -251,24 +251,27 @@ class ConnectionPool:
         if conn is not None and not conn.closed and conn.address == address:
             return conn
         pending = self._connecting.get(node_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[NodeConnection] = asyncio.get_running_loop().create_future()
-        self._connecting[node_id] = fut
-        try:
-            conn = await self._connect(node_id, address)
-            old = self._conns.pop(node_id, None)
-            if old is not None:
-                old.abort()
-            self._conns[node_id] = conn
-            fut.set_result(conn)
-            return conn
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved for waiters that never came
-            raise
-        finally:
+        if pending is None:
+            # A task of its own: a caller given up on (a degraded read takes the first k
+            # answers and cancels the rest) must not cancel the connection for the others.
+            pending = asyncio.ensure_future(self._open(node_id, address))
+            self._connecting[node_id] = pending
+            pending.add_done_callback(lambda f: self._connected(node_id, f))
+        return await asyncio.shield(pending)
+
+    async def _open(self, node_id: str, address: str) -> NodeConnection:
+        conn = await self._connect(node_id, address)
+        old = self._conns.pop(node_id, None)
+        if old is not None:
+            old.abort()
+        self._conns[node_id] = conn
+        return conn
+
+    def _connected(self, node_id: str, fut: asyncio.Future[NodeConnection]) -> None:
+        if self._connecting.get(node_id) is fut:
             del self._connecting[node_id]
+        if not fut.cancelled():
+            fut.exception()  # retrieved, for attempts no caller waits for any more
 
     async def _connect(self, node_id: str, address: str) -> NodeConnection:
         host, _, port = address.rpartition(":")
@@ -300,6 +303,8 @@ class ConnectionPool:
         return conn, await conn.request(msg, timeout, into)
 
     def close(self) -> None:
+        for pending in list(self._connecting.values()):
+            pending.cancel()
         for conn in self._conns.values():
             conn.abort()
         self._conns.clear()

@@ -108,6 +108,19 @@ class Layout:
             pos += n
 
 
+def column(
+    layout: Layout, stripe: int, start: int, length: int, page: int
+) -> tuple[list[tuple[int, int, int, int]], int, int]:
+    """The data ranges of bytes [start, start+length) of a stripe's data, and the
+    column they lie in: bytes [lo, hi) of every fragment after its header, rounded
+    out to ``page`` (the codes work column by column)."""
+    ranges = list(layout.data_ranges(stripe, start, length))
+    header = layout.policy.header
+    lo = min(off - header for _, off, _, _ in ranges) // page * page
+    hi = -(-max(off - header + n for _, off, n, _ in ranges) // page) * page
+    return ranges, lo, min(layout.chunk, hi)
+
+
 @lru_cache(maxsize=256)
 def _layout(policy: str, chunk: int, slab_stripes: int) -> Layout:
     return Layout(parse_policy(policy), chunk, slab_stripes)

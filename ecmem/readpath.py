@@ -18,7 +18,7 @@ from typing import Any
 from . import checksum, wire
 from .conn import ConnectionPool
 from .errors import ClusterError, DataLostError, DataUnavailableError, NodeTimeout, NodeUnavailable
-from .layout import Piece
+from .layout import Piece, column
 from .policy import ReplicationPolicy
 from .stripes import (
     CHURN_RETRIES,
@@ -160,15 +160,15 @@ class ReadPath:
                 node_id = view.placement(stripe)[i][0]
                 if node_id:
                     self.pool.hedged(node_id)
-                column = bytearray(length)
+                cells = bytearray(length)
                 second = asyncio.ensure_future(
-                    self.read_column(view, stripe, start, length, memoryview(column), want)
+                    self.read_column(view, stripe, start, length, memoryview(cells), want)
                 )
                 pending: set[asyncio.Future[Any]] = {first, second}
                 while pending:
                     _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     if second.done() and (seen := second.result()) is not None:
-                        out[:length] = column
+                        out[:length] = cells
                         return seen
                     if first.done() and isinstance(first.result(), Got):
                         break
@@ -201,11 +201,7 @@ class ReadPath:
         if isinstance(policy, ReplicationPolicy):
             lo, hi = start, start + length
         else:
-            ranges = list(layout.data_ranges(stripe, start, length))
-            header = policy.header
-            lo = min(off - header for _, off, _, _ in ranges) // page * page
-            hi = -(-max(off - header + n for _, off, n, _ in ranges) // page) * page
-            hi = min(layout.chunk, hi)
+            ranges, lo, hi = column(layout, stripe, start, length, page)
         if hi - lo > COLUMN_MAX:
             return None
         by_version, _, _, spans = await self._gather(
@@ -220,10 +216,10 @@ class ReadPath:
         else:
             width = hi - lo
             heads = policy.column_headers(width)
-            column = policy.decode({i: heads[i] + f for i, f in frags.items()}, width)
+            cells = policy.decode({i: heads[i] + f for i, f in frags.items()}, width)
             for index, off, n, pos in ranges:
                 at = index * width + off - policy.header - lo
-                out[pos : pos + n] = column[at : at + n]
+                out[pos : pos + n] = cells[at : at + n]
         log.debug(
             "region %s slab %d stripe %d: degraded read of bytes %d+%d decoded from fragments %s",
             view.name,

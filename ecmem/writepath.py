@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
 
 from crc32c import crc32c
 
 from . import checksum, wire
 from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
+from .layout import column
 from .policy import ReplicationPolicy
 from .readpath import ReadPath
 from .stripes import WRITE_WINDOW, Got, RegionView, Replacer, Stamp, raise_for, windowed
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 # Overwrites whose column (the bytes each fragment changes) is at most this long go as
 # slices: each node patches its fragment in place of sending, or reading, whole ones.
 SLICE_MAX = 64 * 1024
+# Test-only: a build whose slices leave parity as it was, so the page-writes chaos
+# scenario can show it catches stale parity. Never set it for real data.
+UNSAFE_STALE_PARITY = os.environ.get("ECMEM_UNSAFE_SLICE_STALE_PARITY") == "1"
 
 
 class StripeIO(ReadPath):
@@ -166,15 +171,11 @@ class StripeIO(ReadPath):
                     return False
                 source = got.version
         else:
-            ranges = list(layout.data_ranges(stripe, start, n))
-            lo = min(off - header for _, off, _, _ in ranges) // page * page
-            hi = min(
-                layout.chunk, -(-max(off - header + m for _, off, m, _ in ranges) // page) * page
-            )
+            ranges, lo, hi = column(layout, stripe, start, n, page)
             if hi - lo > SLICE_MAX:
                 return False
             width = hi - lo
-            column = bytearray(pol.k * width)
+            cells = bytearray(pol.k * width)
             got_all = await asyncio.gather(
                 *(
                     self.fetch(
@@ -189,11 +190,14 @@ class StripeIO(ReadPath):
             source = versions.pop()
             for i, g in enumerate(got_all):
                 assert isinstance(g, Got)
-                column[i * width : i * width + len(g.data)] = g.data
+                cells[i * width : i * width + len(g.data)] = g.data
+            stale = pol.encode(cells) if UNSAFE_STALE_PARITY else []
             for index, off, m, pos in ranges:
                 at0 = index * width + off - header - lo
-                column[at0 : at0 + m] = data[pos : pos + m]
-            frags = pol.encode(column)
+                cells[at0 : at0 + m] = data[pos : pos + m]
+            frags = pol.encode(cells)
+            if stale:
+                frags = frags[: pol.k] + stale[pol.k :]
             at, payloads = header + lo, [memoryview(f)[header:] for f in frags]
         first, last, end = stamp.write
         lac, base = stamp.commit()

@@ -19,7 +19,15 @@ from ..history import FAIL, INFO, OK
 from ..report import RunReport, Sample
 from ..schedule import KILL, Fault
 from ..target import Target
-from .common import digest_of, healthy_within, holdings_of, page_digests, undo_due, undo_fault
+from .common import (
+    digest_of,
+    healthy_within,
+    holdings_of,
+    kill_hosts,
+    page_digests,
+    undo_due,
+    undo_fault,
+)
 
 
 def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
@@ -27,12 +35,50 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     coordinator and ZooKeeper servers (one at a time) while a writer
     and readers work on one region: the writes pass the write checker, reads of each
     page are linearizable, and full redundancy returns within a bound after."""
+    registers(c, seed, mib, report, c.region("s3"), page=65536, pages=64, chunk=16384)
+
+
+def page_writes(c: Target, seed: int, mib: int, report: RunReport) -> None:
+    """Scenario 13: the thrash, with 4 KiB pages inside 1 MiB stripes that hold data from
+    the start, so writes go as slices (a column of each fragment) and reads around a
+    host that is out decode columns; then, with full redundancy back, M more hosts are
+    killed and every page must read the same (stale parity would show here)."""
+    registers(c, seed, mib, report, c.region("s13"), page=4096, pages=512, chunk=262144)
+    if report.problems:
+        return
+    rng = random.Random(seed + 13)
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        before = page_digests(cl, c.region("s13"), 4096, 512)
+    kill_hosts(c, report, time.monotonic(), rng.sample(c.node_hosts, 2))
+    with ecmem.connect(c.zk, cluster=c.cluster) as cl:
+        try:
+            after = page_digests(cl, c.region("s13"), 4096, 512)
+        except ecmem.EcmemError as exc:
+            report.fail(f"with M hosts killed after the run, a page is unreadable: {exc}")
+            report.passed = False
+            return
+    bad = sorted(p for p in before if after.get(p) != before[p])
+    if bad:
+        report.fail(f"with M hosts killed after the run, pages {bad[:8]} read differently")
+    report.passed = not report.problems
+
+
+def registers(
+    c: Target,
+    seed: int,
+    mib: int,
+    report: RunReport,
+    region: str,
+    page: int,
+    pages: int,
+    chunk: int,
+) -> None:
+    """One writer and two readers of ``pages`` pages (registers) of ``region`` while
+    storage hosts are killed and paused (at most M at once) and the control plane too."""
     from ..history import INVOKE, Event, History
     from ..linearizable import check as linearizable
     from ..schedule import PAUSE, generate
 
-    page = 65536
-    pages = 64
     seconds = max(20.0, min(600.0, mib / 4))
     schedule = generate(seed, c.node_hosts, seconds, max_down=2, kinds=[KILL, PAUSE])
     # The control plane too: the coordinator and one ZooKeeper server at a time (the
@@ -48,7 +94,8 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     t0 = time.monotonic()
     zeros = digest_of(bytes(page))
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
-        cl.create_region(c.region("s3"), pages * page, "ec:4+2", chunk=page // 4)
+        cl.create_region(region, 0, "ec:4+2", chunk=chunk)
+        cl.pwrite(region, 0, bytes(pages * page))  # written zeros: overwrites from here on
 
     why: collections.Counter[str] = collections.Counter()  # errors, for the report
 
@@ -66,15 +113,15 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                 value = digest_of(data)
                 seq += 1
                 now = time.monotonic() - t0
-                record(Event(0, INVOKE, "write", c.region("s3"), p, value, now, 0, seq))
+                record(Event(0, INVOKE, "write", region, p, value, now, 0, seq))
                 try:
-                    cl.pwrite(c.region("s3"), p * page, data)
-                    epoch = cl.async_client.writer_of(c.region("s3")).epoch
+                    cl.pwrite(region, p * page, data)
+                    epoch = cl.async_client.writer_of(region).epoch
                     kind = OK
                 except ecmem.EcmemError as exc:
                     # The outcome of a failed write is unknown (it may be recovered later)
                     # unless the client says it never happened; its epoch is the writer's.
-                    w = cl.async_client.writer_of(c.region("s3"))
+                    w = cl.async_client.writer_of(region)
                     epoch = w.epoch if w is not None else epoch
                     fenced = isinstance(exc, ecmem.Fenced)
                     kind = INFO if exc.retriable or fenced else FAIL
@@ -82,10 +129,10 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                         why[f"write {type(exc).__name__}: {str(exc)[:160]}"] += 1
                     if fenced:  # the lease went (an expired session): the next pwrite retakes it
                         with contextlib.suppress(ecmem.EcmemError):
-                            cl.release(c.region("s3"))
+                            cl.release(region)
                     time.sleep(0.2)
                 done = time.monotonic() - t0
-                record(Event(0, kind, "write", c.region("s3"), p, None, done, epoch, seq))
+                record(Event(0, kind, "write", region, p, None, done, epoch, seq))
                 report.samples.append(Sample(now, "write", done - now, page, kind == OK))
 
     def reader(n: int) -> None:
@@ -94,15 +141,15 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
             while not stop.is_set():
                 p = rng.randrange(pages)
                 now = time.monotonic() - t0
-                record(Event(n, INVOKE, "read", c.region("s3"), p, None, now))
+                record(Event(n, INVOKE, "read", region, p, None, now))
                 try:
-                    got = digest_of(cl.pread(c.region("s3"), p * page, page))
+                    got = digest_of(cl.pread(region, p * page, page))
                     record(
                         Event(
                             n,
                             OK,
                             "read",
-                            c.region("s3"),
+                            region,
                             p,
                             None if got == zeros else got,
                             time.monotonic() - t0,
@@ -110,7 +157,7 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
                     )
                     ok = True
                 except ecmem.EcmemError as exc:
-                    record(Event(n, FAIL, "read", c.region("s3"), p, None, time.monotonic() - t0))
+                    record(Event(n, FAIL, "read", region, p, None, time.monotonic() - t0))
                     ok = False
                     with lock:
                         why[f"read {type(exc).__name__}: {str(exc)[:160]}"] += 1
@@ -152,10 +199,10 @@ def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     healthy_within(c, report, 120, "after the thrash")
     with ecmem.connect(c.zk, cluster=c.cluster) as cl:
         try:
-            final = page_digests(cl, c.region("s3"), page, pages)
+            final = page_digests(cl, region, page, pages)
         except ecmem.DataUnavailableError as exc:
             report.fail(f"a page is unreadable after the thrash: {exc}")
-            report.numbers["holdings"] = holdings_of(c, cl, c.region("s3"), exc.stripe)
+            report.numbers["holdings"] = holdings_of(c, cl, region, exc.stripe)
             report.passed = False
             return
     verdict_w = check_region(writes, final)

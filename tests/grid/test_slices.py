@@ -214,3 +214,22 @@ async def test_pwritev_applies_in_order_and_commits_once(grid: Grid) -> None:
     assert await c.pread("r", 0, 3 * SD) == model
     with pytest.raises(EcmemError):
         await c.pwritev("r", [(-1, b"x")])
+
+
+async def test_a_build_with_stale_slice_parity_is_caught_by_a_degraded_read(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check the page-writes chaos scenario relies on: with parity left as it was,
+    healthy reads still look right and only a read around a data node shows it."""
+    from ecmem import writepath
+
+    monkeypatch.setattr(writepath, "UNSAFE_STALE_PARITY", True)
+    c = await grid.client()
+    meta = await region(c, "r", "ec:4+2", stripes=1)
+    model = bytearray(await c.pread("r", 0, SD))
+    data = os.urandom(4096)
+    await c.pwrite("r", 8192, data)
+    model[8192 : 8192 + 4096] = data
+    assert await c.pread("r", 8192, 4096) == data  # healthy: from the data fragment
+    grid.holders(meta)[0].set(BROKEN, wire.Get)
+    assert await c.pread("r", 8192, 4096) != data  # decoded with stale parity: wrong
