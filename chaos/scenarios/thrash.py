@@ -190,7 +190,7 @@ def registers(
     ops = history.ops()
     verdict = linearizable(ops)
     if not verdict:
-        report.fail(f"reads of region {c.region('s3')} page {verdict.page} are not linearizable")
+        report.fail(f"reads of region {region} page {verdict.page} are not linearizable")
     writes = [
         Write(o.epoch, o.seq, {o.page: o.value or ""}, o.outcome, o.start, o.end)
         for o in ops
