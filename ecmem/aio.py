@@ -357,7 +357,7 @@ class AsyncClient:
         """Write each (offset, bytes) of ``writes`` (in that order where they overlap),
         growing the region if one ends past its size. Returns the bytes written once all
         are committed, together: concurrent callers share commit rounds too."""
-        items = [(off, memoryview(d).cast("B")) for off, d in writes]
+        items = [(off, m) for off, d in writes if (m := memoryview(d).cast("B")).nbytes]
         if any(off < 0 for off, _ in items):
             raise ConfigError(f"offsets must not be negative: {[o for o, _ in items if o < 0]}")
         tickets: list[tuple[Ticket, int, memoryview]] = []
@@ -374,7 +374,7 @@ class AsyncClient:
                     version = await w.write_at(off, d, end)
                     end = max(end, off + d.nbytes)
         if tickets:
-            done = await asyncio.gather(*(_overwrite(w, *t, meta.size) for t in tickets))
+            done = await asyncio.gather(*(w.overwrite(*t, meta.size) for t in tickets))
             version = max(done, default=w.version)
         else:
             await w.wait_ready(version)
@@ -488,11 +488,3 @@ def _whoami() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
-
-
-async def _overwrite(w: WriterSession, ticket: Ticket, at: int, data: memoryview, n: int) -> int:
-    try:
-        await ticket.ready()
-        return await w.write_at(at, data, n, claimed=True)
-    finally:
-        ticket.release()

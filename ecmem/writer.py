@@ -340,13 +340,20 @@ class WriterSession(Writer):
         data: bytes | bytearray | memoryview,
         size: int,
         *,
-        claimed: bool = False,
+        ticket: Ticket | None = None,
     ) -> int:
         """Stage ``data`` at ``offset`` without publishing a new size or committing it;
         ``size`` is the writer's view of the region's size (bytes past it are unset).
-        Returns the version of the write. ``claimed``: the caller holds its stripes
-        (``stripes.claim``) and it lies within ``size``."""
+        Returns the version of the write. With ``ticket`` (from ``enqueue``, its turn
+        come) the write lies within ``size`` and has its version already."""
         n = memoryview(data).nbytes
+        if ticket is not None:
+            try:
+                view = self.host.regions.view(await self.ensure_slabs(offset + n))
+            except BaseException as exc:
+                self.finish(ticket.stamp, False, str(exc))
+                raise
+            return await self.stage(view, offset, data, size, ticket=ticket)
         if n == 0:
             return self.version
         meta = await self.ensure_slabs(offset + n)
@@ -356,13 +363,30 @@ class WriterSession(Writer):
         if offset + n > size and offset >= tail_end > size:
             # The stripe holding the old end may keep bytes of a longer past beyond it.
             await self.stage(view, size, bytes(tail_end - size), size)
-        return await self.stage(view, offset, data, size, claimed=claimed)
+        return await self.stage(view, offset, data, size)
 
     def enqueue(self, meta: RegionMeta, offset: int, n: int) -> Ticket:
-        """Queue a write of bytes [offset, offset+n) for its stripes (see StripeLocks):
-        taken under the region's lock, so a resize queued later waits for it."""
+        """Queue a write of bytes [offset, offset+n) (n > 0) for its stripes (see
+        StripeLocks) and give it its version now: writes queued together take versions
+        in the order they queued, so a crash keeps a prefix of them in that order. Taken
+        under the region's lock, so a resize queued later waits for it."""
         sd = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
-        return self.stripes.enqueue(offset // sd, max(offset, offset + n - 1) // sd)
+        first, last = offset // sd, (offset + n - 1) // sd
+        ticket = self.stripes.enqueue(first, last)
+        ticket.stamp = self.begin(first, last, offset + n)
+        return ticket
+
+    async def overwrite(self, ticket: Ticket, offset: int, data: memoryview, size: int) -> int:
+        """Stage a write queued by ``enqueue`` once its turn comes; returns its version."""
+        try:
+            await ticket.ready()
+            return await self.write_at(offset, data, size, ticket=ticket)
+        except BaseException as exc:
+            if ticket.stamp.version in self.inflight:  # given up before staging: a barrier
+                self.finish(ticket.stamp, False, f"write given up: {exc!r}")
+            raise
+        finally:
+            ticket.release()
 
     async def stage(
         self,
@@ -371,15 +395,15 @@ class WriterSession(Writer):
         data: bytes | bytearray | memoryview,
         size: int,
         *,
-        claimed: bool = False,
+        ticket: Ticket | None = None,
     ) -> int:
         """Stage one write on the nodes of its stripes and record its stripes as written;
         returns its version."""
         n = memoryview(data).nbytes
         sd = view.layout.stripe_data
         first, last = offset // sd, (offset + n - 1) // sd
-        async with self.stripes.hold(first, last, claimed):
-            stamp = self.begin(first, last, offset + n)
+        async with self.stripes.hold(first, last, ticket is not None):
+            stamp = self.begin(first, last, offset + n) if ticket is None else ticket.stamp
             try:
                 await self.host.io.write(view, offset, data, size, stamp, self.replace)
                 # Before the commit point may pass this write: once committed, a stripe

@@ -84,6 +84,7 @@ class Ticket:
     last: int
     before: set[asyncio.Future[None]]
     mine: asyncio.Future[None]
+    stamp: Any = None  # the write's Stamp, when it took its version on queueing
 
     async def ready(self) -> None:
         """Until every write queued earlier on these stripes is done."""

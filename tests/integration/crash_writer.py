@@ -2,7 +2,8 @@
 
     python crash_writer.py ZK CLUSTER REGION SEED MODE
 
-MODE "pwrite": every pwrite is acknowledged when it returns. MODE "file": writes go
+MODE "pwrite": every pwrite is acknowledged when it returns. MODE "pwritev": batches of
+1 to 8 writes, each batch acknowledged when its pwritev returns. MODE "file": writes go
 through a region file (stored in the background) and are acknowledged, all those
 before it, by each flush. Prints "ack SEQ" after each acknowledgement.
 """
@@ -26,7 +27,8 @@ def writes(seed: int) -> Iterator[tuple[int, bytes]]:
     seq = 0
     while True:
         offset = rng.randrange(0, SPAN)
-        body = rng.randbytes(rng.randrange(1, MAX_WRITE))
+        # Half of them a few pages or less: overwrites of those go as slices.
+        body = rng.randbytes(rng.randrange(1, MAX_WRITE if rng.random() < 0.5 else 9000))
         yield offset, struct.pack("<II", seq, crc32c(body)) + body
         seq += 1
 
@@ -47,6 +49,14 @@ def main() -> None:
         for seq, (offset, data) in enumerate(stream):
             cl.pwrite(region, offset, data)
             print(f"ack {seq}", flush=True)
+    elif mode == "pwritev":
+        sizes = random.Random(int(seed) + 1)
+        done = 0
+        while True:
+            batch = [next(stream) for _ in range(sizes.randint(1, 8))]
+            cl.pwritev(region, batch)
+            done += len(batch)
+            print(f"ack {done - 1}", flush=True)
     else:
         with cl.open(region, "r+b") as f:
             for seq, (offset, data) in enumerate(stream):

@@ -24,7 +24,7 @@ RUNS = int(os.environ.get("ECMEM_CRASH_RUNS", "50"))
 
 def run_once(cluster: TestCluster, cl, seed: int) -> str:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
-    mode = "pwrite" if seed % 2 else "file"
+    mode = ("file", "pwrite", "pwritev")[seed % 3]
     region = f"crash/{seed}"
     cl.create_region(region, 0, "ec:4+2", chunk=16 * 1024, slab_size="1MiB")
     proc = subprocess.Popen(
@@ -59,8 +59,9 @@ def run_once(cluster: TestCluster, cl, seed: int) -> str:  # type: ignore[no-unt
     stream = writes(seed)
     for _ in range(acked + 1):
         apply(model, *next(stream))
-    # In flight at the kill: at most one pwrite, or the writes since the last flush.
-    for extra in range(0, 6):
+    # In flight at the kill: at most one pwrite, one pwritev batch (up to 8), or the
+    # writes since the last flush.
+    for extra in range(0, 9):
         if got == model:
             return f"seed {seed} ({mode}): acked {acked}, region = first {acked + 1 + extra}"
         apply(model, *next(stream))
