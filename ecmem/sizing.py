@@ -57,6 +57,7 @@ async def _shrink(self: WriterSession, layout: Layout, size: int) -> None:
         return m
 
     new = await self.host.regions.update(self.name, shrink)
+    self.size_published(size, exact=True)
     self.marked = extents.remove(self.marked, first_gone, 1 << 62)
     unreached = await self.host.io.delete(self.host.regions.view(new), first_gone, self.epoch)
     if unreached:

@@ -74,6 +74,7 @@ class WriterSession(Writer):
 
             meta = await host.regions.update(name, bump)
             w = cls(name, meta.epoch, marked=extents.minus(meta.written, meta.lost), host=host)
+            w.published = meta.size
             lac = await w.fence(meta, meta.slabs)
             await w.recover(meta, lac)
         except BaseException:
@@ -163,6 +164,7 @@ class WriterSession(Writer):
 
             settled = await self.host.regions.update(meta.name, settle)
             self.marked = extents.minus(settled.written, settled.lost)
+            self.size_published(settled.size)
         await self.commit_round(meta, self.epoch << wire.SEQ_BITS)
 
     # -- committing -------------------------------------------------------------------
@@ -332,6 +334,7 @@ class WriterSession(Writer):
             return m
 
         new: RegionMeta = await self.host.regions.update(self.name, change)
+        self.size_published(new.size, exact)
         return new
 
     async def write_at(
@@ -458,7 +461,12 @@ class WriterSession(Writer):
             self.unconfirmed |= {v for _, _, v in meta.pending if wire.epoch_of(v) == self.epoch}
         if len(self.unconfirmed) > PENDING_LIMIT and not self.marking.locked():
             # Keep the record small on a long stream of first writes: commit what is
-            # staged so far, and the next recording drops the entries it confirms.
+            # staged so far (its size first: every write up to it is staged in full, so
+            # any recovery keeps them), and the next recording drops what it confirms.
+            upto = self.staged()
+            ends = [end for v, end in self.unpublished.items() if v <= upto]
+            if ends:
+                await self.publish_size(max(ends))
             meta = await self.host.regions.get(self.name)
             await self.commit_round(meta, self.ready())
 

@@ -148,6 +148,8 @@ class Writer:
     marking: asyncio.Lock = field(default_factory=asyncio.Lock)
     committing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one commit round at a time
     stripes: StripeLocks = field(default_factory=StripeLocks)
+    published: int = 0  # the region's size as this writer last recorded it
+    unpublished: dict[int, int] = field(default_factory=dict)  # version -> end past it
 
     @property
     def version(self) -> int:
@@ -159,10 +161,29 @@ class Writer:
         return self.version + 1
 
     def ready(self) -> int:
-        """The commit point: every write up to it is fully staged. A write that failed
-        stays a barrier: nothing at or past it may ever be committed by this writer."""
+        """The commit point: every write up to it is fully staged, and the region's
+        recorded size covers it. A write that failed stays a barrier: nothing at or past
+        it may ever be committed by this writer. A write past the recorded size waits
+        for its size: committed without it, a crash would leave it half visible."""
+        barrier = min(self.inflight | self.failed | self.unpublished.keys(), default=0)
+        return barrier - 1 if barrier else self.version
+
+    def staged(self) -> int:
+        """Every write up to this version is fully staged (or one of them failed)."""
         barrier = min(self.inflight | self.failed, default=0)
         return barrier - 1 if barrier else self.version
+
+    def size_published(self, size: int, exact: bool = False) -> None:
+        """The region's recorded size is now ``size`` (``exact``: set, as a truncation
+        does, and so covering every write begun before it)."""
+        if exact:
+            self.published = size
+            self.unpublished.clear()
+        else:
+            self.published = max(self.published, size)
+            for version in [v for v, end in self.unpublished.items() if end <= self.published]:
+                del self.unpublished[version]
+        self.changed.set()
 
     def to(self, new: State) -> None:
         if new is self.state:
@@ -184,6 +205,8 @@ class Writer:
         self.seq += 1
         version = self.version
         self.inflight.add(version)
+        if end > self.published:
+            self.unpublished[version] = end
         return Stamp(
             version,
             (first, last, end),
@@ -207,7 +230,7 @@ class Writer:
 
     async def wait_ready(self, version: int) -> None:
         """Until every write up to ``version`` is staged (or one of them failed)."""
-        while self.ready() < version:
+        while self.staged() < version:
             self.check()
             self.changed.clear()
             await self.changed.wait()

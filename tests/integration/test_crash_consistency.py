@@ -67,8 +67,28 @@ def run_once(cluster: TestCluster, cl, seed: int) -> str:  # type: ignore[no-unt
         apply(model, *next(stream))
     raise AssertionError(
         f"seed {seed} ({mode}): region is not a prefix of the writes that includes every "
-        f"acknowledged one (last acked: {acked}); replay with ECMEM_CRASH_SEED={seed}"
+        f"acknowledged one (last acked: {acked}); {_nearest(got, seed, acked)}; replay "
+        f"with ECMEM_CRASH_SEED={seed}"
     )
+
+
+def _nearest(got: bytes, seed: int, acked: int) -> str:
+    """Which prefix of the writes the region comes closest to, and where it differs."""
+    model = bytearray()
+    stream = writes(seed)
+    best: tuple[int, int, str] = (1 << 62, -1, "")
+    for n in range(acked + 10):
+        if n:
+            apply(model, *next(stream))
+        if n + 1 < acked - 20:
+            continue
+        size = max(len(model), len(got))
+        a, b = bytes(model).ljust(size, b"\0"), got.ljust(size, b"\0")
+        diff = [i for i in range(size) if a[i] != b[i]]
+        if len(diff) < best[0]:
+            where = f"{diff[0]}..{diff[-1]}" if diff else ""
+            best = (len(diff), n, f"sizes {len(got)} vs {len(model)}, bytes differ at {where}")
+    return f"nearest: the first {best[1]} writes, {best[0]} bytes differ ({best[2]})"
 
 
 def test_crash_leaves_a_prefix(cluster: TestCluster) -> None:

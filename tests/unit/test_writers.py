@@ -11,7 +11,7 @@ E = 3  # epoch
 
 
 def test_commit_point_follows_staged_writes_and_stops_at_a_failed_one() -> None:
-    w = Writer("r", E, state=State.WRITING)
+    w = Writer("r", E, state=State.WRITING, published=10)
     a, b, c = (w.begin(0, 0, 10) for _ in range(3))
     assert w.ready() == (E << 32)  # nothing staged yet
     w.finish(a, True)
@@ -23,6 +23,29 @@ def test_commit_point_follows_staged_writes_and_stops_at_a_failed_one() -> None:
     assert a.commit()[0] == a.version
     with pytest.raises(Fenced):
         w.begin(0, 0, 10)
+
+
+def test_a_write_past_the_recorded_size_is_not_committed_until_its_size_is() -> None:
+    """Committed with its bytes past the recorded size, a crash would leave it half
+    visible: the commit point waits for the size, the staging point does not."""
+    w = Writer("r", E, state=State.WRITING, published=100)
+    inside = w.begin(0, 0, 50)
+    grows = w.begin(0, 1, 300)
+    after = w.begin(0, 0, 60)
+    for s in (inside, grows, after):
+        w.finish(s, True)
+    assert w.staged() == after.version  # pwrite may go on to publish the size
+    assert w.ready() == inside.version  # but nothing from the growing write on commits
+    assert grows.commit()[0] == inside.version  # nor rides on later writes' Puts
+    w.size_published(200)  # not yet enough
+    assert w.ready() == inside.version
+    w.size_published(300)
+    assert w.ready() == after.version
+    w2 = Writer("r", E, state=State.WRITING, published=100)
+    big = w2.begin(0, 1, 500)
+    w2.finish(big, True)
+    w2.size_published(40, exact=True)  # a truncation covers every write before it
+    assert w2.ready() == big.version
 
 
 def test_state_table() -> None:
