@@ -157,10 +157,10 @@ class StripeIO(ReadPath):
         n = len(data)
         placement = view.placement(stripe)
         slab = layout.slab_of(stripe)
-        if any(not node for node, _ in placement) or any(
+        if any(not node or self.pool.is_suspect(node) for node, _ in placement) or any(
             (slab, i) in view.partial for i in range(pol.width)
         ):
-            return False
+            return False  # the whole-stripe write knows how to go around a node
         source = stamp.latest(stripe)
         if isinstance(pol, ReplicationPolicy):
             # Every copy is the whole stripe: the column is the bytes written.
