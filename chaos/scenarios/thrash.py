@@ -191,6 +191,11 @@ def registers(
     verdict = linearizable(ops)
     if not verdict:
         report.fail(f"reads of region {region} page {verdict.page} are not linearizable")
+        # The page's operations, for whoever replays it: (f, value, start, end, outcome).
+        report.numbers["nonlinearizable_page_ops"] = [
+            (o.f, (o.value or "")[:8], round(o.start, 4), round(o.end, 4), o.outcome, o.seq)
+            for o in sorted(verdict.ops or [], key=lambda o: o.start)
+        ]
     writes = [
         Write(o.epoch, o.seq, {o.page: o.value or ""}, o.outcome, o.start, o.end)
         for o in ops
