@@ -178,14 +178,7 @@ class FragmentStore:
         committed here) with ``data`` in place at byte ``at``: a write of a few pages
         sends each node only the column of the stripe it changes."""
         self.check_epoch(region, wire.epoch_of(version))
-        if crc32c(data) != crc:
-            raise StoreError(
-                wire.E_CORRUPT,
-                f"slice of fragment {region}/{stripe}/{index} arrived damaged (crc32c "
-                "mismatch); the sender will retry",
-            )
-        if at + len(data) > length:
-            raise StoreError(wire.E_BAD_REQUEST, "slice ends past the fragment's end")
+        _check_arrival(region, stripe, index, length - at, crc, data)  # the slice's room
         if lac:
             self.commit(region, lac, base)
         st = self.region(region)
