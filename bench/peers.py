@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from ecmem.localcluster import free_port
+from ecmem.localprocs import free_port
 
 
 class RedisServer:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecmem import wire
-from ecmem.localcluster import ZK_JAR, ZK_MAIN
+from ecmem.localprocs import ZK_JAR, ZK_MAIN
 
 from .net import Net
 from .target import wait_gone, wait_nodes

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,78 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.records import Records
 
 from .errors import ClusterError, ConfigError
+from .localprocs import alive, launch_zookeeper, stop, zk_ok
 from .units import format_size, parse_size
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NODES = 6
 DEFAULT_CAPACITY = "4GiB"
-
-ZK_JAR = "/usr/share/java/zookeeper.jar"
-ZK_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
-ZK_CONF = """tickTime=500
-initLimit=10
-syncLimit=5
-dataDir={data}
-clientPort={port}
-clientPortAddress=127.0.0.1
-maxClientCnxns=0
-admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr,mntr
-minSessionTimeout=1000
-maxSessionTimeout=30000
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def zk_ok(port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"ruok")
-            return s.recv(16) == b"imok"
-    except OSError:
-        return False
-
-
-def _alive(pid: int, marker: str) -> bool:
-    """True if ``pid`` runs and its command line holds ``marker`` (so it is ours)."""
-    if pid <= 0:
-        return False
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return marker in " ".join(p.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def _stop(pid: int, marker: str, grace: float = 5.0) -> bool:
-    if not _alive(pid, marker):
-        return False
-    try:
-        proc = psutil.Process(pid)
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except psutil.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace)
-    except psutil.NoSuchProcess:
-        pass
-    return True
 
 
 @dataclass
@@ -223,41 +161,12 @@ class LocalCluster:
     def _start_zk(self, state: ClusterState) -> None:
         if state.external_zk:
             return
-        if state.zk_pid and _alive(state.zk_pid, self.zk_marker) and zk_ok(state.zk_port):
+        if state.zk_pid and alive(state.zk_pid, self.zk_marker) and zk_ok(state.zk_port):
             return
-        if not Path(ZK_JAR).exists():
-            raise ClusterError(
-                f"ZooKeeper is not installed ({ZK_JAR} missing): run 'make setup', "
-                "or 'apt-get install zookeeper'"
-            )
-        java = shutil.which("java")
-        if java is None:
-            raise ClusterError("java is not installed: run 'make setup' (it installs zookeeper)")
         zdir = self.dir / "zookeeper"
         (zdir / "data").mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        (zdir / "zoo.cfg").write_text(ZK_CONF.format(data=zdir / "data", port=port))
-        state.zk_pid = self._spawn(
-            [
-                java,
-                "-Xmx512m",
-                f"-Dzookeeper.log.dir={self.logs}",
-                "-cp",
-                f"/etc/zookeeper/conf:{ZK_JAR}",
-                ZK_MAIN,
-                self.zk_marker,
-            ],
-            "zookeeper.log",
-        )
-        state.zk_port = port
-        state.zk = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not zk_ok(port):
-            if not _alive(state.zk_pid, self.zk_marker):
-                raise ClusterError(f"ZooKeeper exited at start; see {self.logs / 'zookeeper.log'}")
-            if time.monotonic() > deadline:
-                raise ClusterError(f"ZooKeeper did not answer within 30s; see {self.logs}")
-            time.sleep(0.2)
+        state.zk_pid, state.zk_port = launch_zookeeper(zdir, self.logs, self._spawn)
+        state.zk = f"127.0.0.1:{state.zk_port}"
 
     def start_zookeeper(self) -> ClusterState:
         """Only the ZooKeeper server (tests share one between many clusters)."""
@@ -268,7 +177,7 @@ class LocalCluster:
 
     def _start_coordinator(self, state: ClusterState) -> None:
         marker = f"coordinator --zk {state.zk}"
-        if state.coordinator_pid and _alive(state.coordinator_pid, marker):
+        if state.coordinator_pid and alive(state.coordinator_pid, marker):
             return
         state.coordinator_pid = self.spawn_coordinator(state, "coordinator.log")
 
@@ -327,7 +236,7 @@ class LocalCluster:
         node.pid = self._spawn(self.node_args(state, node), f"{node.id}.log")
 
     def node_alive(self, node: NodeProc) -> bool:
-        return _alive(node.pid, node.marker)
+        return alive(node.pid, node.marker)
 
     def up(
         self,
@@ -399,7 +308,7 @@ class LocalCluster:
             records = Records(zk, md.paths)
             deadline = time.monotonic() + timeout
             while not any(c.get("pid") == state.coordinator_pid for c in records.coordinators()):
-                if not _alive(state.coordinator_pid, f"coordinator --zk {state.zk}"):
+                if not alive(state.coordinator_pid, f"coordinator --zk {state.zk}"):
                     raise ClusterError(f"the coordinator exited at start; see {self.logs}")
                 if time.monotonic() > deadline:
                     raise ClusterError(
@@ -470,11 +379,11 @@ class LocalCluster:
         state = self.load()
         stopped: list[str] = []
         for node in state.nodes.values():
-            if _stop(node.pid, node.marker):
+            if stop(node.pid, node.marker):
                 stopped.append(node.id)
-        if _stop(state.coordinator_pid, f"coordinator --zk {state.zk}"):
+        if stop(state.coordinator_pid, f"coordinator --zk {state.zk}"):
             stopped.append("coordinator")
-        if not state.external_zk and _stop(state.zk_pid, self.zk_marker):
+        if not state.external_zk and stop(state.zk_pid, self.zk_marker):
             stopped.append("zookeeper")
         if not keep_data:
             # Node memory is gone, so the metadata describing it must go too.

@@ -1,0 +1,131 @@
+"""Processes of a local cluster: free ports, liveness by pid and command line, and
+starting a ZooKeeper server that answers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from .errors import ClusterError
+
+ZK_JAR = "/usr/share/java/zookeeper.jar"
+ZK_MAIN = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+ZK_CONF = """tickTime=500
+initLimit=10
+syncLimit=5
+dataDir={data}
+clientPort={port}
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr,mntr
+minSessionTimeout=1000
+maxSessionTimeout=30000
+"""
+ZK_ATTEMPTS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def zk_ok(port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"ruok")
+            return s.recv(16) == b"imok"
+    except OSError:
+        return False
+
+
+def alive(pid: int, marker: str) -> bool:
+    """True if ``pid`` runs and its command line holds ``marker`` (so it is ours)."""
+    if pid <= 0:
+        return False
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return marker in " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def stop(pid: int, marker: str, grace: float = 5.0) -> bool:
+    if not alive(pid, marker):
+        return False
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    except psutil.NoSuchProcess:
+        pass
+    return True
+
+
+def tail(log: Path, start: int) -> str:
+    """What ``log`` gained after byte ``start``."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
+    except OSError as e:
+        return f"(cannot read the log: {e})"
+
+
+def launch_zookeeper(
+    zdir: Path, logs: Path, spawn: Callable[[list[str], str], int]
+) -> tuple[int, int]:
+    """Start ZooKeeper with its config in ``zdir``; (pid, port) once it answers.
+
+    A free port can be taken by someone else between choosing it and ZooKeeper binding
+    it, so a server that exits at start is tried again on another port; the last
+    failure names the end of its log."""
+    if not Path(ZK_JAR).exists():
+        raise ClusterError(
+            f"ZooKeeper is not installed ({ZK_JAR} missing): run 'make setup', "
+            "or 'apt-get install zookeeper'"
+        )
+    java = shutil.which("java")
+    if java is None:
+        raise ClusterError("java is not installed: run 'make setup' (it installs zookeeper)")
+    conf = zdir / "zoo.cfg"
+    log = logs / "zookeeper.log"
+    mark = 0
+    for _ in range(ZK_ATTEMPTS):
+        port = free_port()
+        conf.write_text(ZK_CONF.format(data=zdir / "data", port=port))
+        mark = log.stat().st_size if log.exists() else 0
+        cmd = [java, "-Xmx512m", f"-Dzookeeper.log.dir={logs}", "-cp"]
+        cmd += [f"/etc/zookeeper/conf:{ZK_JAR}", ZK_MAIN, str(conf)]
+        pid = spawn(cmd, log.name)
+        if _answers(pid, port, str(conf), log):
+            return pid, port
+    raise ClusterError(
+        f"ZooKeeper exited at start {ZK_ATTEMPTS} times; the end of {log}:\n"
+        f"{tail(log, mark)[-2000:]}"
+    )
+
+
+def _answers(pid: int, port: int, marker: str, log: Path) -> bool:
+    """True once the server answers, False if it exited first."""
+    deadline = time.monotonic() + 30
+    while not zk_ok(port):
+        if not alive(pid, marker):
+            return False
+        if time.monotonic() > deadline:
+            raise ClusterError(f"ZooKeeper did not answer within 30s; see {log}")
+        time.sleep(0.2)
+    return True
