@@ -454,8 +454,10 @@ class Rebuilder(LostStripes):
             hit = [i for i, h in old.items() if m.slabs[slab][i] == h]
             for i in hit:
                 m.slabs[slab][i] = targets[i]
-            m.partial = [p for p in m.partial if not (p[0] == slab and p[1] in hit)]
-            now_lost = extents.union(extents.remove(m.lost, first, end), lost)
+            m.settle_slots([(slab, i) for i in hit])
+            # Only the lost-stripe pass (lost.py) takes stripes out of ``lost``: it stores
+            # them on every holder, where this pass stored them only on the new ones.
+            now_lost = extents.union(m.lost, lost)
             if not hit and now_lost == m.lost:
                 return None
             m.lost = now_lost
@@ -480,7 +482,7 @@ class Rebuilder(LostStripes):
             n for i, (n, _) in enumerate(meta.slabs[slab]) if i not in targets
         }
         gone = {node for node, _ in old.values() if node} | leftovers
-        if lost:
+        if lost or extents.within(meta.lost, first, end):
             gone = set()  # they may hold what is lost, and come back with it
         for node in sorted(gone - holders):
             await self._zk(

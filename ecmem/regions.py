@@ -38,7 +38,7 @@ def make_view(meta: RegionMeta) -> RegionView:
         Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
         [list(slab) for slab in meta.slabs],
         meta.floors,
-        set(meta.partial),
+        meta.partial_slots(),
         meta.min_durable,
         meta.written,
         meta.pending,

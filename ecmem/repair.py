@@ -61,6 +61,8 @@ async def committed_versions(
         for _, stripe, index, version, _, wfirst, wlast, wend in reply.entries:
             if not first <= stripe < end or version < view.min_version(stripe):
                 continue  # another slab's, or written before a truncation
+            if index in mine and version < view.partial.get((slab, index), 0):
+                continue  # left from the handoff's earlier stay at this index: stale
             if index not in mine:
                 if off is not None and node not in holders.values():
                     off.add(node)

@@ -56,7 +56,9 @@ class RegionView:
     layout: Layout
     slabs: list[Placement]
     floors: list[tuple[int, int]] = field(default_factory=list)
-    partial: set[tuple[int, int]] = field(default_factory=set)
+    # (slab, index) of handoff holders that lack older stripes -> the lowest version of
+    # their copies that counts (older ones are stale leftovers)
+    partial: dict[tuple[int, int], int] = field(default_factory=dict)
     min_durable: int = 0
     written: extents.Ranges = field(default_factory=list)  # stripes that hold data
     # (first, end, version): stripes first written by a write that may not be committed yet
@@ -183,6 +185,9 @@ def check_reply(
         return Failed(f"node {node_id}: checksum mismatch on pages {bad[:4]}", gone=True)
     if want and reply.version != want:
         return Failed(f"node {node_id} answered version {reply.version}, not {want}")
+    if reply.version < view.partial.get((view.layout.slab_of(stripe), index), 0):
+        # A handoff to a node that held this fragment before and missed writes since.
+        return Failed(f"node {node_id} took this fragment over and has only an older copy")
     if reply.version < view.min_version(stripe):
         if view.is_written(stripe):
             return Failed(f"node {node_id} holds only a copy older than a truncation", gone=True)

@@ -174,6 +174,7 @@ class WriterSession(Writer):
         A node that cannot be told is taken out of the region's placements (until it is
         rebuilt): it might hold a staged copy it would never learn was committed."""
         nodes = [n for slab in meta.slabs for n, _ in slab if n]
+        self.told = max(self.told, upto)
         answers = await self.host.io.broadcast(nodes, wire.Commit(meta.id, upto, self.base))
         failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
         for reply in failed.values():
@@ -226,7 +227,7 @@ class WriterSession(Writer):
             ]
             for s, i in hit:
                 m.slabs[s][i] = ("", "")
-            m.partial = [p for p in m.partial if p not in hit]
+            m.settle_slots(hit)
             return m if hit else None
 
         result: RegionMeta = await self.host.regions.update(self.name, change)
@@ -259,7 +260,7 @@ class WriterSession(Writer):
                     f"handed off to {current[0]}" if current[0] else "no handoff node, left vacant",
                 )
             view.slabs[slab][index] = current
-            view.partial = set(meta.partial)
+            view.partial = meta.partial_slots()
             return bool(current[0])
 
     def _handoff(self, meta: RegionMeta, slab: int, index: int, failed: str) -> RegionMeta:
@@ -279,15 +280,16 @@ class WriterSession(Writer):
             holder = (pick, live[pick].incarnation)
         except NotEnoughNodesError:
             holder = ("", "")
+        # The new holder may have held this slot before and missed writes since: all
+        # its committed copies are at or below a commit point sent, and every write it
+        # gets from here on is newer (not yet staged everywhere, so not yet committed).
+        since = max(self.told, self.epoch << wire.SEQ_BITS) + 1
 
         def change(m: RegionMeta) -> RegionMeta | None:
             self.check_epoch(m)
             if m.slabs[slab][index][0] != failed:
                 return None
-            m.slabs[slab][index] = holder
-            m.partial = [p for p in m.partial if p != (slab, index)]
-            if holder[0]:
-                m.partial.append((slab, index))
+            m.hand_off(slab, index, holder, since)
             return m
 
         new: RegionMeta = host.regions.update_now(meta.name, change)

@@ -139,6 +139,7 @@ class Writer:
     sticky: bool = False  # taken by pwrite/truncate: held until released or closed
     lost: str = ""  # why this writer may not write any more
     committed: int = 0  # the commit point of the last commit round that succeeded
+    told: int = 0  # the newest commit point sent to any node (a round's or a write's)
     inflight: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)  # writes that failed: commit barriers
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
@@ -167,6 +168,11 @@ class Writer:
         for its size: committed without it, a crash would leave it half visible."""
         barrier = min(self.inflight | self.failed | self.unpublished.keys(), default=0)
         return barrier - 1 if barrier else self.version
+
+    def commit_point(self) -> tuple[int, int]:
+        """(commit point, base) for a message about to be sent, noted as told."""
+        self.told = max(self.told, self.ready(), self.committed)
+        return max(self.ready(), self.committed), self.base
 
     def staged(self) -> int:
         """Every write up to this version is fully staged (or one of them failed)."""
@@ -210,7 +216,7 @@ class Writer:
         return Stamp(
             version,
             (first, last, end),
-            lambda: (max(self.ready(), self.committed), self.base),
+            self.commit_point,
             lambda stripe: self.latest.get(stripe, 0),
         )
 

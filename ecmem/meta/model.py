@@ -72,6 +72,10 @@ class RegionMeta:
     # it lacks older stripes, so its "no such fragment" does not mean "never written".
     # A vacant holder ("", "") is a fragment no node holds until it is rebuilt.
     partial: list[tuple[int, int]] = field(default_factory=list)
+    # (slab, fragment index, version) of partial slots: the holder's copies of older
+    # versions are left from an earlier stay at that index, when it missed writes that
+    # came after, so they are never read; what the handoff stores on it is newer.
+    partial_since: list[tuple[int, int, int]] = field(default_factory=list)
     min_durable: int = 0  # fragments a write needs when nodes are down (0: k+1)
     # Stripes that hold written data, as merged (first, end) ranges: a stripe outside is a
     # hole and reads as zeros; one inside that no node holds is lost, never zeros. The
@@ -82,6 +86,26 @@ class RegionMeta:
     # (first, end, version): stripes first recorded by a write that may not be committed
     # yet; a recovery that drops that write takes them out of ``written`` again.
     pending: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def hand_off(self, slab: int, index: int, holder: tuple[str, str], since: int) -> None:
+        """Give a slot to a new holder that lacks the slab's older stripes; its copies
+        of versions below ``since`` are stale. An empty holder leaves the slot vacant."""
+        self.slabs[slab][index] = holder
+        self.settle_slots([(slab, index)])
+        if holder[0]:
+            self.partial.append((slab, index))
+            self.partial_since.append((slab, index, since))
+
+    def settle_slots(self, slots: list[tuple[int, int]]) -> None:
+        """These slots are no longer partial (rebuilt whole, or vacant)."""
+        gone = set(slots)
+        self.partial = [p for p in self.partial if p not in gone]
+        self.partial_since = [p for p in self.partial_since if (p[0], p[1]) not in gone]
+
+    def partial_slots(self) -> dict[tuple[int, int], int]:
+        """Each partial slot, with the lowest version its holder's copies count from."""
+        since = {(s, i): v for s, i, v in self.partial_since}
+        return {p: since.get(p, 0) for p in self.partial}
 
     def to_json(self) -> bytes:
         # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
@@ -103,6 +127,7 @@ class RegionMeta:
             meta.slabs = [[holders[int(j)] for j in slab] for slab in stored]
             meta.floors = [(int(s), int(v)) for s, v in meta.floors]
             meta.partial = [(int(s), int(i)) for s, i in meta.partial]
+            meta.partial_since = [(int(s), int(i), int(v)) for s, i, v in meta.partial_since]
             if "written" not in json.loads(raw):
                 # A record from before written stripes were kept: take every stripe below
                 # the size as written, so that nothing lost can ever read as zeros.

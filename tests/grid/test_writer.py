@@ -173,3 +173,30 @@ async def test_a_first_write_staged_but_not_committed_reads_as_the_hole_it_still
         node.store.delete(meta.id, 0)
     with pytest.raises(ecmem.DataLostError):
         await reader.pread("r", 0, sd)
+
+
+async def test_a_slot_handed_back_to_its_old_holder_never_serves_its_old_copies(
+    grid: Grid,
+) -> None:
+    """A holder misses a write and leaves the slab; later its slot (vacant, no spare
+    node) is handed back to it. Its copies from before are stale: a read of the stripe
+    it missed returns the acknowledged write, never what the node still holds."""
+    c = await grid.client()
+    meta = await make_region(c, "r", 2)
+    sd = 4 * CHUNK
+    await c.pwrite("r", 0, stripe(1) + stripe(2))
+    victim = grid.holders(meta)[1]
+    victim.set(BROKEN, wire.Put)
+    newer = stripe(3)
+    await c.pwrite("r", 0, newer)  # degraded: no spare node, fragment 1 left vacant
+    assert (await c.region_meta("r")).slabs[0][1] == ("", "")
+    victim.heal()
+    await c.pwrite("r", sd, stripe(4))  # the vacant slot goes to the only node not in it
+    after = await c.region_meta("r")
+    assert after.slabs[0][1][0] == victim.id and (0, 1) in after.partial
+    # The victim still holds stripe 0's fragment 1 as it was before it missed a write.
+    assert any(e[1] == 0 and e[2] == 1 for e in victim.store.entries(meta.id, staged=False))
+    reader = await grid.client()
+    assert await reader.pread("r", CHUNK, CHUNK) == newer[CHUNK : 2 * CHUNK]
+    assert await reader.pread("r", 0, sd) == newer
+    assert await c.pread("r", sd, sd) == stripe(4)

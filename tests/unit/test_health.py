@@ -84,3 +84,18 @@ def test_lost_stripes_are_an_error_naming_the_region_and_survive_the_record() ->
     assert codes["REGION_DATA_LOST"].detail == ["r: stripes 2-3, 6"]
     assert report.lost_stripes == 3 and regions[0].state == "lost"
     assert regions[1].state == "ok"
+
+
+def test_a_handoff_keeps_the_version_its_holder_counts_from_until_settled() -> None:
+    meta = region(2)
+    meta.hand_off(1, 3, ("n9", "b"), since=(2 << 32) + 7)
+    meta.hand_off(0, 5, ("", ""), since=99)  # no node: vacant, not partial
+    back = RegionMeta.from_json(meta.to_json())
+    assert back.slabs[1][3] == ("n9", "b") and back.slabs[0][5] == ("", "")
+    assert back.partial_slots() == {(1, 3): (2 << 32) + 7}
+    back.hand_off(1, 3, ("n8", "c"), since=5)  # handed on again: the newer bound only
+    assert back.partial_slots() == {(1, 3): 5}
+    back.settle_slots([(1, 3)])
+    assert back.partial == [] and back.partial_since == [] and back.partial_slots() == {}
+    old = RegionMeta.from_json(meta.to_json().replace(b',"partial_since":[[1,3,8589934599]]', b""))
+    assert old.partial_slots() == {(1, 3): 0}  # a record from before: every copy counts
