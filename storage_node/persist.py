@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ecmem import checksum
 
-from .store import Fragment, FragmentStore, StoreError
+from .errors import StoreError
+from .store import Fragment, FragmentStore
 
 log = logging.getLogger(__name__)
 # version, fragment length, bytes of page sums, write's first and last stripe, write's end

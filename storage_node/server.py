@@ -10,8 +10,9 @@ from ecmem import wire
 from ecmem.errors import ProtocolError
 from ecmem.framing import Budget, FrameProtocol
 
+from .errors import StoreError
 from .metrics import NodeMetrics
-from .store import FragmentStore, StoreError
+from .store import FragmentStore
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,12 @@ from crc32c import crc32c
 
 from ecmem import checksum, wire
 
+from .errors import StoreError
+from .patches import PatchBook, PatchListener, PatchStore, overlay
+
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int]  # (stripe, fragment index) within a region
-
-
-class StoreError(Exception):
-    """A request the store refuses; ``code`` is one of the wire error codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -52,9 +47,10 @@ class RegionState:
     lac: int = 0  # the highest version this node knows to be committed
     base: int = 0  # of writes from epochs before lac's, those up to base are committed
     epoch: int = 0  # writers older than this are fenced off
+    patches: PatchBook = field(default_factory=PatchBook)
 
     def empty(self) -> bool:
-        return not self.committed and not self.staged and not self.lac and not self.epoch
+        return not (self.committed or self.staged or self.lac or self.epoch or self.patches.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +61,7 @@ class ReadResult:
     crcs: bytes
     data: memoryview | tuple[memoryview, ...]
     write: tuple[int, int, int] = (-1, -1, 0)
+    pending: int = 0  # patches of the stripe newer than this version not laid over it
 
 
 def _check_arrival(
@@ -95,7 +92,7 @@ def _zero_view(n: int) -> memoryview:
 Listener = Callable[[str, str, int, int, Fragment | None, bool], None]
 
 
-class FragmentStore:
+class FragmentStore(PatchStore):
     """Fragments keyed by (region id, stripe, index), bounded by ``capacity`` bytes."""
 
     def __init__(self, capacity: int, page: int = checksum.PAGE) -> None:
@@ -104,6 +101,7 @@ class FragmentStore:
         self.used = 0
         self._regions: dict[str, RegionState] = {}
         self.listeners: list[Listener] = []
+        self.patch_listeners: list[PatchListener] = []
         # called with (region, epoch, lac, base) when those change
         self.state_listeners: list[Callable[[str, int, int, int], None]] = []
         self.fencing = True  # off only in a deliberately broken test build
@@ -269,6 +267,8 @@ class FragmentStore:
             st.committed[key] = frag
             self._drop_staged(region, st, key, lambda v: v <= frag.version)
         self._notify("put", region, key, frag, as_staged)
+        if not as_staged:
+            self.trim(region, st, stripe, frag.version)
 
     def _drop_staged(
         self, region: str, st: RegionState, key: Key, which: Callable[[int], bool]
@@ -303,6 +303,12 @@ class FragmentStore:
             self._drop_staged(region, st, key, lambda v: wire.epoch_of(v) < epoch and v > st.base)
             if key in st.staged and st.staged[key][0].version <= st.lac:
                 self._promote(region, st, key)
+        self.drop_patches(
+            region,
+            st,
+            st.patches.stripes,
+            lambda p: wire.epoch_of(p.version) < epoch and p.version > st.base,
+        )
         self._state_changed(region, st)
         return st.lac
 
@@ -320,6 +326,7 @@ class FragmentStore:
             self.used += len(frag.data)  # counted again below, when the staged list drops it
             st.committed[key] = frag
             self._notify("promote", region, key, frag, False)
+            self.trim(region, st, key[0], frag.version)
         self._drop_staged(region, st, key, lambda v: v <= st.lac)
 
     def discard(self, region: str, above: int) -> int:
@@ -327,15 +334,28 @@ class FragmentStore:
         st = self._regions.get(region)
         if st is None:
             return 0
-        return sum(self._drop_staged(region, st, k, lambda v: v > above) for k in list(st.staged))
+        dropped = self.drop_patches(region, st, st.patches.stripes, lambda p: p.version > above)
+        return dropped + sum(
+            self._drop_staged(region, st, k, lambda v: v > above) for k in list(st.staged)
+        )
 
     # -- reading ------------------------------------------------------------------
 
     def get(
-        self, region: str, stripe: int, index: int, offset: int, length: int, version: int = 0
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        offset: int,
+        length: int,
+        version: int = 0,
+        asof: int = 0,
+        raw: bool = False,
     ) -> ReadResult:
         """Read a committed fragment, or with ``version`` exactly that version, staged
-        or committed (a reader racing a commit asks for it)."""
+        or committed (a reader racing a commit asks for it), with its committed patches
+        laid over it. With ``asof``, the writer's own view: the newest version up to it
+        and patches up to it, staged or not. ``raw``: no patches (to decode from)."""
         st = self._regions.get(region)
         frag = None
         if st is not None:
@@ -344,9 +364,13 @@ class FragmentStore:
             if staged and staged[0].version <= st.lac:
                 self._promote(region, st, key)  # its commit point came with another key
             frag = st.committed.get(key)
-            if version and (frag is None or frag.version != version):
+            if asof:
+                newer = [f for f in st.staged.get(key, ()) if f.version <= asof]
+                if newer and (frag is None or newer[-1].version > frag.version):
+                    frag = newer[-1]
+            elif version and (frag is None or frag.version != version):
                 frag = next((f for f in st.staged.get(key, ()) if f.version == version), None)
-        if frag is None:
+        if frag is None or st is None:
             raise StoreError(wire.E_NOT_FOUND, f"no fragment {region}/{stripe}/{index}")
         size = frag.length
         page = self.page
@@ -363,7 +387,14 @@ class FragmentStore:
             data = _zero_view(hi - lo)
         else:
             data = (memoryview(frag.data)[lo:], _zero_view(hi - stored))
-        return ReadResult(frag.version, size, first, crcs, data, frag.write)
+        visible = self.patches_of(region, stripe, None, frag.version, asof)
+        if visible and not raw:
+            patched = overlay(data, lo, [p for p in visible if p.index == index])
+            if patched is not None:
+                crcs = checksum.page_crcs_padded(patched, hi - lo, page)
+                data = memoryview(patched)
+            visible = [p for p in visible if p.index != index]
+        return ReadResult(frag.version, size, first, crcs, data, frag.write, len(visible))
 
     # -- fencing --------------------------------------------------------------------
 
@@ -412,6 +443,8 @@ class FragmentStore:
             count += 1
         for key in [k for k in st.staged if hit(k[0])]:
             count += self._drop_staged(region, st, key, old)
+        stripes = [s for s in st.patches.stripes if hit(s)]
+        count += self.drop_patches(region, st, stripes, lambda p: old(p.version))
         if from_stripe == 0 and not epoch and not until and not upto:  # the region is gone
             del self._regions[region]
         return count

@@ -1,0 +1,203 @@
+"""Page patches on a node: small overwrites kept beside a stripe's fragments.
+
+A patch replaces ``data`` at byte ``at`` of one data fragment (``index``) of a stripe,
+as write ``version``. The writer sends it to the node holding that fragment and to the
+stripe's M parity nodes, instead of re-encoding the stripe (docs/protocol.md, "The
+page log"). Like a fragment it is staged until the region's commit point passes its
+version. The node holding the fragment lays its committed patches over the fragment's
+committed bytes when it is read; the parity nodes keep them for readers that decode
+the fragment around that node. A patch goes once a fragment of its stripe is
+committed here at its version or later: the writer folded it into the stripe (every
+later write of a patched stripe reads the patched bytes and rewrites every patched
+column, so a newer committed fragment holds the patch's bytes).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from crc32c import crc32c
+
+from ecmem import wire
+
+from .errors import StoreError
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    version: int
+    index: int  # the data fragment whose bytes it replaces
+    at: int  # byte offset in that fragment
+    data: bytes
+    write: tuple[int, int, int] = (-1, -1, 0)  # its write: first, last stripe, end byte
+
+    @property
+    def end(self) -> int:
+        return self.at + len(self.data)
+
+
+# Called with ("add" | "drop", region, stripe, patch) on every change (the disk mirror).
+PatchListener = Callable[[str, str, int, Patch], None]
+
+
+@dataclass
+class PatchBook:
+    """One region's patches on one node, by stripe, oldest version first."""
+
+    stripes: dict[int, list[Patch]] = field(default_factory=dict)
+    size: int = 0  # bytes held
+
+    def add(self, stripe: int, patch: Patch) -> Patch | None:
+        """Keep ``patch``; returns the one of the same version and index it replaced."""
+        patches = self.stripes.setdefault(stripe, [])
+        old = next(
+            (p for p in patches if p.version == patch.version and p.index == patch.index), None
+        )
+        if old is not None:
+            patches.remove(old)
+            self.size -= len(old.data)
+        versions = [p.version for p in patches]
+        patches.insert(bisect.bisect_right(versions, patch.version), patch)
+        self.size += len(patch.data)
+        return old
+
+    def of(
+        self, stripe: int, index: int | None = None, after: int = 0, upto: int = 0
+    ) -> list[Patch]:
+        """Patches of a stripe (of one fragment ``index``), newer than ``after`` and (if
+        ``upto``) not newer than ``upto``, oldest first."""
+        return [
+            p
+            for p in self.stripes.get(stripe, ())
+            if p.version > after
+            and (not upto or p.version <= upto)
+            and (index is None or p.index == index)
+        ]
+
+    def drop(
+        self, stripes: Iterable[int], which: Callable[[Patch], bool]
+    ) -> list[tuple[int, Patch]]:
+        """Remove the patches of ``stripes`` that ``which`` picks; returns them."""
+        gone: list[tuple[int, Patch]] = []
+        for stripe in list(stripes):
+            patches = self.stripes.get(stripe)
+            if not patches:
+                continue
+            keep = [p for p in patches if not which(p)]
+            gone.extend((stripe, p) for p in patches if which(p))
+            if keep:
+                self.stripes[stripe] = keep
+            else:
+                del self.stripes[stripe]
+        self.size -= sum(len(p.data) for _, p in gone)
+        return gone
+
+    def entries(self) -> Iterator[tuple[int, Patch]]:
+        for stripe in sorted(self.stripes):
+            for p in self.stripes[stripe]:
+                yield stripe, p
+
+
+def overlay(
+    data: bytes | bytearray | memoryview | tuple[memoryview, ...], lo: int, patches: Iterable[Patch]
+) -> bytearray | None:
+    """``data`` (fragment bytes from ``lo``, maybe in pieces) with ``patches`` laid over
+    it in order, or None if none touches it."""
+    out: bytearray | None = None
+    hi = lo + (sum(len(d) for d in data) if isinstance(data, tuple) else len(data))
+    for p in patches:
+        a, b = max(lo, p.at), min(hi, p.end)
+        if a >= b:
+            continue
+        if out is None:
+            out = bytearray(b"".join(data)) if isinstance(data, tuple) else bytearray(data)
+        out[a - lo : b - lo] = p.data[a - p.at : b - p.at]
+    return out
+
+
+class PatchStore:
+    """The store's part that keeps patches (mixed into FragmentStore)."""
+
+    capacity: int
+    used: int
+    patch_listeners: list[PatchListener]
+
+    def region(self, region: str) -> Any:
+        raise NotImplementedError
+
+    def check_epoch(self, region: str, epoch: int) -> None:
+        raise NotImplementedError
+
+    def commit(self, region: str, upto: int, base: int = 0) -> int:
+        raise NotImplementedError
+
+    def put_patch(
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        version: int,
+        at: int,
+        crc: int,
+        data: bytes,
+        write: tuple[int, int, int] = (-1, -1, 0),
+        lac: int = 0,
+        base: int = 0,
+    ) -> None:
+        """Stage a patch of fragment ``index`` of a stripe (see the module's doc)."""
+        self.check_epoch(region, wire.epoch_of(version))
+        if crc32c(data) != crc:
+            raise StoreError(
+                wire.E_CORRUPT,
+                f"patch {region}/{stripe}/{index}@{version} arrived damaged (crc32c "
+                "mismatch); the sender will retry",
+            )
+        if lac:
+            self.commit(region, lac, base)
+        if self.used + len(data) > self.capacity:
+            raise StoreError(
+                wire.E_NO_SPACE,
+                f"node is full: {self.used} of {self.capacity} bytes used, {len(data)} more "
+                "asked; add nodes or free regions",
+            )
+        st = self.region(region)
+        patch = Patch(version, index, at, bytes(data), write)
+        old = st.patches.add(stripe, patch)
+        self.used += len(data) - (len(old.data) if old is not None else 0)
+        self._patched("add", region, stripe, [patch])
+        folded = [f.version for (s, _), f in st.committed.items() if s == stripe]
+        if folded and max(folded) >= version:
+            self.trim(region, st, stripe, max(folded))  # folded already: nothing to keep
+
+    def patches_of(
+        self, region: str, stripe: int, index: int | None, after: int, asof: int
+    ) -> list[Patch]:
+        """Patches a reader may lay over a fragment of ``stripe`` at version ``after``:
+        committed ones, or for the writer (``asof``) its own up to that version."""
+        st = self.region(region)
+        upto = asof or st.lac
+        return st.patches.of(stripe, index, after, upto) if upto else []
+
+    def trim(self, region: str, st: Any, stripe: int, upto: int) -> None:
+        """A fragment of ``stripe`` is committed here at ``upto``: patches up to it are
+        folded into the stripe."""
+        self._dropped(region, st.patches.drop([stripe], lambda p: p.version <= upto))
+
+    def drop_patches(
+        self, region: str, st: Any, stripes: Iterable[int], which: Callable[[Patch], bool]
+    ) -> int:
+        return self._dropped(region, st.patches.drop(stripes, which))
+
+    def _dropped(self, region: str, gone: list[tuple[int, Patch]]) -> int:
+        for stripe, p in gone:
+            self.used -= len(p.data)
+            self._patched("drop", region, stripe, [p])
+        return len(gone)
+
+    def _patched(self, event: str, region: str, stripe: int, patches: list[Patch]) -> None:
+        for listener in self.patch_listeners:
+            for p in patches:
+                listener(event, region, stripe, p)
