@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecmem import wire
+from ecmem.framedecoder import FrameDecoder
 from ecmem.localprocs import ZK_JAR, ZK_MAIN
 
 from .net import Net
@@ -237,7 +238,7 @@ class ChaosCluster:
 def ask(address: str, msg: wire.Message) -> wire.Message:
     """One request straight to a storage node at host:port, and its reply."""
     host, port = address.rsplit(":", 1)
-    dec = wire.FrameDecoder()
+    dec = FrameDecoder()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(wire.encode_bytes(msg, 1))
         while True:

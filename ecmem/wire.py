@@ -13,34 +13,60 @@ Nothing here touches a socket. Every malformed input raises ProtocolError.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
 
 from .errors import ProtocolError
+from .wirebase import (
+    ALL_INDEXES,
+    DEFAULT_MAX_PAYLOAD,
+    E_BAD_REQUEST,
+    E_CORRUPT,
+    E_DENIED,
+    E_FENCED,
+    E_INTERNAL,
+    E_NO_SPACE,
+    E_NOT_FOUND,
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_META,
+    MAX_PATCH,
+    MAX_TAG,
+    SEQ_BITS,
+    VERSION,
+    FrameHeader,
+    Message,
+    epoch_of,
+)
+from .wirebase import check_key as _check_key
+from .wirebase import register as _register
 
-MAGIC = b"EM"
-VERSION = 1
-HEADER = struct.Struct("!2sBBIIIH")
-HEADER_SIZE = HEADER.size
-MAX_META = 64 * 1024
-MAX_TAG = 64
-DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
-    kind: int
-    req_id: int
-    meta_len: int
-    payload_len: int
-    tag_len: int
-
-    @property
-    def body_len(self) -> int:
-        return self.meta_len + self.payload_len + self.tag_len
+# Re-exported: the frame's ground floor is wirebase.py; everyone imports it from here.
+__all__ = [
+    "ALL_INDEXES",
+    "DEFAULT_MAX_PAYLOAD",
+    "E_BAD_REQUEST",
+    "E_CORRUPT",
+    "E_DENIED",
+    "E_FENCED",
+    "E_INTERNAL",
+    "E_NO_SPACE",
+    "E_NOT_FOUND",
+    "HEADER",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_META",
+    "MAX_PATCH",
+    "MAX_TAG",
+    "SEQ_BITS",
+    "epoch_of",
+    "VERSION",
+    "FrameHeader",
+    "Message",
+]
 
 
 def parse_header(data: bytes | bytearray | memoryview, max_payload: int) -> FrameHeader:
@@ -61,67 +87,6 @@ def parse_header(data: bytes | bytearray | memoryview, max_payload: int) -> Fram
     if tag_len > MAX_TAG:
         raise ProtocolError(f"authentication tag of {tag_len} bytes exceeds {MAX_TAG}")
     return FrameHeader(kind, req_id, meta_len, payload_len, tag_len)
-
-
-class Message:
-    """Base of every wire message; subclasses are frozen dataclasses."""
-
-    KIND: ClassVar[int]
-    HAS_PAYLOAD: ClassVar[bool] = False
-    # Filled in once per class by _register: field names (payload excluded) and types.
-    NAMES: ClassVar[tuple[str, ...]] = ()
-    TYPES: ClassVar[tuple[Any, ...]] = ()
-
-    def meta(self) -> list[Any]:
-        return [getattr(self, name) for name in self.NAMES]
-
-    @classmethod
-    def from_parts(cls, meta: Any, payload: Any) -> Message:
-        names = cls.NAMES
-        if not isinstance(meta, list) or len(meta) != len(names):
-            raise ProtocolError(f"{cls.__name__}: metadata must be a list of {len(names)} fields")
-        for name, value, want in zip(names, meta, cls.TYPES, strict=True):
-            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise ProtocolError(
-                    f"{cls.__name__}.{name} must be {want.__name__}, got {type(value).__name__}"
-                )
-            if want is int and value < 0:
-                raise ProtocolError(f"{cls.__name__}.{name} is negative")
-        if cls.HAS_PAYLOAD:
-            msg = cls(*meta, payload)  # type: ignore[call-arg]
-        elif payload:
-            raise ProtocolError(f"{cls.__name__} carries no payload but {len(payload)} bytes came")
-        else:
-            msg = cls(*meta)
-        msg.validate()
-        return msg
-
-    def validate(self) -> None:
-        """Checks beyond field types; subclasses add theirs."""
-
-
-_TYPES: dict[str, type] = {
-    "int": int,
-    "str": str,
-    "bytes": bytes,
-    "dict[str, Any]": dict,
-    "list[Any]": list,
-}
-
-
-def _register(cls: type[Message]) -> type[Message]:
-    names = [f.name for f in fields(cls) if f.name != "payload"]  # type: ignore[arg-type]
-    types = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
-    cls.NAMES = tuple(names)
-    cls.TYPES = tuple(_TYPES[str(types[n])] for n in names)
-    return cls
-
-
-def _check_key(region: str, index: int) -> None:
-    if not region or len(region) > 64:
-        raise ProtocolError("region id must be 1 to 64 characters")
-    if index > 255:
-        raise ProtocolError(f"fragment index {index} out of range")
 
 
 # ---- requests -----------------------------------------------------------------
@@ -192,9 +157,38 @@ class PutSlice(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Patch(Message):
+    """Stage a page patch: ``payload`` replaces the bytes at ``at`` of data fragment
+    ``index`` of a stripe, as write ``version``; sent to that fragment's node and to the
+    stripe's parity nodes (docs/protocol.md, "The page log")."""
+
+    KIND: ClassVar[int] = 13
+    HAS_PAYLOAD: ClassVar[bool] = True
+    region: str
+    stripe: int
+    index: int
+    version: int
+    at: int
+    crc: int
+    first: int
+    last: int
+    end: int
+    lac: int
+    base: int
+    payload: bytes | bytearray | memoryview = b""
+
+    def validate(self) -> None:
+        _check_key(self.region, self.index)
+        if not self.payload or len(self.payload) > MAX_PATCH:
+            raise ProtocolError(f"Patch payload must be 1 to {MAX_PATCH} bytes")
+
+
+@dataclass(frozen=True, slots=True)
 class Get(Message):
     """Read up to ``length`` bytes of a fragment from ``offset``: of its committed version,
-    or with ``version`` of exactly that version, staged or committed."""
+    or with ``version`` of exactly that version, staged or committed; with its
+    committed patches laid over it. ``asof``: the writer's own view up to that version,
+    staged or not. ``raw``: without patches (bytes to decode from)."""
 
     KIND: ClassVar[int] = 2
     region: str
@@ -203,6 +197,24 @@ class Get(Message):
     offset: int
     length: int
     version: int = 0
+    asof: int = 0
+    raw: int = 0
+
+    def validate(self) -> None:
+        _check_key(self.region, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class GetPatches(Message):
+    """The patches of a stripe's fragment ``index`` (ALL_INDEXES: of every one) newer
+    than version ``after``: committed ones, or with ``asof`` the writer's up to it."""
+
+    KIND: ClassVar[int] = 14
+    region: str
+    stripe: int
+    index: int
+    after: int
+    asof: int = 0
 
     def validate(self) -> None:
         _check_key(self.region, self.index)
@@ -352,6 +364,7 @@ class Data(Message):
     crcs: bytes
     wfirst: int  # the stripes its write covered: wcount from wfirst (0: not known)
     wcount: int
+    pending: int  # patches of the stripe newer than ``version`` this node did not lay over
     payload: bytes | bytearray | memoryview | tuple[memoryview, ...] = b""
 
 
@@ -368,12 +381,38 @@ class Listing(Message):
     entries: list[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class PatchList(Message):
+    """Patches, oldest first: [version, index, at, length] each, their bytes one after
+    another in the payload."""
+
+    KIND: ClassVar[int] = 68
+    HAS_PAYLOAD: ClassVar[bool] = True
+    entries: list[Any]
+    payload: bytes | bytearray | memoryview = b""
+
+    def patches(self) -> list[tuple[int, int, int, bytes]]:
+        out, pos, raw = [], 0, bytes(self.payload)
+        for version, index, at, length in self.entries:
+            out.append((version, index, at, raw[pos : pos + length]))
+            pos += length
+        return out
+
+    def validate(self) -> None:
+        if not all(isinstance(e, list) and len(e) == 4 for e in self.entries):
+            raise ProtocolError("PatchList entries must be [version, index, at, length]")
+        if sum(e[3] for e in self.entries) != len(self.payload):
+            raise ProtocolError("PatchList payload does not match its entries' lengths")
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.KIND: _register(cls)
     for cls in (
         Put,
         PutSlice,
+        Patch,
         Get,
+        GetPatches,
         Delete,
         Repair,
         List,
@@ -387,24 +426,9 @@ MESSAGES: dict[int, type[Message]] = {
         Data,
         Error,
         Listing,
+        PatchList,
     )
 }
-
-# Error codes a node may answer with.
-E_NOT_FOUND = "NOT_FOUND"
-E_NO_SPACE = "NO_SPACE"
-E_BAD_REQUEST = "BAD_REQUEST"
-E_CORRUPT = "CORRUPT"
-E_DENIED = "DENIED"
-E_INTERNAL = "INTERNAL"
-E_FENCED = "FENCED"
-
-# A fragment version is the writer's epoch in the high bits and its sequence in the low.
-SEQ_BITS = 32
-
-
-def epoch_of(version: int) -> int:
-    return version >> SEQ_BITS
 
 
 def encode(msg: Message, req_id: int) -> list[bytes | bytearray | memoryview]:
@@ -449,38 +473,3 @@ def decode_body(
 ) -> Message:
     """Build the message of a frame whose header was already parsed."""
     return build(header, decode_meta(meta), payload)
-
-
-class FrameDecoder:
-    """Incremental decoder: feed bytes, take whole messages out.
-
-    Keeps at most one partial frame buffered; a frame over the limits raises
-    ProtocolError before its body is buffered.
-    """
-
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
-        self.max_payload = max_payload
-        self._buf = bytearray()
-        self._header: FrameHeader | None = None
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, Message]]:
-        self._buf += data
-        out: list[tuple[int, Message]] = []
-        while True:
-            if self._header is None:
-                if len(self._buf) < HEADER_SIZE:
-                    return out
-                self._header = parse_header(bytes(self._buf[:HEADER_SIZE]), self.max_payload)
-                del self._buf[:HEADER_SIZE]
-            h = self._header
-            if len(self._buf) < h.body_len:
-                return out
-            meta = bytes(self._buf[: h.meta_len])
-            payload = bytes(self._buf[h.meta_len : h.meta_len + h.payload_len])
-            del self._buf[: h.body_len]
-            self._header = None
-            out.append((h.req_id, decode_body(h, meta, payload)))
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)

@@ -63,12 +63,47 @@ class NodeServer:
         try:
             if isinstance(msg, wire.Get):
                 r = store.get(
-                    msg.region, msg.stripe, msg.index, msg.offset, msg.length, msg.version
+                    msg.region,
+                    msg.stripe,
+                    msg.index,
+                    msg.offset,
+                    msg.length,
+                    msg.version,
+                    msg.asof,
+                    bool(msg.raw),
                 )
                 wfirst, wlast, _ = r.write
                 wcount = wlast - wfirst + 1 if wfirst >= 0 else 0
                 return wire.Data(
-                    r.version, r.fragment_len, r.first_page, r.crcs, max(wfirst, 0), wcount, r.data
+                    r.version,
+                    r.fragment_len,
+                    r.first_page,
+                    r.crcs,
+                    max(wfirst, 0),
+                    wcount,
+                    r.pending,
+                    r.data,
+                )
+            if isinstance(msg, wire.Patch):
+                store.put_patch(
+                    msg.region,
+                    msg.stripe,
+                    msg.index,
+                    msg.version,
+                    msg.at,
+                    msg.crc,
+                    bytes(msg.payload),
+                    (msg.first, msg.last, msg.end),
+                    msg.lac,
+                    msg.base,
+                )
+                return wire.Ok({})
+            if isinstance(msg, wire.GetPatches):
+                which = None if msg.index == wire.ALL_INDEXES else msg.index
+                found = store.patches_of(msg.region, msg.stripe, which, msg.after, msg.asof)
+                return wire.PatchList(
+                    [[p.version, p.index, p.at, len(p.data)] for p in found],
+                    b"".join(p.data for p in found),
                 )
             if isinstance(msg, wire.Put):
                 data = (

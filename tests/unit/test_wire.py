@@ -9,12 +9,17 @@ from hypothesis import strategies as st
 
 from ecmem import wire
 from ecmem.errors import ProtocolError
+from ecmem.framedecoder import FrameDecoder
 
 SAMPLES: list[wire.Message] = [
     wire.Put("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 6, 5, b"payload"),
     wire.Commit("r1", 9, 5),
     wire.Discard("r1", 9, 1),
     wire.Get("r1", 3, 2, 100, 4096, 0),
+    wire.Get("r1", 3, 2, 100, 4096, 0, 1 << 32 | 5, 1),
+    wire.Patch("r1", 3, 1, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
+    wire.GetPatches("r1", 3, wire.ALL_INDEXES, 7, 0),
+    wire.PatchList([[9, 1, 0, 3], [10, 2, 8, 2]], b"abcde"),
     wire.Delete("r1", 5, 3),
     wire.Delete("r1", 5, 0, 9, 1 << 33),
     wire.Repair("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 2, b"rebuilt"),
@@ -24,7 +29,7 @@ SAMPLES: list[wire.Message] = [
     wire.Corrupt("r1", 0, 1, "flip", 9),
     wire.Ping(),
     wire.Ok({"a": 1, "b": "x"}),
-    wire.Data(7, 1000, 0, b"\x00" * 8, 3, 2, b"x" * 1000),
+    wire.Data(7, 1000, 0, b"\x00" * 8, 3, 2, 1, b"x" * 1000),
     wire.Error("NOT_FOUND", "no such fragment"),
     wire.Listing([["r1", 0, 0, 1, 10]]),
 ]
@@ -40,7 +45,7 @@ def _eq(a: wire.Message, b: wire.Message) -> bool:
 
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
 def test_roundtrip(msg: wire.Message) -> None:
-    dec = wire.FrameDecoder()
+    dec = FrameDecoder()
     out = dec.feed(wire.encode_bytes(msg, 42))
     assert len(out) == 1 and out[0][0] == 42 and _eq(out[0][1], msg)
 
@@ -49,7 +54,7 @@ def test_stream_split_anywhere() -> None:
     stream = b"".join(wire.encode_bytes(m, i) for i, m in enumerate(SAMPLES))
     rng = random.Random(1)
     for _ in range(50):
-        dec = wire.FrameDecoder()
+        dec = FrameDecoder()
         got: list[tuple[int, wire.Message]] = []
         pos = 0
         while pos < len(stream):
@@ -81,13 +86,13 @@ def _header(**kw: int) -> bytes:
 )
 def test_bad_headers(frame: bytes, needle: str) -> None:
     with pytest.raises(ProtocolError) as err:
-        wire.FrameDecoder().feed(frame)
+        FrameDecoder().feed(frame)
     assert needle in str(err.value)
 
 
 def test_oversized_rejected_before_buffering() -> None:
     # The header alone is refused: nothing waits for (or allocates) the claimed body.
-    dec = wire.FrameDecoder(max_payload=1024)
+    dec = FrameDecoder(max_payload=1024)
     with pytest.raises(ProtocolError):
         dec.feed(_header(payload=4096))
 
@@ -95,12 +100,12 @@ def test_oversized_rejected_before_buffering() -> None:
 @pytest.mark.parametrize(
     "meta,needle",
     [
-        ([1, 2, 3], "list of 6 fields"),
-        (["r", -1, 0, 0, 1, 0], "negative"),
-        (["r", "x", 0, 0, 1, 0], "must be int"),
+        ([1, 2, 3], "list of 8 fields"),
+        (["r", -1, 0, 0, 1, 0, 0, 0], "negative"),
+        (["r", "x", 0, 0, 1, 0, 0, 0], "must be int"),
         ({"a": 1}, "must be a list"),
-        (["", 0, 0, 0, 1, 0], "region id"),
-        (["r", 0, 999, 0, 1, 0], "fragment index"),
+        (["", 0, 0, 0, 1, 0, 0, 0], "region id"),
+        (["r", 0, 999, 0, 1, 0, 0, 0], "fragment index"),
     ],
 )
 def test_bad_metadata(meta: object, needle: str) -> None:
@@ -109,29 +114,29 @@ def test_bad_metadata(meta: object, needle: str) -> None:
     body = msgpack.packb(meta)
     frame = _header(kind=wire.Get.KIND, meta=len(body)) + body
     with pytest.raises(ProtocolError) as err:
-        wire.FrameDecoder().feed(frame)
+        FrameDecoder().feed(frame)
     assert needle in str(err.value)
 
 
 def test_garbage_msgpack() -> None:
     frame = _header(kind=wire.Get.KIND, meta=3) + b"\xc1\xc1\xc1"
     with pytest.raises(ProtocolError):
-        wire.FrameDecoder().feed(frame)
+        FrameDecoder().feed(frame)
 
 
 def test_payload_on_request_without_payload() -> None:
     import msgpack
 
-    body = msgpack.packb(["r", 0, 0, 0, 1, 0])
+    body = msgpack.packb(["r", 0, 0, 0, 1, 0, 0, 0])
     frame = _header(kind=wire.Get.KIND, meta=len(body), payload=3) + body + b"abc"
     with pytest.raises(ProtocolError, match="carries no payload"):
-        wire.FrameDecoder().feed(frame)
+        FrameDecoder().feed(frame)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_only_protocol_errors(data: bytes) -> None:
-    dec = wire.FrameDecoder(max_payload=4096)
+    dec = FrameDecoder(max_payload=4096)
     try:
         dec.feed(data)
     except ProtocolError:
@@ -145,10 +150,19 @@ def test_fuzz_mutated_frames(which: int, pos: int, junk: bytes) -> None:
     pos %= len(frame)
     frame[pos : pos + len(junk)] = junk
     try:
-        wire.FrameDecoder(max_payload=4096).feed(bytes(frame))
+        FrameDecoder(max_payload=4096).feed(bytes(frame))
     except ProtocolError:
         pass
 
 
 def test_header_size_is_stable() -> None:
     assert wire.HEADER_SIZE == struct.calcsize("!2sBBIIIH") == 18
+
+
+def test_patch_lists_split_their_payload_and_refuse_a_mismatch() -> None:
+    pl = wire.PatchList([[9, 1, 0, 3], [10, 2, 8, 2]], b"abcde")
+    assert pl.patches() == [(9, 1, 0, b"abc"), (10, 2, 8, b"de")]
+    with pytest.raises(ProtocolError):
+        wire.PatchList.from_parts([[9, 1, 0, 3]], b"ab")
+    with pytest.raises(ProtocolError):
+        wire.Patch.from_parts(["r", 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch
