@@ -21,7 +21,7 @@ from kazoo.exceptions import KazooException
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
 
-from . import extents, sizing
+from . import extents, folding, sizing
 from . import writer as writing
 from .conn import ConnectionPool
 from .errors import (
@@ -380,6 +380,11 @@ class AsyncClient:
             await w.wait_ready(version)
             await self.publish_size(name, end)
         await w.commit(version)
+        if folding.due(w):  # stripes that gathered many page patches: rewrite them whole
+            async with self._lock(name):
+                meta = await self.regions.get(name)
+                await asyncio.gather(*(folding.fold(w, meta, s) for s in folding.due(w)))
+            await w.commit()
         return sum(d.nbytes for _, d in items)
 
     async def truncate(self, name: str, size: int) -> None:

@@ -19,7 +19,8 @@ from . import checksum, wire
 from .conn import ConnectionPool
 from .errors import ClusterError, DataLostError, DataUnavailableError, NodeTimeout, NodeUnavailable
 from .layout import Piece, column
-from .policy import ReplicationPolicy
+from .pagelog import PatchEntry, complete, lay_patches
+from .policy import ECPolicy, ReplicationPolicy
 from .stripes import (
     CHURN_RETRIES,
     DEGRADED_TIMEOUT,
@@ -65,9 +66,10 @@ class ReadPath:
         into: memoryview | None = None,
         avoid_suspects: bool = True,
         want: int = 0,
+        raw: bool = False,
     ) -> Outcome:
         """Bytes [offset, offset+length) of one fragment's committed version (or of
-        version ``want``), checked against their sums.
+        version ``want``), checked against their sums; ``raw``: without page patches.
 
         With ``into`` (``length`` bytes) they are received straight into it; after a
         failure its contents are undefined.
@@ -80,7 +82,10 @@ class ReadPath:
             return Failed(f"node {node_id} is slow to answer")
         try:
             conn, reply = await self.pool.request(
-                node_id, wire.Get(view.id, stripe, index, offset, length, want), timeout, into
+                node_id,
+                wire.Get(view.id, stripe, index, offset, length, want, 0, int(raw)),
+                timeout,
+                into,
             )
         except NodeTimeout as exc:
             self.pool.suspect(node_id)
@@ -190,6 +195,7 @@ class ReadPath:
         length: int,
         out: memoryview,
         want: int = 0,
+        asof: int = 0,
     ) -> Seen | None:
         """A degraded read of a few pages: fetch only the column of the stripe that holds
         them (the same bytes of every fragment) and decode that column alone; the codes
@@ -204,7 +210,7 @@ class ReadPath:
             ranges, lo, hi = column(layout, stripe, start, length, page)
         if hi - lo > COLUMN_MAX:
             return None
-        by_version, _, _, spans = await self._gather(
+        by_version, _, _, spans, patched = await self._gather(
             view, stripe, want, range(policy.width), (policy.header + lo, hi - lo)
         )
         winner = max((v for v, f in by_version.items() if len(f) >= policy.k), default=None)
@@ -216,7 +222,15 @@ class ReadPath:
         else:
             width = hi - lo
             heads = policy.column_headers(width)
-            cells = policy.decode({i: heads[i] + f for i, f in frags.items()}, width)
+            cells: bytes | bytearray = policy.decode(
+                {i: heads[i] + f for i, f in frags.items()}, width
+            )
+            if patched.get(winner) or asof:
+                found = await self.patches(view, stripe, frags, winner, asof)
+                if found is None:
+                    return None
+                cells = bytearray(cells)
+                lay_patches(layout, cells, lo, width, found)
             for index, off, n, pos in ranges:
                 at = index * width + off - policy.header - lo
                 out[pos : pos + n] = cells[at : at + n]
@@ -232,15 +246,17 @@ class ReadPath:
         return (winner, *spans.get(winner, (0, 0)))
 
     async def read_degraded(
-        self, view: RegionView, stripe: int, want: int = 0
+        self, view: RegionView, stripe: int, want: int = 0, asof: int = 0, lay: bool = True
     ) -> tuple[bytes, Seen]:
         """The whole stripe, decoded from any k fragments of one version: the newest
-        committed one (or ``want``); with the version read and its write's extent."""
+        committed one (or ``want``), with its page patches (committed ones, or the
+        writer's up to ``asof``; none if not ``lay``); with the version read and its
+        write's extent."""
         layout = view.layout
         policy = layout.policy
         k = policy.k
         for attempt in range(CHURN_RETRIES):
-            by_version, failed, missing, spans = await self._gather(
+            by_version, failed, missing, spans, patched = await self._gather(
                 view, stripe, want, range(policy.width)
             )
             winner = next(
@@ -256,7 +272,8 @@ class ReadPath:
             # seen, is on every node that staged it.
             newest = max(by_version)
             others = [i for i in range(policy.width) if i not in by_version[newest]]
-            more, _, _, _ = await self._gather(view, stripe, newest, others)
+            more, _, _, _, more_patched = await self._gather(view, stripe, newest, others)
+            patched.update(more_patched)
             by_version[newest].update(more.get(newest, {}))
             if len(by_version[newest]) >= k:
                 winner = newest
@@ -269,12 +286,26 @@ class ReadPath:
                 sorted(by_version[winner]),
             )
             seen: Seen = (winner, *spans.get(winner, (0, 0)))
-            return policy.decode(by_version[winner], layout.chunk), seen
+            data = policy.decode(by_version[winner], layout.chunk)
+            if lay and (patched.get(winner) or asof) and isinstance(policy, ECPolicy):
+                found = await self.patches(view, stripe, by_version[winner], winner, asof)
+                if found is None:
+                    raise DataUnavailableError(
+                        view.name,
+                        layout.slab_of(stripe),
+                        stripe,
+                        {i: "its page patches could not be read" for i in range(policy.width)},
+                        k,
+                    )
+                cells = bytearray(data)
+                lay_patches(layout, cells, 0, layout.chunk, found)
+                data = bytes(cells)
+            return data, seen
         if not by_version and not want and view.pending_version(stripe):
             # Its first write is staged but not yet committed (or was lost since): a
             # staged copy anywhere says the former, and the stripe is still a hole.
             first = view.pending_version(stripe)
-            staged, _, _, _ = await self._gather(view, stripe, first, range(policy.width))
+            staged, _, _, _, _ = await self._gather(view, stripe, first, range(policy.width))
             if staged:
                 return bytes(layout.stripe_data), (0, 0, 0)
         if not by_version and not view.is_written(stripe):
@@ -301,17 +332,32 @@ class ReadPath:
         want: int,
         indexes: Iterable[int],
         span: tuple[int, int] | None = None,
-    ) -> tuple[dict[int, dict[int, bytes]], Failures, list[int], dict[int, tuple[int, int]]]:
+    ) -> tuple[
+        dict[int, dict[int, bytes]],
+        Failures,
+        list[int],
+        dict[int, tuple[int, int]],
+        dict[int, bool],
+    ]:
         """Whole fragments (or bytes ``span`` = (offset, length) of each) from ``indexes``,
-        asked all at once; stops as soon as one version has k of them (late binding: slow
-        nodes are not waited for)."""
+        without their page patches (bytes to decode from), asked all at once; stops as
+        soon as one version has k of them (late binding: slow nodes are not waited for).
+        Also which versions have page patches to lay over the decoded bytes."""
         layout = view.layout
         k = layout.policy.k
         offset, size = span if span is not None else (0, layout.fragment_size)
 
         async def one(i: int) -> tuple[int, Outcome]:
             return i, await self.fetch(
-                view, stripe, i, offset, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=want
+                view,
+                stripe,
+                i,
+                offset,
+                size,
+                DEGRADED_TIMEOUT,
+                avoid_suspects=False,
+                want=want,
+                raw=True,
             )
 
         tasks = [asyncio.ensure_future(one(i)) for i in indexes]
@@ -319,6 +365,7 @@ class ReadPath:
         extents: dict[int, tuple[int, int]] = {}
         failed: Failures = {}
         missing: list[int] = []
+        patched: dict[int, bool] = {}
         try:
             for fut in asyncio.as_completed(tasks):
                 i, outcome = await fut
@@ -326,6 +373,8 @@ class ReadPath:
                     frags = by_version.setdefault(outcome.version, {})
                     frags[i] = bytes(outcome.data)
                     extents[outcome.version] = outcome.extent
+                    if outcome.pending:
+                        patched[outcome.version] = True
                     if len(frags) >= k:
                         break
                 elif isinstance(outcome, Missing):
@@ -335,7 +384,32 @@ class ReadPath:
         finally:
             for t in tasks:
                 t.cancel()
-        return by_version, failed, missing, extents
+        return by_version, failed, missing, extents, patched
+
+    async def patches(
+        self, view: RegionView, stripe: int, frags: Iterable[int], after: int, asof: int
+    ) -> list[PatchEntry] | None:
+        """The page patches of a stripe newer than version ``after`` (committed ones, or
+        the writer's up to ``asof``), from the nodes of fragments ``frags`` (they just
+        answered); None if those that answer now cannot have them all."""
+        placement = view.placement(stripe)
+        asked = [i for i in frags if placement[i][0]]
+        msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, asof)
+        answers = await asyncio.gather(
+            *(self.pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
+            return_exceptions=True,
+        )
+        found: dict[tuple[int, int, int], bytes] = {}
+        answered = []
+        for i, a in zip(asked, answers, strict=True):
+            if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
+                continue
+            answered.append(i)
+            for version, index, at, data in a[1].patches():
+                found[(version, index, at)] = data
+        if not complete(view.layout.policy.k, answered):
+            return None
+        return [(v, i, at, data) for (v, i, at), data in found.items()]
 
     async def read(self, view: RegionView, offset: int, length: int, want: int = 0) -> bytearray:
         out = bytearray(length)

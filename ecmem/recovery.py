@@ -61,22 +61,33 @@ class Outcome:
         )
 
 
-def choose_kept(lac: int, size: int, staged: Iterable[Staged], k: int) -> Outcome:
+def choose_kept(
+    lac: int, size: int, staged: Iterable[Staged], k: int, patches: Iterable[Staged] = ()
+) -> Outcome:
     """Keep, in version order from the newest commit point any node knew (``lac``),
     each staged write that follows the last one kept and whose every stripe has at
-    least ``k`` fragments staged; stop at the first that does not. The rest is dropped:
-    so the region holds a prefix of the writes, and every acknowledged one is in it."""
+    least ``k`` fragments staged, or a page patch on some node (one copy holds all its
+    bytes); stop at the first that does not. The rest is dropped: so the region holds
+    a prefix of the writes, and every acknowledged one is in it."""
     writes: dict[int, Extent] = {}
     held: dict[int, dict[int, set[int]]] = {}  # version -> stripe -> fragment indexes
+    patched: dict[int, set[int]] = {}  # version -> stripes some node holds a patch of
     for s in staged:
         if s.version <= lac:
             continue
         writes[s.version] = s.extent
         held.setdefault(s.version, {}).setdefault(s.stripe, set()).add(s.index)
+    for s in patches:
+        if s.version > lac:
+            writes[s.version] = s.extent
+            patched.setdefault(s.version, set()).add(s.stripe)
     kept = lac
     for version in sorted(writes):
         first, last, end = writes[version]
-        whole = all(len(held[version].get(st, ())) >= k for st in range(first, last + 1))
+        whole = all(
+            st in patched.get(version, ()) or len(held.get(version, {}).get(st, ())) >= k
+            for st in range(first, last + 1)
+        )
         if not next_after(kept, version) or not whole:
             break
         kept, size = version, max(size, end)

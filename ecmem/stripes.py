@@ -98,6 +98,7 @@ class Got:
     version: int
     data: memoryview
     extent: tuple[int, int] = (0, 0)  # the stripes its write covered: (first, count)
+    pending: int = 0  # page patches of the stripe newer than ``version`` not laid over
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,7 @@ def check_reply(
         return Missing()
     extent = (reply.wfirst, reply.wcount)
     if isinstance(payload, tuple):
-        return Got(reply.version, payload[1], extent)
+        return Got(reply.version, payload[1], extent, reply.pending)
     rel = offset - reply.first_page * checksum.PAGE
     data = memoryview(payload)[rel : rel + length]
     if len(data) != length:
@@ -202,7 +203,7 @@ def check_reply(
     if into is not None:
         into[:] = data
         data = into
-    return Got(reply.version, data, extent)
+    return Got(reply.version, data, extent, reply.pending)
 
 
 Replacer = Callable[["RegionView", int, int, str], Awaitable[bool]]
@@ -217,6 +218,10 @@ class Stamp:
     write: tuple[int, int, int]  # first stripe, last stripe, end byte
     commit: Callable[[], tuple[int, int]]  # (lac, base) at the time of sending
     latest: Callable[[int], int]  # stripe -> version to read it at (0: committed)
+    # stripe -> the newest page patch this writer staged on it and not yet folded (0: none)
+    patched: Callable[[int], int] = lambda _stripe: 0
+    patches: set[int] = field(default_factory=set)  # stripes this write went to as patches
+    may_patch: bool = True  # False for a fold: it rewrites the stripe whole
 
 
 def raise_for(view: RegionView, node_id: str, reply: wire.Message) -> None:

@@ -167,6 +167,7 @@ class Patch(Message):
     region: str
     stripe: int
     index: int
+    holder: int  # the fragment of the stripe the receiving node holds
     version: int
     at: int
     crc: int
@@ -178,7 +179,7 @@ class Patch(Message):
     payload: bytes | bytearray | memoryview = b""
 
     def validate(self) -> None:
-        _check_key(self.region, self.index)
+        _check_key(self.region, max(self.index, self.holder))
         if not self.payload or len(self.payload) > MAX_PATCH:
             raise ProtocolError(f"Patch payload must be 1 to {MAX_PATCH} bytes")
 
@@ -266,7 +267,7 @@ class Repair(Message):
 @dataclass(frozen=True, slots=True)
 class List(Message):
     """List fragments held, of one region or (empty string) of all; committed ones, or
-    with ``staged`` the staged ones."""
+    with ``staged`` 1 the staged ones; with 2 the region's page patches."""
 
     KIND: ClassVar[int] = 4
     region: str

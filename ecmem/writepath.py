@@ -14,6 +14,7 @@ from crc32c import crc32c
 from . import checksum, wire
 from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
 from .layout import column
+from .pagelog import log_indexes, patch_target
 from .policy import ReplicationPolicy
 from .readpath import ReadPath
 from .stripes import WRITE_WINDOW, Got, RegionView, Replacer, Stamp, raise_for, windowed
@@ -26,6 +27,11 @@ SLICE_MAX = 64 * 1024
 # Test-only: a build whose slices leave parity as it was, so the page-writes chaos
 # scenario can show it catches stale parity. Never set it for real data.
 UNSAFE_STALE_PARITY = os.environ.get("ECMEM_UNSAFE_SLICE_STALE_PARITY") == "1"
+# Test-only: a build that acknowledges a page patch held by the data fragment's node
+# alone, not by M+1 nodes, so the chaos suite can show it loses acknowledged writes.
+UNSAFE_EARLY_ACK = os.environ.get("ECMEM_UNSAFE_EARLY_ACK") == "1"
+# Small overwrites go as page patches unless ECMEM_PAGE_PATCHES=0 (then as slices).
+PAGE_PATCHES = os.environ.get("ECMEM_PAGE_PATCHES", "1") != "0"
 
 
 class StripeIO(ReadPath):
@@ -236,6 +242,52 @@ class StripeIO(ReadPath):
         done = await asyncio.gather(*(put(i) for i in range(pol.width)))
         return all(done)
 
+    async def write_patch(
+        self, view: RegionView, stripe: int, start: int, data: memoryview, stamp: Stamp
+    ) -> bool:
+        """Overwrite ``data`` at ``start`` of a stripe's data as one page patch, staged on
+        the data fragment's node and the stripe's parity nodes (ecmem/pagelog.py). False
+        when it cannot go so (not one data fragment's bytes, a log node out, suspect,
+        moved or without the stripe): the caller writes it another way, same version."""
+        layout = view.layout
+        target = patch_target(layout, start, len(data))
+        if target is None or not PAGE_PATCHES or not view.is_written(stripe):
+            return False
+        index, at = target
+        placement = view.placement(stripe)
+        slab = layout.slab_of(stripe)
+        logs = log_indexes(layout, index)
+        if UNSAFE_EARLY_ACK:
+            logs = logs[:1]
+        if any(
+            not placement[i][0]
+            or self.pool.is_suspect(placement[i][0])
+            or (slab, i) in view.partial
+            for i in logs
+        ):
+            return False
+        first, last, end = stamp.write
+        lac, base = stamp.commit()
+        crc = crc32c(data)
+
+        async def send(i: int) -> bool:
+            node_id, incarnation = placement[i]
+            msg = wire.Patch(
+                view.id, stripe, index, i, stamp.version, at, crc, first, last, end, lac, base, data
+            )
+            try:
+                conn, reply = await self.pool.request(node_id, msg)
+            except NodeUnavailable:
+                return False
+            if conn.incarnation != incarnation:
+                return False
+            if isinstance(reply, wire.Error) and reply.code in (wire.E_NOT_FOUND, wire.E_NO_SPACE):
+                return False
+            raise_for(view, node_id, reply)
+            return True
+
+        return all(await asyncio.gather(*(send(i) for i in logs)))
+
     async def write(
         self,
         view: RegionView,
@@ -256,12 +308,24 @@ class StripeIO(ReadPath):
                 await self.write_stripe(view, stripe, chunk, stamp, None, replace)
                 return
             base_off = stripe * sd
-            if base_off + start + length <= size and await self.write_slice(
-                view, stripe, start, chunk, stamp
+            inside = base_off + start + length <= size
+            if (
+                inside
+                and stamp.may_patch
+                and await self.write_patch(view, stripe, start, chunk, stamp)
             ):
+                stamp.patches.add(stripe)
+                return
+            # A patched stripe is written whole, its patches with it (a slice would leave
+            # the parity of the other patched columns behind).
+            patched = stamp.patched(stripe)
+            if inside and not patched and await self.write_slice(view, stripe, start, chunk, stamp):
                 return
             if base_off >= size:
                 base = bytearray(sd)
+            elif patched:
+                data, _ = await self.read_degraded(view, stripe, stamp.latest(stripe), patched)
+                base = bytearray(data)
             else:
                 # Our own writes may not be committed yet: read the newest we staged.
                 base = await self.read(view, base_off, sd, stamp.latest(stripe))

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import extents, wire
+from . import extents, folding, wire
 from .errors import ClusterError, CoordinationError, NodeUnavailable, NotEnoughNodesError
 from .layout import Layout
 from .meta import lease
@@ -140,7 +140,8 @@ class WriterSession(Writer):
             if view.layout.slab_of(stripe) < len(meta.slabs)
             and view.placement(stripe)[index][0] == node
         ]
-        out = choose_kept(lac, meta.size, staged, view.layout.policy.k)
+        patches = await folding.listed(self, meta, 2)
+        out = choose_kept(lac, meta.size, staged, view.layout.policy.k, patches)
         if out.writes:
             log.info(
                 "region %s: recovered %d staged writes of the previous writer, dropped %d",
@@ -162,10 +163,11 @@ class WriterSession(Writer):
                 m.pending = []
                 return m
 
-            settled = await self.host.regions.update(meta.name, settle)
-            self.marked = extents.minus(settled.written, settled.lost)
-            self.size_published(settled.size)
-        await self.commit_round(meta, self.epoch << wire.SEQ_BITS)
+            meta = await self.host.regions.update(meta.name, settle)
+            self.marked = extents.minus(meta.written, meta.lost)
+            self.size_published(meta.size)
+        await folding.fold_recovered(self, meta, patches, staged, out.kept)
+        await self.commit_round(meta, max(self.epoch << wire.SEQ_BITS, self.version))
 
     # -- committing -------------------------------------------------------------------
 

@@ -143,6 +143,8 @@ class Writer:
     inflight: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)  # writes that failed: commit barriers
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
+    # stripe -> (newest page patch not yet folded into the stripe, how many there are)
+    patched: dict[int, tuple[int, int]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
     unmarked: Pending = field(default_factory=list)  # staged writes' stripes, to be recorded
@@ -218,6 +220,7 @@ class Writer:
             (first, last, end),
             self.commit_point,
             lambda stripe: self.latest.get(stripe, 0),
+            lambda stripe: self.patched.get(stripe, (0, 0))[0],
         )
 
     def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
@@ -227,7 +230,12 @@ class Writer:
         if ok:
             first, last, _ = stamp.write
             for stripe in range(first, last + 1):
-                self.latest[stripe] = stamp.version
+                if stripe in stamp.patches:
+                    newest, count = self.patched.get(stripe, (0, 0))
+                    self.patched[stripe] = (max(newest, stamp.version), count + 1)
+                else:  # written whole or as a slice: any patches went with it
+                    self.latest[stripe] = stamp.version
+                    self.patched.pop(stripe, None)
         else:
             # Later writes must not be committed past a hole: stop here, and let the next
             # writer's recovery keep what is whole.

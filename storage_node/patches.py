@@ -139,6 +139,7 @@ class PatchStore:
         region: str,
         stripe: int,
         index: int,
+        holder: int,
         version: int,
         at: int,
         crc: int,
@@ -147,7 +148,8 @@ class PatchStore:
         lac: int = 0,
         base: int = 0,
     ) -> None:
-        """Stage a patch of fragment ``index`` of a stripe (see the module's doc)."""
+        """Stage a patch of fragment ``index`` of a stripe on the node holding fragment
+        ``holder`` of it (see the module's doc)."""
         self.check_epoch(region, wire.epoch_of(version))
         if crc32c(data) != crc:
             raise StoreError(
@@ -164,6 +166,12 @@ class PatchStore:
                 "asked; add nodes or free regions",
             )
         st = self.region(region)
+        if (stripe, holder) not in st.committed and (stripe, holder) not in st.staged:
+            raise StoreError(
+                wire.E_NOT_FOUND,
+                f"no fragment {region}/{stripe}/{holder} to keep a patch beside; write the "
+                "stripe whole",
+            )
         patch = Patch(version, index, at, bytes(data), write)
         old = st.patches.add(stripe, patch)
         self.used += len(data) - (len(old.data) if old is not None else 0)
@@ -180,6 +188,12 @@ class PatchStore:
         st = self.region(region)
         upto = asof or st.lac
         return st.patches.of(stripe, index, after, upto) if upto else []
+
+    def patch_entries(self, region: str) -> Iterator[list[int | str]]:
+        """[region, stripe, index, version, length, first, last, end] of each patch."""
+        st = self.region(region)
+        for stripe, p in st.patches.entries():
+            yield [region, stripe, p.index, p.version, len(p.data), *p.write]
 
     def trim(self, region: str, st: Any, stripe: int, upto: int) -> None:
         """A fragment of ``stripe`` is committed here at ``upto``: patches up to it are

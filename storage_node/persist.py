@@ -15,14 +15,19 @@ import struct
 import uuid
 from pathlib import Path
 
+from crc32c import crc32c
+
 from ecmem import checksum
 
 from .errors import StoreError
+from .patches import Patch
 from .store import Fragment, FragmentStore
 
 log = logging.getLogger(__name__)
 # version, fragment length, bytes of page sums, write's first and last stripe, write's end
 _HEAD = struct.Struct("!QQIqqQ")
+# a page patch: its write's first and last stripe, its write's end, crc32c of its bytes
+_PATCH = struct.Struct("!qqQI")
 
 
 class DataDir:
@@ -48,6 +53,7 @@ class DataDir:
         self.store = store
         store.listeners.append(self.on_change)
         store.state_listeners.append(self.on_state)
+        store.patch_listeners.append(self.on_patch)
         return loaded
 
     def _load(self, store: FragmentStore) -> int:
@@ -68,6 +74,9 @@ class DataDir:
                 if f.name.endswith(".tmp"):
                     f.unlink(missing_ok=True)
                     continue
+                if f.name.startswith("p."):
+                    loaded += self._load_patch(store, region, f)
+                    continue
                 try:
                     parts = f.name.split(".")
                     staged = parts[-1] == "staged"
@@ -84,6 +93,34 @@ class DataDir:
                 except (ValueError, IndexError, struct.error, StoreError) as exc:
                     log.error("skipping damaged fragment file %s: %s", f, exc)
         return loaded
+
+    @staticmethod
+    def _load_patch(store: FragmentStore, region: str, f: Path) -> int:
+        try:
+            stripe, index, version, at = (int(x) for x in f.name.split(".")[1:5])
+            raw = f.read_bytes()
+            first, last, end, crc = _PATCH.unpack_from(raw)
+            data = raw[_PATCH.size :]
+            if crc32c(data) != crc:
+                raise ValueError("checksum mismatch")
+            st = store.region(region)
+            st.patches.add(stripe, Patch(version, index, at, data, (first, last, end)))
+            store.used += len(data)
+            return 1
+        except (ValueError, struct.error) as exc:
+            log.error("skipping damaged patch file %s: %s", f, exc)
+            return 0
+
+    def on_patch(self, event: str, region: str, stripe: int, patch: Patch) -> None:
+        path = self._dir(region) / f"p.{stripe}.{patch.index}.{patch.version}.{patch.at}"
+        if event == "drop":
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(_PATCH.pack(*patch.write, crc32c(patch.data)))
+            fh.write(patch.data)
+        os.replace(tmp, path)
 
     def _dir(self, region: str) -> Path:
         d = self.frags / region

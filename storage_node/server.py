@@ -89,6 +89,7 @@ class NodeServer:
                     msg.region,
                     msg.stripe,
                     msg.index,
+                    msg.holder,
                     msg.version,
                     msg.at,
                     msg.crc,
@@ -158,6 +159,8 @@ class NodeServer:
                 epoch, lac = store.fence(msg.region, msg.epoch)
                 return wire.Ok({"epoch": epoch, "lac": lac})
             if isinstance(msg, wire.List):
+                if msg.staged == 2:
+                    return wire.Listing(list(store.patch_entries(msg.region)))
                 return wire.Listing(list(store.entries(msg.region, bool(msg.staged))))
             if isinstance(msg, wire.Commit):
                 store.check_epoch(msg.region, wire.epoch_of(msg.upto))

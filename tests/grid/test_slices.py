@@ -1,7 +1,8 @@
-"""Small overwrites go as slices: each node gets only the column of its fragment that
-changes and stages the stripe's new version from the one it holds. These cases check
-the bytes every fragment ends up with (parity included) and the fallbacks to a whole
-stripe write when a node cannot take a slice."""
+"""Small overwrites go as slices (when page patches are off, or a write is not one
+fragment's bytes): each node gets only the column of its fragment that changes and
+stages the stripe's new version from the one it holds. These cases check the bytes
+every fragment ends up with (parity included) and the fallbacks to a whole stripe
+write when a node cannot take a slice."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 
 import pytest
 
-from ecmem import wire
+from ecmem import wire, writepath
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
 from ecmem.layout import Layout
@@ -19,6 +20,11 @@ from tests.grid.grid import BROKEN, HANG, Grid
 
 CHUNK = 16384  # 64 KiB stripes of ec:4+2
 SD = 4 * CHUNK
+
+
+@pytest.fixture(autouse=True)
+def slices_not_patches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writepath, "PAGE_PATCHES", False)
 
 
 async def region(c: AsyncClient, name: str, policy: str, stripes: int = 2) -> RegionMeta:

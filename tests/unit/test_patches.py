@@ -5,11 +5,14 @@ discarded and deleted like fragments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from crc32c import crc32c
 
 from ecmem import checksum, wire
 from storage_node.errors import StoreError
+from storage_node.persist import DataDir
 from storage_node.store import FragmentStore
 
 P = checksum.PAGE
@@ -27,9 +30,16 @@ def store_with_stripe(version: int = E1 + 1, index: int = 1) -> FragmentStore:
 
 
 def patch(
-    s: FragmentStore, version: int, at: int, data: bytes, index: int = 1, lac: int = 0
+    s: FragmentStore,
+    version: int,
+    at: int,
+    data: bytes,
+    index: int = 1,
+    lac: int = 0,
+    holder: int | None = None,  # the fragment the node holds (default: the one patched)
 ) -> None:
-    s.put_patch("r", 0, index, version, at, crc32c(data), data, (0, 0, 0), lac)
+    held = index if holder is None else holder
+    s.put_patch("r", 0, index, held, version, at, crc32c(data), data, (0, 0, 0), lac)
 
 
 def read(s: FragmentStore, index: int = 1, **kw: object) -> tuple[bytes, int]:
@@ -63,7 +73,7 @@ def test_later_patches_win_and_a_read_of_other_bytes_is_untouched() -> None:
 
 def test_a_parity_node_keeps_patches_of_other_fragments_for_degraded_readers() -> None:
     s = store_with_stripe(index=4)  # a parity fragment
-    patch(s, E1 + 2, 0, b"x" * 16, index=1)
+    patch(s, E1 + 2, 0, b"x" * 16, index=1, holder=4)
     s.commit("r", E1 + 2)
     data, pending = read(s, index=4)
     assert data == bytes([4]) * FRAG and pending == 1
@@ -109,7 +119,7 @@ def test_patches_are_fenced_checked_and_bounded() -> None:
         patch(s, E1 + 9, 0, b"old writer")
     assert err.value.code == wire.E_FENCED
     with pytest.raises(StoreError) as err:
-        s.put_patch("r", 0, 1, E2 + 2, 0, 1234, b"damaged", (0, 0, 0))
+        s.put_patch("r", 0, 1, 1, E2 + 2, 0, 1234, b"damaged", (0, 0, 0))
     assert err.value.code == wire.E_CORRUPT
     small = FragmentStore(FRAG + 10)
     small.put("r", 0, 1, E1 + 1, FRAG, crc32c(bytes(FRAG)), bytearray(FRAG))
@@ -132,8 +142,36 @@ def test_recovery_discards_staged_patches_and_older_epochs_beyond_the_base() -> 
 def test_deleting_stripes_drops_their_patches() -> None:
     s = store_with_stripe()
     patch(s, E1 + 2, 0, b"abc")
-    s.put_patch("r", 3, 1, E1 + 3, 0, crc32c(b"def"), b"def", (3, 3, 0))
-    assert s.delete("r", from_stripe=1) == 1
+    s.put(
+        "r", 3, 1, E1 + 1, FRAG, crc32c(bytes(FRAG)), bytearray(FRAG)
+    )  # a fragment of stripe 3 to patch
+    s.put_patch("r", 3, 1, 1, E1 + 3, 0, crc32c(b"def"), b"def", (3, 3, 0))
+    assert s.delete("r", from_stripe=1) == 2  # its fragment and its patch
     assert [p.data for p in s.patches_of("r", 0, None, 0, E1 + 9)] == [b"abc"]
     s.delete("r")
     assert s.used == 0
+
+
+def test_a_node_without_the_stripe_refuses_a_patch() -> None:
+    s = store_with_stripe()
+    with pytest.raises(StoreError) as err:
+        patch(s, E1 + 2, 0, b"nothing to lay it on", index=2)
+    assert err.value.code == wire.E_NOT_FOUND and s.used == FRAG
+
+
+def test_patches_outlive_a_restart_with_a_data_dir_and_their_files_go_with_them(
+    tmp_path: Path,
+) -> None:
+    s = FragmentStore(1 << 20)
+    DataDir(tmp_path).attach(s)
+    data = bytes([1]) * FRAG
+    s.put("r", 0, 1, E1 + 1, FRAG, crc32c(data), bytearray(data))
+    patch(s, E1 + 2, 10, b"kept across", lac=E1 + 1)
+    s.commit("r", E1 + 2)
+    back = FragmentStore(1 << 20)
+    assert DataDir(tmp_path).attach(back) == 2
+    got, _ = read(back)
+    assert got[10:21] == b"kept across" and back.used == s.used
+    folded = bytes([2]) * FRAG
+    back.put("r", 0, 1, E1 + 3, FRAG, crc32c(folded), bytearray(folded), lac=E1 + 3)
+    assert not list((tmp_path / "fragments" / "r").glob("p.*"))

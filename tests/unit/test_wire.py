@@ -17,7 +17,7 @@ SAMPLES: list[wire.Message] = [
     wire.Discard("r1", 9, 1),
     wire.Get("r1", 3, 2, 100, 4096, 0),
     wire.Get("r1", 3, 2, 100, 4096, 0, 1 << 32 | 5, 1),
-    wire.Patch("r1", 3, 1, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
+    wire.Patch("r1", 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
     wire.GetPatches("r1", 3, wire.ALL_INDEXES, 7, 0),
     wire.PatchList([[9, 1, 0, 3], [10, 2, 8, 2]], b"abcde"),
     wire.Delete("r1", 5, 3),
@@ -165,4 +165,4 @@ def test_patch_lists_split_their_payload_and_refuse_a_mismatch() -> None:
     with pytest.raises(ProtocolError):
         wire.PatchList.from_parts([[9, 1, 0, 3]], b"ab")
     with pytest.raises(ProtocolError):
-        wire.Patch.from_parts(["r", 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch
+        wire.Patch.from_parts(["r", 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch

@@ -1,0 +1,161 @@
+"""Folding page patches into their stripes (docs/protocol.md, "The page log").
+
+A writer folds a stripe by reading it with its patches laid over (decoded from its
+fragments without them, then the patches from the nodes that keep them) and writing it
+back whole at a new version: once that version is committed, nodes drop the patches
+it covers. A writer folds a stripe that gathered FOLD_AFTER patches, and a new writer
+folds every patch the previous one left before it takes writes, so that a session (and
+the rebuilder and scrubber, which write through sessions) starts with none.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from . import wire
+from .errors import NodeUnavailable
+from .layout import Layout
+from .meta.model import RegionMeta
+from .pagelog import FOLD_AFTER, PatchEntry, lay_patches
+from .recovery import Staged
+from .stripes import RegionView, Stamp
+from .writers import Ticket
+
+log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """What folding needs of a writer session (ecmem/writer.py)."""
+
+    host: Any
+    patched: dict[int, tuple[int, int]]
+    latest: dict[int, int]
+    inflight: set[int]
+
+    def begin(self, first: int, last: int, end: int) -> Stamp: ...
+
+    def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None: ...
+
+    async def replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool: ...
+
+    def enqueue(self, meta: RegionMeta, offset: int, n: int) -> Ticket: ...
+
+
+async def listed(w: Session, meta: RegionMeta, kind: int) -> list[Staged]:
+    """What the region's nodes hold of ``kind`` (wire.List: 0 committed fragments,
+    1 staged fragments, 2 page patches), as far as the placement goes."""
+    answers = await w.host.io.broadcast(
+        [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, kind)
+    )
+    layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+    out = []
+    for node, reply in answers.items():
+        if not isinstance(reply, wire.Listing):
+            continue
+        for _, stripe, index, version, _, first, last, end in reply.entries:
+            slab = layout.slab_of(stripe)
+            if slab >= len(meta.slabs):
+                continue
+            holder = meta.slabs[slab][index][0] if kind != 2 else None
+            if holder is None or holder == node:
+                out.append(Staged(version, stripe, index, (first, last, end)))
+    return out
+
+
+async def fold_recovered(
+    w: Session, meta: RegionMeta, patches: list[Staged], staged: list[Staged], kept: int
+) -> None:
+    """Fold every stripe holding patches the region keeps (committed, or kept by this
+    recovery): each is read as of ``kept`` and written whole at a version of ours,
+    staged; the recovery's commit round then commits them with what it kept."""
+    stripes = sorted({p.stripe for p in patches if p.version <= kept})
+    if not stripes:
+        return
+    bases: dict[int, int] = {}
+    for f in [*staged, *await listed(w, meta, 0)]:
+        if f.version <= kept and f.stripe in stripes:
+            bases[f.stripe] = max(bases.get(f.stripe, 0), f.version)
+    view = w.host.regions.view(meta)
+    layout = view.layout
+    for stripe in stripes:
+        base = bases.get(stripe, 0)
+        data, _ = await w.host.io.read_degraded(view, stripe, base, lay=False)
+        cells = bytearray(data)
+        lay_patches(layout, cells, 0, layout.chunk, await _every_patch(w, view, stripe, base, kept))
+        await rewrite(w, view, stripe, bytes(cells), meta.size)
+    log.info(
+        "region %s: folded the page patches of %d stripes the previous writer left",
+        meta.name,
+        len(stripes),
+    )
+
+
+async def _every_patch(
+    w: Session, view: RegionView, stripe: int, base: int, kept: int
+) -> list[PatchEntry]:
+    """Every patch of a stripe newer than ``base`` up to ``kept``, from every node of
+    the stripe: one the old writer left may be on one node alone."""
+    nodes = sorted({n for n, _ in view.placement(stripe) if n})
+    msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, base, kept)
+    answers = await w.host.io.broadcast(nodes, msg)
+    found: dict[tuple[int, int, int], bytes] = {}
+    for node, reply in answers.items():
+        if not isinstance(reply, wire.PatchList):
+            raise NodeUnavailable(
+                f"region {view.name!r} stripe {stripe}: node {node} did not give its page "
+                f"patches ({reply}); the next writer tries again",
+                node=node,
+            )
+        for version, index, at, data in reply.patches():
+            found[(version, index, at)] = data
+    return [(v, i, at, data) for (v, i, at), data in found.items()]
+
+
+async def rewrite(
+    w: Session,
+    view: RegionView,
+    stripe: int,
+    data: bytes,
+    size: int,
+    stamp: Stamp | None = None,
+) -> int:
+    """Stage ``data`` as the whole of ``stripe`` (bytes past ``size`` kept as zeros), as
+    write ``stamp`` or a new one; the caller holds the stripe, or no one else writes."""
+    sd = view.layout.stripe_data
+    end = min(size, (stripe + 1) * sd)
+    if stamp is None:
+        stamp = w.begin(stripe, stripe, end)
+    stamp.may_patch = False
+    try:
+        await w.host.io.write_stripe(view, stripe, data, stamp, end - stripe * sd, w.replace)
+    except BaseException as exc:
+        w.finish(stamp, False, str(exc))
+        raise
+    w.finish(stamp, True)
+    return stamp.version
+
+
+def due(w: Session) -> list[int]:
+    """Stripes this writer has patched FOLD_AFTER times or more since they were folded."""
+    return [s for s, (_, count) in w.patched.items() if count >= FOLD_AFTER]
+
+
+async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
+    """Fold one stripe this writer patched, queued behind the writes of it already
+    queued and given its version now, so later writes stay later. Call under the
+    region's lock, as writes are queued."""
+    sd = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
+    ticket = w.enqueue(meta, stripe * sd, min(sd, meta.size - stripe * sd))
+    try:
+        await ticket.ready()
+        view = w.host.regions.view(meta)
+        newest = w.patched.get(stripe, (0, 0))[0]
+        data, _ = await w.host.io.read_degraded(view, stripe, w.latest.get(stripe, 0), newest)
+        return await rewrite(w, view, stripe, data, meta.size, ticket.stamp)
+    except BaseException as exc:
+        if ticket.stamp.version in w.inflight:  # given up before staging: a barrier
+            w.finish(ticket.stamp, False, f"fold given up: {exc!r}")
+        raise
+    finally:
+        ticket.release()

@@ -1,0 +1,64 @@
+"""The page log's pure parts (docs/protocol.md, "The page log"): which writes go as
+page patches, which nodes hold a patch, and laying patches over decoded bytes.
+
+A patch replaces bytes of one data fragment of a stripe as one write version. It is
+sent to that fragment's node and to the stripe's M parity nodes: M+1 copies, so an
+acknowledged patch survives any M lost nodes, as a whole-stripe write does. The
+fragment's node lays its committed patches over the fragment when it is read; a read
+that decodes the fragment around that node lays them itself, from any parity node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import wire
+from .layout import Layout
+from .policy import ECPolicy
+
+# Patches a stripe may gather before the writer folds it (rewrites it whole).
+FOLD_AFTER = 64
+
+PatchEntry = tuple[int, int, int, bytes]  # version, fragment index, byte in fragment, bytes
+
+
+def patch_target(layout: Layout, start: int, length: int) -> tuple[int, int] | None:
+    """(fragment index, byte in that fragment) of a write of bytes [start, start+length)
+    of a stripe's data that can go as one patch: an erasure-coded stripe, and the bytes
+    inside one data fragment. None otherwise."""
+    if not isinstance(layout.policy, ECPolicy) or not 0 < length <= wire.MAX_PATCH:
+        return None
+    index, within = divmod(start, layout.chunk)
+    if within + length > layout.chunk:
+        return None
+    return index, layout.policy.header + within
+
+
+def log_indexes(layout: Layout, index: int) -> list[int]:
+    """The fragment indexes whose nodes keep a patch of data fragment ``index``."""
+    pol = layout.policy
+    return [index, *range(pol.k, pol.width)]
+
+
+def lay_patches(
+    layout: Layout, cells: bytearray, lo: int, width: int, patches: Iterable[PatchEntry]
+) -> None:
+    """Lay ``patches``, oldest first, over ``cells``: bytes [lo, lo+width) after the
+    header of each data fragment, one fragment after another (a decoded column, or with
+    lo=0 and width=chunk a decoded stripe's data)."""
+    k, header = layout.policy.k, layout.policy.header
+    col = header + lo
+    for _, index, at, data in sorted(patches, key=lambda p: p[0]):
+        if index >= k:
+            continue
+        a, b = max(at, col), min(at + len(data), col + width)
+        if a < b:
+            base = index * width - col
+            cells[base + a : base + b] = data[a - at : b - at]
+
+
+def complete(k: int, answered: Iterable[int]) -> bool:
+    """Did the nodes that answered a patch request hold every patch of the stripe? A
+    parity node holds all of them, a data node its own fragment's."""
+    got = set(answered)
+    return any(i >= k for i in got) or all(i in got for i in range(k))
