@@ -16,6 +16,7 @@ from .scenarios.beyond_m import beyond_m
 from .scenarios.corruption import corruption
 from .scenarios.kill_during_write import kill_during_write
 from .scenarios.mount_under_failure import mount_under_failure
+from .scenarios.page_log import page_log
 from .scenarios.partitions import partition, partition_host, partition_ring
 from .scenarios.rebuild_cli_killed import rebuild_cli_killed
 from .scenarios.restart_empty import restart_empty
@@ -37,6 +38,8 @@ ANY_TARGET: dict[str, Entry] = {
     "mount-under-failure": (mount_under_failure, 8, 2.0),
     "thrash": (thrash, 7, 2.0),
     "page-writes": (page_writes, 7, 2.0),
+    # A grace delay longer than the run: the reads must find the patches, not a rebuild.
+    "page-log": (page_log, 6, 600.0),
 }
 
 SCENARIOS: dict[str, Entry] = {

@@ -46,7 +46,12 @@ BREAKS = {
     ),
     "slice-stale-parity": (
         "ECMEM_UNSAFE_SLICE_STALE_PARITY",
-        "small overwrites leave parity as it was: page-writes",
+        "small overwrites go as slices (no page patches) that leave parity as it was: "
+        "page-writes",
+    ),
+    "early-ack": (
+        "ECMEM_UNSAFE_EARLY_ACK",
+        "a page patch is acknowledged held by its fragment's node alone: page-log",
     ),
 }
 
@@ -61,6 +66,10 @@ def _break(name: str) -> None:
     ecmem.stripes.UNSAFE_NO_CHECKSUMS = name == "no-checksums"
     ecmem.stripes.UNSAFE_NOT_FOUND_IS_HOLE = name == "not-found-is-hole"
     ecmem.writepath.UNSAFE_STALE_PARITY = name == "slice-stale-parity"
+    ecmem.writepath.UNSAFE_EARLY_ACK = name == "early-ack"
+    if name == "slice-stale-parity":  # small writes would go as patches, not slices
+        os.environ["ECMEM_PAGE_PATCHES"] = "0"
+        ecmem.writepath.PAGE_PATCHES = False
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ecmem import extents, wire
@@ -18,7 +18,7 @@ from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, RegionNotFound
 from ecmem.logs import where
 from ecmem.meta.catalog import TRASH
-from ecmem.meta.model import RegionMeta
+from ecmem.meta.model import NodeInfo, RegionMeta
 from ecmem.meta.records import Records
 from ecmem.repair import REPAIR_TIMEOUT
 
@@ -66,6 +66,7 @@ class Collector:
         if not isinstance(reply, wire.Listing):
             return 0
         metas = {m.id: m for m in await self._zk(self.client.meta.regions)}
+        live = self.client.live_nodes()
         stale: set[tuple[str, int]] = set()
         for rid, stripe, *_ in reply.entries:
             meta = metas.get(rid)
@@ -73,8 +74,8 @@ class Collector:
                 continue  # a region removed: its own removal (or scrub) deals with it
             slab = int(stripe) // meta.slab_stripes
             if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
-                if not has_lost(meta, slab):  # what it holds may be all that is left
-                    stale.add((rid, slab))
+                if slab >= len(meta.slabs) or whole(meta, slab, live):
+                    stale.add((rid, slab))  # else what it holds may be all that is left
         for rid, slab in sorted(stale):
             meta = metas[rid]
             first = slab * meta.slab_stripes
@@ -140,8 +141,8 @@ class Collector:
                 if slab < len(meta.slabs) and any(n == node for n, _ in meta.slabs[slab]):
                     await self._zk(self.records.done_garbage, name)  # it holds the slab again
                     continue
-                if has_lost(meta, slab):
-                    continue  # kept while the slab has lost stripes: they may be here
+                if slab < len(meta.slabs) and not whole(meta, slab, live):
+                    continue  # kept while the slab is not whole: they may be all there is
             msg = wire.Delete(
                 str(g["region_id"]), int(g["from"]), 0, int(g["until"]), int(g["upto"])
             )
@@ -161,3 +162,14 @@ class Collector:
 def has_lost(meta: RegionMeta, slab: int) -> bool:
     first = slab * meta.slab_stripes
     return bool(extents.within(meta.lost, first, first + meta.slab_stripes))
+
+
+def whole(meta: RegionMeta, slab: int, live: Mapping[str, NodeInfo]) -> bool:
+    """Does every slot of the slab have a live holder with all of its stripes, and no
+    stripe of it stand lost? Until then, a copy off its placement (a holder that missed
+    a commit and left, with its committed fragments) may be what a rebuild needs."""
+    partial = set(meta.partial)
+    return not has_lost(meta, slab) and all(
+        node in live and live[node].incarnation == inc and (slab, i) not in partial
+        for i, (node, inc) in enumerate(meta.slabs[slab])
+    )

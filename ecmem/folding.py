@@ -14,7 +14,7 @@ import logging
 from typing import Any, Protocol
 
 from . import wire
-from .errors import NodeUnavailable
+from .errors import DataUnavailableError, NodeUnavailable
 from .layout import Layout
 from .meta.model import RegionMeta
 from .pagelog import FOLD_AFTER, PatchEntry, lay_patches
@@ -80,35 +80,56 @@ async def fold_recovered(
     layout = view.layout
     for stripe in stripes:
         base = bases.get(stripe, 0)
-        data, _ = await w.host.io.read_degraded(view, stripe, base, lay=False)
+        try:
+            data, _ = await w.host.io.read_degraded(view, stripe, base, lay=False)
+        except DataUnavailableError as exc:
+            # Unreadable now: its patches stay where they are (a later writer folds them
+            # once it reads again), and this one writes the stripe only whole.
+            newest = max(p.version for p in patches if p.stripe == stripe and p.version <= kept)
+            w.patched[stripe] = (newest, 0)
+            log.warning(
+                "region %s stripe %d: its page patches cannot be folded now (%s); the "
+                "stripe is written whole until they are",
+                meta.name,
+                stripe,
+                exc,
+            )
+            continue
         cells = bytearray(data)
-        lay_patches(layout, cells, 0, layout.chunk, await _every_patch(w, view, stripe, base, kept))
+        lay_patches(
+            layout, cells, 0, layout.chunk, await _every_patch(w, view, stripe, base, kept, patches)
+        )
         await rewrite(w, view, stripe, bytes(cells), meta.size)
     log.info(
-        "region %s: folded the page patches of %d stripes the previous writer left",
+        "region %s: folded the page patches the previous writer left on %d stripes",
         meta.name,
         len(stripes),
     )
 
 
 async def _every_patch(
-    w: Session, view: RegionView, stripe: int, base: int, kept: int
+    w: Session, view: RegionView, stripe: int, base: int, kept: int, listed: list[Staged]
 ) -> list[PatchEntry]:
-    """Every patch of a stripe newer than ``base`` up to ``kept``, from every node of
-    the stripe: one the old writer left may be on one node alone."""
+    """Every patch of a stripe newer than ``base`` up to ``kept``, asked of every node of
+    the stripe (one the old writer left may be on one node alone); each one ``listed``
+    must be found."""
     nodes = sorted({n for n, _ in view.placement(stripe) if n})
     msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, base, kept)
     answers = await w.host.io.broadcast(nodes, msg)
     found: dict[tuple[int, int, int], bytes] = {}
-    for node, reply in answers.items():
-        if not isinstance(reply, wire.PatchList):
-            raise NodeUnavailable(
-                f"region {view.name!r} stripe {stripe}: node {node} did not give its page "
-                f"patches ({reply}); the next writer tries again",
-                node=node,
-            )
-        for version, index, at, data in reply.patches():
-            found[(version, index, at)] = data
+    for reply in answers.values():
+        if isinstance(reply, wire.PatchList):
+            for version, index, at, data in reply.patches():
+                found[(version, index, at)] = data
+    have = {(v, i) for v, i, _ in found}
+    missing = [p for p in listed if p.stripe == stripe and base < p.version <= kept]
+    missing = [p for p in missing if (p.version, p.index) not in have]
+    if missing:
+        raise NodeUnavailable(
+            f"region {view.name!r} stripe {stripe}: the nodes holding page patches "
+            f"{sorted({p.version for p in missing})[:4]} did not answer; the next writer "
+            "tries again"
+        )
     return [(v, i, at, data) for (v, i, at), data in found.items()]
 
 

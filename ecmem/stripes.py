@@ -222,6 +222,7 @@ class Stamp:
     patched: Callable[[int], int] = lambda _stripe: 0
     patches: set[int] = field(default_factory=set)  # stripes this write went to as patches
     may_patch: bool = True  # False for a fold: it rewrites the stripe whole
+    nodes: set[str] = field(default_factory=set)  # nodes sent a part of it to stage
 
 
 def raise_for(view: RegionView, node_id: str, reply: wire.Message) -> None:

@@ -78,6 +78,7 @@ class StripeIO(ReadPath):
                 base,
                 parts[i],
             )
+            stamp.nodes.add(node_id)
             conn, reply = await self.pool.request(node_id, msg)
             if conn.incarnation != incarnation:
                 raise NodeUnavailable(
@@ -228,6 +229,7 @@ class StripeIO(ReadPath):
                 base,
                 part,
             )
+            stamp.nodes.add(node_id)
             try:
                 conn, reply = await self.pool.request(node_id, msg)
             except NodeUnavailable:
@@ -275,6 +277,7 @@ class StripeIO(ReadPath):
             msg = wire.Patch(
                 view.id, stripe, index, i, stamp.version, at, crc, first, last, end, lac, base, data
             )
+            stamp.nodes.add(node_id)
             try:
                 conn, reply = await self.pool.request(node_id, msg)
             except NodeUnavailable:

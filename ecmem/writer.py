@@ -167,15 +167,17 @@ class WriterSession(Writer):
             self.marked = extents.minus(meta.written, meta.lost)
             self.size_published(meta.size)
         await folding.fold_recovered(self, meta, patches, staged, out.kept)
-        await self.commit_round(meta, max(self.epoch << wire.SEQ_BITS, self.version))
+        await self.commit_round(meta, max(self.epoch << wire.SEQ_BITS, self.version), True)
 
     # -- committing -------------------------------------------------------------------
 
-    async def commit_round(self, meta: RegionMeta, upto: int) -> None:
-        """Tell every node of the region that all writes up to ``upto`` are committed.
-        A node that cannot be told is taken out of the region's placements (until it is
-        rebuilt): it might hold a staged copy it would never learn was committed."""
-        nodes = [n for slab in meta.slabs for n, _ in slab if n]
+    async def commit_round(self, meta: RegionMeta, upto: int, everyone: bool = False) -> None:
+        """Tell the nodes that staged writes up to ``upto`` (``everyone``: all the region's)
+        that they are committed. One that cannot be told leaves the region's placements
+        until rebuilt: it might hold a staged copy it would never learn was committed."""
+        done = [v for v in self.dirty if v <= upto]
+        placed = {n for slab in meta.slabs for n, _ in slab if n}
+        nodes = placed if everyone else placed & set().union(*(self.dirty[v] for v in done))
         self.told = max(self.told, upto)
         answers = await self.host.io.broadcast(nodes, wire.Commit(meta.id, upto, self.base))
         failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
@@ -199,6 +201,7 @@ class WriterSession(Writer):
                 ", ".join(sorted(failed)),
                 detail,
             )
+        self.dirty = {v: n for v, n in self.dirty.items() if v > upto}
         self.committed_upto(upto)
         await self._confirm(upto)
 

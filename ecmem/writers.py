@@ -145,6 +145,7 @@ class Writer:
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
     # stripe -> (newest page patch not yet folded into the stripe, how many there are)
     patched: dict[int, tuple[int, int]] = field(default_factory=dict)
+    dirty: dict[int, set[str]] = field(default_factory=dict)  # version -> nodes it staged on
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
     unmarked: Pending = field(default_factory=list)  # staged writes' stripes, to be recorded
@@ -225,6 +226,8 @@ class Writer:
 
     def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
         self.inflight.discard(stamp.version)
+        if stamp.nodes:
+            self.dirty[stamp.version] = stamp.nodes
         if not ok:
             self.failed.add(stamp.version)
         if ok:

@@ -121,8 +121,8 @@ def registers(
                 except ecmem.EcmemError as exc:
                     # The outcome of a failed write is unknown (it may be recovered later)
                     # unless the client says it never happened; its epoch is the writer's.
-                    w = cl.async_client.writer_of(region)
-                    epoch = w.epoch if w is not None else epoch
+                    with contextlib.suppress(ecmem.EcmemError):  # the lease may be gone
+                        epoch = cl.async_client.writer_of(region).epoch
                     fenced = isinstance(exc, ecmem.Fenced)
                     kind = INFO if exc.retriable or fenced else FAIL
                     with lock:

@@ -89,3 +89,16 @@ def test_restart_empty_fails_on_a_build_that_reads_not_found_as_holes(tmp_path: 
     assert any("zeros where data was written" in p for p in report["problems"]), report["problems"][
         :5
     ]
+
+
+def test_page_log_smoke(tmp_path: Path) -> None:
+    numbers = run(tmp_path, "page-log", 14, 64)["numbers"]
+    assert numbers["pages_written"] == 16 and numbers["pages_lost"] == 0
+
+
+def test_page_log_fails_on_a_build_that_acknowledges_patches_early(tmp_path: Path) -> None:
+    """With patches acknowledged once the fragment's node alone holds them, killing that
+    node loses acknowledged page writes, and the scenario names them."""
+    report = run(tmp_path, "page-log", 14, 64, "--break", "early-ack", passes=False)
+    assert report["numbers"]["pages_lost"] > 0
+    assert any("acknowledged page write" in p for p in report["problems"]), report["problems"][:5]
