@@ -31,6 +31,7 @@ from .errors import (
     RegionExists,
     RegionNotFound,
     RemoteError,
+    WriteInDoubt,
 )
 from .policy import ECPolicy, ReplicationPolicy, parse_policy
 from .regionfile import RegionFile
@@ -65,6 +66,7 @@ __all__ = [
     "RegionNotFound",
     "RegionStat",
     "RemoteError",
+    "WriteInDoubt",
     "ReplicationPolicy",
     "connect",
     "parse_policy",

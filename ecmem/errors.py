@@ -136,6 +136,15 @@ class Fenced(EcmemError):
     code = "FENCED"
 
 
+class WriteInDoubt(EcmemError):
+    """A write failed after parts of it reached nodes: the region's next writer keeps it
+    if enough of it is there, or drops it. Read its bytes back to know; the next write
+    reopens the region."""
+
+    code = "IN_DOUBT"
+    retriable = True
+
+
 class DataUnavailableError(EcmemError):
     """Too many fragments of a stripe are lost or damaged to rebuild it.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
@@ -13,7 +14,7 @@ from .errors import EcmemError, NotEnoughNodesError
 from .layout import Layout
 from .meta.catalog import MetadataStore
 from .meta.model import NodeInfo, RegionMeta
-from .placement import Candidate, place_slabs
+from .placement import Candidate, place_slabs, replacement
 
 Placement = list[tuple[str, str]]
 
@@ -87,3 +88,28 @@ class Members:
                 return self.meta.get_region(meta.name)[0]
             raise
         return meta
+
+
+def handoff_holder(
+    live: dict[str, NodeInfo],
+    draining: set[str],
+    suspect: Callable[[str], bool],
+    meta: RegionMeta,
+    slab: int,
+    failed: str,
+) -> tuple[str, str]:
+    """A live node outside the slab to take over the slot ``failed`` held, by the
+    placement rules; ("", "") if none qualifies (the slot is left vacant)."""
+    layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+    members = {n for n, _ in meta.slabs[slab]}
+    cands = [
+        Candidate(n.id, n.failure_domain or n.id, n.free)
+        for n in live.values()
+        if not suspect(n.id) and n.id not in draining
+    ]
+    domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
+    try:
+        pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
+    except NotEnoughNodesError:
+        return ("", "")
+    return (pick, live[pick].incarnation)

@@ -16,17 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import extents, folding, wire
-from .errors import ClusterError, CoordinationError, NodeUnavailable, NotEnoughNodesError
+from .errors import (
+    ClusterError,
+    CoordinationError,
+    EcmemError,
+    Fenced,
+    NodeUnavailable,
+    WriteInDoubt,
+)
 from .layout import Layout
+from .members import handoff_holder
 from .meta import lease
 from .meta.model import RegionMeta
-from .placement import Candidate, replacement
 from .recovery import (
     Pending,
     Staged,
@@ -270,21 +276,8 @@ class WriterSession(Writer):
 
     def _handoff(self, meta: RegionMeta, slab: int, index: int, failed: str) -> RegionMeta:
         host = self.host
-        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        live = host.meta.live_nodes()
-        members = {n for n, _ in meta.slabs[slab]}
-        draining = set(host.meta.draining())
-        cands = [
-            Candidate(n.id, n.failure_domain or n.id, n.free)
-            for n in live.values()
-            if not host.pool.is_suspect(n.id) and n.id not in draining
-        ]
-        domains = [live[n].failure_domain or n for n in members if n in live and n != failed]
-        try:
-            pick = replacement(cands, members, domains, layout.slab_fragment_bytes, random.Random())
-            holder = (pick, live[pick].incarnation)
-        except NotEnoughNodesError:
-            holder = ("", "")
+        live, draining = host.meta.live_nodes(), set(host.meta.draining())
+        holder = handoff_holder(live, draining, host.pool.is_suspect, meta, slab, failed)
         # The new holder may have held this slot before and missed writes since: all
         # its committed copies are at or below a commit point sent, and every write it
         # gets from here on is newer (not yet staged everywhere, so not yet committed).
@@ -421,6 +414,11 @@ class WriterSession(Writer):
                 await self._mark_written(first, last + 1, stamp.version)
             except BaseException as exc:
                 self.finish(stamp, False, str(exc))
+                doubt = isinstance(exc, EcmemError) and not (
+                    exc.retriable or isinstance(exc, Fenced)
+                )
+                if stamp.nodes and doubt:
+                    raise WriteInDoubt(f"{exc} (parts of it reached nodes)") from exc
                 raise
             self.finish(stamp, True)
         return stamp.version
