@@ -4,7 +4,8 @@ Small writes at scattered offsets would each cost a read-modify-write of a whole
 stripe on the nodes. The mount keeps such writes here instead, as the byte
 ranges written within each stripe, and writes each touched stripe back once, on
 fsync, on close, or when the cache holds ``limit`` bytes: a stripe the writes
-cover wholly goes out as it is, any other is read once and merged. Like a page
+cover wholly goes out as it is; one with a few pages overwritten goes range by
+range (page patches on the nodes); any other is read once and merged. Like a page
 cache: unsynced writes are lost if the mount dies, and fsync is the promise.
 """
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Awaitable, Callable
 
+# A stripe whose cached writes are at most 1/SMALL of it, all inside the file, is stored
+# range by range (page patches) instead of read and written whole.
+SMALL = 8
 Load = Callable[[int, int], Awaitable[bytes]]  # (offset, length) -> bytes (short at the end)
 Store = Callable[[int, memoryview], Awaitable[None]]  # (offset, bytes) -> stored
 
@@ -127,7 +131,13 @@ class StripeCache:
         for s in sorted(self.stripes):
             ext = self.stripes[s]
             length = min(sd, end - s * sd)
-            if length > 0:
+            inside = s * sd + ext.starts[-1] + len(ext.data[-1]) <= size if ext.starts else False
+            if length > 0 and inside and ext.nbytes <= sd // SMALL:
+                # A few pages overwritten: each range goes as it is (a page patch on the
+                # nodes), nothing read.
+                for at, data in zip(ext.starts, ext.data, strict=True):
+                    await self.store(s * sd + at, memoryview(data))
+            elif length > 0:
                 if ext.covers(length):
                     buf = ext.data[0]
                 else:  # read once what the writes did not cover, then lay them over it
