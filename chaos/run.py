@@ -46,8 +46,7 @@ BREAKS = {
     ),
     "slice-stale-parity": (
         "ECMEM_UNSAFE_SLICE_STALE_PARITY",
-        "small overwrites go as slices (no page patches) that leave parity as it was: "
-        "page-writes",
+        "small overwrites go as slices (no page patches) that leave parity as it was: page-writes",
     ),
     "early-ack": (
         "ECMEM_UNSAFE_EARLY_ACK",
