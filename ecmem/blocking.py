@@ -58,9 +58,25 @@ class BlockingConnection:
 
     def request(self, msg: wire.Message, into: memoryview | None = None) -> wire.Message:
         """One request, one reply; with ``into``, a Get's bytes land in it directly."""
+        return self.receive(self.send(msg), msg, into)
+
+    def send(self, msg: wire.Message) -> int:
+        """Send a request (several nodes' at once, then each one's ``receive``)."""
         req_id = next(self._ids) & 0xFFFFFFFF
         try:
             self.sock.sendall(b"".join(bytes(b) for b in wire.encode(msg, req_id)))
+        except OSError as exc:
+            self.close()
+            raise NodeUnavailable(
+                f"node {self.node_id} at {self.address}: {exc}", node=self.node_id
+            ) from exc
+        return req_id
+
+    def receive(
+        self, req_id: int, msg: wire.Message | None = None, into: memoryview | None = None
+    ) -> wire.Message:
+        """The reply to request ``req_id`` (``msg``, for a Get's bytes to land ``into``)."""
+        try:
             self._recv_exactly(memoryview(self._head))
             header = wire.parse_header(self._head, wire.DEFAULT_MAX_PAYLOAD)
             meta_raw = bytearray(header.meta_len)

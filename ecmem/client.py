@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-from . import aio, wire
+from . import aio, fastwrite, wire
 from .blocking import BlockingPool
 from .errors import ClosedError, NodeTimeout, NodeUnavailable
 from .memtune import tune_malloc
@@ -134,7 +134,29 @@ class Client:
         return self._run(self._inner.pread(name, offset, length))
 
     def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        with self._lock:
+            if self._fast_write(name, offset, view):
+                return view.nbytes
         return self._run(self._inner.pwrite(name, offset, data))
+
+    def _fast_write(self, name: str, offset: int, data: memoryview) -> bool:
+        """A page write over blocking sockets (ecmem/fastwrite.py); False if it must go
+        the asyncio way (then nothing was done)."""
+        inner = self._inner
+        meta = inner.cached_meta(name)
+        if meta is None or not inner.holds(name) or offset < 0 or offset + data.nbytes > meta.size:
+            return False
+        w = inner.writer_of(name)
+        got = fastwrite.page_write(self._fast, inner.io, w, inner.view(meta), offset, data)
+        if got is None:
+            return False
+        stamp, ok = got
+        if not ok:
+            self._run(fastwrite.restage(w, meta, offset, data, stamp))
+        if not fastwrite.commit(self._fast, w, meta, stamp.version):
+            self._run(w.commit(stamp.version))
+        return True
 
     def pwritev(
         self, name: str, writes: Iterable[tuple[int, bytes | bytearray | memoryview]]

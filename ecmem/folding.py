@@ -29,6 +29,7 @@ class Session(Protocol):
     """What folding needs of a writer session (ecmem/writer.py)."""
 
     host: Any
+    answered: set[str]
     patched: dict[int, tuple[int, int]]
     latest: dict[int, int]
     inflight: set[int]
@@ -80,11 +81,14 @@ async def fold_recovered(
     layout = view.layout
     for stripe in stripes:
         base = bases.get(stripe, 0)
+        reached = sum(1 for n, _ in view.placement(stripe) if n and n in w.answered)
         try:
+            if reached < view.durable_minimum():
+                raise NodeUnavailable(f"{reached} of its nodes answered, too few to write it")
             data, _ = await w.host.io.read_degraded(view, stripe, base, lay=False)
-        except DataUnavailableError as exc:
-            # Unreadable now: its patches stay where they are (a later writer folds them
-            # once it reads again), and this one writes the stripe only whole.
+        except (DataUnavailableError, NodeUnavailable) as exc:
+            # Its patches stay where they are (a later writer folds them), and this one
+            # writes the stripe only whole meanwhile.
             newest = max(p.version for p in patches if p.stripe == stripe and p.version <= kept)
             w.patched[stripe] = (newest, 0)
             log.warning(

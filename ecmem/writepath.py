@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from crc32c import crc32c
 
 from . import checksum, wire
+from .conn import NodeConnection
 from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
 from .layout import column
 from .pagelog import log_indexes, patch_target
@@ -36,6 +37,22 @@ PAGE_PATCHES = os.environ.get("ECMEM_PAGE_PATCHES", "1") != "0"
 
 class StripeIO(ReadPath):
     """Stripe reads (ReadPath) and writes of one client, over its connection pool."""
+
+    async def _stage(
+        self, node_id: str, msg: wire.Message, stamp: Stamp
+    ) -> tuple[NodeConnection, wire.Message]:
+        """Send a part of write ``stamp`` to be staged, noting where it may have landed
+        (a node that did not refuse it): a write that fails after landing anywhere is in
+        doubt (the next writer's recovery may keep it)."""
+        stamp.nodes.add(node_id)
+        try:
+            conn, reply = await self.pool.request(node_id, msg)
+        except BaseException:
+            stamp.landed.add(node_id)
+            raise
+        if not isinstance(reply, wire.Error):
+            stamp.landed.add(node_id)
+        return conn, reply
 
     async def write_stripe(
         self,
@@ -78,8 +95,7 @@ class StripeIO(ReadPath):
                 base,
                 parts[i],
             )
-            stamp.nodes.add(node_id)
-            conn, reply = await self.pool.request(node_id, msg)
+            conn, reply = await self._stage(node_id, msg, stamp)
             if conn.incarnation != incarnation:
                 raise NodeUnavailable(
                     f"node {node_id} restarted without its data; its fragments of region "
@@ -130,10 +146,12 @@ class StripeIO(ReadPath):
                 detail,
             )
             return
+        if staged < layout.policy.k and stripe not in stamp.patched_somewhere:
+            stamp.doomed = True  # recovery needs k fragments of every stripe: never kept
         msg = (
             f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
             f"stored ({staged} of {len(parts)} fragments, {view.durable_minimum()} needed: "
-            f"{detail}); it was not applied"
+            f"{detail})"
         )
         first_error = next(iter(errors.values()))
         err: EcmemError
@@ -229,9 +247,8 @@ class StripeIO(ReadPath):
                 base,
                 part,
             )
-            stamp.nodes.add(node_id)
             try:
-                conn, reply = await self.pool.request(node_id, msg)
+                conn, reply = await self._stage(node_id, msg, stamp)
             except NodeUnavailable:
                 return False
             if conn.incarnation != incarnation:
@@ -244,30 +261,41 @@ class StripeIO(ReadPath):
         done = await asyncio.gather(*(put(i) for i in range(pol.width)))
         return all(done)
 
+    def patch_plan(
+        self, view: RegionView, stripe: int, start: int, length: int
+    ) -> tuple[int, int, list[int]] | None:
+        """(data fragment, byte in it, fragment indexes to send to) for a write of bytes
+        [start, start+length) of a stripe's data that can go as a page patch; None if it
+        cannot: not one data fragment's bytes, the stripe never written, or a slot of it
+        vacant, partial or suspect. A stripe with a node out is written whole instead,
+        which hands that node's fragment off (patches alone would never touch it, and
+        the stripe would stay degraded)."""
+        layout = view.layout
+        target = patch_target(layout, start, length)
+        if target is None or not PAGE_PATCHES or not view.is_written(stripe):
+            return None
+        slab = layout.slab_of(stripe)
+        if any(
+            not node or self.pool.is_suspect(node) or (slab, i) in view.partial
+            for i, (node, _) in enumerate(view.placement(stripe))
+        ):
+            return None
+        index, at = target
+        logs = log_indexes(layout, index)
+        return index, at, logs[:1] if UNSAFE_EARLY_ACK else logs
+
     async def write_patch(
         self, view: RegionView, stripe: int, start: int, data: memoryview, stamp: Stamp
     ) -> bool:
         """Overwrite ``data`` at ``start`` of a stripe's data as one page patch, staged on
         the data fragment's node and the stripe's parity nodes (ecmem/pagelog.py). False
-        when it cannot go so (not one data fragment's bytes, a log node out, suspect,
-        moved or without the stripe): the caller writes it another way, same version."""
-        layout = view.layout
-        target = patch_target(layout, start, len(data))
-        if target is None or not PAGE_PATCHES or not view.is_written(stripe):
+        when it cannot go so (``patch_plan``, or a node refused or did not answer): the
+        caller writes it another way, at the same version."""
+        plan = self.patch_plan(view, stripe, start, len(data))
+        if plan is None:
             return False
-        index, at = target
+        index, at, logs = plan
         placement = view.placement(stripe)
-        slab = layout.slab_of(stripe)
-        logs = log_indexes(layout, index)
-        if UNSAFE_EARLY_ACK:
-            logs = logs[:1]
-        if any(
-            not placement[i][0]
-            or self.pool.is_suspect(placement[i][0])
-            or (slab, i) in view.partial
-            for i in logs
-        ):
-            return False
         first, last, end = stamp.write
         lac, base = stamp.commit()
         crc = crc32c(data)
@@ -277,9 +305,8 @@ class StripeIO(ReadPath):
             msg = wire.Patch(
                 view.id, stripe, index, i, stamp.version, at, crc, first, last, end, lac, base, data
             )
-            stamp.nodes.add(node_id)
             try:
-                conn, reply = await self.pool.request(node_id, msg)
+                conn, reply = await self._stage(node_id, msg, stamp)
             except NodeUnavailable:
                 return False
             if conn.incarnation != incarnation:
@@ -289,7 +316,10 @@ class StripeIO(ReadPath):
             raise_for(view, node_id, reply)
             return True
 
-        return all(await asyncio.gather(*(send(i) for i in logs)))
+        done = all(await asyncio.gather(*(send(i) for i in logs)))
+        if stamp.landed & {placement[i][0] for i in logs}:
+            stamp.patched_somewhere.add(stripe)  # one copy of a patch is enough to keep it
+        return done
 
     async def write(
         self,

@@ -64,6 +64,7 @@ class WriterSession(Writer):
     growing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     unconfirmed: set[int] = field(default_factory=set, repr=False, compare=False)
     unlost: list[tuple[int, int, int]] = field(default_factory=list, repr=False, compare=False)
+    answered: set[str] = field(default_factory=set, repr=False, compare=False)  # fenced nodes
 
     # -- taking a region over ---------------------------------------------------------
 
@@ -109,7 +110,7 @@ class WriterSession(Writer):
         answers = await self.host.io.broadcast(
             [n for slab in slabs for n, _ in slab if n], wire.Fence(meta.id, self.epoch)
         )
-        fenced, lac = set(), 0
+        fenced, lac = self.answered, 0
         for node, reply in answers.items():
             if isinstance(reply, wire.Error) and reply.code == wire.E_FENCED:
                 self.fence_off(reply.message)
@@ -181,10 +182,7 @@ class WriterSession(Writer):
         """Tell the nodes that staged writes up to ``upto`` (``everyone``: all the region's)
         that they are committed. One that cannot be told leaves the region's placements
         until rebuilt: it might hold a staged copy it would never learn was committed."""
-        done = [v for v in self.dirty if v <= upto]
-        placed = {n for slab in meta.slabs for n, _ in slab if n}
-        nodes = placed if everyone else placed & set().union(*(self.dirty[v] for v in done))
-        self.told = max(self.told, upto)
+        nodes = self.commit_targets(meta, upto, everyone)
         answers = await self.host.io.broadcast(nodes, wire.Commit(meta.id, upto, self.base))
         failed = {n: r for n, r in answers.items() if not isinstance(r, wire.Ok)}
         for reply in failed.values():
@@ -207,7 +205,6 @@ class WriterSession(Writer):
                 ", ".join(sorted(failed)),
                 detail,
             )
-        self.dirty = {v: n for v, n in self.dirty.items() if v > upto}
         self.committed_upto(upto)
         await self._confirm(upto)
 
@@ -417,7 +414,7 @@ class WriterSession(Writer):
                 doubt = isinstance(exc, EcmemError) and not (
                     exc.retriable or isinstance(exc, Fenced)
                 )
-                if stamp.nodes and doubt:
+                if stamp.landed and doubt and not stamp.doomed:
                     raise WriteInDoubt(f"{exc} (parts of it reached nodes)") from exc
                 raise
             self.finish(stamp, True)

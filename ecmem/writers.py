@@ -53,6 +53,10 @@ class StripeLocks:
             self._tail[stripe] = mine
         return Ticket(self, first, last, before, mine)
 
+    def busy(self, stripe: int) -> bool:
+        """Is a write of this stripe queued or under way?"""
+        return stripe in self._tail
+
     def forget(self, first: int, last: int, mine: asyncio.Future[None]) -> None:
         """No write queues behind ``mine`` on these stripes any more."""
         for stripe in range(first, last + 1):
@@ -253,7 +257,18 @@ class Writer:
             await self.changed.wait()
         self.check()
 
+    def commit_targets(self, meta: RegionMeta, upto: int, everyone: bool = False) -> set[str]:
+        """The nodes a commit round up to ``upto`` goes to: those of the region's placement
+        sent a part of a write it covers (``everyone``: all of them)."""
+        placed = {n for slab in meta.slabs for n, _ in slab if n}
+        self.told = max(self.told, upto)
+        if everyone:
+            return placed
+        return placed & set().union(*(n for v, n in self.dirty.items() if v <= upto))
+
     def committed_upto(self, upto: int) -> None:
+        """A commit round up to ``upto`` succeeded."""
+        self.dirty = {v: n for v, n in self.dirty.items() if v > upto}
         self.committed = max(self.committed, upto)
         for stripe in [s for s, v in self.latest.items() if v <= self.committed]:
             del self.latest[stripe]
