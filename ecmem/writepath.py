@@ -54,6 +54,23 @@ class StripeIO(ReadPath):
             stamp.landed.add(node_id)
         return conn, reply
 
+    async def _stage_part(
+        self, view: RegionView, node_id: str, incarnation: str, msg: wire.Message, stamp: Stamp
+    ) -> bool:
+        """Stage a slice or a patch: False if the node could not take it (unreachable,
+        restarted, without the fragment it goes into, full), so the caller writes the
+        stripe whole instead; raises on anything else (fenced)."""
+        try:
+            conn, reply = await self._stage(node_id, msg, stamp)
+        except NodeUnavailable:
+            return False
+        if conn.incarnation != incarnation:
+            return False
+        if isinstance(reply, wire.Error) and reply.code in (wire.E_NOT_FOUND, wire.E_NO_SPACE):
+            return False
+        raise_for(view, node_id, reply)
+        return True
+
     async def write_stripe(
         self,
         view: RegionView,
@@ -247,16 +264,7 @@ class StripeIO(ReadPath):
                 base,
                 part,
             )
-            try:
-                conn, reply = await self._stage(node_id, msg, stamp)
-            except NodeUnavailable:
-                return False
-            if conn.incarnation != incarnation:
-                return False
-            if isinstance(reply, wire.Error) and reply.code in (wire.E_NOT_FOUND, wire.E_NO_SPACE):
-                return False
-            raise_for(view, node_id, reply)
-            return True
+            return await self._stage_part(view, node_id, incarnation, msg, stamp)
 
         done = await asyncio.gather(*(put(i) for i in range(pol.width)))
         return all(done)
@@ -305,16 +313,7 @@ class StripeIO(ReadPath):
             msg = wire.Patch(
                 view.id, stripe, index, i, stamp.version, at, crc, first, last, end, lac, base, data
             )
-            try:
-                conn, reply = await self._stage(node_id, msg, stamp)
-            except NodeUnavailable:
-                return False
-            if conn.incarnation != incarnation:
-                return False
-            if isinstance(reply, wire.Error) and reply.code in (wire.E_NOT_FOUND, wire.E_NO_SPACE):
-                return False
-            raise_for(view, node_id, reply)
-            return True
+            return await self._stage_part(view, node_id, incarnation, msg, stamp)
 
         done = all(await asyncio.gather(*(send(i) for i in logs)))
         if stamp.landed & {placement[i][0] for i in logs}:
