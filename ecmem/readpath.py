@@ -129,7 +129,7 @@ class ReadPath:
             seen: Seen = (0, 0, 0)
             for (_, _, n, pos), o in zip(ranges, outcomes, strict=True):
                 if isinstance(o, Got):
-                    seen = (o.version, *o.extent)
+                    seen = (o.seen, *o.extent)
                 else:
                     out[pos : pos + n] = bytes(n)
             return seen
@@ -184,7 +184,9 @@ class ReadPath:
                 second.cancel()
         if isinstance(outcome, Got):
             out[:length] = scratch
-            outcome = Got(outcome.version, out[:length], outcome.extent)
+            outcome = Got(
+                outcome.version, out[:length], outcome.extent, outcome.pending, outcome.patched
+            )
         return outcome
 
     async def read_column(
@@ -231,6 +233,9 @@ class ReadPath:
                     return None
                 cells = bytearray(cells)
                 lay_patches(layout, cells, lo, width, found)
+                if found:  # seen as of its newest patch (its write's extent unknown here)
+                    winner = max(v for v, _, _, _ in found)
+                    spans[winner] = (stripe, 1)
             for index, off, n, pos in ranges:
                 at = index * width + off - policy.header - lo
                 out[pos : pos + n] = cells[at : at + n]
@@ -300,6 +305,8 @@ class ReadPath:
                 cells = bytearray(data)
                 lay_patches(layout, cells, 0, layout.chunk, found)
                 data = bytes(cells)
+                if found:  # seen as of its newest patch (its write's extent unknown here)
+                    seen = (max(v for v, _, _, _ in found), stripe, 1)
             return data, seen
         if not by_version and not want and view.pending_version(stripe):
             # Its first write is staged but not yet committed (or was lost since): a

@@ -99,6 +99,12 @@ class Got:
     data: memoryview
     extent: tuple[int, int] = (0, 0)  # the stripes its write covered: (first, count)
     pending: int = 0  # page patches of the stripe newer than ``version`` not laid over
+    patched: int = 0  # the newest page patch laid over (``extent`` is then its write's)
+
+    @property
+    def seen(self) -> int:
+        """The write a reader has seen of the stripe: its version, or a newer patch's."""
+        return max(self.version, self.patched)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +201,7 @@ def check_reply(
         return Missing()
     extent = (reply.wfirst, reply.wcount)
     if isinstance(payload, tuple):
-        return Got(reply.version, payload[1], extent, reply.pending)
+        return Got(reply.version, payload[1], extent, reply.pending, reply.patched)
     rel = offset - reply.first_page * checksum.PAGE
     data = memoryview(payload)[rel : rel + length]
     if len(data) != length:
@@ -203,7 +209,7 @@ def check_reply(
     if into is not None:
         into[:] = data
         data = into
-    return Got(reply.version, data, extent, reply.pending)
+    return Got(reply.version, data, extent, reply.pending, reply.patched)
 
 
 Replacer = Callable[["RegionView", int, int, str], Awaitable[bool]]

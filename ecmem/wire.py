@@ -366,6 +366,7 @@ class Data(Message):
     wfirst: int  # the stripes its write covered: wcount from wfirst (0: not known)
     wcount: int
     pending: int  # patches of the stripe newer than ``version`` this node did not lay over
+    patched: int  # the newest patch it laid over (0: none); wfirst, wcount are then its write's
     payload: bytes | bytearray | memoryview | tuple[memoryview, ...] = b""
 
 

@@ -165,10 +165,15 @@ class StripeIO(ReadPath):
             return
         if staged < layout.policy.k and stripe not in stamp.patched_somewhere:
             stamp.doomed = True  # recovery needs k fragments of every stripe: never kept
+        fate = (
+            "it was not applied"
+            if stamp.doomed
+            else "the region's next writer keeps it if enough of it is still there, or drops it"
+        )
         msg = (
             f"region {view.name!r} slab {layout.slab_of(stripe)} stripe {stripe}: write not "
             f"stored ({staged} of {len(parts)} fragments, {view.durable_minimum()} needed: "
-            f"{detail})"
+            f"{detail}); {fate}"
         )
         first_error = next(iter(errors.values()))
         err: EcmemError

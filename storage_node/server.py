@@ -82,6 +82,7 @@ class NodeServer:
                     max(wfirst, 0),
                     wcount,
                     r.pending,
+                    r.patched,
                     r.data,
                 )
             if isinstance(msg, wire.Patch):

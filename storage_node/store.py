@@ -62,6 +62,7 @@ class ReadResult:
     data: memoryview | tuple[memoryview, ...]
     write: tuple[int, int, int] = (-1, -1, 0)
     pending: int = 0  # patches of the stripe newer than this version not laid over it
+    patched: int = 0  # the newest patch laid over (``write`` is then its write's)
 
 
 def _check_arrival(
@@ -388,13 +389,15 @@ class FragmentStore(PatchStore):
         else:
             data = (memoryview(frag.data)[lo:], _zero_view(hi - stored))
         visible = self.patches_of(region, stripe, None, frag.version, asof)
-        if visible and not raw:
-            patched = overlay(data, lo, [p for p in visible if p.index == index])
-            if patched is not None:
-                crcs = checksum.page_crcs_padded(patched, hi - lo, page)
-                data = memoryview(patched)
-            visible = [p for p in visible if p.index != index]
-        return ReadResult(frag.version, size, first, crcs, data, frag.write, len(visible))
+        mine = [p for p in visible if p.index == index] if not raw else []
+        patched = overlay(data, lo, mine)
+        if patched is not None:
+            crcs = checksum.page_crcs_padded(patched, hi - lo, page)
+            data = memoryview(patched)
+        # Readers see the stripe as of its newest patch laid over, for torn-read checks.
+        write, newest = (mine[-1].write, mine[-1].version) if mine else (frag.write, 0)
+        pending = len(visible) - len(mine)
+        return ReadResult(frag.version, size, first, crcs, data, write, pending, newest)
 
     # -- fencing --------------------------------------------------------------------
 

@@ -64,7 +64,8 @@ def feed(proto: FrameProtocol, data: bytes, rng: random.Random) -> None:
 
 def test_many_frames_any_split() -> None:
     msgs = [
-        wire.Data(i, 10, 0, b"", 0, 0, 0, bytes([i % 256]) * (i * 997 % 300000)) for i in range(40)
+        wire.Data(i, 10, 0, b"", 0, 0, 0, 0, bytes([i % 256]) * (i * 997 % 300000))
+        for i in range(40)
     ]
     stream = b"".join(wire.encode_bytes(m, i) for i, m in enumerate(msgs))
     for seed in range(5):

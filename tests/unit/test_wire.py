@@ -29,7 +29,7 @@ SAMPLES: list[wire.Message] = [
     wire.Corrupt("r1", 0, 1, "flip", 9),
     wire.Ping(),
     wire.Ok({"a": 1, "b": "x"}),
-    wire.Data(7, 1000, 0, b"\x00" * 8, 3, 2, 1, b"x" * 1000),
+    wire.Data(7, 1000, 0, b"\x00" * 8, 3, 2, 1, 9, b"x" * 1000),
     wire.Error("NOT_FOUND", "no such fragment"),
     wire.Listing([["r1", 0, 0, 1, 10]]),
 ]
