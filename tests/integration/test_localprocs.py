@@ -42,7 +42,8 @@ def test_a_server_that_exits_at_start_is_tried_on_another_port(tmp_path: Path) -
     pids, spawn = _spawner(tmp_path / "logs", fail_first=1)
     pid, port = launch_zookeeper(tmp_path / "zk", tmp_path / "logs", spawn)
     try:
-        assert len(pids) == 2 and pid == pids[1]
+        # Retried past the server that exited (a real one may exit at start too, as on CI).
+        assert len(pids) >= 2 and pid == pids[-1]
         assert zk_ok(port)
     finally:
         assert stop(pid, str(tmp_path / "zk" / "zoo.cfg"))
