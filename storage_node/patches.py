@@ -49,6 +49,7 @@ class PatchBook:
 
     stripes: dict[int, list[Patch]] = field(default_factory=dict)
     size: int = 0  # bytes held
+    swept: tuple[int, int] = (0, 0)  # (epoch, base) of the last commit that dropped old ones
 
     def add(self, stripe: int, patch: Patch) -> Patch | None:
         """Keep ``patch``; returns the one of the same version and index it replaced."""
@@ -123,6 +124,7 @@ class PatchStore:
 
     capacity: int
     used: int
+    fencing: bool
     patch_listeners: list[PatchListener]
 
     def region(self, region: str) -> Any:
@@ -159,13 +161,21 @@ class PatchStore:
             )
         if lac:
             self.commit(region, lac, base)
+        st = self.region(region)
+        if wire.epoch_of(version) < wire.epoch_of(st.lac) and self.fencing:
+            # A newer writer's commit point is here though its fence was missed: this
+            # patch would escape the sweep of the old epoch's writes.
+            raise StoreError(
+                wire.E_FENCED,
+                f"region {region}: a writer of epoch {wire.epoch_of(st.lac)} took over; "
+                f"this writer's epoch {wire.epoch_of(version)} is fenced off",
+            )
         if self.used + len(data) > self.capacity:
             raise StoreError(
                 wire.E_NO_SPACE,
                 f"node is full: {self.used} of {self.capacity} bytes used, {len(data)} more "
                 "asked; add nodes or free regions",
             )
-        st = self.region(region)
         if (stripe, holder) not in st.committed and (stripe, holder) not in st.staged:
             raise StoreError(
                 wire.E_NOT_FOUND,
@@ -176,9 +186,9 @@ class PatchStore:
         old = st.patches.add(stripe, patch)
         self.used += len(data) - (len(old.data) if old is not None else 0)
         self._patched("add", region, stripe, [patch])
-        folded = [f.version for (s, _), f in st.committed.items() if s == stripe]
-        if folded and max(folded) >= version:
-            self.trim(region, st, stripe, max(folded))  # folded already: nothing to keep
+        folded = st.committed.get((stripe, holder))
+        if folded is not None and folded.version >= version:
+            self.trim(region, st, stripe, folded.version)  # folded already: nothing to keep
 
     def patches_of(
         self, region: str, stripe: int, index: int | None, after: int, asof: int
@@ -199,6 +209,21 @@ class PatchStore:
         """A fragment of ``stripe`` is committed here at ``upto``: patches up to it are
         folded into the stripe."""
         self._dropped(region, st.patches.drop([stripe], lambda p: p.version <= upto))
+
+    def sweep_patches(self, region: str, st: Any, epoch: int) -> None:
+        """Drop patches of epochs older than ``epoch`` that the region's recovery did not
+        keep (above ``st.base``). Once per (epoch, base): no older epoch's patch is taken
+        after a newer epoch's commit point."""
+        if st.patches.swept == (epoch, st.base):
+            return
+        base = st.base
+        self.drop_patches(
+            region,
+            st,
+            st.patches.stripes,
+            lambda p: wire.epoch_of(p.version) < epoch and p.version > base,
+        )
+        st.patches.swept = (epoch, base)
 
     def drop_patches(
         self, region: str, st: Any, stripes: Iterable[int], which: Callable[[Patch], bool]

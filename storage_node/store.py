@@ -304,12 +304,7 @@ class FragmentStore(PatchStore):
             self._drop_staged(region, st, key, lambda v: wire.epoch_of(v) < epoch and v > st.base)
             if key in st.staged and st.staged[key][0].version <= st.lac:
                 self._promote(region, st, key)
-        self.drop_patches(
-            region,
-            st,
-            st.patches.stripes,
-            lambda p: wire.epoch_of(p.version) < epoch and p.version > st.base,
-        )
+        self.sweep_patches(region, st, epoch)
         self._state_changed(region, st)
         return st.lac
 

@@ -139,6 +139,18 @@ def test_recovery_discards_staged_patches_and_older_epochs_beyond_the_base() -> 
     assert s.patches_of("r", 0, None, 0, E2) == [] and s.used == FRAG
 
 
+def test_a_node_that_missed_the_fence_refuses_an_old_epoch_patch_after_a_newer_commit() -> None:
+    s = store_with_stripe()
+    s.commit("r", E2, base=E1 + 1)  # the new writer's commit point, its fence missed here
+    assert s.region("r").epoch == 1
+    with pytest.raises(StoreError) as err:
+        patch(s, E1 + 5, 0, b"stale writer")
+    assert err.value.code == wire.E_FENCED and s.patches_of("r", 0, None, 0, E2 + 9) == []
+    patch(s, E2 + 1, 0, b"new writer")  # the same check lets the new epoch's patches in
+    s.commit("r", E2 + 1)
+    assert [p.data for p in s.patches_of("r", 0, None, 0, 0)] == [b"new writer"]
+
+
 def test_deleting_stripes_drops_their_patches() -> None:
     s = store_with_stripe()
     patch(s, E1 + 2, 0, b"abc")
