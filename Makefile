@@ -57,11 +57,12 @@ fio: setup
 		tests/integration/test_fio.py
 
 # Long runs: the chaos scenarios on namespaced hosts (SEED=N replays one; reports in
-# chaos/out/), then 500 seeded writer crashes.
+# chaos/out/), then 500 seeded writer crashes and 50 with M of the region's nodes
+# killed under the writer.
 SEED ?=
 chaos: setup
 	$(BIN)/python -m chaos.run --mib 1024 $(if $(SEED),--seed $(SEED))
-	ECMEM_CRASH_RUNS=500 $(BIN)/python -m pytest -q -p no:cacheprovider -s --timeout 3600 \
+	ECMEM_CRASH_RUNS=500 ECMEM_CRASH_KILL_RUNS=50 $(BIN)/python -m pytest -q -p no:cacheprovider -s --timeout 3600 \
 		tests/integration/test_crash_consistency.py
 
 lint: $(STAMP)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from crc32c import crc32c
 
-from . import wire
+from . import pagelog, wire
 from .blocking import BlockingConnection, BlockingPool
 from .errors import NodeUnavailable
 from .meta.model import RegionMeta
-from .pagelog import FOLD_AFTER
 from .stripes import RegionView, Stamp
 from .writepath import StripeIO
 from .writer import WriterSession
@@ -41,7 +40,7 @@ def page_write(
     busy = w.inflight or w.unpublished or w.unconfirmed or w.unlost or w.stripes.busy(stripe)
     if w.state is not State.WRITING or w.lost or busy or start + n > layout.stripe_data:
         return None
-    if w.patched.get(stripe, (0, 0))[1] + 1 >= FOLD_AFTER:
+    if w.patched.get(stripe, (0, 0))[1] + 1 >= pagelog.FOLD_AFTER:
         return None  # the asyncio way folds the stripe after this write
     plan = io.patch_plan(view, stripe, start, n)
     if plan is None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from . import wire
+from . import pagelog, wire
 from .errors import DataUnavailableError, NodeUnavailable
 from .layout import Layout
 from .meta.model import RegionMeta
-from .pagelog import FOLD_AFTER, PatchEntry, lay_patches
+from .pagelog import PatchEntry, lay_patches
 from .recovery import Staged
 from .stripes import RegionView, Stamp
 from .writers import Ticket
@@ -163,7 +163,7 @@ async def rewrite(
 
 def due(w: Session) -> list[int]:
     """Stripes this writer has patched FOLD_AFTER times or more since they were folded."""
-    return [s for s, (_, count) in w.patched.items() if count >= FOLD_AFTER]
+    return [s for s, (_, count) in w.patched.items() if count >= pagelog.FOLD_AFTER]
 
 
 async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:

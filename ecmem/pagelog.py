@@ -11,6 +11,7 @@ that decodes the fragment around that node lays them itself, from any parity nod
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from . import wire
 from .layout import Layout
@@ -18,6 +19,9 @@ from .policy import ECPolicy
 
 # Patches a stripe may gather before the writer folds it (rewrites it whole).
 FOLD_AFTER = 64
+# Bytes of patches a writer may leave unfolded in a region: past it, it folds the
+# stripes holding most of them (down to half) before it takes more page writes.
+UNFOLDED_MAX = 64 << 20
 
 PatchEntry = tuple[int, int, int, bytes]  # version, fragment index, byte in fragment, bytes
 
@@ -62,3 +66,52 @@ def complete(k: int, answered: Iterable[int]) -> bool:
     parity node holds all of them, a data node its own fragment's."""
     got = set(answered)
     return any(i >= k for i in got) or all(i in got for i in range(k))
+
+
+@dataclass
+class Unfolded:
+    """A writer's page patches not folded yet, by stripe: (newest version, count,
+    bytes), and the bytes of all of them."""
+
+    stripes: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    total: int = 0
+
+    def add(self, stripe: int, version: int, nbytes: int) -> None:
+        newest, count, held = self.stripes.get(stripe, (0, 0, 0))
+        self.stripes[stripe] = (max(newest, version), count + 1, held + nbytes)
+        self.total += nbytes
+
+    def folded(self, stripe: int) -> None:
+        """The stripe was written whole (or as a slice): its patches went with it."""
+        self.total -= self.stripes.pop(stripe, (0, 0, 0))[2]
+
+    def stuck(self, stripe: int, newest: int) -> None:
+        """Patches another writer left on the stripe that cannot be folded now: the
+        stripe is written whole (not patched) until they are. Not counted in ``total``:
+        this writer did not write them."""
+        self.folded(stripe)
+        self.stripes[stripe] = (newest, 0, 0)
+
+    def newest(self, stripe: int) -> int:
+        return self.stripes.get(stripe, (0, 0, 0))[0]
+
+    def count(self, stripe: int) -> int:
+        return self.stripes.get(stripe, (0, 0, 0))[1]
+
+    def full(self, fold_after: int, bound: int) -> bool:
+        """Would one more patch need a fold first (``due`` says of which stripes)?"""
+        return self.total >= bound
+
+    def due(self, fold_after: int, bound: int) -> list[int]:
+        """Stripes to fold now: those with ``fold_after`` patches or more and, while all
+        of them hold ``bound`` bytes or more, those holding most, down to half of it."""
+        out = [s for s, (_, count, _) in self.stripes.items() if count >= fold_after]
+        left = self.total - sum(self.stripes[s][2] for s in out)
+        if self.total >= bound:
+            for s, (_, _, held) in sorted(self.stripes.items(), key=lambda e: -e[1][2]):
+                if left <= bound // 2:
+                    break
+                if s not in out and held:
+                    out.append(s)
+                    left -= held
+        return sorted(out)

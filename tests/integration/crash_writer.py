@@ -1,11 +1,16 @@
 """A writer for the crash-consistency test: streams seeded writes, prints each ack.
 
-    python crash_writer.py ZK CLUSTER REGION SEED MODE
+    python crash_writer.py ZK CLUSTER REGION SEED MODE [FOLD_AFTER]
 
 MODE "pwrite": every pwrite is acknowledged when it returns. MODE "pwritev": batches of
 1 to 8 writes, each batch acknowledged when its pwritev returns. MODE "file": writes go
 through a region file (stored in the background) and are acknowledged, all those
-before it, by each flush. Prints "ack SEQ" after each acknowledgement.
+before it, by each flush. Prints "ack SEQ" after each acknowledgement. A write that
+fails with a retriable error (nodes killed under it: in doubt, or unavailable for a
+moment) is tried again, as an application would: the same bytes at the same offset.
+A region file's flush that fails stops the writer (its stores are not retried).
+FOLD_AFTER (default the library's) folds a stripe after that many page patches, so
+that a kill often lands while a stripe is folded.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import random
 import struct
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from crc32c import crc32c
 
@@ -39,22 +45,38 @@ def apply(model: bytearray, offset: int, data: bytes) -> None:
     model[offset : offset + len(data)] = data
 
 
-def main() -> None:
+def retried(call: Callable[[], object]) -> None:
     import ecmem
 
+    for attempt in range(40):
+        try:
+            call()
+            return
+        except ecmem.EcmemError as exc:
+            if not exc.retriable or attempt == 39:
+                raise
+            time.sleep(0.25)
+
+
+def main() -> None:
+    import ecmem
+    from ecmem import pagelog
+
     zk, cluster, region, seed, mode = sys.argv[1:6]
+    if len(sys.argv) > 6:
+        pagelog.FOLD_AFTER = int(sys.argv[6])
     cl = ecmem.connect(zk, cluster=cluster, session_timeout=1.0)
     stream = writes(int(seed))
     if mode == "pwrite":
         for seq, (offset, data) in enumerate(stream):
-            cl.pwrite(region, offset, data)
+            retried(lambda: cl.pwrite(region, offset, data))  # noqa: B023 (called at once)
             print(f"ack {seq}", flush=True)
     elif mode == "pwritev":
         sizes = random.Random(int(seed) + 1)
         done = 0
         while True:
             batch = [next(stream) for _ in range(sizes.randint(1, 8))]
-            cl.pwritev(region, batch)
+            retried(lambda: cl.pwritev(region, batch))  # noqa: B023 (called at once)
             done += len(batch)
             print(f"ack {done - 1}", flush=True)
     else:
@@ -63,7 +85,13 @@ def main() -> None:
                 f.seek(offset)
                 f.write(data)
                 if seq % 4 == 3:
-                    f.flush()
+                    try:
+                        f.flush()
+                    except ecmem.EcmemError as exc:
+                        # A region file's failed store stays failed (it is not retried):
+                        # wait for the kill with what was acknowledged.
+                        print(f"stopped {exc.code}", flush=True)
+                        time.sleep(3600)
                     print(f"ack {seq}", flush=True)
 
 

@@ -1,5 +1,8 @@
 """A writer SIGKILLed at a random moment leaves a prefix of its writes, at least up to
-the last one it was told was acknowledged. Seeded: a failure names its seed."""
+the last one it was told was acknowledged: while it folds page patches (one run in
+four folds a stripe every two patches), and with M of the region's nodes, the log
+nodes of its first data fragment, SIGKILLed under it. Seeded: a failure names its
+seed."""
 
 from __future__ import annotations
 
@@ -10,39 +13,64 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import TestCluster
+from tests.conftest import make_cluster
+from tests.harness import TestCluster, region_nodes
 from tests.integration.crash_writer import apply, writes
 
 pytestmark = pytest.mark.integration
 WRITER = Path(__file__).with_name("crash_writer.py")
 RUNS = int(os.environ.get("ECMEM_CRASH_RUNS", "50"))
+KILL_RUNS = int(os.environ.get("ECMEM_CRASH_KILL_RUNS", "6"))
 
 
-def run_once(cluster: TestCluster, cl, seed: int) -> str:  # type: ignore[no-untyped-def]
+def _acks(proc: subprocess.Popen[str], acked: int, until: float) -> int:
+    """The last ack the writer printed by ``until`` (or until it exits)."""
+    assert proc.stdout is not None
+    while time.monotonic() < until and proc.poll() is None:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, until - time.monotonic()))
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith("ack "):
+                acked = int(line.split()[1])
+    return acked
+
+
+def run_once(  # type: ignore[no-untyped-def]
+    cluster: TestCluster, cl, seed: int, kill_nodes: bool = False
+) -> str:
     rng = random.Random(seed)
     mode = ("file", "pwrite", "pwritev")[seed % 3]
-    region = f"crash/{seed}"
+    folds = seed % 4 == 0
+    region = f"crash/{seed}{'k' if kill_nodes else ''}"
     cl.create_region(region, 0, "ec:4+2", chunk=16 * 1024, slab_size="1MiB")
     proc = subprocess.Popen(
-        [sys.executable, str(WRITER), cluster.zk, cluster.name, region, str(seed), mode],
+        [sys.executable, str(WRITER), cluster.zk, cluster.name, region, str(seed), mode]
+        + (["2"] if folds else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     assert proc.stdout is not None
-    acked = -1
-    deadline = time.monotonic() + 1.0 + rng.random() * 2.0  # import and connect take ~1s
-    while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if ready:
-            line = proc.stdout.readline()
-            if line.startswith("ack "):
-                acked = int(line.split()[1])
+    # Import and connect take ~1s.
+    acked = _acks(proc, -1, time.monotonic() + 1.0 + rng.random() * 2.0)
+    victims: list[str] = []
+    after = ""
+    if kill_nodes:
+        end = time.monotonic() + 10
+        while acked < 0 and time.monotonic() < end and proc.poll() is None:
+            acked = _acks(proc, acked, time.monotonic() + 0.1)  # its slab is placed by then
+        holders = region_nodes(cl, region)
+        victims = [holders[0], holders[4]]  # data fragment 0's node and a parity node
+        cluster.kill(*victims, wait_gone=False)
+        before = acked
+        acked = _acks(proc, acked, time.monotonic() + 0.5 + rng.random() * 1.5)
+        after = f", {acked - before} acked after"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     for line in proc.stdout:  # acks printed before the kill landed
@@ -51,6 +79,17 @@ def run_once(cluster: TestCluster, cl, seed: int) -> str:  # type: ignore[no-unt
     assert proc.stderr is not None
     err = proc.stderr.read()
     assert "Traceback" not in err, f"seed {seed}: the writer failed on its own:\n{err}"
+    try:
+        how = f"seed {seed} ({mode}{', folding' if folds else ''}"
+        how += f", killed {','.join(victims)}{after})" if victims else ")"
+        return _check(cl, region, seed, acked, how)
+    finally:
+        if victims:
+            cluster.restart(*victims)  # empty: the next run has every node again
+            cl.delete_region(region)
+
+
+def _check(cl, region: str, seed: int, acked: int, how: str) -> str:  # type: ignore[no-untyped-def]
     # The next writer recovers on open (once the killed one's session, and lease, expire).
     with cl.open(region, "r+b", timeout=20):
         pass
@@ -63,12 +102,12 @@ def run_once(cluster: TestCluster, cl, seed: int) -> str:  # type: ignore[no-unt
     # writes since the last flush.
     for extra in range(0, 9):
         if got == model:
-            return f"seed {seed} ({mode}): acked {acked}, region = first {acked + 1 + extra}"
+            return f"{how}: acked {acked}, region = first {acked + 1 + extra}"
         apply(model, *next(stream))
     raise AssertionError(
-        f"seed {seed} ({mode}): region is not a prefix of the writes that includes every "
+        f"{how}: region is not a prefix of the writes that includes every "
         f"acknowledged one (last acked: {acked}); {_nearest(got, seed, acked)}; replay "
-        f"with ECMEM_CRASH_SEED={seed}"
+        f"with ECMEM_CRASH_SEED={seed}{' and -k killed' if 'killed' in how else ''}"
     )
 
 
@@ -99,6 +138,28 @@ def test_crash_leaves_a_prefix(cluster: TestCluster) -> None:
     try:
         for seed in seeds:
             outcomes.append(run_once(cluster, cl, seed))
+    finally:
+        cl.close()
+    print("\n".join(outcomes))
+    assert len(outcomes) == len(seeds)
+
+
+@pytest.fixture(scope="module")
+def eight(zk_hosts: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
+    """Eight nodes: a region's six and two to hand its slots to when two of them die."""
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=8)
+    yield c
+    c.down()
+
+
+def test_crash_with_m_log_nodes_killed_leaves_a_prefix(eight: TestCluster) -> None:
+    cl = eight.client()
+    only = os.environ.get("ECMEM_CRASH_SEED")
+    seeds = [int(only)] if only else list(range(1, KILL_RUNS + 1))
+    outcomes = []
+    try:
+        for seed in seeds:
+            outcomes.append(run_once(eight, cl, seed, kill_nodes=True))
     finally:
         cl.close()
     print("\n".join(outcomes))
