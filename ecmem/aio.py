@@ -262,6 +262,15 @@ class AsyncClient:
         w = self._writers.get(name)
         if w is not None:
             await w.commit(upto)
+            await self._fold(name, w)
+
+    async def _fold(self, name: str, w: WriterSession) -> None:
+        """Fold the stripes due (many page patches, or too many bytes of them)."""
+        if folding.due(w):
+            async with self._lock(name):
+                meta = await self.regions.get(name)
+                await asyncio.gather(*(folding.fold(w, meta, s) for s in folding.due(w)))
+            await w.commit()
 
     async def writer_done(self, name: str) -> None:
         """A region file opened for writing was closed."""
@@ -380,11 +389,7 @@ class AsyncClient:
             await w.wait_ready(version)
             await self.publish_size(name, end)
         await w.commit(version)
-        if folding.due(w):  # stripes that gathered many page patches: rewrite them whole
-            async with self._lock(name):
-                meta = await self.regions.get(name)
-                await asyncio.gather(*(folding.fold(w, meta, s) for s in folding.due(w)))
-            await w.commit()
+        await self._fold(name, w)
         return sum(d.nbytes for _, d in items)
 
     async def truncate(self, name: str, size: int) -> None:

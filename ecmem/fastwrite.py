@@ -40,8 +40,8 @@ def page_write(
     busy = w.inflight or w.unpublished or w.unconfirmed or w.unlost or w.stripes.busy(stripe)
     if w.state is not State.WRITING or w.lost or busy or start + n > layout.stripe_data:
         return None
-    if w.patched.get(stripe, (0, 0))[1] + 1 >= pagelog.FOLD_AFTER:
-        return None  # the asyncio way folds the stripe after this write
+    if w.patched.count(stripe) + 1 >= pagelog.FOLD_AFTER or w.patched.total >= pagelog.UNFOLDED_MAX:
+        return None  # the asyncio way folds after this write
     plan = io.patch_plan(view, stripe, start, n)
     if plan is None:
         return None
@@ -77,7 +77,7 @@ def page_write(
     if stamp.landed:
         stamp.patched_somewhere.add(stripe)
     if ok:
-        stamp.patches.add(stripe)
+        stamp.patches[stripe] = n
         w.finish(stamp, True)
     return stamp, ok
 

@@ -17,7 +17,7 @@ from . import pagelog, wire
 from .errors import DataUnavailableError, NodeUnavailable
 from .layout import Layout
 from .meta.model import RegionMeta
-from .pagelog import PatchEntry, lay_patches
+from .pagelog import PatchEntry, Unfolded, lay_patches
 from .recovery import Staged
 from .stripes import RegionView, Stamp
 from .writers import Ticket
@@ -30,7 +30,7 @@ class Session(Protocol):
 
     host: Any
     answered: set[str]
-    patched: dict[int, tuple[int, int]]
+    patched: Unfolded
     latest: dict[int, int]
     inflight: set[int]
 
@@ -90,7 +90,7 @@ async def fold_recovered(
             # Its patches stay where they are (a later writer folds them), and this one
             # writes the stripe only whole meanwhile.
             newest = max(p.version for p in patches if p.stripe == stripe and p.version <= kept)
-            w.patched[stripe] = (newest, 0)
+            w.patched.stuck(stripe, newest)
             log.warning(
                 "region %s stripe %d: its page patches cannot be folded now (%s); the "
                 "stripe is written whole until they are",
@@ -162,8 +162,10 @@ async def rewrite(
 
 
 def due(w: Session) -> list[int]:
-    """Stripes this writer has patched FOLD_AFTER times or more since they were folded."""
-    return [s for s, (_, count) in w.patched.items() if count >= pagelog.FOLD_AFTER]
+    """Stripes this writer must fold now: those it patched FOLD_AFTER times or more
+    since they were folded, and while its unfolded patches hold UNFOLDED_MAX bytes or
+    more, those holding most of them."""
+    return w.patched.due(pagelog.FOLD_AFTER, pagelog.UNFOLDED_MAX)
 
 
 async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
@@ -175,7 +177,7 @@ async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
     try:
         await ticket.ready()
         view = w.host.regions.view(meta)
-        newest = w.patched.get(stripe, (0, 0))[0]
+        newest = w.patched.newest(stripe)
         data, _ = await w.host.io.read_degraded(view, stripe, w.latest.get(stripe, 0), newest)
         return await rewrite(w, view, stripe, data, meta.size, ticket.stamp)
     except BaseException as exc:

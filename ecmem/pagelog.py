@@ -98,18 +98,15 @@ class Unfolded:
     def count(self, stripe: int) -> int:
         return self.stripes.get(stripe, (0, 0, 0))[1]
 
-    def full(self, fold_after: int, bound: int) -> bool:
-        """Would one more patch need a fold first (``due`` says of which stripes)?"""
-        return self.total >= bound
-
     def due(self, fold_after: int, bound: int) -> list[int]:
         """Stripes to fold now: those with ``fold_after`` patches or more and, while all
-        of them hold ``bound`` bytes or more, those holding most, down to half of it."""
+        of them hold ``bound`` bytes or more, those holding most, down to 7/8 of it (a
+        fold rewrites a whole stripe: a writer pauses for a few at a time)."""
         out = [s for s, (_, count, _) in self.stripes.items() if count >= fold_after]
         left = self.total - sum(self.stripes[s][2] for s in out)
         if self.total >= bound:
             for s, (_, _, held) in sorted(self.stripes.items(), key=lambda e: -e[1][2]):
-                if left <= bound // 2:
+                if left <= bound - bound // 8:
                     break
                 if s not in out and held:
                     out.append(s)

@@ -226,7 +226,7 @@ class Stamp:
     latest: Callable[[int], int]  # stripe -> version to read it at (0: committed)
     # stripe -> the newest page patch this writer staged on it and not yet folded (0: none)
     patched: Callable[[int], int] = lambda _stripe: 0
-    patches: set[int] = field(default_factory=set)  # stripes this write went to as patches
+    patches: dict[int, int] = field(default_factory=dict)  # stripe -> bytes sent as a patch
     may_patch: bool = True  # False for a fold: it rewrites the stripe whole
     nodes: set[str] = field(default_factory=set)  # nodes sent a part of it to stage
     landed: set[str] = field(default_factory=set)  # of those, the ones that did not refuse

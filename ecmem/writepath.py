@@ -351,7 +351,7 @@ class StripeIO(ReadPath):
                 and stamp.may_patch
                 and await self.write_patch(view, stripe, start, chunk, stamp)
             ):
-                stamp.patches.add(stripe)
+                stamp.patches[stripe] = length
                 return
             # A patched stripe is written whole, its patches with it (a slice would leave
             # the parity of the other patched columns behind).

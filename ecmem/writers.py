@@ -28,6 +28,7 @@ from .conn import ConnectionPool
 from .errors import Fenced, ProtocolError
 from .meta.catalog import MetadataStore
 from .meta.model import NodeInfo, RegionMeta
+from .pagelog import Unfolded
 from .recovery import Pending
 from .regions import RegionCache
 from .stripes import Stamp
@@ -147,8 +148,7 @@ class Writer:
     inflight: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)  # writes that failed: commit barriers
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
-    # stripe -> (newest page patch not yet folded into the stripe, how many there are)
-    patched: dict[int, tuple[int, int]] = field(default_factory=dict)
+    patched: Unfolded = field(default_factory=Unfolded)  # page patches not yet folded
     dirty: dict[int, set[str]] = field(default_factory=dict)  # version -> nodes it staged on
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
@@ -225,7 +225,7 @@ class Writer:
             (first, last, end),
             self.commit_point,
             lambda stripe: self.latest.get(stripe, 0),
-            lambda stripe: self.patched.get(stripe, (0, 0))[0],
+            self.patched.newest,
         )
 
     def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
@@ -238,11 +238,10 @@ class Writer:
             first, last, _ = stamp.write
             for stripe in range(first, last + 1):
                 if stripe in stamp.patches:
-                    newest, count = self.patched.get(stripe, (0, 0))
-                    self.patched[stripe] = (max(newest, stamp.version), count + 1)
+                    self.patched.add(stripe, stamp.version, stamp.patches[stripe])
                 else:  # written whole or as a slice: any patches went with it
                     self.latest[stripe] = stamp.version
-                    self.patched.pop(stripe, None)
+                    self.patched.folded(stripe)
         else:
             # Later writes must not be committed past a hole: stop here, and let the next
             # writer's recovery keep what is whole.

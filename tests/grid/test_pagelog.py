@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
 from crc32c import crc32c
 
 from ecmem import pagelog, wire
@@ -105,6 +106,49 @@ async def test_a_stripe_patched_often_is_folded_by_its_writer(grid: Grid) -> Non
     left = sum(len(ps) for ps in patches_on(grid, meta).values())
     assert left <= 3 * 3  # the fold took the first FOLD_AFTER; three at most since
     assert await (await grid.client()).pread("r", 0, SD) == model
+
+
+async def test_unfolded_patch_bytes_stay_under_their_bound(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagelog, "UNFOLDED_MAX", 5 * 4096)
+    c = await grid.client()
+    meta, model = await region(c, stripes=8)
+    w = c._writers["r"]
+    for i in range(24):  # one page per stripe at a time: no stripe reaches FOLD_AFTER
+        off = (i % 8) * SD + (i * 4096) % SD
+        data = os.urandom(4096)
+        await c.pwrite("r", off, data)
+        model[off : off + 4096] = data
+        assert w.patched.total < pagelog.UNFOLDED_MAX
+        held = sum(len(data) for ps in patches_on_bytes(grid, meta) for data in ps)
+        assert held <= 3 * pagelog.UNFOLDED_MAX  # M+1 copies of what is unfolded
+    assert await (await grid.client()).pread("r", 0, 8 * SD) == model
+
+
+async def test_a_region_file_s_flushes_fold_what_its_page_writes_left(grid: Grid) -> None:
+    c = await grid.client()
+    meta, model = await region(c, stripes=1)
+    await c.release("r")
+    async with c.open("r", "r+b") as f:
+        for i in range(pagelog.FOLD_AFTER + 3):
+            data = os.urandom(100)
+            off = (i * 4096) % SD
+            await f.seek(off)
+            await f.write(data)
+            await f.flush()  # each one a page patch, committed
+            model[off : off + 100] = data
+        w = c._writers["r"]
+        assert w.patched.count(0) < pagelog.FOLD_AFTER
+    left = sum(len(ps) for ps in patches_on(grid, meta).values())
+    assert left <= 3 * 3
+    assert await (await grid.client()).pread("r", 0, SD) == model
+
+
+def patches_on_bytes(grid: Grid, meta: RegionMeta) -> list[list[bytes]]:
+    return [
+        [p.data for _, p in n.store.region(meta.id).patches.entries()] for n in grid.holders(meta)
+    ]
 
 
 async def test_patches_a_dead_writer_left_are_kept_from_one_copy_and_folded(grid: Grid) -> None:

@@ -41,7 +41,7 @@ def test_page_writes_take_the_blocking_path_and_read_back(cluster: TestCluster) 
             model[off : off + 4096] = page
         assert calls == 0  # every one went the blocking way
         w = inner.writer_of("pw/fast")
-        assert w.patched and w.committed >= w.version and not w.inflight
+        assert w.patched.stripes and w.committed >= w.version and not w.inflight
         with cluster.client() as reader:
             assert reader.pread("pw/fast", 0, 2 * SD) == model
 
