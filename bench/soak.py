@@ -1,11 +1,12 @@
 """make soak: many acknowledged 4 KiB writes to one region, watching memory.
 
 Writes N blocks of 4 KiB at random offsets of a 64 MiB region (ec:4+2 with
-16 KiB stripes, so each write rewrites one small stripe) through the blocking
-client, and reports the write rate and the peak resident memory of the client
-and of the storage nodes as it goes: staged fragments are committed and
-released as the commit point moves, so memory must stay flat. Writes
-bench/out/soak.json.
+16 KiB stripes: each write is a page patch of one data fragment, on 3 nodes)
+through the blocking client, and reports the write rate, the peak resident
+memory of the client and of the storage nodes, and the writer's unfolded patch
+bytes as it goes: patches are folded into their stripes (after 64 on a stripe,
+or once the unfolded bytes reach their bound) and dropped, so memory must stay
+flat and the unfolded bytes under their bound. Writes bench/out/soak.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ecmem  # noqa: E402
+from ecmem import pagelog  # noqa: E402
 from ecmem.localcluster import LocalCluster  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -50,8 +52,10 @@ def main() -> int:
             block = os.urandom(4096)
             rng = random.Random(1)
             start = last = time.perf_counter()
+            peak = 0  # unfolded patch bytes, after every write
             for i in range(1, args.writes + 1):
                 cl.pwrite("soak", rng.randrange(SPAN // 4096) * 4096, block)
+                peak = max(peak, cl.async_client.writer_of("soak").patched.total)
                 if i % args.every == 0 or i == args.writes:
                     now = time.perf_counter()
                     sample = {
@@ -59,6 +63,7 @@ def main() -> int:
                         "ops_per_s": args.every / (now - last) if i % args.every == 0 else 0.0,
                         "client_rss_mib": psutil.Process().memory_info().rss >> 20,
                         "node_rss_mib": max(p.memory_info().rss for p in nodes) >> 20,
+                        "unfolded_peak_kib": peak >> 10,
                     }
                     last = now
                     samples.append(sample)
@@ -72,12 +77,16 @@ def main() -> int:
         "ops_per_s": args.writes / elapsed,
         "client_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
         "node_peak_rss_mib": max(s["node_rss_mib"] for s in samples),
+        "unfolded_peak_kib": max(s["unfolded_peak_kib"] for s in samples),
+        "unfolded_bound_kib": pagelog.UNFOLDED_MAX >> 10,
         "samples": samples,
     }
     (OUT / "soak.json").write_text(json.dumps(result, indent=2))
     print(
         f"{args.writes} writes in {elapsed:.0f}s ({result['ops_per_s']:.0f}/s); peak RSS: "
-        f"client {result['client_peak_rss_mib']} MiB, nodes {result['node_peak_rss_mib']} MiB"
+        f"client {result['client_peak_rss_mib']} MiB, nodes {result['node_peak_rss_mib']} MiB; "
+        f"unfolded patches at most {result['unfolded_peak_kib']} KiB (bound "
+        f"{result['unfolded_bound_kib']} KiB)"
     )
     return 0
 

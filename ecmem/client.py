@@ -136,33 +136,42 @@ class Client:
     def pwrite(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         with self._lock:
-            if self._fast_write(name, offset, view):
+            if self._fast_write(name, [(offset, view)]):
                 return view.nbytes
         return self._run(self._inner.pwrite(name, offset, data))
-
-    def _fast_write(self, name: str, offset: int, data: memoryview) -> bool:
-        """A page write over blocking sockets (ecmem/fastwrite.py); False if it must go
-        the asyncio way (then nothing was done)."""
-        inner = self._inner
-        meta = inner.cached_meta(name)
-        if meta is None or not inner.holds(name) or offset < 0 or offset + data.nbytes > meta.size:
-            return False
-        w = inner.writer_of(name)
-        got = fastwrite.page_write(self._fast, inner.io, w, inner.view(meta), offset, data)
-        if got is None:
-            return False
-        stamp, ok = got
-        if not ok:
-            self._run(fastwrite.restage(w, meta, offset, data, stamp))
-        if not fastwrite.commit(self._fast, w, meta, stamp.version):
-            self._run(w.commit(stamp.version))
-        return True
 
     def pwritev(
         self, name: str, writes: Iterable[tuple[int, bytes | bytearray | memoryview]]
     ) -> int:
         """Write each (offset, bytes) at once; returns when all are committed together."""
-        return self._run(self._inner.pwritev(name, writes))
+        items = [(off, m) for off, d in writes if (m := memoryview(d).cast("B")).nbytes]
+        if items:
+            with self._lock:
+                if self._fast_write(name, items):
+                    return sum(d.nbytes for _, d in items)
+        return self._run(self._inner.pwritev(name, items))
+
+    def _fast_write(self, name: str, items: list[tuple[int, memoryview]]) -> bool:
+        """Page writes over blocking sockets (ecmem/fastwrite.py); False if they must go
+        the asyncio way (then nothing was done)."""
+        inner = self._inner
+        meta = inner.cached_meta(name)
+        if meta is None or not inner.holds(name):
+            return False
+        if any(off < 0 or off + d.nbytes > meta.size for off, d in items):
+            return False
+        w = inner.writer_of(name)
+        view = inner.view(meta)
+        pages = fastwrite.plan(inner.io, w, view, items)
+        if pages is None:
+            return False
+        if not fastwrite.send(self._fast, w, view, pages):
+            self._run(fastwrite.restage(w, meta, pages))
+        last = pages[-1].stamp
+        assert last is not None
+        if not fastwrite.commit(self._fast, w, meta, last.version):
+            self._run(w.commit(last.version))
+        return True
 
     def release(self, name: str) -> None:
         """Give up the write lease that pwrite or truncate took on a region."""

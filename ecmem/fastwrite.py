@@ -1,16 +1,24 @@
-"""A page write from the blocking client without the event loop.
+"""Page writes from the blocking client without the event loop.
 
-A write of a few pages inside one data fragment goes as a page patch to M+1 nodes and
-is then committed on them: two round trips. Through the event loop each costs a loop
+Writes of a few pages each inside one data fragment go as page patches to M+1 nodes
+and are then committed on them. Through the event loop each round trip costs a loop
 run, tasks and wake-ups; over the blocking client's plain sockets, a send to each node
-and a receive from each. Only when the writer is idle (nothing in flight or queued,
-nothing to record in ZooKeeper, no fold due) and the stripe whole and answering; the
-protocol is the writer's own (``Writer.begin``, ``finish``, ``commit_targets``,
-``committed_upto``, ``StripeIO.patch_plan``). Anything else, or any trouble, goes the
-asyncio way, with the same version.
+and a receive from each. A ``pwritev`` of many pages sends them in rounds, each round
+at most one page per stripe and all its patches pipelined on the nodes' connections,
+then commits them together.
+
+Only when the writer is idle (nothing in flight or queued, nothing to record in
+ZooKeeper, no fold due) and every stripe whole and answering; the protocol is the
+writer's own (``Writer.begin``, ``finish``, ``commit_targets``, ``committed_upto``,
+``StripeIO.patch_plan``). Anything else, or any trouble, goes the asyncio way, with
+the versions taken.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from crc32c import crc32c
 
@@ -24,73 +32,126 @@ from .writer import WriterSession
 from .writers import State
 
 
-def page_write(
-    fast: BlockingPool,
-    io: StripeIO,
-    w: WriterSession,
-    view: RegionView,
-    offset: int,
-    data: memoryview,
-) -> tuple[Stamp, bool] | None:
-    """Send ``data`` at ``offset`` as a page patch: (its write, whether every node took
-    it), or None if this write cannot go so (nothing was sent, no version taken)."""
+@dataclass
+class PageWrite:
+    offset: int
+    data: memoryview
+    stripe: int
+    index: int  # the data fragment it patches
+    at: int  # byte in that fragment
+    logs: list[int]  # fragment indexes whose nodes keep it
+    stamp: Stamp | None = None
+    done: bool = False  # staged on every one of its nodes
+
+
+def plan(
+    io: StripeIO, w: WriterSession, view: RegionView, items: Sequence[tuple[int, memoryview]]
+) -> list[PageWrite] | None:
+    """The page writes ``items`` become, or None if they cannot all go this way."""
     layout = view.layout
-    stripe, start = divmod(offset, layout.stripe_data)
-    n = data.nbytes
-    busy = w.inflight or w.unpublished or w.unconfirmed or w.unlost or w.stripes.busy(stripe)
-    if w.state is not State.WRITING or w.lost or busy or start + n > layout.stripe_data:
+    busy = w.inflight or w.unpublished or w.unconfirmed or w.unlost
+    if w.state is not State.WRITING or w.lost or busy:
         return None
-    if w.patched.count(stripe) + 1 >= pagelog.FOLD_AFTER or w.patched.total >= pagelog.UNFOLDED_MAX:
-        return None  # the asyncio way folds after this write
-    plan = io.patch_plan(view, stripe, start, n)
-    if plan is None:
+    out = []
+    for offset, data in items:
+        stripe, start = divmod(offset, layout.stripe_data)
+        if start + data.nbytes > layout.stripe_data or w.stripes.busy(stripe):
+            return None
+        p = io.patch_plan(view, stripe, start, data.nbytes)
+        if p is None:
+            return None
+        out.append(PageWrite(offset, data, stripe, *p))
+    per_stripe = Counter(p.stripe for p in out)
+    if any(w.patched.count(s) + n >= pagelog.FOLD_AFTER for s, n in per_stripe.items()):
+        return None  # the asyncio way folds after these writes
+    if w.patched.total + sum(p.data.nbytes for p in out) >= pagelog.UNFOLDED_MAX:
         return None
-    index, at, logs = plan
-    stamp = w.begin(stripe, stripe, offset + n)
-    first, last, end = stamp.write
-    lac, base = stamp.commit()
-    crc = crc32c(data)
-    placement = view.placement(stripe)
-    sent: list[tuple[BlockingConnection, int, str]] = []
-    ok = True
-    for i in logs:
-        node, incarnation = placement[i]
-        msg = wire.Patch(
-            view.id, stripe, index, i, stamp.version, at, crc, first, last, end, lac, base, data
-        )
-        stamp.nodes.add(node)
-        try:
-            conn = fast.get(node)
-            sent.append((conn, conn.send(msg), incarnation))
-        except NodeUnavailable:
-            ok = False
-    for conn, req, incarnation in sent:
+    return out
+
+
+def rounds(pages: Sequence[PageWrite]) -> list[list[PageWrite]]:
+    """Pages in rounds, in order, a stripe at most once a round: a page of a round that
+    fails is then the newest write of its stripe sent, to be written another way at
+    its version with nothing newer of its stripe staged."""
+    out: list[list[PageWrite]] = []
+    seen: Counter[int] = Counter()
+    for p in pages:
+        r = seen[p.stripe]
+        seen[p.stripe] += 1
+        if r == len(out):
+            out.append([])
+        out[r].append(p)
+    return out
+
+
+def send(fast: BlockingPool, w: WriterSession, view: RegionView, pages: list[PageWrite]) -> bool:
+    """Take versions for ``pages`` in order and send them round by round; stops after
+    a round with trouble. True if every page is staged on all its nodes; those not are
+    for ``restage``."""
+    for p in pages:
+        p.stamp = w.begin(p.stripe, p.stripe, p.offset + p.data.nbytes)
+    for batch in rounds(pages):
+        if not _round(fast, w, view, batch):
+            return False
+    return True
+
+
+def _round(fast: BlockingPool, w: WriterSession, view: RegionView, batch: list[PageWrite]) -> bool:
+    sent: list[tuple[int, BlockingConnection, int, str]] = []
+    failed: set[int] = set()
+    for n, p in enumerate(batch):
+        stamp = p.stamp
+        assert stamp is not None
+        first, last, end = stamp.write
+        lac, base = stamp.commit()
+        crc = crc32c(p.data)
+        placement = view.placement(p.stripe)
+        for i in p.logs:
+            node, incarnation = placement[i]
+            msg = wire.Patch(
+                view.id, p.stripe, p.index, i, stamp.version, p.at, crc, first, last, end, lac,
+                base, p.data,
+            )  # fmt: skip
+            stamp.nodes.add(node)
+            try:
+                conn = fast.get(node)
+                sent.append((n, conn, conn.send(msg), incarnation))
+            except NodeUnavailable:
+                failed.add(n)
+    for n, conn, req, incarnation in sent:
+        stamp = batch[n].stamp
+        assert stamp is not None
         try:
             reply = conn.receive(req)
         except NodeUnavailable:
             stamp.landed.add(conn.node_id)  # no answer: it may have staged it
-            ok = False
+            failed.add(n)
             continue
         if not isinstance(reply, wire.Error):
             stamp.landed.add(conn.node_id)
-        ok = ok and conn.incarnation == incarnation and isinstance(reply, wire.Ok)
-    if stamp.landed:
-        stamp.patched_somewhere.add(stripe)
-    if ok:
-        stamp.patches[stripe] = n
-        w.finish(stamp, True)
-    return stamp, ok
+        if conn.incarnation != incarnation or not isinstance(reply, wire.Ok):
+            failed.add(n)
+    for n, p in enumerate(batch):
+        stamp = p.stamp
+        assert stamp is not None
+        if stamp.landed:
+            stamp.patched_somewhere.add(p.stripe)
+        if n not in failed:
+            stamp.patches[p.stripe] = p.data.nbytes
+            w.finish(stamp, True)
+            p.done = True
+    return not failed
 
 
-async def restage(
-    w: WriterSession, meta: RegionMeta, offset: int, data: memoryview, stamp: Stamp
-) -> None:
-    """Write a page write the blocking way could not finish the asyncio way, at the
-    version it took (nothing else is queued: the writer was idle)."""
-    stripe = offset // w.host.regions.view(meta).layout.stripe_data
-    ticket = w.stripes.enqueue(stripe, stripe)
-    ticket.stamp = stamp
-    await w.overwrite(ticket, offset, data, meta.size)
+async def restage(w: WriterSession, meta: RegionMeta, pages: list[PageWrite]) -> None:
+    """Write the pages the blocking way did not finish the asyncio way, in order, at the
+    versions they took (nothing else is queued: the writer was idle)."""
+    for p in pages:
+        if p.done or p.stamp is None:
+            continue
+        ticket = w.stripes.enqueue(p.stripe, p.stripe)
+        ticket.stamp = p.stamp
+        await w.overwrite(ticket, p.offset, p.data, meta.size)
 
 
 def commit(fast: BlockingPool, w: WriterSession, meta: RegionMeta, version: int) -> bool:

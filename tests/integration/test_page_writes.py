@@ -46,6 +46,36 @@ def test_page_writes_take_the_blocking_path_and_read_back(cluster: TestCluster) 
             assert reader.pread("pw/fast", 0, 2 * SD) == model
 
 
+def test_pwritev_of_many_pages_goes_in_rounds_of_one_page_a_stripe(cluster: TestCluster) -> None:
+    with cluster.client() as cl:
+        cl.create_region("pw/vec", 0, "ec:4+2", chunk=CHUNK)
+        model = bytearray(os.urandom(4 * SD))
+        cl.pwrite("pw/vec", 0, model)
+        inner = cl.async_client
+        calls = 0
+        real = inner.pwritev
+
+        async def counted(*a, **kw):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            return await real(*a, **kw)
+
+        inner.pwritev = counted  # type: ignore[method-assign]
+        rng = random.Random(11)
+        for _ in range(3):
+            # Pages of 4 stripes, some of the same bytes (the later one wins).
+            batch = [(rng.randrange(4 * SD // 2048) * 2048, os.urandom(2048)) for _ in range(24)]
+            batch += [(batch[0][0], os.urandom(2048))]
+            assert cl.pwritev("pw/vec", batch) == 25 * 2048
+            for off, page in batch:
+                model[off : off + len(page)] = page
+        assert calls == 0  # every batch went the blocking way
+        w = inner.writer_of("pw/vec")
+        assert w.committed >= w.version and not w.inflight
+        with cluster.client() as reader:
+            assert reader.pread("pw/vec", 0, 4 * SD) == model
+
+
 def test_page_writes_with_a_node_down_go_around_it_and_survive_m_losses(
     fresh_cluster: TestCluster,
 ) -> None:
