@@ -57,15 +57,19 @@ def plan(
         stripe, start = divmod(offset, layout.stripe_data)
         if start + data.nbytes > layout.stripe_data or w.stripes.busy(stripe):
             return None
-        p = io.patch_plan(view, stripe, start, data.nbytes)
-        if p is None:
+        target = io.patch_plan(view, stripe, start, data.nbytes)
+        if target is None:
             return None
-        out.append(PageWrite(offset, data, stripe, *p))
-    per_stripe = Counter(p.stripe for p in out)
-    if any(w.patched.count(s) + n >= pagelog.FOLD_AFTER for s, n in per_stripe.items()):
-        return None  # the asyncio way folds after these writes
-    if w.patched.total + sum(p.data.nbytes for p in out) >= pagelog.UNFOLDED_MAX:
-        return None
+        out.append(PageWrite(offset, data, stripe, *target))
+    count: Counter[int] = Counter()
+    nbytes: Counter[int] = Counter()
+    for p in out:
+        count[p.stripe] += 1
+        nbytes[p.stripe] += p.data.nbytes
+    bound = pagelog.UNFOLDED_MAX - sum(nbytes.values())
+    for s in count:
+        if w.patched.fold_first(s, count[s], nbytes[s], pagelog.FOLD, bound):
+            return None  # the asyncio way folds after these writes
     return out
 
 

@@ -3,9 +3,10 @@
 A writer folds a stripe by reading it with its patches laid over (decoded from its
 fragments without them, then the patches from the nodes that keep them) and writing it
 back whole at a new version: once that version is committed, nodes drop the patches
-it covers. A writer folds a stripe that gathered FOLD_AFTER patches, and a new writer
-folds every patch the previous one left before it takes writes, so that a session (and
-the rebuilder and scrubber, which write through sessions) starts with none.
+it covers. A writer folds a stripe that gathered enough patches (``pagelog.FOLD``),
+and a new writer folds every patch the previous one left before it takes writes, so
+that a session (and the rebuilder and scrubber, which write through sessions) starts
+with none.
 """
 
 from __future__ import annotations
@@ -162,10 +163,9 @@ async def rewrite(
 
 
 def due(w: Session) -> list[int]:
-    """Stripes this writer must fold now: those it patched FOLD_AFTER times or more
-    since they were folded, and while its unfolded patches hold UNFOLDED_MAX bytes or
-    more, those holding most of them."""
-    return w.patched.due(pagelog.FOLD_AFTER, pagelog.UNFOLDED_MAX)
+    """Stripes this writer must fold now: those ``pagelog.FOLD`` says, and while its
+    unfolded patches hold UNFOLDED_MAX bytes or more, those holding most of them."""
+    return w.patched.due(pagelog.FOLD, pagelog.UNFOLDED_MAX)
 
 
 async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:

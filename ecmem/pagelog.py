@@ -17,8 +17,23 @@ from . import wire
 from .layout import Layout
 from .policy import ECPolicy
 
-# Patches a stripe may gather before the writer folds it (rewrites it whole).
-FOLD_AFTER = 64
+
+@dataclass(frozen=True)
+class FoldRule:
+    """When a writer folds a stripe (rewrites it whole, its patches laid over): once it
+    holds ``after`` patches and their bytes reach 1/``share`` of the stripe's data, or
+    it holds ``most`` patches. A fold moves about 2.5 stripes of bytes, so a big stripe
+    gathers more patches before its fold is worth it; a small one still ``after``."""
+
+    after: int = 64
+    share: int = 4
+    most: int = 1024
+
+    def due(self, count: int, nbytes: int, stripe_data: int) -> bool:
+        return count >= self.after and (nbytes * self.share >= stripe_data or count >= self.most)
+
+
+FOLD = FoldRule()
 # Bytes of patches a writer may leave unfolded in a region: past it, it folds the
 # stripes holding most of them (down to half) before it takes more page writes.
 UNFOLDED_MAX = 64 << 20
@@ -75,6 +90,7 @@ class Unfolded:
 
     stripes: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     total: int = 0
+    stripe_data: int = 1 << 62  # the region's (set by the writer that keeps the book)
 
     def add(self, stripe: int, version: int, nbytes: int) -> None:
         newest, count, held = self.stripes.get(stripe, (0, 0, 0))
@@ -98,11 +114,18 @@ class Unfolded:
     def count(self, stripe: int) -> int:
         return self.stripes.get(stripe, (0, 0, 0))[1]
 
-    def due(self, fold_after: int, bound: int) -> list[int]:
-        """Stripes to fold now: those with ``fold_after`` patches or more and, while all
-        of them hold ``bound`` bytes or more, those holding most, down to 7/8 of it (a
-        fold rewrites a whole stripe: a writer pauses for a few at a time)."""
-        out = [s for s, (_, count, _) in self.stripes.items() if count >= fold_after]
+    def fold_first(self, stripe: int, count: int, nbytes: int, rule: FoldRule, bound: int) -> bool:
+        """Must the writer fold before it sends ``count`` more patches of ``nbytes`` to
+        the stripe (one of them would make a fold due)?"""
+        _, had, held = self.stripes.get(stripe, (0, 0, 0))
+        return rule.due(had + count, held + nbytes, self.stripe_data) or self.total >= bound
+
+    def due(self, rule: FoldRule, bound: int) -> list[int]:
+        """Stripes to fold now: those ``rule`` says and, while all of them hold ``bound``
+        bytes or more, those holding most, down to 7/8 of it (a fold rewrites a whole
+        stripe: a writer pauses for a few at a time)."""
+        sd = self.stripe_data
+        out = [s for s, (_, count, held) in self.stripes.items() if rule.due(count, held, sd)]
         left = self.total - sum(self.stripes[s][2] for s in out)
         if self.total >= bound:
             for s, (_, _, held) in sorted(self.stripes.items(), key=lambda e: -e[1][2]):

@@ -81,6 +81,9 @@ class WriterSession(Writer):
 
             meta = await host.regions.update(name, bump)
             w = cls(name, meta.epoch, marked=extents.minus(meta.written, meta.lost), host=host)
+            w.patched.stripe_data = Layout.of(
+                meta.policy, meta.chunk, meta.slab_stripes
+            ).stripe_data
             w.published = meta.size
             lac = await w.fence(meta, meta.slabs)
             await w.recover(meta, lac)

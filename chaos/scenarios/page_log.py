@@ -13,7 +13,7 @@ import random
 import time
 
 import ecmem
-from ecmem.pagelog import FOLD_AFTER
+from ecmem.pagelog import FOLD
 
 from ..report import RunReport
 from ..target import Target
@@ -33,7 +33,7 @@ def page_log(c: Target, seed: int, mib: int, report: RunReport) -> None:
         cl.create_region(region, 0, "ec:4+2", chunk=CHUNK)
         cl.pwrite(region, 0, rng.randbytes(4 * CHUNK))
         holders = [n for n, _ in cl.region_meta(region).slabs[0]]
-        for i in range(min(FOLD_AFTER - 1, max(8, mib // 4))):
+        for i in range(min(FOLD.after - 1, max(8, mib // 4))):
             fragment = i % 2  # data fragments 0 and 1, whose hosts die below
             off = fragment * CHUNK + rng.randrange(CHUNK // PAGE) * PAGE
             data = rng.randbytes(PAGE)

@@ -158,14 +158,21 @@ class MetadataStore:
         )
 
     def delete_region(self, name: str) -> RegionMeta:
-        meta, version = self.get_region(name)
-        try:
-            self.zk.delete(self.paths.region(name), version=version)
-        except BadVersionError as exc:
-            raise ConcurrentUpdateError(f"region {name!r} changed while being removed") from exc
-        except NoNodeError as exc:
-            raise RegionNotFound(f"no region named {name!r}") from exc
-        return meta
+        """Remove a region's record; returns it as removed (its placement is where its
+        data is to delete: a record that changed meanwhile, say by a rebuild, is read
+        again)."""
+        for _ in range(CAS_RETRIES):
+            meta, version = self.get_region(name)
+            try:
+                self.zk.delete(self.paths.region(name), version=version)
+            except BadVersionError:
+                continue
+            except NoNodeError as exc:
+                raise RegionNotFound(f"no region named {name!r}") from exc
+            return meta
+        raise ConcurrentUpdateError(
+            f"region {name!r} changed {CAS_RETRIES} times while we tried to remove it; retry"
+        )
 
     def rename_region(self, old: str, new: str, replace: bool = False) -> RegionMeta | None:
         """Give region ``old`` the name ``new`` in one ZooKeeper transaction; with

@@ -98,13 +98,13 @@ async def test_concurrent_page_writes_to_one_stripe_keep_their_order(grid: Grid)
 async def test_a_stripe_patched_often_is_folded_by_its_writer(grid: Grid) -> None:
     c = await grid.client()
     meta, model = await region(c, stripes=1)
-    for i in range(pagelog.FOLD_AFTER + 3):
-        data = os.urandom(64)
+    for i in range(pagelog.FOLD.after + 3):
+        data = os.urandom(1024)  # 64 of them hold a quarter of the stripe: a fold is due
         off = (i * 4096) % SD
         await c.pwrite("r", off, data)
-        model[off : off + 64] = data
+        model[off : off + 1024] = data
     left = sum(len(ps) for ps in patches_on(grid, meta).values())
-    assert left <= 3 * 3  # the fold took the first FOLD_AFTER; three at most since
+    assert left <= 3 * 3  # the fold took the first 64; three at most since
     assert await (await grid.client()).pread("r", 0, SD) == model
 
 
@@ -115,7 +115,7 @@ async def test_unfolded_patch_bytes_stay_under_their_bound(
     c = await grid.client()
     meta, model = await region(c, stripes=8)
     w = c._writers["r"]
-    for i in range(24):  # one page per stripe at a time: no stripe reaches FOLD_AFTER
+    for i in range(24):  # one page per stripe at a time: no stripe's fold is due
         off = (i % 8) * SD + (i * 4096) % SD
         data = os.urandom(4096)
         await c.pwrite("r", off, data)
@@ -131,15 +131,15 @@ async def test_a_region_file_s_flushes_fold_what_its_page_writes_left(grid: Grid
     meta, model = await region(c, stripes=1)
     await c.release("r")
     async with c.open("r", "r+b") as f:
-        for i in range(pagelog.FOLD_AFTER + 3):
-            data = os.urandom(100)
+        for i in range(pagelog.FOLD.after + 3):
+            data = os.urandom(1024)
             off = (i * 4096) % SD
             await f.seek(off)
             await f.write(data)
             await f.flush()  # each one a page patch, committed
-            model[off : off + 100] = data
+            model[off : off + 1024] = data
         w = c._writers["r"]
-        assert w.patched.count(0) < pagelog.FOLD_AFTER
+        assert w.patched.count(0) < pagelog.FOLD.after
     left = sum(len(ps) for ps in patches_on(grid, meta).values())
     assert left <= 3 * 3
     assert await (await grid.client()).pread("r", 0, SD) == model

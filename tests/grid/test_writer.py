@@ -200,3 +200,31 @@ async def test_a_slot_handed_back_to_its_old_holder_never_serves_its_old_copies(
     assert await reader.pread("r", CHUNK, CHUNK) == newer[CHUNK : 2 * CHUNK]
     assert await reader.pread("r", 0, sd) == newer
     assert await c.pread("r", sd, sd) == stripe(4)
+
+
+async def test_removing_a_region_whose_record_changed_meanwhile_reads_it_again(
+    grid: Grid,
+) -> None:
+    c = await grid.client()
+    await c.create_region("gone", 0, "ec:4+2", chunk=16384)
+    await c.pwrite("gone", 0, os.urandom(4 * 16384))
+    await c.release("gone")
+    zk = c.meta.zk
+    real = zk.delete
+    bumped = []
+
+    def delete(path: str, version: int = -1, recursive: bool = False) -> None:
+        if path == c.meta.paths.region("gone") and not bumped:
+            data, _ = zk.get(path)
+            zk.set(path, data)  # as a rebuild's placement change would, in between
+            bumped.append(path)
+        real(path, version=version, recursive=recursive)
+
+    zk.delete = delete
+    try:
+        await c.delete_region("gone")
+    finally:
+        zk.delete = real
+    assert bumped and not await c.exists("gone")
+    for node in grid.nodes.values():
+        assert list(node.store.entries()) == []  # its fragments deleted everywhere

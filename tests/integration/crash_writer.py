@@ -9,7 +9,7 @@ before it, by each flush. Prints "ack SEQ" after each acknowledgement. A write t
 fails with a retriable error (nodes killed under it: in doubt, or unavailable for a
 moment) is tried again, as an application would: the same bytes at the same offset.
 A region file's flush that fails stops the writer (its stores are not retried).
-FOLD_AFTER (default the library's) folds a stripe after that many page patches, so
+FOLD_AFTER (default: the library's rule) folds a stripe after that many patches, so
 that a kill often lands while a stripe is folded.
 """
 
@@ -64,7 +64,8 @@ def main() -> None:
 
     zk, cluster, region, seed, mode = sys.argv[1:6]
     if len(sys.argv) > 6:
-        pagelog.FOLD_AFTER = int(sys.argv[6])
+        after = int(sys.argv[6])
+        pagelog.FOLD = pagelog.FoldRule(after=after, most=after)
     cl = ecmem.connect(zk, cluster=cluster, session_timeout=1.0)
     stream = writes(int(seed))
     if mode == "pwrite":

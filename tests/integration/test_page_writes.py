@@ -34,7 +34,7 @@ def test_page_writes_take_the_blocking_path_and_read_back(cluster: TestCluster) 
 
         inner.pwrite = counted  # type: ignore[method-assign]
         rng = random.Random(7)
-        for _ in range(pagelog.FOLD_AFTER // 2):
+        for _ in range(pagelog.FOLD.after // 2):
             off = rng.randrange(2 * SD // 4096) * 4096
             page = os.urandom(4096)
             cl.pwrite("pw/fast", off, page)

@@ -1,19 +1,25 @@
-"""A writer's book of unfolded page patches: which stripes are due for a fold (after
-FOLD_AFTER patches, or the biggest ones while the bytes are over their bound), and
-that folding what is due always brings the bytes back under the bound."""
+"""A writer's book of unfolded page patches: which stripes are due for a fold (by the
+fold rule: enough patches holding enough of the stripe, or very many; or the biggest
+ones while the bytes are over their bound), and that folding what is due always
+brings the bytes back under the bound."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecmem.pagelog import Unfolded
+from ecmem.pagelog import FoldRule, Unfolded
 
 KiB = 1024
+SD = 64 * KiB
+
+
+def rule(after: int) -> FoldRule:
+    return FoldRule(after=after, share=1 << 40, most=after)  # by count alone
 
 
 def book(*patches: tuple[int, int, int]) -> Unfolded:
-    u = Unfolded()
+    u = Unfolded(stripe_data=SD)
     for stripe, version, nbytes in patches:
         u.add(stripe, version, nbytes)
     return u
@@ -33,7 +39,7 @@ def test_a_stuck_stripe_is_written_whole_and_not_counted() -> None:
     u = book((2, 5, 8 * KiB))
     u.stuck(2, 40)
     assert u.newest(2) == 40 and u.count(2) == 0 and u.total == 0
-    assert u.due(4, 64 * KiB) == []
+    assert u.due(rule(4), 64 * KiB) == []
 
 
 def test_due_table() -> None:
@@ -49,7 +55,7 @@ def test_due_table() -> None:
         ([(s, s, 4 * KiB) for s in range(8)], 64, 16 * KiB, [0, 1, 2, 3, 4]),
     ]
     for patches, fold_after, bound, want in cases:
-        assert book(*patches).due(fold_after, bound) == want, (patches, bound)
+        assert book(*patches).due(rule(fold_after), bound) == want, (patches, bound)
 
 
 @given(
@@ -60,11 +66,35 @@ def test_due_table() -> None:
 def test_folding_what_is_due_brings_the_bytes_under_the_bound(
     patches: list[tuple[int, int]], fold_after: int, bound: int
 ) -> None:
-    u = Unfolded()
+    u = Unfolded(stripe_data=SD)
+    fold = FoldRule(after=fold_after)
     for version, (stripe, nbytes) in enumerate(patches, 1):
         u.add(stripe, version, nbytes)
         assert u.total == sum(held for _, _, held in u.stripes.values())
-        for s in u.due(fold_after, bound):
+        for s in u.due(fold, bound):
             u.folded(s)
         assert u.total < bound
-        assert all(count < fold_after for _, count, _ in u.stripes.values())
+        assert not any(fold.due(c, held, SD) for _, c, held in u.stripes.values())
+
+
+def test_the_fold_rule_waits_longer_for_bigger_stripes() -> None:
+    fold = FoldRule()  # 64 patches holding a quarter of the stripe, or 1024
+    cases = [
+        # (count, bytes, stripe data, due)
+        (63, 1 << 20, 64 * KiB, False),  # never before 64
+        (64, 64 * 4 * KiB, 64 * KiB, True),
+        (64, 64 * 4 * KiB, 4 << 20, False),  # 256 KiB of a 4 MiB stripe: not yet
+        (256, 256 * 4 * KiB, 4 << 20, True),  # a quarter of it
+        (1024, 1024 * 64, 4 << 20, True),  # very many small ones
+        (1023, 1023 * 64, 4 << 20, False),
+    ]
+    for count, nbytes, sd, want in cases:
+        assert fold.due(count, nbytes, sd) is want, (count, nbytes, sd)
+
+
+def test_fold_first_looks_at_the_patches_about_to_be_sent() -> None:
+    u = book(*[(1, v, 4 * KiB) for v in range(62)])
+    fold = FoldRule(after=64)
+    assert not u.fold_first(1, 1, 4 * KiB, fold, 1 << 30)
+    assert u.fold_first(1, 2, 8 * KiB, fold, 1 << 30)  # the second would make it due
+    assert u.fold_first(2, 1, 4 * KiB, fold, u.total)  # the bytes reach the bound
