@@ -19,6 +19,7 @@ from .errors import ProtocolError
 log = logging.getLogger(__name__)
 
 SCRATCH = 128 * 1024
+CORK_MAX = 64 * 1024  # frames up to this size wait for the end of the loop's turn
 
 
 class Budget:
@@ -77,6 +78,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._gathers = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
+        # Small frames sent in one turn of the event loop leave in one write (one system
+        # call) at the end of it, not one or two each.
+        self._corked: list[bytes | bytearray | memoryview] = []
+        self._corked_bytes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- hooks for subclasses ---------------------------------------------------
 
@@ -98,6 +104,10 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, hence the cast.
         self.transport = cast(asyncio.Transport, transport)
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven by hand (tests): frames are written at once
+            self._loop = None
         self._gathers = type(transport).__module__.startswith("uvloop")  # writev underneath
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -105,6 +115,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._corked, self._corked_bytes = [], 0
         self._targets = []
         self._release()
         for fut in self._drain_waiters:
@@ -135,6 +146,16 @@ class FrameProtocol(asyncio.BufferedProtocol):
         if self.transport is None or self.closed:
             raise ConnectionError("connection closed")
         bufs = wire.encode(msg, req_id)
+        size = sum(memoryview(b).nbytes for b in bufs)
+        if self._loop is not None and size <= CORK_MAX:
+            if not self._corked:
+                self._loop.call_soon(self.flush)
+            self._corked += bufs
+            self._corked_bytes += size
+            if self._corked_bytes >= CORK_MAX:
+                self.flush()
+            return
+        self.flush()
         if self._gathers or len(bufs) == 1:
             self.transport.writelines(bufs)
         else:
@@ -142,8 +163,21 @@ class FrameProtocol(asyncio.BufferedProtocol):
             for buf in bufs:
                 self.transport.write(buf)
 
+    def flush(self) -> None:
+        """Write the frames corked so far."""
+        if not self._corked:
+            return
+        bufs, self._corked, self._corked_bytes = self._corked, [], 0
+        if self.transport is None or self.closed:
+            return
+        if self._gathers:
+            self.transport.writelines(bufs)
+        else:
+            self.transport.write(b"".join(bufs))
+
     def abort(self) -> None:
         self.closed = True
+        self._corked, self._corked_bytes = [], 0
         if self.transport is not None:
             self.transport.abort()
 

@@ -100,3 +100,38 @@ def test_oversized_payload_refused_without_allocation() -> None:
     head = wire.HEADER.pack(b"EM", 1, wire.Data.KIND, 1, 0, 1 << 30, 0)
     feed(p, head, random.Random(0))
     assert p.errors and "exceeds" in str(p.errors[0]) and t.aborted
+
+
+def _patch(version: int) -> wire.Patch:
+    return wire.Patch("r", 0, 1, 1, version, 0, 0, 0, 0, 0, 0, 0, b"x" * 4096)
+
+
+def _frame(msg: wire.Message, req_id: int) -> bytes:
+    return b"".join(bytes(b) for b in wire.encode(msg, req_id))
+
+
+def test_small_frames_sent_in_one_turn_of_the_loop_leave_in_one_write() -> None:
+    import asyncio
+
+    class Writes(FakeTransport):
+        def write(self, buf: bytes) -> None:
+            self.written.append(bytes(buf))
+
+    big = wire.Put("r", 0, 0, 9, 1 << 17, 0, 0, 0, 0, 0, 0, b"y" * (1 << 17))
+
+    async def turn() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        proto = Recorder()
+        t = Writes()
+        proto.connection_made(t)  # type: ignore[arg-type]
+        for i in range(3):
+            proto.send(_patch(5 + i), i)
+        held = list(t.written)  # nothing yet: corked until the turn ends
+        await asyncio.sleep(0)
+        first = list(t.written)
+        proto.send(_patch(5), 7)
+        proto.send(big, 8)  # a big frame goes at once, after the small ones before it
+        return held, first, t.written[len(first) :]
+
+    held, first, after = asyncio.run(turn())
+    assert held == [] and first == [b"".join(_frame(_patch(5 + i), i) for i in range(3))]
+    assert after[0] == _frame(_patch(5), 7) and b"".join(after[1:]) == _frame(big, 8)
