@@ -21,7 +21,7 @@ from kazoo.exceptions import KazooException
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
 
-from . import extents, folding, sizing
+from . import extents, folding, pagelog, sizing
 from . import writer as writing
 from .conn import ConnectionPool
 from .errors import (
@@ -267,10 +267,7 @@ class AsyncClient:
     async def _fold(self, name: str, w: WriterSession) -> None:
         """Fold the stripes due (many page patches, or too many bytes of them)."""
         if folding.due(w):
-            async with self._lock(name):
-                meta = await self.regions.get(name)
-                await asyncio.gather(*(folding.fold(w, meta, s) for s in folding.due(w)))
-            await w.commit()
+            await folding.fold_due(w, self._lock(name), lambda: self.regions.get(name))
 
     async def writer_done(self, name: str) -> None:
         """A region file opened for writing was closed."""
@@ -316,6 +313,8 @@ class AsyncClient:
             return
         w = await self.writer(name)
         await w.write_at(offset, data, size)
+        if w.patched.total >= pagelog.UNFOLDED_MAX:  # a region file's patches: backpressure
+            await self._fold(name, w)
 
     async def read_at(self, name: str, offset: int, length: int, size: int | None = None) -> bytes:
         if offset < 0 or length < 0:

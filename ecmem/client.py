@@ -97,7 +97,12 @@ class Client:
                 if asyncio.iscoroutine(coro):
                     coro.close()
                 raise ClosedError("client is closed")
-            return self._loop.run_until_complete(coro)
+            try:
+                return self._loop.run_until_complete(coro)
+            finally:
+                # A background task's request sent in the loop's last turn must not wait
+                # for the next call to leave (framing corks small frames to a turn's end).
+                self._inner.pool.flush()
 
     @property
     def async_client(self) -> aio.AsyncClient:
@@ -165,8 +170,12 @@ class Client:
         pages = fastwrite.plan(inner.io, w, view, items)
         if pages is None:
             return False
-        if not fastwrite.send(self._fast, w, view, pages):
-            self._run(fastwrite.restage(w, meta, pages))
+        try:
+            if not fastwrite.send(self._fast, w, view, pages):
+                self._run(fastwrite.restage(w, meta, pages))
+        except BaseException as exc:
+            fastwrite.give_up(w, pages, exc)
+            raise
         last = pages[-1].stamp
         assert last is not None
         if not fastwrite.commit(self._fast, w, meta, last.version):

@@ -200,6 +200,15 @@ class ConnectionPool:
             "node %s slow to answer a small read; read around for %.0fs", node_id, self.HEDGE_FOR
         )
 
+    def refused(self, node_id: str) -> None:
+        """Nothing listens at ``node_id``'s address: its process is gone, though its
+        registration may stay in ZooKeeper for a session timeout. Go around it (reads,
+        and handoffs: a write must not hand a slot to it) for a moment."""
+        until = time.monotonic() + self.SUSPECT_FOR
+        if self._suspect_until.get(node_id, 0.0) < until:
+            self._suspect_until[node_id] = until
+            log.info("node %s refused a connection: going around it for now", node_id)
+
     def beats(self, node_id: str, silent: bool) -> None:
         """Heartbeats say ``node_id`` went silent (or answers again)."""
         if silent:
@@ -282,6 +291,8 @@ class ConnectionPool:
                 CONNECT_TIMEOUT,
             )
         except (OSError, TimeoutError) as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                self.refused(node_id)
             raise NodeUnavailable(
                 f"cannot connect to node {node_id} at {address}: {exc or 'timed out'}",
                 node=node_id,
@@ -301,6 +312,11 @@ class ConnectionPool:
     ) -> tuple[NodeConnection, wire.Message]:
         conn = await self.get(node_id)
         return conn, await conn.request(msg, timeout, into)
+
+    def flush(self) -> None:
+        """Write frames still corked (the loop stopped in the turn that sent them)."""
+        for conn in self._conns.values():
+            conn.flush()
 
     def close(self) -> None:
         for pending in list(self._connecting.values()):

@@ -50,7 +50,9 @@ def plan(
     """The page writes ``items`` become, or None if they cannot all go this way."""
     layout = view.layout
     busy = w.inflight or w.unpublished or w.unconfirmed or w.unlost
-    if w.state is not State.WRITING or w.lost or busy:
+    # A region file's writes go from tasks that may not have queued yet: they would take
+    # versions after these though written before.
+    if w.state is not State.WRITING or w.lost or busy or w.files:
         return None
     out = []
     for offset, data in items:
@@ -156,6 +158,15 @@ async def restage(w: WriterSession, meta: RegionMeta, pages: list[PageWrite]) ->
         ticket = w.stripes.enqueue(p.stripe, p.stripe)
         ticket.stamp = p.stamp
         await w.overwrite(ticket, p.offset, p.data, meta.size)
+
+
+def give_up(w: WriterSession, pages: list[PageWrite], exc: BaseException) -> None:
+    """The blocking way was interrupted (not a node's trouble): the pages not staged
+    are failed writes, so that nothing waits for them and later ones are not committed
+    past them (the writer stops; the next one keeps what is whole)."""
+    for p in pages:
+        if not p.done and p.stamp is not None and p.stamp.version in w.inflight:
+            w.finish(p.stamp, False, f"page write interrupted: {exc!r}")
 
 
 def commit(fast: BlockingPool, w: WriterSession, meta: RegionMeta, version: int) -> bool:

@@ -11,11 +11,14 @@ with none.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from . import pagelog, wire
-from .errors import DataUnavailableError, NodeUnavailable
+from .errors import DataUnavailableError, EcmemError, NodeUnavailable
 from .layout import Layout
 from .meta.model import RegionMeta
 from .pagelog import PatchEntry, Unfolded, lay_patches
@@ -30,6 +33,7 @@ class Session(Protocol):
     """What folding needs of a writer session (ecmem/writer.py)."""
 
     host: Any
+    name: str
     answered: set[str]
     patched: Unfolded
     latest: dict[int, int]
@@ -42,6 +46,8 @@ class Session(Protocol):
     async def replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool: ...
 
     def enqueue(self, meta: RegionMeta, offset: int, n: int) -> Ticket: ...
+
+    async def commit(self, upto: int | None = None) -> None: ...
 
 
 async def listed(w: Session, meta: RegionMeta, kind: int) -> list[Staged]:
@@ -166,6 +172,28 @@ def due(w: Session) -> list[int]:
     """Stripes this writer must fold now: those ``pagelog.FOLD`` says, and while its
     unfolded patches hold UNFOLDED_MAX bytes or more, those holding most of them."""
     return w.patched.due(pagelog.FOLD, pagelog.UNFOLDED_MAX)
+
+
+async def fold_due(
+    w: Session, lock: AbstractAsyncContextManager[Any], meta: Callable[[], Awaitable[RegionMeta]]
+) -> None:
+    """Fold the stripes ``due`` now, under the region's ``lock``, and commit the folds.
+    The writes before were committed already and stand if a fold fails: that is logged,
+    not raised (the writer stops if the fold took a version; the next one folds)."""
+    try:
+        async with lock:
+            m = await meta()
+            sd = Layout.of(m.policy, m.chunk, m.slab_stripes).stripe_data
+            stripes = [s for s in due(w) if s * sd < m.size]
+            await asyncio.gather(*(fold(w, m, s) for s in stripes))
+        await w.commit()
+    except EcmemError as exc:
+        log.warning(
+            "region %s: folding page patches failed (%s); the writes before are committed, "
+            "and the region's next writer folds them",
+            w.name,
+            exc,
+        )
 
 
 async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:

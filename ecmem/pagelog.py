@@ -101,6 +101,11 @@ class Unfolded:
         """The stripe was written whole (or as a slice): its patches went with it."""
         self.total -= self.stripes.pop(stripe, (0, 0, 0))[2]
 
+    def forget(self, first: int, end: int = 1 << 62) -> None:
+        """Stripes [first, end) were cut off or accepted as lost: their patches went."""
+        for s in [s for s in self.stripes if first <= s < end]:
+            self.folded(s)
+
     def stuck(self, stripe: int, newest: int) -> None:
         """Patches another writer left on the stripe that cannot be folded now: the
         stripe is written whole (not patched) until they are. Not counted in ``total``:

@@ -129,7 +129,8 @@ class ReadPath:
             seen: Seen = (0, 0, 0)
             for (_, _, n, pos), o in zip(ranges, outcomes, strict=True):
                 if isinstance(o, Got):
-                    seen = (o.seen, *o.extent)
+                    if o.seen >= seen[0]:  # a fragment may carry a newer patch than another
+                        seen = (o.seen, *o.extent)
                 else:
                     out[pos : pos + n] = bytes(n)
             return seen
@@ -398,25 +399,39 @@ class ReadPath:
     ) -> list[PatchEntry] | None:
         """The page patches of a stripe newer than version ``after`` (committed ones, or
         the writer's up to ``asof``), from the nodes of fragments ``frags`` (they just
-        answered); None if those that answer now cannot have them all."""
+        answered) and, if those cannot have them all now (one died since), from the
+        stripe's other nodes; None if not enough of them answer."""
         placement = view.placement(stripe)
-        asked = [i for i in frags if placement[i][0]]
+        k = view.layout.policy.k
         msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, asof)
-        answers = await asyncio.gather(
-            *(self.pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
-            return_exceptions=True,
-        )
         found: dict[tuple[int, int, int], bytes] = {}
-        answered = []
-        for i, a in zip(asked, answers, strict=True):
-            if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
-                continue
-            answered.append(i)
-            for version, index, at, data in a[1].patches():
-                found[(version, index, at)] = data
-        if not complete(view.layout.policy.k, answered):
-            return None
-        return [(v, i, at, data) for (v, i, at), data in found.items()]
+        answered: list[int] = []
+        failures: list[str] = []
+        first = [i for i in frags if placement[i][0]]
+        slab = view.layout.slab_of(stripe)
+        # Not a handed-off slot: its node holds no patch from before the handoff.
+        rest = [
+            i
+            for i, (node, _) in enumerate(placement)
+            if node and i not in first and (slab, i) not in view.partial
+        ]
+        for asked in (first, rest):
+            answers = await asyncio.gather(
+                *(self.pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
+                return_exceptions=True,
+            )
+            for i, a in zip(asked, answers, strict=True):
+                if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
+                    failures.append(f"fragment {i}: {a if isinstance(a, BaseException) else a[1]}")
+                    continue
+                answered.append(i)
+                for version, index, at, data in a[1].patches():
+                    found[(version, index, at)] = data
+            if complete(k, answered):
+                return [(v, i, at, data) for (v, i, at), data in found.items()]
+        why = "; ".join(failures)
+        log.warning("region %s stripe %d: page patches not read (%s)", view.name, stripe, why)
+        return None
 
     async def read(self, view: RegionView, offset: int, length: int, want: int = 0) -> bytearray:
         out = bytearray(length)

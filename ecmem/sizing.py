@@ -58,6 +58,7 @@ async def _shrink(self: WriterSession, layout: Layout, size: int) -> None:
 
     new = await self.host.regions.update(self.name, shrink)
     self.size_published(size, exact=True)
+    self.patched.forget(first_gone)
     self.marked = extents.remove(self.marked, first_gone, 1 << 62)
     unreached = await self.host.io.delete(self.host.regions.view(new), first_gone, self.epoch)
     if unreached:
@@ -80,6 +81,7 @@ async def accept_loss(self: WriterSession) -> extents.Ranges:
     older = self.epoch << wire.SEQ_BITS  # never a write of this session
     for first, end in accepted:
         await self.host.io.broadcast(nodes, wire.Delete(meta.id, first, self.epoch, end, older))
+        self.patched.forget(first, end)
 
     def accept(m: RegionMeta) -> RegionMeta:
         self.check_epoch(m)

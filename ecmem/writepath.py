@@ -35,6 +35,9 @@ UNSAFE_EARLY_ACK = os.environ.get("ECMEM_UNSAFE_EARLY_ACK") == "1"
 PAGE_PATCHES = os.environ.get("ECMEM_PAGE_PATCHES", "1") != "0"
 
 
+HANDOFF_TRIES = 3  # handoff nodes tried in turn for a slot whose node failed a write
+
+
 class StripeIO(ReadPath):
     """Stripe reads (ReadPath) and writes of one client, over its connection pool."""
 
@@ -130,21 +133,20 @@ class StripeIO(ReadPath):
             return errors
 
         errors = await attempt(list(range(len(parts))))
-        lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
-        if lost and replace is not None:
+        for _ in range(HANDOFF_TRIES):
             # A handoff node takes the fragment over; with none to be had, the slot is
-            # left vacant (its old holder can never be trusted for this slab again).
-            moved = []
-            for i in lost:
-                if await replace(view, stripe, i, str(errors[i])):
-                    moved.append(i)
-            if moved:
-                retried = await attempt(moved)
-                for i in moved:
-                    if i in retried:
-                        errors[i] = retried[i]
-                    else:
-                        del errors[i]
+            # left vacant (its old holder can never be trusted for this slab again). A
+            # handoff node may be down too (registered until its session expires).
+            lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
+            moved = [i for i in lost if replace and await replace(view, stripe, i, str(errors[i]))]
+            if not moved:
+                break
+            retried = await attempt(moved)
+            for i in moved:
+                if i in retried:
+                    errors[i] = retried[i]
+                else:
+                    del errors[i]
         staged = len(parts) - len(errors)
         if not errors:
             return

@@ -64,6 +64,25 @@ async def test_a_page_overwrite_is_a_patch_on_m_plus_1_nodes_read_healthy_and_de
     assert await other.pread("r", 0, SD) == model[:SD]  # the whole stripe, decoded
 
 
+async def test_patches_come_from_other_nodes_when_a_node_read_from_dies_before_asked(
+    grid: Grid,
+) -> None:
+    # Found by the crash test with M nodes killed: a writer decoded a stripe from its
+    # data fragments, the node of the patched one died before it was asked for the
+    # patches, and the write failed though a parity node held them.
+    c = await grid.client()
+    meta, _ = await region(c)
+    page = os.urandom(4096)
+    await c.pwrite("r", 8192, page)  # stripe 0, data fragment 0
+    placement = [n for n, _ in meta.slabs[0]]
+    grid.nodes[placement[0]].set(BROKEN, wire.GetPatches)
+    view = c.view(await c.region_meta("r"))
+    found = await c.io.patches(view, 0, [0, 1, 2, 3], 0, 0)
+    header = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.header
+    assert found is not None
+    assert [(i, at, d) for _, i, at, d in found] == [(0, header + 8192, page)]
+
+
 async def test_a_later_write_of_a_patched_stripe_folds_its_patches(grid: Grid) -> None:
     c = await grid.client()
     meta, model = await region(c)
@@ -143,6 +162,37 @@ async def test_a_region_file_s_flushes_fold_what_its_page_writes_left(grid: Grid
     left = sum(len(ps) for ps in patches_on(grid, meta).values())
     assert left <= 3 * 3
     assert await (await grid.client()).pread("r", 0, SD) == model
+
+
+async def test_cutting_a_region_short_forgets_the_cut_stripes_unfolded_patches(
+    grid: Grid,
+) -> None:
+    c = await grid.client()
+    meta, model = await region(c, stripes=4)
+    for stripe in range(4):
+        await c.pwrite("r", stripe * SD + 4096, os.urandom(4096))
+    w = c._writers["r"]
+    assert w.patched.total == 4 * 4096
+    await c.truncate("r", 2 * SD)
+    assert w.patched.total == 2 * 4096 and sorted(w.patched.stripes) == [0, 1]
+
+
+async def test_a_read_across_fragments_of_a_stripe_one_of_them_patched_is_not_torn(
+    grid: Grid,
+) -> None:
+    # Found by the roundtrip property test: the second write is stripe 0 whole and a
+    # one-byte patch of stripe 1; a read of stripe 1's two data fragments saw the patch
+    # on one and not the other (it has none) and took the other's version as the one
+    # seen, so stripe 0's write looked torn on every retry.
+    c = await grid.client()
+    await c.create_region("t", 0, "ec:2+1", chunk=4096, slab_size=4 * 2 * 4096)
+    first, second = os.urandom(12289), os.urandom(8193)
+    await c.pwrite("t", 0, first)
+    await c.pwrite("t", 0, second)
+    model = second + first[8193:]
+    reader = await grid.client()
+    assert await reader.pread("t", 0, 12299) == model
+    assert await c.pread("t", 0, 12299) == model
 
 
 def patches_on_bytes(grid: Grid, meta: RegionMeta) -> list[list[bytes]]:

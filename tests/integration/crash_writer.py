@@ -5,7 +5,8 @@
 MODE "pwrite": every pwrite is acknowledged when it returns. MODE "pwritev": batches of
 1 to 8 writes, each batch acknowledged when its pwritev returns. MODE "file": writes go
 through a region file (stored in the background) and are acknowledged, all those
-before it, by each flush. Prints "ack SEQ" after each acknowledgement. A write that
+before it, by each flush. Prints "ready" once connected, starts on a line on stdin,
+and prints "ack SEQ" after each acknowledgement. A write that
 fails with a retriable error (nodes killed under it: in doubt, or unavailable for a
 moment) is tried again, as an application would: the same bytes at the same offset.
 A region file's flush that fails stops the writer (its stores are not retried).
@@ -67,6 +68,8 @@ def main() -> None:
         after = int(sys.argv[6])
         pagelog.FOLD = pagelog.FoldRule(after=after, most=after)
     cl = ecmem.connect(zk, cluster=cluster, session_timeout=1.0)
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": the test starts its clock
     stream = writes(int(seed))
     if mode == "pwrite":
         for seq, (offset, data) in enumerate(stream):

@@ -1,6 +1,9 @@
 """A writer process for the fencing test, driven line by line over stdin/stdout.
 
-Commands: "open", "write N" (write marker N at offset N*16 and flush), "quit".
+Commands: "open", "write N" (write marker N at offset N*16 and flush), "page N" (pwrite
+a 4 KiB page of marker N at offset N*4096: a page patch once the region is written
+there), "patched" (answers "ok B": bytes of page patches the writer has not folded),
+"quit".
 Each answers one line: "ok", or "error <ErrorClass> <message>".
 """
 
@@ -9,6 +12,10 @@ from __future__ import annotations
 import sys
 
 import ecmem
+
+
+def page(n: int) -> bytes:
+    return f"A-page-{n:08d}\n".encode() * 256  # 4 KiB
 
 
 def main() -> None:
@@ -26,6 +33,12 @@ def main() -> None:
                 f.seek(n * 16)
                 f.write(f"A-{n:013d}\n".encode())
                 f.flush()
+            elif cmd[0] == "page":
+                n = int(cmd[1])
+                cl.pwrite(region, n * 4096, page(n))
+            elif cmd[0] == "patched":
+                print(f"ok {cl.async_client.writer_of(region).patched.total}", flush=True)
+                continue
             elif cmd[0] == "quit":
                 break
             print("ok", flush=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,18 @@ def _acks(proc: subprocess.Popen[str], acked: int, until: float) -> int:
     return acked
 
 
-def run_once(  # type: ignore[no-untyped-def]
-    cluster: TestCluster, cl, seed: int, kill_nodes: bool = False
-) -> str:
-    rng = random.Random(seed)
+@dataclass
+class Run:
+    seed: int
+    region: str
+    mode: str
+    folds: bool
+    proc: subprocess.Popen[str]
+
+
+def start(cluster: TestCluster, cl, seed: int, kill_nodes: bool) -> Run:  # type: ignore[no-untyped-def]
+    """Create the run's region and start its writer, which imports and connects (about a
+    second) while the previous run is checked, then waits for "go"."""
     mode = ("file", "pwrite", "pwritev")[seed % 3]
     folds = seed % 4 == 0
     region = f"crash/{seed}{'k' if kill_nodes else ''}"
@@ -51,14 +60,58 @@ def run_once(  # type: ignore[no-untyped-def]
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), cluster.zk, cluster.name, region, str(seed), mode]
         + (["2"] if folds else []),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
-    assert proc.stdout is not None
-    # Import and connect take ~1s.
-    acked = _acks(proc, -1, time.monotonic() + 1.0 + rng.random() * 2.0)
+    return Run(seed, region, mode, folds, proc)
+
+
+def run_all(cluster: TestCluster, seeds: list[int], kill_nodes: bool = False) -> None:
+    cl = cluster.client()
+    outcomes = []
+    pending: Run | None = None
+    try:
+        pending = start(cluster, cl, seeds[0], kill_nodes)
+        for i, _ in enumerate(seeds):
+            run, pending = pending, None
+            acked, how, victims = drive(cluster, cl, run, kill_nodes)
+            following = seeds[i + 1] if i + 1 < len(seeds) else None
+            if following is not None and not victims:
+                pending = start(cluster, cl, following, kill_nodes)
+            try:
+                outcomes.append(_check(cl, run.region, run.seed, acked, how))
+            finally:
+                if victims:  # checked with them down; back (empty) for the next run
+                    cluster.restart(*victims)
+                    cl.delete_region(run.region)
+                    if following is not None:
+                        pending = start(cluster, cl, following, kill_nodes)
+    finally:
+        if pending is not None:
+            pending.proc.kill()
+            pending.proc.wait()
+        cl.close()
+    print("\n".join(outcomes))
+    assert len(outcomes) == len(seeds)
+
+
+def drive(  # type: ignore[no-untyped-def]
+    cluster: TestCluster, cl, run: Run, kill_nodes: bool
+) -> tuple[int, str, list[str]]:
+    """Let the writer write for a random while (with M nodes killed under it, if so),
+    SIGKILL it; returns the last write acknowledged, the run's description, and the
+    nodes killed."""
+    seed, region, proc = run.seed, run.region, run.proc
+    rng = random.Random(seed)
+    assert proc.stdout is not None and proc.stdin is not None
+    ready = proc.stdout.readline()
+    assert ready.strip() == "ready", f"seed {seed}: the writer did not start: {ready!r}"
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    acked = _acks(proc, -1, time.monotonic() + 0.2 + rng.random() * 1.6)
     victims: list[str] = []
     after = ""
     if kill_nodes:
@@ -78,15 +131,10 @@ def run_once(  # type: ignore[no-untyped-def]
             acked = int(line.split()[1])
     assert proc.stderr is not None
     err = proc.stderr.read()
-    assert "Traceback" not in err, f"seed {seed}: the writer failed on its own:\n{err}"
-    try:
-        how = f"seed {seed} ({mode}{', folding' if folds else ''}"
-        how += f", killed {','.join(victims)}{after})" if victims else ")"
-        return _check(cl, region, seed, acked, how)
-    finally:
-        if victims:
-            cluster.restart(*victims)  # empty: the next run has every node again
-            cl.delete_region(region)
+    assert "Traceback" not in err, f"seed {seed}: the writer failed on its own:\n{err[-2000:]}"
+    how = f"seed {seed} ({run.mode}{', folding' if run.folds else ''}"
+    how += f", killed {','.join(victims)}{after})" if victims else ")"
+    return acked, how, victims
 
 
 def _check(cl, region: str, seed: int, acked: int, how: str) -> str:  # type: ignore[no-untyped-def]
@@ -131,17 +179,8 @@ def _nearest(got: bytes, seed: int, acked: int) -> str:
 
 
 def test_crash_leaves_a_prefix(cluster: TestCluster) -> None:
-    cl = cluster.client()
     only = os.environ.get("ECMEM_CRASH_SEED")
-    seeds = [int(only)] if only else list(range(1, RUNS + 1))
-    outcomes = []
-    try:
-        for seed in seeds:
-            outcomes.append(run_once(cluster, cl, seed))
-    finally:
-        cl.close()
-    print("\n".join(outcomes))
-    assert len(outcomes) == len(seeds)
+    run_all(cluster, [int(only)] if only else list(range(1, RUNS + 1)))
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +192,5 @@ def eight(zk_hosts: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[T
 
 
 def test_crash_with_m_log_nodes_killed_leaves_a_prefix(eight: TestCluster) -> None:
-    cl = eight.client()
     only = os.environ.get("ECMEM_CRASH_SEED")
-    seeds = [int(only)] if only else list(range(1, KILL_RUNS + 1))
-    outcomes = []
-    try:
-        for seed in seeds:
-            outcomes.append(run_once(eight, cl, seed, kill_nodes=True))
-    finally:
-        cl.close()
-    print("\n".join(outcomes))
-    assert len(outcomes) == len(seeds)
+    run_all(eight, [int(only)] if only else list(range(1, KILL_RUNS + 1)), kill_nodes=True)

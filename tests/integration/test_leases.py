@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -115,6 +116,54 @@ def test_paused_writer_is_fenced(cluster: TestCluster) -> None:
         assert b"A-0000000000007" not in data
         for n in range(3):
             assert data[n * 16 : n * 16 + 16] == f"A-{n:013d}\n".encode()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+        cl.close()
+
+
+def test_paused_page_writer_is_fenced(cluster: TestCluster) -> None:
+    """The same with page writes: page patches over the blocking client's sockets."""
+    from tests.integration.fence_writer import page
+
+    cl = cluster.client()
+    region = "lease/pages"
+    cl.create_region(region, 0, "ec:4+2", chunk=65536)
+    before = os.urandom(8 * 4096)
+    cl.pwrite(region, 0, before)
+    cl.release(region)
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), cluster.zk, cluster.name, region, "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdin and proc.stdout
+
+        def ask(cmd: str) -> str:
+            assert proc.stdin and proc.stdout
+            proc.stdin.write(cmd + "\n")
+            proc.stdin.flush()
+            return proc.stdout.readline().strip()
+
+        assert ask("page 1") == "ok" and ask("page 2") == "ok"
+        assert ask("patched") == f"ok {2 * 4096}"  # both went as page patches
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(2 * 2 + 1)  # past A's session timeout: its lease is gone
+        cl.pwrite(region, 3 * 4096, b"B" * 4096)  # takes over: A's patches kept, folded
+        cl.release(region)
+        proc.send_signal(signal.SIGCONT)
+        t = time.monotonic()
+        answer = ask("page 4")
+        assert answer.startswith("error"), answer
+        assert "Fenced" in answer or "lease" in answer.lower(), answer
+        assert time.monotonic() - t < 15, "a fenced writer must get an error, not hang"
+        data = cl.pread(region, 0, 8 * 4096)
+        assert data[4096 : 3 * 4096] == page(1) + page(2)  # acknowledged before the pause
+        assert data[3 * 4096 : 4 * 4096] == b"B" * 4096
+        assert data[4 * 4096 : 5 * 4096] == before[4 * 4096 : 5 * 4096]  # not A's page 4
     finally:
         proc.send_signal(signal.SIGCONT)
         proc.kill()

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+import ecmem
 from ecmem import pagelog
 from tests.harness import TestCluster
 
@@ -74,6 +75,33 @@ def test_pwritev_of_many_pages_goes_in_rounds_of_one_page_a_stripe(cluster: Test
         assert w.committed >= w.version and not w.inflight
         with cluster.client() as reader:
             assert reader.pread("pw/vec", 0, 4 * SD) == model
+
+
+def test_an_interrupted_blocking_page_write_leaves_no_write_in_flight(
+    cluster: TestCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecmem import fastwrite
+
+    with cluster.client() as cl:
+        cl.create_region("pw/intr", 0, "ec:4+2", chunk=CHUNK)
+        model = bytearray(os.urandom(SD))
+        cl.pwrite("pw/intr", 0, model)
+
+        def interrupted(*a: object) -> bool:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(fastwrite, "_round", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            cl.pwritev("pw/intr", [(0, b"x" * 4096), (8192, b"y" * 4096)])
+        w = cl.async_client.writer_of("pw/intr")
+        assert not w.inflight  # nothing left for a commit to wait on forever
+        monkeypatch.undo()
+        with pytest.raises(ecmem.EcmemError, match="interrupted"):
+            cl.pwrite("pw/intr", 0, b"z" * 4096)  # the writer stopped, saying why
+        cl.release("pw/intr")
+        cl.pwrite("pw/intr", 0, b"z" * 4096)  # a new writer recovers and goes on
+        model[:4096] = b"z" * 4096
+        assert cl.pread("pw/intr", 0, SD) == model
 
 
 def test_page_writes_with_a_node_down_go_around_it_and_survive_m_losses(
