@@ -183,12 +183,18 @@ class ConnectionPool:
         self._connecting: dict[str, asyncio.Future[NodeConnection]] = {}
         self._suspect_until: dict[str, float] = {}
         self._silent: set[str] = set()  # missed their heartbeats
+        self._warned: dict[str, float] = {}  # node -> when it was last logged as slow
 
     def suspect(self, node_id: str) -> None:
-        self._suspect_until[node_id] = time.monotonic() + self.SUSPECT_FOR
-        log.warning(
-            "node %s is slow to answer; reads go around it for %.0fs", node_id, self.SUSPECT_FOR
-        )
+        now = time.monotonic()
+        if self._warned.get(node_id, 0.0) + self.SUSPECT_FOR <= now:  # not once per read
+            self._warned[node_id] = now
+            log.warning(
+                "node %s is slow to answer; reads go around it for %.0fs",
+                node_id,
+                self.SUSPECT_FOR,
+            )
+        self._suspect_until[node_id] = now + self.SUSPECT_FOR
 
     def hedged(self, node_id: str) -> None:
         """A small read gave up waiting on ``node_id`` after HEDGE_AFTER and read around
