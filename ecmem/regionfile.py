@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .errors import ClosedError, ConfigError
+from .errors import ClosedError, ConfigError, EcmemError
 
 
 class RegionIO(Protocol):
@@ -266,6 +266,14 @@ class AsyncRegionFile:
         else:
             exc = task.exception()
         if exc is not None and self._error is None:
+            if isinstance(exc, EcmemError):
+                # The bytes that store held left the buffer: no retry of a flush can
+                # store them, so the error stays, and must not invite one.
+                exc.retriable = False
+                exc.add_note(
+                    f"region {self.name!r}: this file's buffered writes were not all stored; "
+                    "reopen the region and write them again"
+                )
             self._error = exc
 
     def _raise_background_error(self) -> None:

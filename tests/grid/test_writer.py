@@ -228,3 +228,27 @@ async def test_removing_a_region_whose_record_changed_meanwhile_reads_it_again(
     assert bumped and not await c.exists("gone")
     for node in grid.nodes.values():
         assert list(node.store.entries()) == []  # its fragments deleted everywhere
+
+
+async def test_a_region_file_whose_store_failed_keeps_failing_and_invites_no_retry(
+    grid: Grid,
+) -> None:
+    c = await grid.client()
+    chunk = 16384
+    await c.create_region("rf", 0, "ec:4+2", chunk=chunk)
+    await c.pwrite("rf", 0, os.urandom(4 * chunk))
+    await c.release("rf")
+    meta = await c.region_meta("rf")
+    f = await c.open("rf", "r+b")
+    for node, _ in meta.slabs[0][:3]:  # more than M of its nodes, and no node to hand to
+        grid.nodes[node].set(BROKEN)
+    await f.write(os.urandom(4 * chunk))  # a whole stripe: stored in the background
+    for _ in range(2):  # the second flush fails the same way: its bytes are gone
+        with pytest.raises(ecmem.EcmemError) as err:
+            await f.flush()
+        assert not err.value.retriable
+        assert any("reopen the region" in n for n in getattr(err.value, "__notes__", []))
+    for n in grid.nodes.values():
+        n.heal()
+    with pytest.raises(ecmem.EcmemError):
+        await f.close()
