@@ -362,14 +362,15 @@ class StripeIO(ReadPath):
                 return
             if base_off >= size:
                 base = bytearray(sd)
-            elif patched:
-                data, _ = await self.read_degraded(view, stripe, stamp.latest(stripe), patched)
-                base = bytearray(data)
             else:
-                # Our own writes may not be committed yet: read the newest we staged.
-                base = await self.read(view, base_off, sd, stamp.latest(stripe))
+                if patched:
+                    latest = stamp.latest(stripe)
+                    base = bytearray((await self.read_degraded(view, stripe, latest, patched))[0])
+                else:
+                    # Our own writes may not be committed yet: read the newest we staged.
+                    base = await self.read(view, base_off, sd, stamp.latest(stripe))
                 valid = size - base_off
-                if valid < sd:
+                if valid < sd:  # past the end: leftovers of a longer life read as zeros
                     base[valid:] = bytes(sd - valid)
             base[start : start + length] = chunk
             end = min(sd, max(size - base_off, start + length))
