@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,25 +80,33 @@ def test_dead_writers_lease_expires(cluster: TestCluster) -> None:
         cl.close()
 
 
-def test_paused_writer_is_fenced(cluster: TestCluster) -> None:
-    cl = cluster.client()
-    region = "lease/fence"
-    cl.create_region(region, 0, "ec:4+2")
+def start_writer(
+    cluster: TestCluster, region: str
+) -> tuple[subprocess.Popen[str], Callable[[str], str]]:
+    """fence_writer.py with a 2 s session, and a function that sends it a command and
+    returns its answer."""
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), cluster.zk, cluster.name, region, "2"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
+
+    def ask(cmd: str) -> str:
         assert proc.stdin and proc.stdout
+        proc.stdin.write(cmd + "\n")
+        proc.stdin.flush()
+        return proc.stdout.readline().strip()
 
-        def ask(cmd: str) -> str:
-            assert proc.stdin and proc.stdout
-            proc.stdin.write(cmd + "\n")
-            proc.stdin.flush()
-            return proc.stdout.readline().strip()
+    return proc, ask
 
+
+def test_paused_writer_is_fenced(cluster: TestCluster) -> None:
+    cl = cluster.client()
+    region = "lease/fence"
+    cl.create_region(region, 0, "ec:4+2")
+    proc, ask = start_writer(cluster, region)
+    try:
         assert ask("open") == "ok"
         for n in range(3):
             assert ask(f"write {n}") == "ok"
@@ -133,21 +142,8 @@ def test_paused_page_writer_is_fenced(cluster: TestCluster) -> None:
     before = os.urandom(8 * 4096)
     cl.pwrite(region, 0, before)
     cl.release(region)
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITER), cluster.zk, cluster.name, region, "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc, ask = start_writer(cluster, region)
     try:
-        assert proc.stdin and proc.stdout
-
-        def ask(cmd: str) -> str:
-            assert proc.stdin and proc.stdout
-            proc.stdin.write(cmd + "\n")
-            proc.stdin.flush()
-            return proc.stdout.readline().strip()
-
         assert ask("page 1") == "ok" and ask("page 2") == "ok"
         assert ask("patched") == f"ok {2 * 4096}"  # both went as page patches
         proc.send_signal(signal.SIGSTOP)

@@ -19,28 +19,33 @@ CHUNK = 65536  # 256 KiB stripes of ec:4+2
 SD = 4 * CHUNK
 
 
+def asyncio_calls(inner: object, method: str) -> list[tuple[object, ...]]:
+    """Record each call of the asyncio client's ``method`` (the blocking way makes none)."""
+    calls: list[tuple[object, ...]] = []
+    real = getattr(inner, method)
+
+    async def counted(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(a)
+        return await real(*a, **kw)
+
+    setattr(inner, method, counted)
+    return calls
+
+
 def test_page_writes_take_the_blocking_path_and_read_back(cluster: TestCluster) -> None:
     with cluster.client() as cl:
         cl.create_region("pw/fast", 0, "ec:4+2", chunk=CHUNK)
         model = bytearray(os.urandom(2 * SD))
         cl.pwrite("pw/fast", 0, model)
         inner = cl.async_client
-        calls = 0
-        real = inner.pwrite
-
-        async def counted(*a, **kw):  # type: ignore[no-untyped-def]
-            nonlocal calls
-            calls += 1
-            return await real(*a, **kw)
-
-        inner.pwrite = counted  # type: ignore[method-assign]
+        calls = asyncio_calls(inner, "pwrite")
         rng = random.Random(7)
         for _ in range(pagelog.FOLD.after // 2):
             off = rng.randrange(2 * SD // 4096) * 4096
             page = os.urandom(4096)
             cl.pwrite("pw/fast", off, page)
             model[off : off + 4096] = page
-        assert calls == 0  # every one went the blocking way
+        assert calls == []  # every one went the blocking way
         w = inner.writer_of("pw/fast")
         assert w.patched.stripes and w.committed >= w.version and not w.inflight
         with cluster.client() as reader:
@@ -53,15 +58,7 @@ def test_pwritev_of_many_pages_goes_in_rounds_of_one_page_a_stripe(cluster: Test
         model = bytearray(os.urandom(4 * SD))
         cl.pwrite("pw/vec", 0, model)
         inner = cl.async_client
-        calls = 0
-        real = inner.pwritev
-
-        async def counted(*a, **kw):  # type: ignore[no-untyped-def]
-            nonlocal calls
-            calls += 1
-            return await real(*a, **kw)
-
-        inner.pwritev = counted  # type: ignore[method-assign]
+        calls = asyncio_calls(inner, "pwritev")
         rng = random.Random(11)
         for _ in range(3):
             # Pages of 4 stripes, some of the same bytes (the later one wins).
@@ -70,7 +67,7 @@ def test_pwritev_of_many_pages_goes_in_rounds_of_one_page_a_stripe(cluster: Test
             assert cl.pwritev("pw/vec", batch) == 25 * 2048
             for off, page in batch:
                 model[off : off + len(page)] = page
-        assert calls == 0  # every batch went the blocking way
+        assert calls == []  # every batch went the blocking way
         w = inner.writer_of("pw/vec")
         assert w.committed >= w.version and not w.inflight
         with cluster.client() as reader:
