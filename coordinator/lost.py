@@ -22,6 +22,7 @@ from ecmem.logs import where
 from ecmem.meta.model import RegionMeta
 from ecmem.repair import Strays, committed_versions
 from ecmem.stripes import RegionView
+from ecmem.writers import Writer
 
 from .progress import Progress
 
@@ -48,7 +49,7 @@ class LostStripes:
         stripe: int,
         entry: tuple[int, tuple[int, int, int], set[int]],
         targets: dict[int, tuple[str, str]],
-        epoch: int,
+        lease: Writer,
         strays: dict[int, str],
     ) -> bool:
         raise NotImplementedError
@@ -64,10 +65,12 @@ class LostStripes:
                 if not await self._lease(meta.name, held):
                     continue
                 meta = await self.client.region_meta(meta.name)
-                epoch = self.client.writer_of(meta.name).epoch
-                found = await self._find_lost(meta, epoch)
+                lease = self.client.writer_of(meta.name)
+                found = await self._find_lost(meta, lease)
                 if found:
-                    await self._zk(self.client.meta.update_region, meta.name, _unlost(epoch, found))
+                    await self._zk(
+                        self.client.meta.update_region, meta.name, _unlost(lease.epoch, found)
+                    )
             except RegionNotFound:
                 continue
             except EcmemError as exc:
@@ -88,7 +91,7 @@ class LostStripes:
                     extra=where(meta.name),
                 )
 
-    async def _find_lost(self, meta: RegionMeta, epoch: int) -> extents.Ranges:
+    async def _find_lost(self, meta: RegionMeta, lease: Writer) -> extents.Ranges:
         view = self.client.make_view(meta)
         found: list[int] = []
         for slab in sorted({s // meta.slab_stripes for s in extents.stripes(meta.lost)}):
@@ -100,7 +103,7 @@ class LostStripes:
             targets = {i: h for i, h in enumerate(meta.slabs[slab]) if h[0] in live}
             for stripe in sorted(want & set(stripes)):
                 if await self._stripe(
-                    meta, view, stripe, stripes[stripe], targets, epoch, strays.get(stripe, {})
+                    meta, view, stripe, stripes[stripe], targets, lease, strays.get(stripe, {})
                 ):
                     found.append(stripe)
         return extents.of(found)

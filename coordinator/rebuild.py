@@ -36,11 +36,15 @@ from ecmem.policy import ECPolicy
 from ecmem.repair import (
     Retry,
     Strays,
+    carry_patches,
     committed_versions,
+    fetch_sources,
     store_fragment,
+    stripe_patches,
     via,
 )
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
+from ecmem.writers import Writer
 
 from .garbage import GARBAGE_DELAY, Collector
 from .lost import LostStripes
@@ -261,7 +265,7 @@ class Rebuilder(LostStripes):
 
         async def one(stripe: int, entry: tuple[int, tuple[int, int, int], set[int]]) -> None:
             if not await self._stripe(
-                meta, view, stripe, entry, targets, w.epoch, strays.get(stripe, {})
+                meta, view, stripe, entry, targets, w, strays.get(stripe, {})
             ):
                 lost.append(stripe)
 
@@ -343,7 +347,7 @@ class Rebuilder(LostStripes):
         stripe: int,
         entry: tuple[int, tuple[int, int, int], set[int]],
         targets: dict[int, tuple[str, str]],
-        epoch: int,
+        lease: Writer,
         strays: dict[int, str],
     ) -> bool:
         version, write, have = entry
@@ -359,16 +363,31 @@ class Rebuilder(LostStripes):
         for i in need:
             if i in have:
                 got = await self.client.io.fetch(
-                    view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=version
+                    view,
+                    stripe,
+                    i,
+                    0,
+                    size,
+                    DEGRADED_TIMEOUT,
+                    avoid_suspects=False,
+                    want=version,
+                    raw=True,
                 )
                 if isinstance(got, Got):
                     frags[i] = bytes(got.data)
         rest = [i for i in need if i not in frags]
+        # A stray (a node that left the placement keeping its copy) stands in for an
+        # index whose holder lacks this version.
+        seen = via(view, stripe, strays, self.client.live_nodes()) if strays else view
+        # Fragments are rebuilt without their page patches (parity never has them laid
+        # over); the patches go along, or readers of the new holder would miss them.
+        patches = await stripe_patches(self.client, seen, stripe, version)
+        if patches is None:
+            raise Retry(f"stripe {stripe}: too few of its nodes answered for its page patches")
         if rest:
-            # A stray (a node that left the placement keeping its copy) stands in for an
-            # index whose holder lacks this version.
-            sources = await self._sources(
-                via(view, stripe, strays, self.client.live_nodes()) if strays else view,
+            sources = await fetch_sources(
+                self.client,
+                seen,
                 stripe,
                 version,
                 (have - set(need)) | set(strays),
@@ -394,40 +413,13 @@ class Rebuilder(LostStripes):
                 frags.update({i: copy for i in rest})
         for i in need:
             await store_fragment(
-                self.client, meta, stripe, i, version, write, frags[i], size, targets[i], epoch
-            )
+                self.client, meta, stripe, i, version, write, frags[i], size, targets[i],
+                lease.epoch,
+            )  # fmt: skip
+            await carry_patches(self.client, meta, stripe, i, patches, targets[i], lease)
             self.progress.bytes_done += size
             self.on_bytes(size)
         return True
-
-    async def _sources(
-        self, view: RegionView, stripe: int, version: int, have: set[int], k: int
-    ) -> dict[int, bytes] | None:
-        """k fragments of ``version``, data fragments first (late binding over the rest)."""
-        size = view.layout.fragment_size
-        got: dict[int, bytes] = {}
-        order = sorted(have)
-        while len(got) < k and order:
-            batch, order = order[: k - len(got)], order[k - len(got) :]
-            outcomes = await asyncio.gather(
-                *(
-                    self.client.io.fetch(
-                        view,
-                        stripe,
-                        i,
-                        0,
-                        size,
-                        DEGRADED_TIMEOUT,
-                        avoid_suspects=False,
-                        want=version,
-                    )
-                    for i in batch
-                )
-            )
-            for i, o in zip(batch, outcomes, strict=True):
-                if isinstance(o, Got):
-                    got[i] = bytes(o.data)
-        return got if len(got) >= k else None
 
     async def _switch(
         self,

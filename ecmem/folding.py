@@ -86,6 +86,7 @@ async def fold_recovered(
             bases[f.stripe] = max(bases.get(f.stripe, 0), f.version)
     view = w.host.regions.view(meta)
     layout = view.layout
+    folded = 0
     for stripe in stripes:
         base = bases.get(stripe, 0)
         reached = sum(1 for n, _ in view.placement(stripe) if n and n in w.answered)
@@ -111,11 +112,13 @@ async def fold_recovered(
             layout, cells, 0, layout.chunk, await _every_patch(w, view, stripe, base, kept, patches)
         )
         await rewrite(w, view, stripe, bytes(cells), meta.size)
-    log.info(
-        "region %s: folded the page patches the previous writer left on %d stripes",
-        meta.name,
-        len(stripes),
-    )
+        folded += 1
+    if folded:
+        log.info(
+            "region %s: folded the page patches the previous writer left on %d stripes",
+            meta.name,
+            folded,
+        )
 
 
 async def _every_patch(

@@ -8,6 +8,7 @@ newer writer takes over).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from crc32c import crc32c
@@ -16,8 +17,12 @@ from . import wire
 from .aio import AsyncClient
 from .errors import EcmemError, Fenced
 from .health import slab_stripe_count
+from .layout import Layout
 from .meta.model import NodeInfo, RegionMeta
-from .stripes import RegionView
+from .pagelog import complete
+from .policy import ECPolicy
+from .stripes import DEGRADED_TIMEOUT, Got, RegionView
+from .writers import Writer
 
 REPAIR_TIMEOUT = 10.0
 
@@ -109,6 +114,89 @@ async def store_fragment(
         if reply.code == wire.E_FENCED:
             raise Fenced(f"region {meta.name}: {reply.message}")
         raise Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
+
+
+async def fetch_sources(
+    client: AsyncClient, view: RegionView, stripe: int, version: int, have: set[int], k: int
+) -> dict[int, bytes] | None:
+    """k fragments of ``version`` as encoded (no page patches laid over), data fragments
+    first (late binding over the rest); None if fewer than k answer."""
+    size = view.layout.fragment_size
+    got: dict[int, bytes] = {}
+    order = sorted(have)
+    while len(got) < k and order:
+        batch, order = order[: k - len(got)], order[k - len(got) :]
+        outcomes = await asyncio.gather(
+            *(
+                client.io.fetch(
+                    view, stripe, i, 0, size, DEGRADED_TIMEOUT, None, False, version, True
+                )
+                for i in batch
+            )
+        )
+        for i, o in zip(batch, outcomes, strict=True):
+            if isinstance(o, Got):
+                got[i] = bytes(o.data)
+    return got if len(got) >= k else None
+
+
+# A committed page patch: (version, data fragment, byte in it) -> (bytes, its write)
+PatchRecords = dict[tuple[int, int, int], tuple[bytes, tuple[int, int, int]]]
+
+
+async def stripe_patches(
+    client: AsyncClient, view: RegionView, stripe: int, after: int
+) -> PatchRecords | None:
+    """Every committed page patch of a stripe newer than version ``after``, asked of all
+    its placed nodes but partial ones (a handoff holds none from before it); None if too
+    few answer to be sure of them all."""
+    if not isinstance(view.layout.policy, ECPolicy):
+        return {}  # only erasure-coded stripes take patches
+    placement = view.placement(stripe)
+    slab = view.layout.slab_of(stripe)
+    asked = [i for i, (n, _) in enumerate(placement) if n and (slab, i) not in view.partial]
+    msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, 0)
+    answers = await asyncio.gather(
+        *(client.pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
+        return_exceptions=True,
+    )
+    found: PatchRecords = {}
+    answered = []
+    for i, a in zip(asked, answers, strict=True):
+        if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
+            continue
+        answered.append(i)
+        for (version, index, at, data), write in zip(a[1].patches(), a[1].writes(), strict=True):
+            found[(version, index, at)] = (data, write)
+    return found if complete(view.layout.policy.k, answered) else None
+
+
+async def carry_patches(
+    client: AsyncClient,
+    meta: RegionMeta,
+    stripe: int,
+    index: int,
+    patches: PatchRecords,
+    target: tuple[str, str],
+    lease: Writer,
+) -> None:
+    """Give a rebuilt fragment's node the committed patches a placed node of its index
+    keeps: a data fragment's own, every one on a parity node (pagelog.log_indexes)."""
+    k = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.k
+    for (version, patched, at), (data, write) in sorted(patches.items()):
+        if index < k and patched != index:
+            continue
+        msg = wire.RepairPatch(
+            meta.id, stripe, patched, index, version, at, crc32c(data), *write, lease.epoch,
+            lease.committed, lease.base, data,
+        )  # fmt: skip
+        conn, reply = await client.pool.request(target[0], msg, REPAIR_TIMEOUT)
+        if conn.incarnation != target[1]:
+            raise Retry(f"node {target[0]} restarted during the rebuild")
+        if isinstance(reply, wire.Error):
+            if reply.code == wire.E_FENCED:
+                raise Fenced(f"region {meta.name}: {reply.message}")
+            raise Retry(f"node {target[0]} refused a page patch of the rebuild: {reply.message}")
 
 
 def via(

@@ -206,7 +206,15 @@ class Scrubber:
         outcomes = await asyncio.gather(
             *(
                 self.client.io.fetch(
-                    view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=version
+                    view,
+                    stripe,
+                    i,
+                    0,
+                    size,
+                    DEGRADED_TIMEOUT,
+                    avoid_suspects=False,
+                    want=version,
+                    raw=True,  # fragments as encoded: page patches are not parity's
                 )
                 for i in indexes
             )
@@ -252,7 +260,15 @@ class Scrubber:
                 if i in bad or not n or len(good) >= policy.k:
                     continue
                 o = await self.client.io.fetch(
-                    view, stripe, i, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=version
+                    view,
+                    stripe,
+                    i,
+                    0,
+                    size,
+                    DEGRADED_TIMEOUT,
+                    avoid_suspects=False,
+                    want=version,
+                    raw=True,
                 )
                 if isinstance(o, Got):
                     good[i] = bytes(o.data)

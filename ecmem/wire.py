@@ -43,10 +43,16 @@ from .wirebase import (
 )
 from .wirebase import check_key as _check_key
 from .wirebase import register as _register
+from .wirereplies import Data, Error, Listing, Ok, PatchList
 
 # Re-exported: the frame's ground floor is wirebase.py; everyone imports it from here.
 __all__ = [
     "ALL_INDEXES",
+    "Data",
+    "Error",
+    "Listing",
+    "Ok",
+    "PatchList",
     "DEFAULT_MAX_PAYLOAD",
     "E_BAD_REQUEST",
     "E_CORRUPT",
@@ -265,6 +271,38 @@ class Repair(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class RepairPatch(Message):
+    """Keep a committed page patch beside a rebuilt fragment (``holder``) of a stripe,
+    for a rebuilder holding the lease of ``epoch``: the new holder must keep what a
+    placed node keeps (its own fragment's patches, or every one on a parity node).
+    ``lac`` and ``base``: the region's commit point and recovered base, as in Commit."""
+
+    KIND: ClassVar[int] = 15
+    HAS_PAYLOAD: ClassVar[bool] = True
+    region: str
+    stripe: int
+    index: int
+    holder: int
+    version: int
+    at: int
+    crc: int
+    first: int
+    last: int
+    end: int
+    epoch: int
+    lac: int
+    base: int
+    payload: bytes | bytearray | memoryview = b""
+
+    def validate(self) -> None:
+        _check_key(self.region, max(self.index, self.holder))
+        if not self.payload or len(self.payload) > MAX_PATCH:
+            raise ProtocolError(f"RepairPatch payload must be 1 to {MAX_PATCH} bytes")
+        if self.version > self.lac:
+            raise ProtocolError("RepairPatch: only a committed patch (at or below lac) is kept")
+
+
+@dataclass(frozen=True, slots=True)
 class List(Message):
     """List fragments held, of one region or (empty string) of all; committed ones, or
     with ``staged`` 1 the staged ones; with 2 the region's page patches."""
@@ -343,70 +381,6 @@ class Fence(Message):
 # ---- replies ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Ok(Message):
-    KIND: ClassVar[int] = 64
-    info: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Data(Message):
-    """Fragment bytes: whole pages from ``first_page``, with their checksums.
-
-    A receiver may scatter the payload into several buffers as it arrives;
-    ``payload`` is then the tuple of those buffers, in order.
-    """
-
-    KIND: ClassVar[int] = 65
-    HAS_PAYLOAD: ClassVar[bool] = True
-    version: int
-    fragment_len: int
-    first_page: int
-    crcs: bytes
-    wfirst: int  # the stripes its write covered: wcount from wfirst (0: not known)
-    wcount: int
-    pending: int  # patches of the stripe newer than ``version`` this node did not lay over
-    patched: int  # the newest patch it laid over (0: none); wfirst, wcount are then its write's
-    payload: bytes | bytearray | memoryview | tuple[memoryview, ...] = b""
-
-
-@dataclass(frozen=True, slots=True)
-class Error(Message):
-    KIND: ClassVar[int] = 66
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Listing(Message):
-    KIND: ClassVar[int] = 67
-    entries: list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PatchList(Message):
-    """Patches, oldest first: [version, index, at, length] each, their bytes one after
-    another in the payload."""
-
-    KIND: ClassVar[int] = 68
-    HAS_PAYLOAD: ClassVar[bool] = True
-    entries: list[Any]
-    payload: bytes | bytearray | memoryview = b""
-
-    def patches(self) -> list[tuple[int, int, int, bytes]]:
-        out, pos, raw = [], 0, bytes(self.payload)
-        for version, index, at, length in self.entries:
-            out.append((version, index, at, raw[pos : pos + length]))
-            pos += length
-        return out
-
-    def validate(self) -> None:
-        if not all(isinstance(e, list) and len(e) == 4 for e in self.entries):
-            raise ProtocolError("PatchList entries must be [version, index, at, length]")
-        if sum(e[3] for e in self.entries) != len(self.payload):
-            raise ProtocolError("PatchList payload does not match its entries' lengths")
-
-
 MESSAGES: dict[int, type[Message]] = {
     cls.KIND: _register(cls)
     for cls in (
@@ -417,6 +391,7 @@ MESSAGES: dict[int, type[Message]] = {
         GetPatches,
         Delete,
         Repair,
+        RepairPatch,
         List,
         Stat,
         Corrupt,

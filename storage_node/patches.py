@@ -170,11 +170,44 @@ class PatchStore:
                 f"region {region}: a writer of epoch {wire.epoch_of(st.lac)} took over; "
                 f"this writer's epoch {wire.epoch_of(version)} is fenced off",
             )
-        if self.used + len(data) > self.capacity:
+        self._keep(region, st, stripe, holder, Patch(version, index, at, bytes(data), write))
+
+    def repair_patch(
+        self,
+        region: str,
+        stripe: int,
+        holder: int,
+        patch: Patch,
+        crc: int,
+        epoch: int,
+        lac: int,
+        base: int,
+    ) -> bool:
+        """Keep a committed patch beside rebuilt fragment ``holder`` of a stripe, for a
+        rebuilder holding the lease of ``epoch`` that knows the region's commit point
+        ``lac`` (and recovered ``base``). False if a fragment committed here holds it
+        already (folded since)."""
+        self.check_epoch(region, epoch)
+        if crc32c(patch.data) != crc:
+            raise StoreError(
+                wire.E_CORRUPT,
+                f"patch {region}/{stripe}/{patch.index}@{patch.version} arrived damaged "
+                "(crc32c mismatch); the rebuilder will retry",
+            )
+        self.commit(region, lac, base)
+        st = self.region(region)
+        folded = st.committed.get((stripe, holder))
+        if folded is not None and folded.version >= patch.version:
+            return False
+        self._keep(region, st, stripe, holder, patch)
+        return True
+
+    def _keep(self, region: str, st: Any, stripe: int, holder: int, patch: Patch) -> None:
+        if self.used + len(patch.data) > self.capacity:
             raise StoreError(
                 wire.E_NO_SPACE,
-                f"node is full: {self.used} of {self.capacity} bytes used, {len(data)} more "
-                "asked; add nodes or free regions",
+                f"node is full: {self.used} of {self.capacity} bytes used, "
+                f"{len(patch.data)} more asked; add nodes or free regions",
             )
         if (stripe, holder) not in st.committed and (stripe, holder) not in st.staged:
             raise StoreError(
@@ -182,12 +215,11 @@ class PatchStore:
                 f"no fragment {region}/{stripe}/{holder} to keep a patch beside; write the "
                 "stripe whole",
             )
-        patch = Patch(version, index, at, bytes(data), write)
         old = st.patches.add(stripe, patch)
-        self.used += len(data) - (len(old.data) if old is not None else 0)
+        self.used += len(patch.data) - (len(old.data) if old is not None else 0)
         self._patched("add", region, stripe, [patch])
         folded = st.committed.get((stripe, holder))
-        if folded is not None and folded.version >= version:
+        if folded is not None and folded.version >= patch.version:
             self.trim(region, st, stripe, folded.version)  # folded already: nothing to keep
 
     def patches_of(

@@ -12,6 +12,7 @@ from ecmem.framing import Budget, FrameProtocol
 
 from .errors import StoreError
 from .metrics import NodeMetrics
+from .patches import Patch
 from .store import FragmentStore
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class NodeServer:
                 which = None if msg.index == wire.ALL_INDEXES else msg.index
                 found = store.patches_of(msg.region, msg.stripe, which, msg.after, msg.asof)
                 return wire.PatchList(
-                    [[p.version, p.index, p.at, len(p.data)] for p in found],
+                    [[p.version, p.index, p.at, len(p.data), *p.write] for p in found],
                     b"".join(p.data for p in found),
                 )
             if isinstance(msg, wire.Put):
@@ -153,6 +154,24 @@ class NodeServer:
                     msg.epoch,
                 )
                 return wire.Ok({"stored": stored})
+            if isinstance(msg, wire.RepairPatch):
+                kept = store.repair_patch(
+                    msg.region,
+                    msg.stripe,
+                    msg.holder,
+                    Patch(
+                        msg.version,
+                        msg.index,
+                        msg.at,
+                        bytes(msg.payload),
+                        (msg.first, msg.last, msg.end),
+                    ),
+                    msg.crc,
+                    msg.epoch,
+                    msg.lac,
+                    msg.base,
+                )
+                return wire.Ok({"kept": kept})
             if isinstance(msg, wire.Delete):
                 deleted = store.delete(msg.region, msg.from_stripe, msg.epoch, msg.until, msg.upto)
                 return wire.Ok({"deleted": deleted})

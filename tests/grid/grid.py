@@ -85,6 +85,7 @@ class Grid:
     cluster: str
     nodes: dict[str, GridNode] = field(default_factory=dict)
     clients: list[AsyncClient] = field(default_factory=list)
+    stopped: set[str] = field(default_factory=set)
     _zk: Any = None  # the grid nodes' ZooKeeper session
 
     @classmethod
@@ -115,7 +116,7 @@ class Grid:
         await c.start()
         # Until the client's watch sees every node (a busy machine may take a while).
         for _ in range(2000):
-            if len(c.live_nodes()) >= len(self.nodes):
+            if len(c.live_nodes()) >= len(self.nodes) - len(self.stopped):
                 break
             await asyncio.sleep(0.005)
         self.clients.append(c)
@@ -141,6 +142,15 @@ class Grid:
             node.store.fence(meta.id, wire.epoch_of(version))
             data = frags[i]
             node.store.put(meta.id, stripe, i, version, len(data), crc32c(data), data, extent)
+
+    async def stop(self, node_id: str) -> None:
+        """The node dies: it stops answering and leaves the cluster's membership."""
+        node = self.nodes[node_id]
+        self.stopped.add(node_id)
+        node.set(BROKEN)
+        node.tcp.close()
+        node.beats.cancel()
+        await asyncio.to_thread(Registration(self._zk, self.cluster, node.info).deregister)
 
     def drop_lease(self, name: str) -> None:
         """The region's lease goes, as when its holder's session expires."""

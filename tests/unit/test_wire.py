@@ -19,10 +19,11 @@ SAMPLES: list[wire.Message] = [
     wire.Get("r1", 3, 2, 100, 4096, 0, 1 << 32 | 5, 1),
     wire.Patch("r1", 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
     wire.GetPatches("r1", 3, wire.ALL_INDEXES, 7, 0),
-    wire.PatchList([[9, 1, 0, 3], [10, 2, 8, 2]], b"abcde"),
+    wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], b"abcde"),
     wire.Delete("r1", 5, 3),
     wire.Delete("r1", 5, 0, 9, 1 << 33),
     wire.Repair("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 2, b"rebuilt"),
+    wire.RepairPatch("r1", 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 2, 1 << 32 | 9, 5, b"pg"),
     wire.Fence("r1", 4),
     wire.List("", 1),
     wire.Stat(),
@@ -160,9 +161,12 @@ def test_header_size_is_stable() -> None:
 
 
 def test_patch_lists_split_their_payload_and_refuse_a_mismatch() -> None:
-    pl = wire.PatchList([[9, 1, 0, 3], [10, 2, 8, 2]], b"abcde")
+    pl = wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], b"abcde")
     assert pl.patches() == [(9, 1, 0, b"abc"), (10, 2, 8, b"de")]
+    assert pl.writes() == [(0, 0, 9), (1, 2, 7)]
     with pytest.raises(ProtocolError):
         wire.PatchList.from_parts([[9, 1, 0, 3]], b"ab")
     with pytest.raises(ProtocolError):
         wire.Patch.from_parts(["r", 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch
+    with pytest.raises(ProtocolError):  # a patch newer than the commit point it claims
+        wire.RepairPatch.from_parts(["r", 0, 0, 4, 9, 0, 0, 0, 0, 0, 2, 8, 0], b"pg")
