@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterable
 
 from crc32c import crc32c
 
@@ -147,28 +148,51 @@ PatchRecords = dict[tuple[int, int, int], tuple[bytes, tuple[int, int, int]]]
 async def stripe_patches(
     client: AsyncClient, view: RegionView, stripe: int, after: int
 ) -> PatchRecords | None:
-    """Every committed page patch of a stripe newer than version ``after``, asked of all
-    its placed nodes but partial ones (a handoff holds none from before it); None if too
-    few answer to be sure of them all."""
+    """Every committed page patch of a stripe newer than version ``after``: from its
+    placed nodes but partial ones (a handoff holds none from before it) when enough of
+    them answer to be sure of all (pagelog.complete); else from every live node (a
+    patch's copies that left the placement stay on the nodes that held them, and one
+    copy is the whole patch), if every one of them answers. None if not sure."""
     if not isinstance(view.layout.policy, ECPolicy):
         return {}  # only erasure-coded stripes take patches
     placement = view.placement(stripe)
     slab = view.layout.slab_of(stripe)
-    asked = [i for i, (n, _) in enumerate(placement) if n and (slab, i) not in view.partial]
+    placed = {
+        placement[i][0]: i
+        for i in range(len(placement))
+        if placement[i][0] and (slab, i) not in view.partial
+    }
+    found: PatchRecords = {}
+    answered = await _ask_patches(client, view, stripe, after, placed, found)
+    if complete(view.layout.policy.k, [placed[n] for n in answered]):
+        return found
+    everyone = set(client.live_nodes()) | set(placed)
+    answered |= await _ask_patches(client, view, stripe, after, everyone - answered, found)
+    return found if answered >= everyone else None
+
+
+async def _ask_patches(
+    client: AsyncClient,
+    view: RegionView,
+    stripe: int,
+    after: int,
+    nodes: Iterable[str],
+    found: PatchRecords,
+) -> set[str]:
+    """Add what ``nodes`` hold to ``found``; returns those that answered."""
+    asked = sorted(nodes)
     msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, 0)
     answers = await asyncio.gather(
-        *(client.pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
-        return_exceptions=True,
+        *(client.pool.request(n, msg, DEGRADED_TIMEOUT) for n in asked), return_exceptions=True
     )
-    found: PatchRecords = {}
-    answered = []
-    for i, a in zip(asked, answers, strict=True):
+    answered = set()
+    for node, a in zip(asked, answers, strict=True):
         if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
             continue
-        answered.append(i)
+        answered.add(node)
         for (version, index, at, data), write in zip(a[1].patches(), a[1].writes(), strict=True):
             found[(version, index, at)] = (data, write)
-    return found if complete(view.layout.policy.k, answered) else None
+    return answered
 
 
 async def carry_patches(
@@ -205,12 +229,14 @@ def via(
     """``view`` with the stray holders of a stripe's fragments standing in its placement."""
     slab = view.layout.slab_of(stripe)
     placement = list(view.slabs[slab])
+    partial = dict(view.partial)
     for index, node in strays.items():
         if node in live:
             placement[index] = (node, live[node].incarnation)
+            partial.pop((slab, index), None)  # a stray's copy is whole, not a handoff's
     slabs = list(view.slabs)
     slabs[slab] = placement
-    return dataclasses.replace(view, slabs=slabs)
+    return dataclasses.replace(view, slabs=slabs, partial=partial)
 
 
 class Retry(EcmemError):

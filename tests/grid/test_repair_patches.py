@@ -76,3 +76,33 @@ async def test_a_scrub_finds_a_patched_stripe_clean(grid: Grid) -> None:
     report = await Scrubber(await grid.client()).run_once(["r"])
     assert not report.findings, report.findings
     assert await (await grid.client()).pread("r", 0, SD) == model
+
+
+async def test_a_slab_handed_off_past_m_slots_is_rebuilt_with_patches_from_old_holders(
+    grid: Grid,
+) -> None:
+    # Found by the same scenario once the above was fixed: with three slots handed off
+    # (their new holders partial: no patch from before), the placed nodes left could
+    # not vouch for every patch, and the rebuild retried forever. The old holders are
+    # alive off the placement, with the fragments and the patches.
+    meta, model = await patched_stripe(grid)
+    spares = ["n7", "n8", "n9"]
+    for n in spares:
+        await grid.add(n)
+    c = await grid.client()
+    since = max(e[3] for e in grid.nodes[meta.slabs[0][0][0]].store.entries(meta.id)) + 1
+
+    def hand_off(m: RegionMeta) -> RegionMeta:
+        for i, spare in zip((1, 4, 5), spares, strict=True):
+            m.hand_off(0, i, (spare, grid.nodes[spare].info.incarnation), since)
+        return m
+
+    await c.regions.update("r", hand_off)
+    await Rebuilder(await grid.client(), grace=0.0).run_once()
+    after = await c.region_meta("r")
+    assert not after.partial, after.partial
+    held = patches_on(grid, after)
+    assert len(held[after.slabs[0][1][0]]) == 2 and len(held[after.slabs[0][4][0]]) == 3, held
+    for i in (0, 2):  # decode through the rebuilt slots
+        grid.nodes[after.slabs[0][i][0]].set(BROKEN)
+    assert await (await grid.client()).pread("r", 0, SD) == model
