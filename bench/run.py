@@ -5,7 +5,8 @@ ec:4+2 region over 6 storage nodes, 4 KiB random reads and acknowledged 4 KiB
 random writes, against redis-py SET/GET of 1 MiB values and GET/SET of 4 KiB
 values on the same machine at the same time; 4 KiB writes from 16 asyncio tasks of
 one client, and pwritev of 64 pages against a redis pipeline of 64 SETs; 4 KiB
-reads with one storage node paused. Prints MB/s, p50/p99 and
+reads with one storage node paused; and the floor under a page write, one Ping to 3
+nodes at once, against redis PING. Prints MB/s, p50/p99 and
 ecmem/redis ratios, and writes them to bench/out/results.json. Each measurement
 is repeated, alternating the two systems, and the best run of each is kept:
 these machines are noisy.
@@ -29,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ecmem  # noqa: E402
 from bench.peers import RedisServer  # noqa: E402
+from ecmem import wire  # noqa: E402
+from ecmem.blocking import BlockingPool  # noqa: E402
 from ecmem.localcluster import LocalCluster  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -185,6 +188,34 @@ def redis_pipeline(r: Any, keys: int, batches: int, seed: int) -> float:
     return batches * 64 / (time.perf_counter() - t)
 
 
+def ecmem_fanout(cl: ecmem.Client, n: int) -> dict[str, float]:
+    """The floor under an acknowledged page write: one Ping to M+1 = 3 nodes at once over
+    blocking sockets, waiting for every answer (a write needs two such round trips)."""
+    ac = cl.async_client
+    pool = BlockingPool(ac.address)
+    nodes = sorted(ac.live_nodes())[:3]
+    lat = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            reqs = [(c, c.send(wire.Ping())) for c in map(pool.get, nodes)]
+            for c, req in reqs:
+                c.receive(req)
+            lat.append(time.perf_counter() - t)
+    finally:
+        pool.close()
+    return {"fanout3_p50_us": pct(lat, 0.5) * 1e6}
+
+
+def redis_ping(r: Any, n: int) -> dict[str, float]:
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r.ping()
+        lat.append(time.perf_counter() - t)
+    return {"fanout3_p50_us": pct(lat, 0.5) * 1e6}
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in runs[0]:
@@ -229,6 +260,8 @@ def main() -> int:
                 print(f"random-read run {i + 1}/{args.repeat} ...", flush=True)
                 e_runs[i].update(ecmem_rand(cl, "bench/rand", rset, args.reads, i))
                 r_runs[i].update(redis_rand(r, rset // 4096, args.reads, i))
+                e_runs[i].update(ecmem_fanout(cl, args.small_writes))
+                r_runs[i].update(redis_ping(r, args.small_writes))
                 print(f"small-write run {i + 1}/{args.repeat} ...", flush=True)
                 e_runs[i].update(ecmem_small_writes(cl, "bench/rand", rset, args.small_writes, i))
                 r_runs[i].update(redis_small_writes(r, rset // 4096, args.small_writes * 10, i))
@@ -263,6 +296,7 @@ def main() -> int:
             "small_write_4k_p50": e["small_write_4k_p50_us"] / rd["small_write_4k_p50_us"],
             "writers16_4k": e["writers16_4k_ops"] / rd["small_write_4k_ops"],
             "pwritev64": e["pwritev64_pages"] / rd["pwritev64_pages"],
+            "fanout3_p50": e["fanout3_p50_us"] / rd["fanout3_p50_us"],
         },
         "config": {
             "size_mib": args.size_mib,
@@ -293,6 +327,7 @@ def main() -> int:
         ),
         ("16 writers 4 KiB ops/s *", "writers16_4k_ops", "small_write_4k_ops", "writers16_4k"),
         ("pwritev 64 pages/s", "pwritev64_pages", "pwritev64_pages", "pwritev64"),
+        ("ping 3 nodes / PING p50 us", "fanout3_p50_us", "fanout3_p50_us", "fanout3_p50"),
     ]
     for label, ek, rk, ratio in rows:
         print(f"{label:28}{e[ek]:12.0f}{rd[rk]:12.0f}{results['ratios'][ratio]:10.3f}")
