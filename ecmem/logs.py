@@ -11,6 +11,8 @@ import argparse
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -39,8 +41,39 @@ def add_log_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Throttle(logging.Filter):
+    """Lets one copy of a repeated line through per ``every`` seconds: a daemon that
+    retries a failing step each second says so once a minute, with how many times."""
+
+    def __init__(self, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self.clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # line -> (shown at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        now = self.clock()
+        shown, held = self._seen.get(key, (-self.every, 0))
+        if now - shown < self.every:
+            self._seen[key] = (shown, held + 1)
+            return False
+        if len(self._seen) > 10_000:  # many distinct lines: forget the old ones
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.every}
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = (
+                f"{record.getMessage()} (and {held} times more in the last {now - shown:.0f}s)"
+            )
+            record.args = None
+        return True
+
+
 def setup_logging(level: str, who: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Throttle())
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
