@@ -31,6 +31,9 @@ from .writepath import StripeIO
 from .writer import WriterSession
 from .writers import State
 
+# Patches in one frame at most: its entries stay well under the metadata limit.
+FRAME_PATCHES = 256
+
 
 @dataclass
 class PageWrite:
@@ -103,43 +106,61 @@ def send(fast: BlockingPool, w: WriterSession, view: RegionView, pages: list[Pag
 
 
 def _round(fast: BlockingPool, w: WriterSession, view: RegionView, batch: list[PageWrite]) -> bool:
-    sent: list[tuple[int, BlockingConnection, int, str]] = []
-    failed: set[int] = set()
+    """One round: each node's patches of ``batch`` in one Patches frame, all nodes at once."""
+    entries: dict[str, list[list[int]]] = {}
+    data: dict[str, list[memoryview]] = {}
+    owner: dict[str, list[int]] = {}  # node -> the page of each of its entries
+    expect: dict[str, str] = {}  # node -> the incarnation the placement names
+    lac = base = 0
     for n, p in enumerate(batch):
         stamp = p.stamp
         assert stamp is not None
         first, last, end = stamp.write
-        lac, base = stamp.commit()
+        lac, base = stamp.commit()  # the same for every page of a round
         crc = crc32c(p.data)
         placement = view.placement(p.stripe)
         for i in p.logs:
             node, incarnation = placement[i]
-            msg = wire.Patch(
-                view.id, p.stripe, p.index, i, stamp.version, p.at, crc, first, last, end, lac,
-                base, p.data,
-            )  # fmt: skip
+            entries.setdefault(node, []).append(
+                [p.stripe, p.index, i, stamp.version, p.at, crc, first, last, end, p.data.nbytes]
+            )
+            data.setdefault(node, []).append(p.data)
+            owner.setdefault(node, []).append(n)
+            expect[node] = incarnation
             stamp.nodes.add(node)
+    failed: set[int] = set()
+    sent: list[tuple[str, BlockingConnection, int, list[int]]] = []
+    for node, mine in entries.items():
+        for lo in range(0, len(mine), FRAME_PATCHES):
+            hi = lo + FRAME_PATCHES
+            msg = wire.Patches(view.id, lac, base, mine[lo:hi], tuple(data[node][lo:hi]))
             try:
                 conn = fast.get(node)
-                sent.append((n, conn, conn.send(msg), incarnation))
+                sent.append((node, conn, conn.send(msg), owner[node][lo:hi]))
             except NodeUnavailable:
-                failed.add(n)
-    for n, conn, req, incarnation in sent:
-        stamp = batch[n].stamp
-        assert stamp is not None
+                failed.update(owner[node][lo:hi])
+    for node, conn, req, pages in sent:
         try:
             reply = conn.receive(req)
         except NodeUnavailable:
-            stamp.landed.add(conn.node_id)  # no answer: it may have staged it
-            failed.add(n)
+            for n in pages:  # no answer: it may have staged them
+                _stamp(batch[n]).landed.add(node)
+            failed.update(pages)
             continue
-        if not isinstance(reply, wire.Error):
-            stamp.landed.add(conn.node_id)
-        if conn.incarnation != incarnation or not isinstance(reply, wire.Ok):
-            failed.add(n)
+        refused = (
+            {f[0] for f in reply.info.get("failed", [])}
+            if isinstance(reply, wire.Ok)
+            else set(range(len(pages)))
+        )
+        for e, n in enumerate(pages):
+            if e not in refused:
+                _stamp(batch[n]).landed.add(node)
+        if conn.incarnation != expect[node] or refused:
+            failed.update(
+                pages if conn.incarnation != expect[node] else {pages[e] for e in refused}
+            )
     for n, p in enumerate(batch):
-        stamp = p.stamp
-        assert stamp is not None
+        stamp = _stamp(p)
         if stamp.landed:
             stamp.patched_somewhere.add(p.stripe)
         if n not in failed:
@@ -147,6 +168,11 @@ def _round(fast: BlockingPool, w: WriterSession, view: RegionView, batch: list[P
             w.finish(stamp, True)
             p.done = True
     return not failed
+
+
+def _stamp(p: PageWrite) -> Stamp:
+    assert p.stamp is not None
+    return p.stamp
 
 
 async def restage(w: WriterSession, meta: RegionMeta, pages: list[PageWrite]) -> None:

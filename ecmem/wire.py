@@ -191,6 +191,44 @@ class Patch(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Patches(Message):
+    """Several page patches for one node in one frame, each taken as its own Patch
+    would be, in order: ``entries`` [stripe, index, holder, version, at, crc, first,
+    last, end, length], their bytes one after another in the payload. The reply is Ok
+    with ``failed``: [entry number, error code, message] of each one refused."""
+
+    KIND: ClassVar[int] = 16
+    HAS_PAYLOAD: ClassVar[bool] = True
+    region: str
+    lac: int
+    base: int
+    entries: list[Any]
+    # Sent as the tuple of each patch's bytes (scattered, never joined); arrives joined.
+    payload: bytes | bytearray | memoryview | tuple[memoryview, ...] = b""
+
+    def items(self) -> list[tuple[list[int], memoryview]]:
+        """Each entry with its bytes."""
+        joined = b"".join(self.payload) if isinstance(self.payload, tuple) else self.payload
+        out, pos, raw = [], 0, memoryview(joined)
+        for e in self.entries:
+            out.append((e, raw[pos : pos + e[9]]))
+            pos += e[9]
+        return out
+
+    def validate(self) -> None:
+        _check_key(self.region, 0)
+        for e in self.entries:
+            if not (isinstance(e, list) and len(e) == 10 and all(type(x) is int for x in e)):
+                raise ProtocolError("Patches entries must be 10 integers each")
+            _check_key(self.region, max(e[1], e[2]))
+            if not 0 < e[9] <= MAX_PATCH:
+                raise ProtocolError(f"Patches: each patch must be 1 to {MAX_PATCH} bytes")
+        pieces = self.payload if isinstance(self.payload, tuple) else (self.payload,)
+        if sum(e[9] for e in self.entries) != sum(memoryview(p).nbytes for p in pieces):
+            raise ProtocolError("Patches payload does not match its entries' lengths")
+
+
+@dataclass(frozen=True, slots=True)
 class Get(Message):
     """Read up to ``length`` bytes of a fragment from ``offset``: of its committed version,
     or with ``version`` of exactly that version, staged or committed; with its
@@ -387,6 +425,7 @@ MESSAGES: dict[int, type[Message]] = {
         Put,
         PutSlice,
         Patch,
+        Patches,
         Get,
         GetPatches,
         Delete,

@@ -54,6 +54,10 @@ class PatchBook:
     def add(self, stripe: int, patch: Patch) -> Patch | None:
         """Keep ``patch``; returns the one of the same version and index it replaced."""
         patches = self.stripes.setdefault(stripe, [])
+        if not patches or patches[-1].version < patch.version:  # the usual case: newest
+            patches.append(patch)
+            self.size += len(patch.data)
+            return None
         old = next(
             (p for p in patches if p.version == patch.version and p.index == patch.index), None
         )

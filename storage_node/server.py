@@ -54,9 +54,25 @@ class NodeServer:
             type(msg).__name__,
             time.perf_counter() - start,
             reply.code if isinstance(reply, wire.Error) else "",
-            len(msg.payload) if isinstance(msg, wire.Put | wire.PutSlice | wire.Repair) else 0,
+            len(msg.payload)
+            if isinstance(msg, wire.Put | wire.PutSlice | wire.Repair | wire.Patches)
+            else 0,
         )
         return reply
+
+    def _patches(self, msg: wire.Patches) -> wire.Message:
+        """Each patch of the frame as its own Patch; those refused, by entry number."""
+        failed = []
+        for n, (e, chunk) in enumerate(msg.items()):
+            stripe, index, holder, version, at, crc, first, last, end, _ = e
+            try:
+                self.store.put_patch(
+                    msg.region, stripe, index, holder, version, at, crc, bytes(chunk),
+                    (first, last, end), msg.lac, msg.base,
+                )  # fmt: skip
+            except StoreError as exc:
+                failed.append([n, exc.code, str(exc)])
+        return wire.Ok({"failed": failed})
 
     def _handle(self, msg: wire.Message) -> wire.Message:
         self.requests += 1
@@ -101,6 +117,8 @@ class NodeServer:
                     msg.base,
                 )
                 return wire.Ok({})
+            if isinstance(msg, wire.Patches):
+                return self._patches(msg)
             if isinstance(msg, wire.GetPatches):
                 which = None if msg.index == wire.ALL_INDEXES else msg.index
                 found = store.patches_of(msg.region, msg.stripe, which, msg.after, msg.asof)

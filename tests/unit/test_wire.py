@@ -19,6 +19,9 @@ SAMPLES: list[wire.Message] = [
     wire.Get("r1", 3, 2, 100, 4096, 0, 1 << 32 | 5, 1),
     wire.Patch("r1", 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
     wire.GetPatches("r1", 3, wire.ALL_INDEXES, 7, 0),
+    wire.Patches(
+        "r1", 9, 5, [[3, 1, 4, 10, 80, 7, 3, 3, 999, 2], [4, 0, 5, 11, 90, 8, 4, 4, 9, 3]], b"pgxyz"
+    ),
     wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], b"abcde"),
     wire.Delete("r1", 5, 3),
     wire.Delete("r1", 5, 0, 9, 1 << 33),
@@ -154,6 +157,18 @@ def test_fuzz_mutated_frames(which: int, pos: int, junk: bytes) -> None:
         FrameDecoder(max_payload=4096).feed(bytes(frame))
     except ProtocolError:
         pass
+
+
+def test_patches_go_scattered_and_arrive_split_by_entry() -> None:
+    entries = [[3, 1, 4, 10, 80, 7, 3, 3, 999, 2], [4, 0, 5, 11, 90, 8, 4, 4, 9, 3]]
+    sent = wire.Patches("r1", 9, 5, entries, (memoryview(b"pg"), memoryview(b"xyz")))
+    [(_, got)] = FrameDecoder().feed(wire.encode_bytes(sent, 7))
+    assert isinstance(got, wire.Patches) and got.entries == entries
+    assert [(e[0], bytes(d)) for e, d in got.items()] == [(3, b"pg"), (4, b"xyz")]
+    with pytest.raises(ProtocolError):  # lengths that do not add up
+        wire.Patches.from_parts(["r1", 9, 5, entries], b"pgxy")
+    with pytest.raises(ProtocolError):  # an entry short of a field
+        wire.Patches.from_parts(["r1", 9, 5, [entries[0][:9]]], b"pg")
 
 
 def test_header_size_is_stable() -> None:
