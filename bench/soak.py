@@ -2,7 +2,8 @@
 
 Writes N blocks of 4 KiB at random offsets of a 64 MiB region (ec:4+2 with
 16 KiB stripes: each write is a page patch of one data fragment, on 3 nodes)
-through the blocking client, and reports the write rate, the peak resident
+through the blocking client, in pwritev calls of --batch pages (each page an
+acknowledged write; --batch 1 for one pwrite each), and reports the write rate, the peak resident
 memory of the client and of the storage nodes, and the writer's unfolded patch
 bytes as it goes: patches are folded into their stripes (after 64 on a stripe,
 or once the unfolded bytes reach their bound) and dropped, so memory must stay
@@ -37,6 +38,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--writes", type=int, default=1_000_000)
     ap.add_argument("--every", type=int, default=10_000, help="report every N writes")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=64,
+        help="pages per pwritev call, each page acknowledged (1: one pwrite per page)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kazoo").setLevel(logging.ERROR)  # retried connection hiccups
@@ -53,19 +60,26 @@ def main() -> int:
             rng = random.Random(1)
             start = last = time.perf_counter()
             peak = 0  # unfolded patch bytes, after every write
-            for i in range(1, args.writes + 1):
-                cl.pwrite("soak", rng.randrange(SPAN // 4096) * 4096, block)
+            done = reported = 0
+            while done < args.writes:
+                n = min(args.batch, args.writes - done)
+                pages = [(rng.randrange(SPAN // 4096) * 4096, block) for _ in range(n)]
+                if n == 1:
+                    cl.pwrite("soak", *pages[0])
+                else:
+                    cl.pwritev("soak", pages)
+                done += n
                 peak = max(peak, cl.async_client.writer_of("soak").patched.total)
-                if i % args.every == 0 or i == args.writes:
+                if done - reported >= args.every or done == args.writes:
                     now = time.perf_counter()
                     sample = {
-                        "writes": i,
-                        "ops_per_s": args.every / (now - last) if i % args.every == 0 else 0.0,
+                        "writes": done,
+                        "ops_per_s": (done - reported) / (now - last),
                         "client_rss_mib": psutil.Process().memory_info().rss >> 20,
                         "node_rss_mib": max(p.memory_info().rss for p in nodes) >> 20,
                         "unfolded_peak_kib": peak >> 10,
                     }
-                    last = now
+                    last, reported = now, done
                     samples.append(sample)
                     print(json.dumps(sample), flush=True)
             elapsed = time.perf_counter() - start
@@ -73,6 +87,7 @@ def main() -> int:
         lc.down()
     result = {
         "writes": args.writes,
+        "batch": args.batch,
         "seconds": elapsed,
         "ops_per_s": args.writes / elapsed,
         "client_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
@@ -83,7 +98,8 @@ def main() -> int:
     }
     (OUT / "soak.json").write_text(json.dumps(result, indent=2))
     print(
-        f"{args.writes} writes in {elapsed:.0f}s ({result['ops_per_s']:.0f}/s); peak RSS: "
+        f"{args.writes} writes ({args.batch} a call) in {elapsed:.0f}s "
+        f"({result['ops_per_s']:.0f}/s); peak RSS: "
         f"client {result['client_peak_rss_mib']} MiB, nodes {result['node_peak_rss_mib']} MiB; "
         f"unfolded patches at most {result['unfolded_peak_kib']} KiB (bound "
         f"{result['unfolded_bound_kib']} KiB)"
