@@ -46,6 +46,7 @@ from ecmem.repair import (
 from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
 from ecmem.writers import Writer
 
+from .backoff import Backoff
 from .garbage import GARBAGE_DELAY, Collector
 from .lost import LostStripes
 from .progress import Progress, tasks_of
@@ -74,6 +75,7 @@ class Rebuilder(LostStripes):
         self.stopping = False
         self._metas: dict[str, RegionMeta] = {}
         self.garbage = Collector(client, self.records, clock, log_)
+        self.backoff = Backoff()  # per (region, slab) that failed
         # What the last survey read of ZooKeeper, reused for each slab of the pass.
         self._live: dict[str, NodeInfo] = {}
         self._since: dict[str, float] = {}
@@ -214,10 +216,14 @@ class Rebuilder(LostStripes):
     async def _rebuild_slab(
         self, region: str, slab: int, slots: list[Slot], held: dict[str, float]
     ) -> None:
+        if wait := self.backoff.wait((region, slab)):
+            self.progress.waiting.setdefault(f"{region}/{slab}", f"retried in {wait:.1f}s")
+            return
         try:
             if not await self._lease(region, held):
                 return
             await self._repair(region, slab)
+            self.backoff.succeeded((region, slab))
         except RegionNotFound:
             return
         except Fenced as exc:
@@ -232,9 +238,10 @@ class Rebuilder(LostStripes):
         except EcmemError as exc:
             self.progress.waiting[f"{region}/{slab}"] = str(exc)
             self.log.warning(
-                "rebuild of region %s slab %d failed, will retry next pass: %s",
+                "rebuild of region %s slab %d failed, will retry in %.1fs: %s",
                 region,
                 slab,
+                self.backoff.failed((region, slab)),
                 exc,
                 extra=where(region, slab),
             )
