@@ -19,7 +19,8 @@ from . import checksum, wire
 from .conn import ConnectionPool
 from .errors import ClusterError, DataLostError, DataUnavailableError, NodeTimeout, NodeUnavailable
 from .layout import Piece, column
-from .pagelog import PatchEntry, complete, lay_patches
+from .pagelog import PatchEntry, lay_patches
+from .patchread import Moved, read_patches
 from .policy import ECPolicy, ReplicationPolicy
 from .stripes import (
     CHURN_RETRIES,
@@ -229,7 +230,10 @@ class ReadPath:
                 {i: heads[i] + f for i, f in frags.items()}, width
             )
             if patched.get(winner) or asof:
-                found = await self.patches(view, stripe, frags, winner, asof)
+                try:
+                    found = await self.patches(view, stripe, frags, winner, asof)
+                except Moved:
+                    found = None
                 if found is None:
                     return None
                 cells = bytearray(cells)
@@ -253,6 +257,21 @@ class ReadPath:
 
     async def read_degraded(
         self, view: RegionView, stripe: int, want: int = 0, asof: int = 0, lay: bool = True
+    ) -> tuple[bytes, Seen]:
+        for attempt in range(CHURN_RETRIES):
+            try:
+                return await self._read_degraded(view, stripe, want, asof, lay)
+            except Moved:  # a fold was committed between the fragments and the patches
+                await asyncio.sleep(0.002 * (attempt + 1))
+        policy = view.layout.policy
+        why = "its page patches were folded into a newer version while it was read; retry"
+        raise DataUnavailableError(
+            view.name, view.layout.slab_of(stripe), stripe, dict.fromkeys(range(policy.width), why),
+            policy.k,
+        )  # fmt: skip
+
+    async def _read_degraded(
+        self, view: RegionView, stripe: int, want: int, asof: int, lay: bool
     ) -> tuple[bytes, Seen]:
         """The whole stripe, decoded from any k fragments of one version: the newest
         committed one (or ``want``), with its page patches (committed ones, or the
@@ -397,41 +416,7 @@ class ReadPath:
     async def patches(
         self, view: RegionView, stripe: int, frags: Iterable[int], after: int, asof: int
     ) -> list[PatchEntry] | None:
-        """The page patches of a stripe newer than version ``after`` (committed ones, or
-        the writer's up to ``asof``), from the nodes of fragments ``frags`` (they just
-        answered) and, if those cannot have them all now (one died since), from the
-        stripe's other nodes; None if not enough of them answer."""
-        placement = view.placement(stripe)
-        k = view.layout.policy.k
-        msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, asof)
-        found: dict[tuple[int, int, int], bytes] = {}
-        answered: list[int] = []
-        failures: list[str] = []
-        first = [i for i in frags if placement[i][0]]
-        slab = view.layout.slab_of(stripe)
-        # Not a handed-off slot: its node holds no patch from before the handoff.
-        rest = [
-            i
-            for i, (node, _) in enumerate(placement)
-            if node and i not in first and (slab, i) not in view.partial
-        ]
-        for asked in (first, rest):
-            answers = await asyncio.gather(
-                *(self.pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
-                return_exceptions=True,
-            )
-            for i, a in zip(asked, answers, strict=True):
-                if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
-                    failures.append(f"fragment {i}: {a if isinstance(a, BaseException) else a[1]}")
-                    continue
-                answered.append(i)
-                for version, index, at, data in a[1].patches():
-                    found[(version, index, at)] = data
-            if complete(k, answered):
-                return [(v, i, at, data) for (v, i, at), data in found.items()]
-        why = "; ".join(failures)
-        log.warning("region %s stripe %d: page patches not read (%s)", view.name, stripe, why)
-        return None
+        return await read_patches(self.pool, view, stripe, frags, after, asof)
 
     async def read(self, view: RegionView, offset: int, length: int, want: int = 0) -> bytearray:
         out = bytearray(length)

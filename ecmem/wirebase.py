@@ -87,10 +87,13 @@ def register(cls: type[Message]) -> type[Message]:
     return cls
 
 
+MAX_INDEX = 255  # fragment indexes of a stripe: 0 to this
+
+
 def check_key(region: str, index: int) -> None:
     if not region or len(region) > 64:
         raise ProtocolError("region id must be 1 to 64 characters")
-    if index > 255:
+    if index > MAX_INDEX:
         raise ProtocolError(f"fragment index {index} out of range")
 
 

@@ -53,11 +53,14 @@ class Listing(Message):
 class PatchList(Message):
     """Patches, oldest first: [version, index, at, length, first, last, end] each (the
     last three: their write's first and last stripe and end byte), their bytes one
-    after another in the payload."""
+    after another in the payload. ``base``: the newest version of the stripe committed
+    on the node; patches up to it were dropped there (folded), so a reader that decoded
+    an older version must read again."""
 
     KIND: ClassVar[int] = 68
     HAS_PAYLOAD: ClassVar[bool] = True
     entries: list[Any]
+    base: int = 0
     payload: bytes | bytearray | memoryview = b""
 
     def patches(self) -> list[tuple[int, int, int, bytes]]:

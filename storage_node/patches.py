@@ -226,6 +226,13 @@ class PatchStore:
         if folded is not None and folded.version >= patch.version:
             self.trim(region, st, stripe, folded.version)  # folded already: nothing to keep
 
+    def stripe_base(self, region: str, stripe: int) -> int:
+        """The newest version of ``stripe`` committed here (its patches up to it are
+        dropped: folded); 0 if none."""
+        st = self.region(region)
+        held = (st.committed.get((stripe, i)) for i in range(wire.MAX_INDEX + 1))
+        return max((f.version for f in held if f is not None), default=0)
+
     def patches_of(
         self, region: str, stripe: int, index: int | None, after: int, asof: int
     ) -> list[Patch]:

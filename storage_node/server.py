@@ -124,6 +124,7 @@ class NodeServer:
                 found = store.patches_of(msg.region, msg.stripe, which, msg.after, msg.asof)
                 return wire.PatchList(
                     [[p.version, p.index, p.at, len(p.data), *p.write] for p in found],
+                    store.stripe_base(msg.region, msg.stripe),
                     b"".join(p.data for p in found),
                 )
             if isinstance(msg, wire.Put):

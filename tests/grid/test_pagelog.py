@@ -16,7 +16,7 @@ from ecmem import pagelog, wire
 from ecmem.aio import AsyncClient
 from ecmem.layout import Layout
 from ecmem.meta.model import RegionMeta
-from tests.grid.grid import BROKEN, Grid
+from tests.grid.grid import BROKEN, SLOW, Grid
 
 CHUNK = 16384  # 64 KiB stripes of ec:4+2
 SD = 4 * CHUNK
@@ -77,7 +77,8 @@ async def test_patches_come_from_other_nodes_when_a_node_read_from_dies_before_a
     placement = [n for n, _ in meta.slabs[0]]
     grid.nodes[placement[0]].set(BROKEN, wire.GetPatches)
     view = c.view(await c.region_meta("r"))
-    found = await c.io.patches(view, 0, [0, 1, 2, 3], 0, 0)
+    base = grid.nodes[placement[1]].store.stripe_base(meta.id, 0)  # the version decoded
+    found = await c.io.patches(view, 0, [0, 1, 2, 3], base, 0)
     header = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).policy.header
     assert found is not None
     assert [(i, at, d) for _, i, at, d in found] == [(0, header + 8192, page)]
@@ -253,3 +254,27 @@ async def test_a_log_node_that_cannot_take_a_patch_gets_the_whole_stripe(grid: G
     model[4096:8192] = data
     assert all(not ps for ps in patches_on(grid, meta).values())  # the whole stripe went
     assert await (await grid.client()).pread("r", 0, SD) == model
+
+
+async def test_a_read_around_a_node_while_its_stripe_is_folded_reads_it_again(
+    grid: Grid,
+) -> None:
+    # Found by the page-writes chaos scenario (seed 16): a reader decoded a column of
+    # the old version, a whole write of the stripe was committed (its nodes dropped the
+    # patches it holds) before the reader asked for the patches, and it returned the
+    # page as it was before an acknowledged patch.
+    c = await grid.client()
+    meta, model = await region(c, stripes=1)
+    page = os.urandom(4096)
+    at = CHUNK + 8192  # stripe 0, data fragment 1
+    await c.pwrite("r", at, page)
+    placement = [n for n, _ in meta.slabs[0]]
+    grid.nodes[placement[1]].set(BROKEN, wire.Get)  # reads decode fragment 1 around it
+    for n in placement[2:]:
+        grid.nodes[n].set(SLOW, wire.GetPatches, delay=0.3)
+    reader = await grid.client()
+    read = asyncio.ensure_future(reader.pread("r", at, 4096))
+    await asyncio.sleep(0.1)  # the column is decoded; the patches are on their way
+    new = os.urandom(SD)
+    await c.pwrite("r", 0, new)  # the stripe whole, committed: the patch is dropped
+    assert await read in (page, new[at : at + 4096])

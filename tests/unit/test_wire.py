@@ -22,7 +22,7 @@ SAMPLES: list[wire.Message] = [
     wire.Patches(
         "r1", 9, 5, [[3, 1, 4, 10, 80, 7, 3, 3, 999, 2], [4, 0, 5, 11, 90, 8, 4, 4, 9, 3]], b"pgxyz"
     ),
-    wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], b"abcde"),
+    wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], 5, b"abcde"),
     wire.Delete("r1", 5, 3),
     wire.Delete("r1", 5, 0, 9, 1 << 33),
     wire.Repair("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 2, b"rebuilt"),
@@ -176,11 +176,11 @@ def test_header_size_is_stable() -> None:
 
 
 def test_patch_lists_split_their_payload_and_refuse_a_mismatch() -> None:
-    pl = wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], b"abcde")
+    pl = wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], 5, b"abcde")
     assert pl.patches() == [(9, 1, 0, b"abc"), (10, 2, 8, b"de")]
     assert pl.writes() == [(0, 0, 9), (1, 2, 7)]
     with pytest.raises(ProtocolError):
-        wire.PatchList.from_parts([[9, 1, 0, 3]], b"ab")
+        wire.PatchList.from_parts([[[9, 1, 0, 3]], 0], b"ab")
     with pytest.raises(ProtocolError):
         wire.Patch.from_parts(["r", 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch
     with pytest.raises(ProtocolError):  # a patch newer than the commit point it claims

@@ -1,0 +1,76 @@
+"""Reading a stripe's page patches for a reader that decoded the stripe around a node
+(docs/protocol.md, "The page log"): from the nodes of the fragments it decoded, then
+from the stripe's other placed nodes, until enough answered to be sure of all of them.
+
+A node that folded the stripe into a version newer than the one decoded has dropped
+the patches in between: its answer does not count, and if the others cannot vouch for
+every patch without it, the reader reads the stripe again (``Moved``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from . import wire
+from .conn import ConnectionPool
+from .pagelog import PatchEntry, complete
+from .stripes import DEGRADED_TIMEOUT, RegionView
+
+log = logging.getLogger(__name__)
+
+
+class Moved(Exception):
+    """Patches newer than the version decoded were folded away on a node meanwhile."""
+
+
+async def read_patches(
+    pool: ConnectionPool,
+    view: RegionView,
+    stripe: int,
+    frags: Iterable[int],
+    after: int,
+    asof: int,
+) -> list[PatchEntry] | None:
+    """The page patches of a stripe newer than version ``after`` (committed ones, or
+    the writer's up to ``asof``), from the nodes of fragments ``frags`` (they just
+    answered) and, if those cannot have them all now (one died or folded since), from
+    the stripe's other nodes; None if not enough of them answer."""
+    placement = view.placement(stripe)
+    k = view.layout.policy.k
+    msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, asof)
+    found: dict[tuple[int, int, int], bytes] = {}
+    answered: list[int] = []
+    failures: list[str] = []
+    moved = False
+    first = [i for i in frags if placement[i][0]]
+    slab = view.layout.slab_of(stripe)
+    # Not a handed-off slot: its node holds no patch from before the handoff.
+    rest = [
+        i
+        for i, (node, _) in enumerate(placement)
+        if node and i not in first and (slab, i) not in view.partial
+    ]
+    for asked in (first, rest):
+        answers = await asyncio.gather(
+            *(pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),
+            return_exceptions=True,
+        )
+        for i, a in zip(asked, answers, strict=True):
+            if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
+                failures.append(f"fragment {i}: {a if isinstance(a, BaseException) else a[1]}")
+                continue
+            if a[1].base > after:
+                moved = True
+                continue
+            answered.append(i)
+            for version, index, at, data in a[1].patches():
+                found[(version, index, at)] = data
+        if complete(k, answered):
+            return [(v, i, at, data) for (v, i, at), data in found.items()]
+    if moved:
+        raise Moved()
+    why = "; ".join(failures)
+    log.warning("region %s stripe %d: page patches not read (%s)", view.name, stripe, why)
+    return None
