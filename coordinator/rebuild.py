@@ -38,12 +38,13 @@ from ecmem.repair import (
     Strays,
     carry_patches,
     committed_versions,
+    fetch_raw,
     fetch_sources,
     store_fragment,
     stripe_patches,
     via,
 )
-from ecmem.stripes import DEGRADED_TIMEOUT, Got, RegionView
+from ecmem.stripes import Got, RegionView
 from ecmem.writers import Writer
 
 from .backoff import Backoff
@@ -369,17 +370,7 @@ class Rebuilder(LostStripes):
         # A draining holder still has its fragment: copy it rather than decode.
         for i in need:
             if i in have:
-                got = await self.client.io.fetch(
-                    view,
-                    stripe,
-                    i,
-                    0,
-                    size,
-                    DEGRADED_TIMEOUT,
-                    avoid_suspects=False,
-                    want=version,
-                    raw=True,
-                )
+                got = await fetch_raw(self.client, view, stripe, i, version)
                 if isinstance(got, Got):
                     frags[i] = bytes(got.data)
         rest = [i for i in need if i not in frags]

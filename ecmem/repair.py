@@ -22,7 +22,7 @@ from .layout import Layout
 from .meta.model import NodeInfo, RegionMeta
 from .pagelog import complete
 from .policy import ECPolicy
-from .stripes import DEGRADED_TIMEOUT, Got, RegionView
+from .stripes import DEGRADED_TIMEOUT, Got, Outcome, RegionView
 from .writers import Writer
 
 REPAIR_TIMEOUT = 10.0
@@ -108,13 +108,30 @@ async def store_fragment(
     """Store a rebuilt fragment, committed, on ``target`` for a lease holder of ``epoch``."""
     data = frag.rstrip(b"\0")  # zeros past the stored prefix read back as zeros
     msg = wire.Repair(meta.id, stripe, index, version, length, crc32c(data), *write, epoch, data)
+    await _repair_request(client, meta, target, msg, "a rebuilt fragment")
+
+
+async def _repair_request(
+    client: AsyncClient, meta: RegionMeta, target: tuple[str, str], msg: wire.Message, what: str
+) -> None:
     conn, reply = await client.pool.request(target[0], msg, REPAIR_TIMEOUT)
     if conn.incarnation != target[1]:
         raise Retry(f"node {target[0]} restarted during the rebuild")
     if isinstance(reply, wire.Error):
         if reply.code == wire.E_FENCED:
             raise Fenced(f"region {meta.name}: {reply.message}")
-        raise Retry(f"node {target[0]} refused a rebuilt fragment: {reply.message}")
+        raise Retry(f"node {target[0]} refused {what}: {reply.message}")
+
+
+async def fetch_raw(
+    client: AsyncClient, view: RegionView, stripe: int, index: int, version: int
+) -> Outcome:
+    """Fragment ``index`` of a stripe at ``version`` whole, as encoded (no page patches
+    laid over: parity never has them), from any node, slow or not."""
+    size = view.layout.fragment_size
+    return await client.io.fetch(
+        view, stripe, index, 0, size, DEGRADED_TIMEOUT, avoid_suspects=False, want=version, raw=True
+    )
 
 
 async def fetch_sources(
@@ -122,18 +139,12 @@ async def fetch_sources(
 ) -> dict[int, bytes] | None:
     """k fragments of ``version`` as encoded (no page patches laid over), data fragments
     first (late binding over the rest); None if fewer than k answer."""
-    size = view.layout.fragment_size
     got: dict[int, bytes] = {}
     order = sorted(have)
     while len(got) < k and order:
         batch, order = order[: k - len(got)], order[k - len(got) :]
         outcomes = await asyncio.gather(
-            *(
-                client.io.fetch(
-                    view, stripe, i, 0, size, DEGRADED_TIMEOUT, None, False, version, True
-                )
-                for i in batch
-            )
+            *(fetch_raw(client, view, stripe, i, version) for i in batch)
         )
         for i, o in zip(batch, outcomes, strict=True):
             if isinstance(o, Got):
@@ -214,13 +225,7 @@ async def carry_patches(
             meta.id, stripe, patched, index, version, at, crc32c(data), *write, lease.epoch,
             lease.committed, lease.base, data,
         )  # fmt: skip
-        conn, reply = await client.pool.request(target[0], msg, REPAIR_TIMEOUT)
-        if conn.incarnation != target[1]:
-            raise Retry(f"node {target[0]} restarted during the rebuild")
-        if isinstance(reply, wire.Error):
-            if reply.code == wire.E_FENCED:
-                raise Fenced(f"region {meta.name}: {reply.message}")
-            raise Retry(f"node {target[0]} refused a page patch of the rebuild: {reply.message}")
+        await _repair_request(client, meta, target, msg, "a page patch of the rebuild")
 
 
 def via(

@@ -23,9 +23,9 @@ from ecmem.errors import EcmemError, Fenced, RegionBusy, RegionNotFound
 from ecmem.logs import where
 from ecmem.meta.model import RegionMeta
 from ecmem.policy import ECPolicy
-from ecmem.stripes import DEGRADED_TIMEOUT, Failed, Got, RegionView
+from ecmem.stripes import Failed, Got, RegionView
 
-from .repair import Committed, committed_versions, store_fragment
+from .repair import Committed, committed_versions, fetch_raw, store_fragment
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,6 @@ class Scrubber:
             ]
         version, _, _ = entry
         layout = view.layout
-        size = layout.fragment_size
         out: list[Finding] = []
         frags: dict[int, bytes] = {}
 
@@ -204,20 +203,7 @@ class Scrubber:
 
         indexes = [i for i, (n, _) in enumerate(placement) if n and i not in partial]
         outcomes = await asyncio.gather(
-            *(
-                self.client.io.fetch(
-                    view,
-                    stripe,
-                    i,
-                    0,
-                    size,
-                    DEGRADED_TIMEOUT,
-                    avoid_suspects=False,
-                    want=version,
-                    raw=True,  # fragments as encoded: page patches are not parity's
-                )
-                for i in indexes
-            )
+            *(fetch_raw(self.client, view, stripe, i, version) for i in indexes)
         )
         for i, o in zip(indexes, outcomes, strict=True):
             if isinstance(o, Got):
@@ -259,17 +245,7 @@ class Scrubber:
             for i, (n, _) in enumerate(meta.slabs[slab]):
                 if i in bad or not n or len(good) >= policy.k:
                     continue
-                o = await self.client.io.fetch(
-                    view,
-                    stripe,
-                    i,
-                    0,
-                    size,
-                    DEGRADED_TIMEOUT,
-                    avoid_suspects=False,
-                    want=version,
-                    raw=True,
-                )
+                o = await fetch_raw(self.client, view, stripe, i, version)
                 if isinstance(o, Got):
                     good[i] = bytes(o.data)
                 elif isinstance(o, Failed) and not o.gone:
