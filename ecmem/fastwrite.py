@@ -155,10 +155,10 @@ def _round(fast: BlockingPool, w: WriterSession, view: RegionView, batch: list[P
         for e, n in enumerate(pages):
             if e not in refused:
                 _stamp(batch[n]).landed.add(node)
-        if conn.incarnation != expect[node] or refused:
-            failed.update(
-                pages if conn.incarnation != expect[node] else {pages[e] for e in refused}
-            )
+        if conn.incarnation != expect[node]:  # restarted: what it holds is not ours
+            failed.update(pages)
+        else:
+            failed.update(pages[e] for e in refused)
     for n, p in enumerate(batch):
         stamp = _stamp(p)
         if stamp.landed:

@@ -191,17 +191,14 @@ async def _ask_patches(
     found: PatchRecords,
 ) -> set[str]:
     """Add what ``nodes`` hold to ``found``; returns those that answered."""
-    asked = sorted(nodes)
     msg = wire.GetPatches(view.id, stripe, wire.ALL_INDEXES, after, 0)
-    answers = await asyncio.gather(
-        *(client.pool.request(n, msg, DEGRADED_TIMEOUT) for n in asked), return_exceptions=True
-    )
+    answers = await client.io.broadcast(nodes, msg)
     answered = set()
-    for node, a in zip(asked, answers, strict=True):
-        if isinstance(a, BaseException) or not isinstance(a[1], wire.PatchList):
+    for node, reply in answers.items():
+        if not isinstance(reply, wire.PatchList):
             continue
         answered.add(node)
-        for (version, index, at, data), write in zip(a[1].patches(), a[1].writes(), strict=True):
+        for (version, index, at, data), write in zip(reply.patches(), reply.writes(), strict=True):
             found[(version, index, at)] = (data, write)
     return answered
 
