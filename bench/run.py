@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -216,6 +217,20 @@ def redis_ping(r: Any, n: int) -> dict[str, float]:
     return {"fanout3_p50_us": pct(lat, 0.5) * 1e6}
 
 
+def cluster_status(zk: str) -> dict[str, Any]:
+    """Status and degraded stripes, as ``ecmem status --json`` tells an operator."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ecmem.cli.main", "status", "--json", "--zk", zk,
+         "--cluster", "bench"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    try:
+        got = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        return {"status": f"unknown ({out.stderr.strip()[-200:]})", "degraded_stripes": -1}
+    return {"status": got["status"], "degraded_stripes": got["stripes"]["degraded"]}
+
+
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in runs[0]:
@@ -271,6 +286,9 @@ def main() -> int:
                 )
                 e_runs[i]["pwritev64_pages"] = ecmem_pwritev(cl, "bench/rand", rset, 20, i)
                 r_runs[i]["pwritev64_pages"] = redis_pipeline(r, rset // 4096, 200, i)
+            # What a healthy cluster under this load should never show: suspicions,
+            # handoffs, degraded reads or stripes (read before a node is paused on purpose).
+            quiet = {**cl.metrics.snapshot(), **cluster_status(state.zk)}
             # The same reads with one storage node paused (SIGSTOP): degraded page reads.
             victim = state.nodes[sorted(state.nodes)[0]].pid
             print("random-read run, one node paused ...", flush=True)
@@ -309,6 +327,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
         },
         "runs": {"ecmem": e_runs, "redis": r_runs},
+        "healthy_cluster": quiet,
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print()
@@ -344,6 +363,11 @@ def main() -> int:
         f"({e['paused_rand_read_4k_p50_us'] / e['rand_read_4k_p50_us']:.2f}x healthy), "
         f"p99 {e['paused_rand_read_4k_p99_us']:.0f} us, "
         f"max {e['paused_rand_read_4k_max_us'] / 1000:.0f} ms"
+    )
+    print(
+        f"\nhealthy runs: {quiet['suspicions']:.0f} suspicions, {quiet['handoffs']:.0f} "
+        f"handoffs, {quiet['degraded_reads']:.0f} degraded reads, "
+        f"{quiet['degraded_stripes']} degraded stripes, {quiet['status']}"
     )
     print(f"\nwrote {OUT / 'results.json'}")
     return 0

@@ -188,6 +188,8 @@ class Rebuilder(LostStripes):
         holding = {n for m in self._metas.values() for slab in m.slabs for n, _ in slab}
         for name, req in requests.items():
             node = str(req.get("node", ""))
+            if node in live and float(req.get("listed_until", 0)) > time.time():
+                continue  # dead already, listed until its session expires
             if node in ("", "*") or node in live or node not in holding:
                 await self._zk(self.records.done_request, name)
 

@@ -31,9 +31,10 @@ from .errors import (
     CoordinationError,
     DataLostError,
     EcmemError,
+    RegionExists,
     RegionNotFound,
 )
-from .heartbeat import Detector
+from .heartbeat import Beater
 from .layout import Layout
 from .members import Members
 from .memtune import tune_malloc
@@ -65,6 +66,7 @@ class AsyncClient:
         self._own_zk = own_zk
         self.members = Members(zk, self.meta)
         self.pool = ConnectionPool(self.members.address)
+        self.metrics = self.pool.metrics  # what went wrong, as Prometheus counters
         self.io = StripeIO(self.pool)
         self.regions = RegionCache(zk, self.meta, self.call)
         self._writers: dict[str, WriterSession] = {}
@@ -76,7 +78,7 @@ class AsyncClient:
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._epoch_locks: dict[str, asyncio.Lock] = {}
         self.closed = False
-        self._beats: asyncio.Task[None] | None = None
+        self._beats: Beater | None = None
 
     # -- set-up -----------------------------------------------------------------
 
@@ -84,8 +86,8 @@ class AsyncClient:
         await self.call(self.meta.ensure)
         await self.call(self.members.watch)
         self.zk.add_listener(self._on_zk_state)
-        detector = Detector(self.members.addresses, self.pool.beats)
-        self._beats = asyncio.create_task(detector.run())
+        on_change = self.pool.heartbeats(asyncio.get_running_loop())
+        self._beats = Beater(self.members.addresses, on_change).start()
 
     def _on_zk_state(self, state: str) -> None:
         if state == KazooState.LOST and not writing.UNSAFE_NO_FENCING:
@@ -115,7 +117,7 @@ class AsyncClient:
                 log.warning("could not release the write lease of %s: %s", name, exc)
         self.closed = True
         if self._beats is not None:
-            self._beats.cancel()
+            self._beats.close()
         self.pool.close()
         if self._own_zk:
             await asyncio.to_thread(self._stop_zk)
@@ -435,10 +437,8 @@ class AsyncClient:
         if flags.create:
             try:
                 await self.create_region(name, size, policy or DEFAULT_POLICY)
-            except EcmemError as exc:
-                from .errors import RegionExists
-
-                if not isinstance(exc, RegionExists) or flags.exclusive:
+            except RegionExists:
+                if flags.exclusive:
                     raise
         meta = await self.regions.get(name, fresh=True)
         if policy is not None and not flags.create:
@@ -450,6 +450,7 @@ class AsyncClient:
                 )
         if flags.write:
             await self.writer(name, timeout, file=True)
+            meta = await self.regions.get(name, fresh=True)  # as its recovery left it
         stripe = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).stripe_data
         f = AsyncRegionFile(self, name, flags, meta.size, stripe)
         if flags.truncate and meta.size:

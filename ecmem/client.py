@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from . import aio, fastwrite, wire
 from .blocking import BlockingPool
+from .clientmetrics import ClientMetrics
 from .errors import ClosedError, NodeTimeout, NodeUnavailable
 from .memtune import tune_malloc
 from .meta.model import RegionMeta
@@ -41,6 +42,11 @@ class Client:
         self._inner = inner
         self._lock = threading.RLock()
         self._fast = BlockingPool(inner.address)
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        """Suspicions, handoffs and degraded reads this client saw (Prometheus counters)."""
+        return self._inner.metrics
 
     def _fast_read(self, name: str, offset: int, length: int, size: int | None) -> bytes | None:
         """A small healthy read within one fragment, over a blocking socket; None when it

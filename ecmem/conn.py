@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import checksum, wire
+from .clientmetrics import ClientMetrics
 from .errors import NodeTimeout, NodeUnavailable, ProtocolError
 from .framing import FrameProtocol
 
@@ -182,8 +183,11 @@ class ConnectionPool:
         self._conns: dict[str, NodeConnection] = {}
         self._connecting: dict[str, asyncio.Future[NodeConnection]] = {}
         self._suspect_until: dict[str, float] = {}
-        self._silent: set[str] = set()  # missed their heartbeats
+        # Judged silent by heartbeats; written from the beater's thread too (set
+        # updates are atomic), so a blocking client between calls sees it at once.
+        self._silent: set[str] = set()
         self._warned: dict[str, float] = {}  # node -> when it was last logged as slow
+        self.metrics = ClientMetrics()
 
     def suspect(self, node_id: str) -> None:
         now = time.monotonic()
@@ -215,12 +219,33 @@ class ConnectionPool:
             self._suspect_until[node_id] = until
             log.info("node %s refused a connection: going around it for now", node_id)
 
+    def heartbeats(self, loop: asyncio.AbstractEventLoop) -> Callable[[str, bool], None]:
+        """What the beater's thread calls on a change: marks the node at once, and has
+        ``loop`` give up on its reads in flight when it next runs."""
+
+        def on_change(node_id: str, silent: bool) -> None:
+            if silent:
+                self._silent.add(node_id)
+                self.metrics.suspicions.inc()
+            else:
+                self._silent.discard(node_id)
+            try:
+                loop.call_soon_threadsafe(self.beats, node_id, silent)
+            except RuntimeError:
+                pass  # the loop is closed: the client is gone
+
+        return on_change
+
     def beats(self, node_id: str, silent: bool) -> None:
         """Heartbeats say ``node_id`` went silent (or answers again)."""
         if silent:
-            self._silent.add(node_id)
+            if node_id not in self._silent:
+                return  # it answered again before this loop got to it
             log.warning(
-                "node %s missed its heartbeats; reads go around it, writes to handoffs", node_id
+                "node %s stopped answering heartbeats; reads go around it, and its writes "
+                "go to handoffs if it stays silent for %.0fs",
+                node_id,
+                self.WRITES_WAIT,
             )
             conn = self._conns.get(node_id)
             if conn is not None:
@@ -228,8 +253,7 @@ class ConnectionPool:
             asyncio.get_running_loop().call_later(
                 self.WRITES_WAIT, self._still_silent, node_id, conn
             )
-        elif node_id in self._silent:
-            self._silent.discard(node_id)
+        elif node_id not in self._silent:
             self._suspect_until.pop(node_id, None)
             conn = self._conns.get(node_id)
             if conn is not None:

@@ -1,29 +1,30 @@
 """UDP heartbeats: fast failure detection that steers traffic, never membership.
 
 Every storage node answers beats on the UDP port numbered like its TCP port.
-A client beats every node it knows a few times a second; a node that misses
-``MISSES`` beats in a row is *suspect* (reads go around it, writes to handoffs)
-until it answers again. ZooKeeper alone says whether a node is a member.
+A client beats every node it knows ten times a second; a node whose answers stop
+for longer than their own history makes likely (``ecmem/phi.py``) is *suspect*:
+reads go around it at once, its writes in flight go to handoffs only if it stays
+silent (``ConnectionPool.WRITES_WAIT``). ZooKeeper alone says whether a node is a
+member. Both ends beat and answer from threads of their own, so a busy event loop
+is never taken for a dead node.
 
 Beat: ``EMHB`` + u32 sequence; answer: ``EMHb`` + the same sequence.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import socket
 import struct
+import threading
+import time
 from collections.abc import Callable
 
-import asyncio_dgram
-
-log = logging.getLogger(__name__)
+from . import phi
 
 PING = b"EMHB"
 PONG = b"EMHb"
 _SEQ = struct.Struct("!I")
-INTERVAL = 0.1  # seconds between beats
-MISSES = 3  # beats missed in a row before a node is suspect
+POLL = 0.2  # seconds a responder waits for a beat before looking whether to stop
 
 
 def beat(seq: int) -> bytes:
@@ -50,107 +51,143 @@ def _addr(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(host: str, port: int) -> asyncio.Task[None]:
-    """Answer beats on UDP ``host:port``; returns the task doing it."""
-    stream = await asyncio_dgram.bind((host, port))
+class Responder:
+    """Answers beats on UDP ``host:port`` from a thread of its own: the answer says the
+    process is alive and scheduled, however busy its event loop is with large frames
+    (a stuck loop is found by request timeouts, not by beats)."""
 
-    async def loop() -> None:
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            while True:
-                data, peer = await stream.recv()
-                reply = answer(data)
-                if reply is not None:
-                    try:
-                        await stream.send(reply, peer)
-                    except OSError:
-                        pass  # the beater went away
-        finally:
-            stream.close()
+            self.sock.bind((host, port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.settimeout(POLL)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ecmem-beats", daemon=True)
+        self._thread.start()
 
-    return asyncio.create_task(loop())
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(64)
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            reply = answer(data)
+            if reply is not None:
+                try:
+                    self.sock.sendto(reply, peer)
+                except OSError:
+                    pass  # the beater went away
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * POLL)
+        self.sock.close()
 
 
-class Detector:
-    """Beats nodes and reports those that stop (and start again) answering.
+def serve(host: str, port: int) -> Responder:
+    """Answer beats on UDP ``host:port`` until the returned responder is closed."""
+    return Responder(host, port)
 
-    A node is silent once ``misses`` beats in a row went unanswered, counting only
-    rounds this loop really ran (a sync client's loop sleeps between calls).
-    """
+
+def probe(address: str, timeout: float = 1.0) -> bool:
+    """Whether the node at ``address`` answers a beat within ``timeout`` (a few tries:
+    a datagram may be lost). For commands that must tell a dead node from a live one."""
+    try:
+        addr = _addr(address)
+    except ValueError:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        deadline = time.monotonic() + timeout
+        seq = 0
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                sock.sendto(beat(seq), addr)
+                sock.settimeout(min(left, phi.INTERVAL * 2))
+                data = sock.recv(64)
+            except TimeoutError:
+                seq += 1
+                continue
+            except OSError:  # refused (nothing bound there), or no route
+                time.sleep(min(max(left, 0), phi.INTERVAL))
+                seq += 1
+                continue
+            if answered(data) is not None:
+                return True
+    return False
+
+
+class Beater:
+    """Beats every node ``addresses()`` names from a thread of its own and feeds the
+    answers to a ``phi.Detector``: the client's own event loop may stall on a large
+    encode, or not run at all between a blocking client's calls, and neither makes a
+    node look silent. ``on_change(node, silent)`` is called from this thread."""
 
     def __init__(
         self,
         addresses: Callable[[], dict[str, str]],
         on_change: Callable[[str, bool], None],
-        interval: float = INTERVAL,
-        misses: int = MISSES,
+        interval: float = phi.INTERVAL,
     ) -> None:
         self.addresses = addresses
-        self.on_change = on_change
+        self.detector = phi.Detector(on_change, interval)
         self.interval = interval
-        self.misses = misses
-        self.unanswered: dict[str, int] = {}  # node -> beats since its last answer
-        self.suspect: set[str] = set()
         self._by_addr: dict[tuple[str, int], str] = {}
-        self.seq = 0
+        self._known: dict[str, str] = {}
+        self._stop = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("0.0.0.0", 0))
+        self._thread = threading.Thread(target=self._run, name="ecmem-beater", daemon=True)
 
-    def judge(self) -> None:
-        """Mark nodes that missed ``misses`` beats suspect, answering ones healthy."""
-        for node, missed in self.unanswered.items():
-            silent = missed >= self.misses
-            if silent and node not in self.suspect:
-                self.suspect.add(node)
-                self.on_change(node, True)
-            elif not silent and node in self.suspect:
-                self.suspect.discard(node)
-                self.on_change(node, False)
+    def start(self) -> Beater:
+        self._thread.start()
+        return self
 
-    def heard(self, node: str) -> None:
-        if node in self.unanswered:
-            self.unanswered[node] = 0
-            if node in self.suspect:
-                self.judge()
-
-    def round(self, nodes: dict[str, str]) -> list[tuple[str, tuple[str, int]]]:
-        """Start a round: judge the last one, and say whom to beat now."""
-        self.judge()
-        for gone in set(self.unanswered) - set(nodes):
-            # Leaving the membership is no answer: a silent node stays suspect until it is
-            # back and answers (its writes must not wait on it meanwhile).
-            del self.unanswered[gone]
-        out = []
-        self._by_addr = {}
-        for node, address in nodes.items():
-            try:
-                addr = _addr(address)
-            except ValueError:
-                continue
-            self._by_addr[addr] = node
-            back_silent = self.misses if node in self.suspect else 0
-            self.unanswered[node] = self.unanswered.get(node, back_silent) + 1
-            out.append((node, addr))
-        return out
-
-    async def run(self) -> None:
-        stream = await asyncio_dgram.bind(("0.0.0.0", 0))
-        receiver = asyncio.create_task(self._receive(stream))
+    def _members(self) -> dict[str, str]:
         try:
-            while True:
-                for _, addr in self.round(self.addresses()):
-                    try:
-                        await stream.send(beat(self.seq), addr)
-                    except OSError:
-                        pass
-                self.seq += 1
-                await asyncio.sleep(self.interval)
-        finally:
-            receiver.cancel()
-            stream.close()
+            self._known = dict(self.addresses())
+        except RuntimeError:
+            pass  # changed under us by the membership watch: last round's list will do
+        return self._known
 
-    async def _receive(self, stream: asyncio_dgram.DatagramServer) -> None:
-        while True:
-            data, peer = await stream.recv()
-            if not isinstance(peer, tuple):
+    def _run(self) -> None:
+        seq = 0
+        due = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < due:
+                self.sock.settimeout(due - now)
+                try:
+                    data, peer = self.sock.recvfrom(64)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if self._stop.is_set():
+                        return
+                    continue
+                node = self._by_addr.get((str(peer[0]), int(peer[1])))
+                if node is not None and answered(data) is not None:
+                    self.detector.heard(node, time.monotonic())
                 continue
-            node = self._by_addr.get((str(peer[0]), int(peer[1])))
-            if node is not None and answered(data) is not None:
-                self.heard(node)
+            # Due, and nothing waits in the socket (recv timed out): judge, then beat.
+            self._by_addr = {}
+            for node in self.detector.round(self._members(), now):
+                try:
+                    addr = _addr(self._known[node])
+                    self._by_addr[addr] = node
+                    self.sock.sendto(beat(seq), addr)
+                except (ValueError, OSError):
+                    pass
+            seq += 1
+            due = now + self.interval
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * POLL)
+        self.sock.close()

@@ -135,6 +135,7 @@ class ReadPath:
                 else:
                     out[pos : pos + n] = bytes(n)
             return seen
+        self.pool.metrics.degraded_reads.inc()
         got = await self.read_column(view, stripe, start, length, out, want)
         if got is not None:
             return got

@@ -259,6 +259,7 @@ class WriterSession(Writer):
             if current[0] == failed:
                 meta = await self.host.call(self._handoff, meta, slab, index, failed)
                 current = meta.slabs[slab][index]
+                self.host.pool.metrics.handoffs.inc()
                 if current[0]:
                     await self.fence(meta, [meta.slabs[slab]])
                 log.warning(

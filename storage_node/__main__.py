@@ -124,7 +124,7 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("metrics at http://%s/metrics", metrics_at)
     bound = tcp.sockets[0].getsockname()
     try:
-        beats = await heartbeat.serve(bound[0], bound[1])
+        beats = heartbeat.serve(bound[0], bound[1])
     except OSError as exc:
         log.warning(
             "cannot answer heartbeats on UDP %s:%d (%s); clients will notice this node's "
@@ -146,6 +146,7 @@ async def serve(args: argparse.Namespace) -> int:
         pid=os.getpid(),
         started=time.time(),
         metrics=metrics_at,
+        session_timeout=args.session_timeout,
     )
     zk = await asyncio.to_thread(connect_zk, args.zk, 10.0, args.session_timeout)
     reg = Registration(zk, args.cluster, info)
@@ -164,7 +165,7 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("node %s stopping", args.id)
     refresher.cancel()
     if beats is not None:
-        beats.cancel()
+        beats.close()
     tcp.close()
     await asyncio.to_thread(reg.deregister)
     zk.stop()

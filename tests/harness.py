@@ -35,6 +35,7 @@ class TestCluster:
         persist: bool = False,
         rebuild_grace: float = 30.0,
         scrub_interval: float = 7 * 86400.0,
+        session_timeout: float = SESSION_TIMEOUT,
     ) -> None:
         self.local = LocalCluster(state_dir)
         self.zk = zk
@@ -46,7 +47,7 @@ class TestCluster:
             zk=zk,
             persist=persist,
             allow_debug=True,
-            session_timeout=SESSION_TIMEOUT,
+            session_timeout=session_timeout,
             rebuild_grace=rebuild_grace,
             scrub_interval=scrub_interval,
         )

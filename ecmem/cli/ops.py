@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from ecmem import heartbeat
 from ecmem.errors import ConfigError, EcmemError, NodeUnavailable
 from ecmem.units import format_size
 
@@ -105,6 +106,37 @@ def _known_node(v: _View, node: str, known: dict[str, Any] | None = None) -> Any
     return known[node]
 
 
+def _until_deregistered(v: _View, info: Any, wait: bool, as_json: bool, timeout: float) -> None:
+    """A node that answers no heartbeat but is still listed (its ZooKeeper session has
+    not expired yet): say so, and with ``wait`` count down until its record goes."""
+    session = info.session_timeout
+    within = f"within {session:.0f}s of its death" if session else "at its session's timeout"
+    click.echo(
+        f"node {info.id} at {info.address} answers no heartbeats, but ZooKeeper lists it "
+        f"until its session expires ({within}); the rebuild starts then",
+        err=True,
+    )
+    if not wait:
+        return
+    start = time.monotonic()
+    tty = sys.stderr.isatty() and not as_json
+    while v.md.all_nodes().get(info.id, info).state == "up":
+        waited = time.monotonic() - start
+        if timeout and waited > timeout:
+            raise NodeUnavailable(
+                f"node {info.id} still listed as up after {waited:.0f}s: if its host "
+                f"is gone, its ZooKeeper session should have ended; check ZooKeeper"
+            )
+        if tty:
+            left = f"{max(0.0, session - waited):.0f}s left" if session else ""
+            click.echo(
+                f"\rwaiting for node {info.id}'s session to expire {left}  ", nl=False, err=True
+            )
+        time.sleep(0.2)
+    if tty:
+        click.echo("", err=True)
+
+
 def _need_coordinator(v: _View) -> None:
     if not v.coordinators():
         raise NodeUnavailable(
@@ -190,16 +222,23 @@ def rebuild(
     started = time.monotonic()
     with connect_cli(zk, cluster, state_dir) as cl:
         v = _View(cl)
+        dead_but_listed = False
         if node:
-            if _known_node(v, node).state == "up":
-                raise ConfigError(
-                    f"node {node} is up and serves its fragments: to move them off it, "
-                    f"use 'ecmem drain {node}'"
-                )
+            info = _known_node(v, node)
+            if info.state == "up":
+                if heartbeat.probe(info.address):
+                    raise ConfigError(
+                        f"node {node} is up and serves its fragments: to move them off it, "
+                        f"use 'ecmem drain {node}'"
+                    )
+                dead_but_listed = True
         if region:
             cl.stat(region)  # a clear error for an unknown region
         _need_coordinator(v)
-        v.records.request(node or "*", region)
+        listed_for = (info.session_timeout or 30.0) + 10.0 if dead_but_listed else 0.0
+        v.records.request(node or "*", region, listed_for)
+        if dead_but_listed:
+            _until_deregistered(v, info, wait, as_json, timeout)
         slots = v.remaining(node, region, forced=True)
         before = len(slots)
         watched = Watched(before, v.amount(slots)[0])

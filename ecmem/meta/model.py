@@ -35,6 +35,7 @@ class NodeInfo:
     started: float = 0.0
     state: str = "up"
     metrics: str = ""  # host:port of its Prometheus endpoint, if it serves one
+    session_timeout: float = 0.0  # its ZooKeeper session's, s (0: not said)
 
     @property
     def free(self) -> int:

@@ -120,10 +120,16 @@ class Records:
 
     # -- requests -----------------------------------------------------------------------
 
-    def request(self, node: str = "", region: str = "") -> str:
+    def request(self, node: str = "", region: str = "", listed_for: float = 0.0) -> str:
+        """File a rebuild request; ``listed_for``: seconds the node, dead already, may
+        stay listed as live (its session not yet expired) without the request lapsing."""
+        now = time.time()
+        record = {"node": node, "region": region, "since": now}
+        if listed_for:
+            record["listed_until"] = now + listed_for
         path: str = self.zk.create(
             f"{self.paths.rebuild_requests}/r-",
-            _dump({"node": node, "region": region, "since": time.time()}),
+            _dump(record),
             sequence=True,
             makepath=True,
         )

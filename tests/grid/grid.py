@@ -68,7 +68,7 @@ class GridNode:
     store: FragmentStore
     server: GridServer
     tcp: asyncio.Server
-    beats: asyncio.Task[None]
+    beats: heartbeat.Responder
     info: NodeInfo
 
     def set(self, mode: str, *kinds: type[wire.Message], delay: float = 0.0) -> None:
@@ -102,7 +102,7 @@ class Grid:
         server.incarnation = uuid.uuid4().hex[:16]
         tcp = await server.listen("127.0.0.1", 0)
         host, port = tcp.sockets[0].getsockname()[:2]
-        beats = await heartbeat.serve(host, port)
+        beats = heartbeat.serve(host, port)
         info = NodeInfo(
             node_id, f"{host}:{port}", capacity, 0, node_id, server.incarnation, "grid", 0, 0.0
         )
@@ -149,7 +149,7 @@ class Grid:
         self.stopped.add(node_id)
         node.set(BROKEN)
         node.tcp.close()
-        node.beats.cancel()
+        node.beats.close()
         await asyncio.to_thread(Registration(self._zk, self.cluster, node.info).deregister)
 
     def drop_lease(self, name: str) -> None:
@@ -162,7 +162,7 @@ class Grid:
             await c.close()
         for node in self.nodes.values():
             node.tcp.close()
-            node.beats.cancel()
+            node.beats.close()
         await asyncio.to_thread(self._stop)
 
     def _stop(self) -> None:

@@ -252,3 +252,25 @@ async def test_a_region_file_whose_store_failed_keeps_failing_and_invites_no_ret
         n.heal()
     with pytest.raises(ecmem.EcmemError):
         await f.close()
+
+
+async def test_a_file_opened_for_writing_sees_the_size_its_recovery_published(
+    grid: Grid,
+) -> None:
+    """A writer died after staging a write that grew the region and before publishing
+    the size: the handle whose open recovered the write reads it and agrees with stat."""
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    meta = await as_if_written_at(c, "r", 1)
+    sd = 4 * CHUNK
+    a, b = stripe(1), stripe(2)
+    grid.stage(meta, 0, E1 + 1, fragments(meta, a), (0, 0, sd))
+    grid.stage(meta, 1, E1 + 2, fragments(meta, b), (1, 1, 2 * sd))
+    assert (await c.stat("r")).size == sd
+    async with c.open("r", "r+b") as f:
+        assert (await c.stat("r")).size == 2 * sd
+        assert f.size == 2 * sd
+        f.seek(sd)
+        assert await f.read(sd) == b
+        f.seek(0, os.SEEK_END)
+        assert f.tell() == 2 * sd

@@ -197,3 +197,30 @@ def test_paused_node_is_read_around(cluster: TestCluster) -> None:
         cluster.signal(victim, signal.SIGCONT)
         cl.delete_region("slow")
         cl.close()
+
+
+def test_paused_node_is_suspected_within_a_second(cluster: TestCluster) -> None:
+    """Real processes, real heartbeats: a healthy cluster gives no suspicion while the
+    client idles or writes; SIGSTOP on a node is noticed within a second, and reads go
+    on around it."""
+    cl = cluster.client()
+    data = os.urandom(16 * MiB)
+    try:
+        cl.create_region("beats", 0, "ec:4+2")
+        cl.pwrite("beats", 0, data)
+        time.sleep(1.0)  # a blocking client between calls: the beater runs on regardless
+        assert cl.metrics.snapshot()["suspicions"] == 0
+        victim = region_nodes(cl, "beats")[0]
+        cluster.signal(victim, signal.SIGSTOP)
+        t = time.monotonic()
+        try:
+            while cl.metrics.snapshot()["suspicions"] == 0 and time.monotonic() - t < 3.0:
+                time.sleep(0.01)
+            took = time.monotonic() - t
+            assert cl.pread("beats", 0, 4096) == data[:4096]
+        finally:
+            cluster.signal(victim, signal.SIGCONT)
+        assert took < 1.0, f"a paused node was suspected only after {took:.2f}s"
+    finally:
+        cl.delete_region("beats")
+        cl.close()

@@ -185,6 +185,33 @@ def _rebuild_cli_killed_and_rerun(c: TestCluster) -> None:
     assert c.cli("rebuild", "--node", "node-99").returncode == 2
 
 
+def test_rebuild_of_a_node_just_killed_waits_for_its_session_and_runs(
+    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``kill -9`` a node, then at once ``ecmem rebuild --node X --wait``: ZooKeeper
+    still lists X for its session timeout; the command must tell it is dead (no
+    heartbeats), never claim it is up, and rebuild once the listing goes."""
+    c = make_cluster(zk_hosts, tmp_path_factory, nodes=7, rebuild_grace=600, session_timeout=6.0)
+    try:
+        data = os.urandom(16 * MiB)
+        with c.client() as cl:
+            cl.create_region("r", len(data), "ec:4+2", chunk=256 * 1024, slab_size="2MiB")
+            cl.pwrite("r", 0, data)
+            victim = region_nodes(cl, "r")[0]
+        c.kill(victim, wait_gone=False)
+        assert victim in c.live(), "the test needs the node still listed"
+        out = c.cli("rebuild", "--node", victim, "--wait", "--json", "--timeout", "120")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "answers no heartbeats" in out.stderr and "is up" not in out.stderr, out.stderr
+        assert json.loads(out.stdout)["slots_left"] == 0
+        with c.client() as cl:
+            meta = cl.region_meta("r")
+            assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
+            assert cl.pread("r", 0, len(data)) == data
+    finally:
+        c.down()
+
+
 def test_node_back_after_grace_never_serves_stale_fragments(
     zk_hosts: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
