@@ -88,3 +88,56 @@ def setup_logging(level: str, who: str, fmt: str = "text") -> None:
         )
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("kazoo").setLevel(logging.WARNING)
+
+
+class Tally:
+    """A condition that repeats (every stripe of a region written degraded) logged once
+    per place and window, then counted: the next line for that place, or ``flush``,
+    says how many were held and where (``at``: the slabs, say). ``place`` names where
+    ("region r"), ``what`` the condition as counted ("stripes written degraded")."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.every = every
+        self.clock = clock
+        self._seen: dict[tuple[str, str], _Held] = {}
+
+    def warn(self, place: str, what: str, at: int, msg: str, *args: Any, **kw: Any) -> None:
+        key = (place, what)
+        now = self.clock()
+        held = self._seen.get(key)
+        if held is not None and now - held.shown < self.every:
+            held.count += 1
+            held.at.add(at)
+            return
+        if len(self._seen) > 10_000:
+            self.flush()
+        if held is not None and held.count:
+            msg += f" ({held.say(what, now)} before this)"
+        self._seen[key] = _Held(now)
+        self.logger.warning(msg, *args, **kw)
+
+    def flush(self, place: str | None = None) -> None:
+        """Say what is held (for ``place``, or everywhere), and forget it."""
+        now = self.clock()
+        for key in sorted(k for k in self._seen if place is None or k[0] == place):
+            held = self._seen.pop(key)
+            if held.count:
+                self.logger.warning("%s: %s", key[0], held.say(key[1], now))
+
+
+class _Held:
+    def __init__(self, shown: float) -> None:
+        self.shown = shown
+        self.count = 0
+        self.at: set[int] = set()
+
+    def say(self, what: str, now: float) -> str:
+        where = sorted(self.at)
+        listed = ", ".join(map(str, where[:8])) + (", ..." if len(where) > 8 else "")
+        return f"{self.count} more {what} in the last {now - self.shown:.0f}s (at {listed})"

@@ -15,12 +15,14 @@ from . import checksum, wire
 from .conn import NodeConnection
 from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
 from .layout import column
+from .logs import Tally, where
 from .pagelog import log_indexes, patch_target
 from .policy import ReplicationPolicy
 from .readpath import ReadPath
 from .stripes import WRITE_WINDOW, Got, RegionView, Replacer, Stamp, raise_for, windowed
 
 log = logging.getLogger(__name__)
+DEGRADED = Tally(log)  # once a minute per region, then counted
 
 # Overwrites whose column (the bytes each fragment changes) is at most this long go as
 # slices: each node patches its fragment in place of sending, or reading, whole ones.
@@ -154,15 +156,20 @@ class StripeIO(ReadPath):
         if staged >= view.durable_minimum() and all(
             isinstance(e, NodeUnavailable) for e in errors.values()
         ):
-            log.warning(
+            slab = layout.slab_of(stripe)
+            DEGRADED.warn(
+                f"region {view.name}",
+                "stripes written degraded",
+                slab,
                 "region %s slab %d stripe %d: written degraded, %d of %d fragments (%s); "
                 "it is rebuilt when nodes come back or are replaced",
                 view.name,
-                layout.slab_of(stripe),
+                slab,
                 stripe,
                 staged,
                 len(parts),
                 detail,
+                extra=where(view.name, slab),
             )
             return
         if staged < layout.policy.k and stripe not in stamp.patched_somewhere:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import extents, folding, wire
+from . import extents, folding, handoff, wire, writepath
 from .errors import (
     ClusterError,
     CoordinationError,
@@ -30,7 +30,6 @@ from .errors import (
     WriteInDoubt,
 )
 from .layout import Layout
-from .members import handoff_holder
 from .meta import lease
 from .meta.model import RegionMeta
 from .recovery import (
@@ -65,6 +64,8 @@ class WriterSession(Writer):
     unconfirmed: set[int] = field(default_factory=set, repr=False, compare=False)
     unlost: list[tuple[int, int, int]] = field(default_factory=list, repr=False, compare=False)
     answered: set[str] = field(default_factory=set, repr=False, compare=False)  # fenced nodes
+    # (slab, index) of vacant slots -> when a holder was last looked for
+    vacant_tried: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
 
     # -- taking a region over ---------------------------------------------------------
 
@@ -99,6 +100,8 @@ class WriterSession(Writer):
         if self.state is not State.RELEASED:
             self.to(State.RELEASED)
             await self.host.call(lease.release, self.host.zk, self.host.meta.paths, self.name)
+            for tally in (writepath.DEGRADED, handoff.PLACED):
+                tally.flush(f"region {self.name}")
 
     def check_epoch(self, m: RegionMeta) -> None:
         """Inside a versioned update of the region: stop if a newer writer took over."""
@@ -249,50 +252,7 @@ class WriterSession(Writer):
     async def replace(self, view: RegionView, stripe: int, index: int, why: str) -> bool:
         """Give a fragment whose holder failed a write to a handoff node (or leave the slot
         vacant if none qualifies); updates ZooKeeper, then ``view``."""
-        if self.state is not State.WRITING:
-            return False  # released or stopped: no placement changes without the lease
-        slab = view.layout.slab_of(stripe)
-        failed = view.slabs[slab][index][0]
-        async with self.placing:
-            meta = await self.host.regions.get(self.name)
-            current = meta.slabs[slab][index]
-            if current[0] == failed:
-                meta = await self.host.call(self._handoff, meta, slab, index, failed)
-                current = meta.slabs[slab][index]
-                self.host.pool.metrics.handoffs.inc()
-                if current[0]:
-                    await self.fence(meta, [meta.slabs[slab]])
-                log.warning(
-                    "region %s slab %d fragment %d: %s failed (%s); %s",
-                    self.name,
-                    slab,
-                    index,
-                    f"node {failed}" if failed else "a vacant slot",
-                    why,
-                    f"handed off to {current[0]}" if current[0] else "no handoff node, left vacant",
-                )
-            view.slabs[slab][index] = current
-            view.partial = meta.partial_slots()
-            return bool(current[0])
-
-    def _handoff(self, meta: RegionMeta, slab: int, index: int, failed: str) -> RegionMeta:
-        host = self.host
-        live, draining = host.meta.live_nodes(), set(host.meta.draining())
-        holder = handoff_holder(live, draining, host.pool.is_suspect, meta, slab, failed)
-        # The new holder may have held this slot before and missed writes since: all
-        # its committed copies are at or below a commit point sent, and every write it
-        # gets from here on is newer (not yet staged everywhere, so not yet committed).
-        since = max(self.told, self.epoch << wire.SEQ_BITS) + 1
-
-        def change(m: RegionMeta) -> RegionMeta | None:
-            self.check_epoch(m)
-            if m.slabs[slab][index][0] != failed:
-                return None
-            m.hand_off(slab, index, holder, since)
-            return m
-
-        new: RegionMeta = host.regions.update_now(meta.name, change)
-        return new
+        return await handoff.replace(self, view, stripe, index, why)
 
     # -- writing ----------------------------------------------------------------------
 

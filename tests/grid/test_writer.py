@@ -5,12 +5,13 @@ client take it from there."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 import ecmem
-from ecmem import wire
+from ecmem import handoff, wire
 from ecmem.aio import AsyncClient
 from ecmem.layout import Layout
 from ecmem.meta.model import RegionMeta
@@ -176,7 +177,7 @@ async def test_a_first_write_staged_but_not_committed_reads_as_the_hole_it_still
 
 
 async def test_a_slot_handed_back_to_its_old_holder_never_serves_its_old_copies(
-    grid: Grid,
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A holder misses a write and leaves the slab; later its slot (vacant, no spare
     node) is handed back to it. Its copies from before are stale: a read of the stripe
@@ -191,6 +192,8 @@ async def test_a_slot_handed_back_to_its_old_holder_never_serves_its_old_copies(
     await c.pwrite("r", 0, newer)  # degraded: no spare node, fragment 1 left vacant
     assert (await c.region_meta("r")).slabs[0][1] == ("", "")
     victim.heal()
+    monkeypatch.setattr(handoff, "VACANT_RETRY", 0.05)  # a vacant slot is looked at again
+    await asyncio.sleep(0.06)  # after a while, not on every stripe
     await c.pwrite("r", sd, stripe(4))  # the vacant slot goes to the only node not in it
     after = await c.region_meta("r")
     assert after.slabs[0][1][0] == victim.id and (0, 1) in after.partial
