@@ -65,7 +65,7 @@ class AsyncClient:
         self.meta = MetadataStore(zk, cluster)
         self._own_zk = own_zk
         self.members = Members(zk, self.meta)
-        self.pool = ConnectionPool(self.members.address)
+        self.pool = ConnectionPool(self.members.address, self.members.addresses)
         self.metrics = self.pool.metrics  # what went wrong, as Prometheus counters
         self.io = StripeIO(self.pool)
         self.regions = RegionCache(zk, self.meta, self.call)

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import checksum, wire
@@ -178,8 +178,11 @@ class ConnectionPool:
     HEDGE_FOR = 1.0
     WRITES_WAIT = 2.0  # silent this long, a node's writes in flight are given up too
 
-    def __init__(self, addresses: AddressBook) -> None:
+    def __init__(
+        self, addresses: AddressBook, members: Callable[[], Iterable[str]] = tuple
+    ) -> None:
         self._addresses = addresses
+        self.members = members  # the live nodes' ids
         self._conns: dict[str, NodeConnection] = {}
         self._connecting: dict[str, asyncio.Future[NodeConnection]] = {}
         self._suspect_until: dict[str, float] = {}

@@ -44,14 +44,14 @@ async def read_patches(
     answered: list[int] = []
     failures: list[str] = []
     moved = False
-    first = [i for i in frags if placement[i][0]]
     slab = view.layout.slab_of(stripe)
-    # Not a handed-off slot: its node holds no patch from before the handoff.
-    rest = [
-        i
-        for i, (node, _) in enumerate(placement)
-        if node and i not in first and (slab, i) not in view.partial
-    ]
+
+    def vouches(i: int) -> bool:
+        # A handed-off slot's node holds no patch from before the handoff.
+        return bool(placement[i][0]) and view.partial.get((slab, i), 0) <= after
+
+    first = [i for i in frags if vouches(i)]
+    rest = [i for i in range(len(placement)) if i not in first and vouches(i)]
     for asked in (first, rest):
         answers = await asyncio.gather(
             *(pool.request(placement[i][0], msg, DEGRADED_TIMEOUT) for i in asked),

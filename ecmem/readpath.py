@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from . import checksum, wire
+from . import checksum, strays, wire
 from .conn import ConnectionPool
 from .errors import ClusterError, DataLostError, DataUnavailableError, NodeTimeout, NodeUnavailable
 from .layout import Piece, column
@@ -303,6 +303,20 @@ class ReadPath:
             by_version[newest].update(more.get(newest, {}))
             if len(by_version[newest]) >= k:
                 winner = newest
+        if winner is None and lay and view.is_written(stripe):
+            # Fewer than k on the placement: a slot's former holder may have its copy.
+            # (Only if we lay the patches: read_patches vouches for them or gives up.)
+            target = want or max(by_version, default=0)
+            have = by_version.get(target, {})
+            off = await strays.find(
+                self.pool, view, stripe, target, [i for i in range(policy.width) if i not in have]
+            )
+            target = target or max(off, default=0)
+            for i, got in off.get(target, {}).items():
+                by_version.setdefault(target, {})[i] = bytes(got.data)
+                patched[target] = patched.get(target, False) or bool(got.pending)
+            if len(by_version.get(target, {})) >= k:
+                winner = target
         if winner is not None:
             log.debug(
                 "region %s slab %d stripe %d: degraded read decoded from fragments %s",

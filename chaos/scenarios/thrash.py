@@ -160,7 +160,7 @@ def registers(
                     record(Event(n, FAIL, "read", region, p, None, time.monotonic() - t0))
                     ok = False
                     with lock:
-                        why[f"read {type(exc).__name__}: {str(exc)[:160]}"] += 1
+                        why[f"read {type(exc).__name__}: {str(exc)[:600]}"] += 1
                 report.samples.append(Sample(now, "read", time.monotonic() - t0 - now, page, ok))
 
     workers = [threading.Thread(target=writer, daemon=True)] + [

@@ -277,3 +277,31 @@ async def test_a_file_opened_for_writing_sees_the_size_its_recovery_published(
         assert await f.read(sd) == b
         f.seek(0, os.SEEK_END)
         assert f.tell() == 2 * sd
+
+
+async def test_a_read_finds_a_fragment_its_slot_handed_off_on_the_former_holder(
+    grid: Grid,
+) -> None:
+    """A slot was handed off (its new holder lacks the older stripes) and two other
+    holders are out: the placement has 3 fragments of 4 needed, and the slot's former
+    holder, alive and off the placement, has the fourth. The read takes it from there
+    (a version names one write)."""
+    new = await grid.add("n7")
+    c = await grid.client()
+    meta = await make_region(c, "r", 2)
+    sd = 4 * CHUNK
+    data = stripe(-1) + stripe(-1)
+    await c.pwrite("r", 0, data)
+    await c.release("r")
+    meta = await c.region_meta("r")
+
+    def hand_off(m: RegionMeta) -> RegionMeta:
+        m.hand_off(0, 0, (new.id, new.info.incarnation), E2)
+        return m
+
+    await c.regions.update("r", hand_off)
+    placed = [n for n, _ in meta.slabs[0]]
+    for n in placed[1:3]:
+        await grid.stop(n)
+    reader = await grid.client()
+    assert await reader.pread("r", 0, 2 * sd) == data

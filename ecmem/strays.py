@@ -1,0 +1,67 @@
+"""Fragments off a stripe's placement, for a read that found fewer than k on it.
+
+A node that missed a write or a commit leaves its slot (a handoff takes it, or it stays
+vacant until rebuilt), yet keeps what it held; the slot's new holder lacks the slab's
+older stripes until the rebuilder copies them. Between the two, a stripe may have k
+fragments of its newest version only counting those off the placement. A version
+names one write, so such a fragment is that write's data wherever it lies (its page
+checksums are checked as on any read); only the version the read settled on, or with
+none seen on the placement the newest any node holds, is taken: a stray copy never
+brings back old data (the rebuilder's rule, ``repair.committed_versions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from . import checksum, wire
+from .conn import ConnectionPool
+from .errors import NodeTimeout, NodeUnavailable
+from .stripes import DEGRADED_TIMEOUT, Got, RegionView
+
+Found = dict[int, dict[int, Got]]  # version -> fragment index -> what a stray node sent
+
+
+def judge(view: RegionView, stripe: int, want: int, reply: wire.Message) -> Got | None:
+    """A stray node's answer to a whole-fragment Get: the fragment if it is whole, its
+    checksums hold and it is of ``want`` (any version if 0) and not from before a
+    truncation; else None."""
+    if not isinstance(reply, wire.Data) or reply.fragment_len != view.layout.fragment_size:
+        return None
+    if want and reply.version != want:
+        return None
+    if reply.version < view.min_version(stripe):
+        return None
+    payload = reply.payload
+    segments = payload if isinstance(payload, tuple) else (memoryview(payload),)
+    if checksum.bad_pages_in(segments, reply.crcs, reply.first_page):
+        return None
+    data = memoryview(b"".join(segments))
+    if len(data) != reply.fragment_len:
+        return None
+    return Got(reply.version, data, (reply.wfirst, reply.wcount), reply.pending, reply.patched)
+
+
+async def find(
+    pool: ConnectionPool, view: RegionView, stripe: int, want: int, indexes: list[int]
+) -> Found:
+    """Fragments ``indexes`` of a stripe (of version ``want``, or each node's committed
+    one if 0) held by live nodes off its placement, as encoded (no page patches laid)."""
+    placed = {n for n, _ in view.placement(stripe) if n}
+    others = sorted(n for n in pool.members() if n not in placed and not pool.is_suspect(n))
+    size = view.layout.fragment_size
+
+    async def ask(node: str, index: int) -> tuple[int, Got | None]:
+        msg = wire.Get(view.id, stripe, index, 0, size, want, 0, 1)
+        try:
+            _, reply = await pool.request(node, msg, DEGRADED_TIMEOUT)
+        except (NodeTimeout, NodeUnavailable):
+            return index, None
+        return index, judge(view, stripe, want, reply)
+
+    found: Found = {}
+    answers = await asyncio.gather(*(ask(n, i) for n in others for i in indexes))
+    for index, got in answers:
+        if got is not None:
+            found.setdefault(got.version, {})[index] = got
+    return found
