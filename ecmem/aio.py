@@ -21,7 +21,7 @@ from kazoo.exceptions import KazooException
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
 
-from . import extents, folding, pagelog, sizing
+from . import catchup, extents, folding, pagelog, sizing
 from . import writer as writing
 from .conn import ConnectionPool
 from .errors import (
@@ -151,8 +151,7 @@ class AsyncClient:
     def view(self, meta: RegionMeta) -> RegionView:
         return self.regions.view(meta)
 
-    def make_view(self, meta: RegionMeta) -> RegionView:
-        return make_view(meta)
+    make_view = staticmethod(make_view)  # a view of ``meta`` as given, uncached
 
     def placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
         """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``."""
@@ -267,9 +266,10 @@ class AsyncClient:
             await self._fold(name, w)
 
     async def _fold(self, name: str, w: WriterSession) -> None:
-        """Fold the stripes due (many page patches, or too many bytes of them)."""
+        """Fold the stripes due; catch handed-off slots up in the background."""
         if folding.due(w):
             await folding.fold_due(w, self._lock(name), lambda: self.regions.get(name))
+        catchup.start(w, self._lock(name), lambda: self.regions.get(name))
 
     async def writer_done(self, name: str) -> None:
         """A region file opened for writing was closed."""

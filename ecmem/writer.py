@@ -66,6 +66,9 @@ class WriterSession(Writer):
     answered: set[str] = field(default_factory=set, repr=False, compare=False)  # fenced nodes
     # (slab, index) of vacant slots -> when a holder was last looked for
     vacant_tried: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
+    # bringing handed-off slots up to date (ecmem/catchup.py), and not before when
+    catching_up: asyncio.Future[None] | None = field(default=None, repr=False, compare=False)
+    catch_up_after: float = 0.0
 
     # -- taking a region over ---------------------------------------------------------
 
@@ -99,6 +102,8 @@ class WriterSession(Writer):
         """Give the lease back; the session takes no more writes."""
         if self.state is not State.RELEASED:
             self.to(State.RELEASED)
+            if self.catching_up is not None:
+                self.catching_up.cancel()
             await self.host.call(lease.release, self.host.zk, self.host.meta.paths, self.name)
             for tally in (writepath.DEGRADED, handoff.PLACED):
                 tally.flush(f"region {self.name}")

@@ -305,3 +305,33 @@ async def test_a_read_finds_a_fragment_its_slot_handed_off_on_the_former_holder(
         await grid.stop(n)
     reader = await grid.client()
     assert await reader.pread("r", 0, 2 * sd) == data
+
+
+async def test_a_writer_catches_a_handed_off_slot_up_and_settles_it(grid: Grid) -> None:
+    """A holder fails a write and its slot goes to a spare, which lacks the slab's older
+    stripes. The writer, which never gives its lease to the rebuilder, folds them onto
+    the spare itself and records the slot whole: with the old holder and two more
+    nodes gone, every stripe still reads."""
+    await grid.add("n7")
+    c = await grid.client()
+    meta = await make_region(c, "r", 4)
+    sd = 4 * CHUNK
+    data = bytearray(os.urandom(4 * sd))
+    await c.pwrite("r", 0, data)
+    victim = grid.holders(meta)[1]
+    victim.set(BROKEN, wire.Put, wire.PutSlice)
+    data[:sd] = stripe(5)
+    await c.pwrite("r", 0, data[:sd])  # fragment 1 of stripe 0 goes to n7, partially
+    after = await c.region_meta("r")
+    assert after.slabs[0][1][0] == "n7", after.slabs[0]
+    for _ in range(500):
+        after = await c.region_meta("r")
+        if not after.partial:
+            break
+        await asyncio.sleep(0.01)
+    assert not after.partial, f"the writer left slot {after.partial} partial"
+    await grid.stop(victim.id)
+    for n in [n for n, _ in after.slabs[0] if n != "n7"][2:4]:
+        await grid.stop(n)
+    reader = await grid.client()
+    assert await reader.pread("r", 0, 4 * sd) == data

@@ -1,0 +1,187 @@
+"""A writer brings its region's handed-off slots up to date itself.
+
+A slot handed off while writing is *partial*: its new holder has every write since the
+handoff, none from before. The rebuilder fills it, but only under the region's write
+lease, which a writer that keeps writing never gives back: reads then go around the
+slot, and a few more faults make stripes unreadable. So the lease holder does it: it
+rewrites every written stripe of the slab (read, page patches laid, while no write of
+it is queued, then written whole at a version of its own, so every slot of the
+stripe, the partial one too, holds it), commits, and then records the slot as whole.
+
+Why that is enough: after the folds every written stripe of the slab has a committed
+version newer than the handoff, staged on the slot's holder (a holder that failed one
+was handed off again, and the record no longer matches: nothing is settled). A stripe
+never written needs nothing, and writes from here on go to the holder as to any slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from . import extents, folding, wire
+from .errors import ClusterError, EcmemError
+from .layout import Layout
+from .logs import where
+from .meta.model import RegionMeta
+from .writers import Ticket
+
+log = logging.getLogger(__name__)
+
+BATCH = 8  # stripes read and queued per hold of the region's lock
+TURNS = 1000  # holds of the lock one catch-up may take before it waits its turn again
+RETRY_AFTER = 2.0  # seconds before a catch-up that failed is tried again
+
+Slot = tuple[int, int, int]  # slab, fragment index, version the handoff counts from
+
+
+def partial_slots(meta: RegionMeta) -> list[Slot]:
+    return sorted((s, i, v) for (s, i), v in meta.partial_slots().items())
+
+
+def stripes_to_fold(meta: RegionMeta, slab: int) -> list[int]:
+    """The slab's stripes a partial slot of it lacks: written, not lost, inside the size."""
+    layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+    first = slab * meta.slab_stripes
+    end = min(first + meta.slab_stripes, -(-meta.size // layout.stripe_data))
+    kept = extents.minus(extents.within(meta.written, first, end), meta.lost)
+    return list(extents.stripes(kept))
+
+
+def start(
+    w: Any,
+    lock: AbstractAsyncContextManager[Any],
+    meta: Callable[[], Awaitable[RegionMeta]],
+) -> None:
+    """Start catching up the region's partial slots in the background, if it has some
+    and no catch-up is under way (or failed a moment ago)."""
+    cached = w.host.regions.cached(w.name)
+    if cached is None or not cached.partial:
+        return
+    if w.catching_up is not None and not w.catching_up.done():
+        return
+    if time.monotonic() < w.catch_up_after:
+        return
+    w.catching_up = asyncio.ensure_future(_run(w, lock, meta))
+
+
+async def _run(
+    w: Any, lock: AbstractAsyncContextManager[Any], meta: Callable[[], Awaitable[RegionMeta]]
+) -> None:
+    try:
+        m = await meta()
+        for slab, index, since in partial_slots(m):
+            await catch_up(w, lock, meta, slab, index, since)
+    except EcmemError as exc:
+        w.catch_up_after = time.monotonic() + RETRY_AFTER
+        log.info("region %s: catching up a handed-off slot waits (%s)", w.name, exc)
+    except asyncio.CancelledError:
+        pass
+
+
+async def catch_up(
+    w: Any,
+    lock: AbstractAsyncContextManager[Any],
+    meta: Callable[[], Awaitable[RegionMeta]],
+    slab: int,
+    index: int,
+    since: int,
+) -> bool:
+    """Fold every written stripe of ``slab``, commit, and settle slot ``index`` if it is
+    still the partial slot counting from ``since`` with the same holder. True if settled."""
+    m = await meta()
+    holder = m.slabs[slab][index]
+    have = await _held(w, m, holder[0], slab, index, since)
+    todo = [s for s in stripes_to_fold(m, slab) if s not in have]
+    total = len(todo)
+    for _ in range(TURNS):
+        if not todo:
+            break
+        async with lock:
+            m = await meta()
+            if m.partial_slots().get((slab, index)) != since or m.slabs[slab][index] != holder:
+                return False  # handed off again, or rebuilt meanwhile
+            batch = [s for s in todo if not w.stripes.busy(s)][:BATCH]
+            tickets = await _read_and_queue(w, m, batch) if batch else []
+        done = await asyncio.gather(*(_rewrite(w, m, t) for t in tickets))
+        todo = [s for s in todo if s not in done]
+        if tickets:
+            await w.commit()
+        if not batch:
+            await asyncio.sleep(0.01)  # every stripe left is being written: let them land
+    if todo:
+        raise ClusterError(f"{len(todo)} stripes of slab {slab} were busy or unreadable")
+
+    def settle(r: RegionMeta) -> RegionMeta | None:
+        w.check_epoch(r)
+        if r.partial_slots().get((slab, index)) != since or r.slabs[slab][index] != holder:
+            return None
+        r.settle_slots([(slab, index)])
+        return r
+
+    settled = await w.host.regions.update(w.name, settle)
+    caught = (slab, index) not in settled.partial_slots()
+    if caught:
+        log.info(
+            "region %s slab %d fragment %d: its holder %s has every stripe now (%d folded)",
+            w.name,
+            slab,
+            index,
+            holder[0],
+            total,
+            extra=where(w.name, slab, index, holder[0]),
+        )
+    return caught
+
+
+async def _held(w: Any, m: RegionMeta, node: str, slab: int, index: int, since: int) -> set[int]:
+    """The slab's stripes whose fragment ``index`` the holder has already, committed at
+    ``since`` or newer (written since the handoff): those need no rewrite."""
+    _, reply = await w.host.pool.request(node, wire.List(m.id, 0))
+    if not isinstance(reply, wire.Listing):
+        raise ClusterError(f"node {node} did not list its fragments: {reply}")
+    first, end = slab * m.slab_stripes, (slab + 1) * m.slab_stripes
+    return {
+        int(e[1])
+        for e in reply.entries
+        if first <= int(e[1]) < end and int(e[2]) == index and int(e[3]) >= since
+    }
+
+
+async def _read_and_queue(
+    w: Any, m: RegionMeta, stripes: list[int]
+) -> list[tuple[int, bytes, Ticket]]:
+    """Read idle stripes as they stand and queue their rewrites (under the region's lock,
+    so no write of them can queue in between). A stripe that cannot be read is left for
+    later, with no version taken: a version given up before staging would stop the
+    writer's commits."""
+    view = w.host.regions.view(m)
+    io = w.host.io
+    reads = await asyncio.gather(
+        *(io.read_degraded(view, s, w.latest.get(s, 0), w.patched.newest(s)) for s in stripes),
+        return_exceptions=True,
+    )
+    sd = view.layout.stripe_data
+    out = []
+    for s, got in zip(stripes, reads, strict=True):
+        if isinstance(got, EcmemError):
+            log.debug("region %s stripe %d: not caught up yet (%s)", w.name, s, got)
+            continue
+        if isinstance(got, BaseException):
+            raise got
+        out.append((s, got[0], w.enqueue(m, s * sd, min(sd, m.size - s * sd))))
+    return out
+
+
+async def _rewrite(w: Any, m: RegionMeta, queued: tuple[int, bytes, Ticket]) -> int:
+    stripe, data, ticket = queued
+    try:
+        await ticket.ready()  # at once: nothing of it was queued or under way
+        await folding.rewrite(w, w.host.regions.view(m), stripe, data, m.size, ticket.stamp)
+        return stripe
+    finally:
+        ticket.release()
