@@ -34,13 +34,11 @@ log = logging.getLogger(__name__)
 
 BATCH = 8  # stripes read and queued per hold of the region's lock
 TURNS = 1000  # holds of the lock one catch-up may take before it waits its turn again
-RETRY_AFTER = 2.0  # seconds before a catch-up that failed is tried again
-
-Slot = tuple[int, int, int]  # slab, fragment index, version the handoff counts from
+RETRY_AFTER = 0.5  # seconds before a catch-up that failed is tried again
 
 
-def partial_slots(meta: RegionMeta) -> list[Slot]:
-    return sorted((s, i, v) for (s, i), v in meta.partial_slots().items())
+def _stripe_data(m: RegionMeta) -> int:
+    return Layout.of(m.policy, m.chunk, m.slab_stripes).stripe_data
 
 
 def stripes_to_fold(meta: RegionMeta, slab: int) -> list[int]:
@@ -74,13 +72,21 @@ async def _run(
 ) -> None:
     try:
         m = await meta()
-        for slab, index, since in partial_slots(m):
-            await catch_up(w, lock, meta, slab, index, since)
+        for slab in sorted({s for s, _ in m.partial_slots()}):
+            await catch_up(w, lock, meta, slab)
     except EcmemError as exc:
         w.catch_up_after = time.monotonic() + RETRY_AFTER
-        log.info("region %s: catching up a handed-off slot waits (%s)", w.name, exc)
+        log.info("region %s: catching up its handed-off slots waits (%s)", w.name, exc)
     except asyncio.CancelledError:
         pass
+
+
+Marks = dict[int, tuple[tuple[str, str], int]]  # index -> (holder, partial_since)
+
+
+def marks(m: RegionMeta, slab: int) -> Marks:
+    """The slab's partial slots as they stand: their holders and versions counted from."""
+    return {i: (m.slabs[slab][i], v) for (s, i), v in m.partial_slots().items() if s == slab}
 
 
 async def catch_up(
@@ -88,52 +94,59 @@ async def catch_up(
     lock: AbstractAsyncContextManager[Any],
     meta: Callable[[], Awaitable[RegionMeta]],
     slab: int,
-    index: int,
-    since: int,
-) -> bool:
-    """Fold every written stripe of ``slab``, commit, and settle slot ``index`` if it is
-    still the partial slot counting from ``since`` with the same holder. True if settled."""
+) -> list[int]:
+    """Rewrite every written stripe of ``slab`` that one of its partial slots lacks,
+    commit, and settle the partial slots whose holder and version are unchanged since
+    the start. Returns the fragment indexes settled."""
     m = await meta()
-    holder = m.slabs[slab][index]
-    have = await _held(w, m, holder[0], slab, index, since)
-    todo = [s for s in stripes_to_fold(m, slab) if s not in have]
+    start = marks(m, slab)
+    lacking: set[int] = set()
+    for index, (holder, since) in start.items():
+        have = await _held(w, m, holder[0], slab, index, since)
+        lacking |= {s for s in stripes_to_fold(m, slab) if s not in have}
+    todo = sorted(lacking)
     total = len(todo)
     for _ in range(TURNS):
         if not todo:
             break
         async with lock:
             m = await meta()
-            if m.partial_slots().get((slab, index)) != since or m.slabs[slab][index] != holder:
-                return False  # handed off again, or rebuilt meanwhile
+            now = marks(m, slab)
+            if not any(now.get(i) == mark for i, mark in start.items()):
+                return []  # every one handed off again, or rebuilt meanwhile
+            todo = [s for s in todo if s * _stripe_data(m) < m.size]  # a truncation
             batch = [s for s in todo if not w.stripes.busy(s)][:BATCH]
-            tickets = await _read_and_queue(w, m, batch) if batch else []
+            tickets, unreadable = await _read_and_queue(w, m, batch) if batch else ([], [])
         done = await asyncio.gather(*(_rewrite(w, m, t) for t in tickets))
         todo = [s for s in todo if s not in done]
         if tickets:
             await w.commit()
+        if unreadable:
+            raise ClusterError(f"stripes {unreadable[:4]} of slab {slab} cannot be read now")
         if not batch:
             await asyncio.sleep(0.01)  # every stripe left is being written: let them land
     if todo:
-        raise ClusterError(f"{len(todo)} stripes of slab {slab} were busy or unreadable")
+        raise ClusterError(f"{len(todo)} stripes of slab {slab} stayed busy")
 
     def settle(r: RegionMeta) -> RegionMeta | None:
         w.check_epoch(r)
-        if r.partial_slots().get((slab, index)) != since or r.slabs[slab][index] != holder:
+        now = marks(r, slab)
+        same = [i for i, mark in start.items() if now.get(i) == mark]
+        if not same:
             return None
-        r.settle_slots([(slab, index)])
+        r.settle_slots([(slab, i) for i in same])
         return r
 
     settled = await w.host.regions.update(w.name, settle)
-    caught = (slab, index) not in settled.partial_slots()
+    caught = [i for i in start if (slab, i) not in settled.partial_slots()]
     if caught:
         log.info(
-            "region %s slab %d fragment %d: its holder %s has every stripe now (%d folded)",
+            "region %s slab %d: fragments %s caught up (%d stripes rewritten)",
             w.name,
             slab,
-            index,
-            holder[0],
+            caught,
             total,
-            extra=where(w.name, slab, index, holder[0]),
+            extra=where(w.name, slab),
         )
     return caught
 
@@ -154,7 +167,7 @@ async def _held(w: Any, m: RegionMeta, node: str, slab: int, index: int, since: 
 
 async def _read_and_queue(
     w: Any, m: RegionMeta, stripes: list[int]
-) -> list[tuple[int, bytes, Ticket]]:
+) -> tuple[list[tuple[int, bytes, Ticket]], list[int]]:
     """Read idle stripes as they stand and queue their rewrites (under the region's lock,
     so no write of them can queue in between). A stripe that cannot be read is left for
     later, with no version taken: a version given up before staging would stop the
@@ -166,15 +179,15 @@ async def _read_and_queue(
         return_exceptions=True,
     )
     sd = view.layout.stripe_data
-    out = []
+    out, unreadable = [], []
     for s, got in zip(stripes, reads, strict=True):
         if isinstance(got, EcmemError):
-            log.debug("region %s stripe %d: not caught up yet (%s)", w.name, s, got)
+            unreadable.append(s)
             continue
         if isinstance(got, BaseException):
             raise got
         out.append((s, got[0], w.enqueue(m, s * sd, min(sd, m.size - s * sd))))
-    return out
+    return out, unreadable
 
 
 async def _rewrite(w: Any, m: RegionMeta, queued: tuple[int, bytes, Ticket]) -> int:

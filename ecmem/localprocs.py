@@ -128,4 +128,7 @@ def _answers(pid: int, port: int, marker: str, log: Path) -> bool:
         if time.monotonic() > deadline:
             raise ClusterError(f"ZooKeeper did not answer within 30s; see {log}")
         time.sleep(0.2)
-    return True
+    # Another server may answer on this port while ours exits for want of it: ours must
+    # still be up a moment later.
+    time.sleep(0.3)
+    return alive(pid, marker)
