@@ -33,6 +33,7 @@ from .writers import Ticket
 log = logging.getLogger(__name__)
 
 BATCH = 8  # stripes read and queued per hold of the region's lock
+LIST_TIMEOUT = 2.0  # seconds a partial holder has to list what it holds
 TURNS = 1000  # holds of the lock one catch-up may take before it waits its turn again
 RETRY_AFTER = 0.5  # seconds before a catch-up that failed is tried again
 
@@ -101,11 +102,22 @@ async def catch_up(
     m = await meta()
     start = marks(m, slab)
     lacking: set[int] = set()
-    for index, (holder, since) in start.items():
-        have = await _held(w, m, holder[0], slab, index, since)
+    helds = await asyncio.gather(
+        *(_held(w, m, h[0], slab, i, since) for i, (h, since) in start.items()),
+        return_exceptions=True,
+    )
+    for index, have in zip(list(start), helds, strict=True):
+        if isinstance(have, BaseException):
+            if not isinstance(have, EcmemError):
+                raise have
+            del start[index]  # its holder did not answer: not settled this time
+            continue
         lacking |= {s for s in stripes_to_fold(m, slab) if s not in have}
+    if not start:
+        raise ClusterError(f"no partial holder of slab {slab} listed its fragments")
     todo = sorted(lacking)
     total = len(todo)
+    unreadable: list[int] = []  # left for the next pass; the others are rewritten now
     for _ in range(TURNS):
         if not todo:
             break
@@ -116,15 +128,16 @@ async def catch_up(
                 return []  # every one handed off again, or rebuilt meanwhile
             todo = [s for s in todo if s * _stripe_data(m) < m.size]  # a truncation
             batch = [s for s in todo if not w.stripes.busy(s)][:BATCH]
-            tickets, unreadable = await _read_and_queue(w, m, batch) if batch else ([], [])
+            tickets, failed = await _read_and_queue(w, m, batch) if batch else ([], [])
         done = await asyncio.gather(*(_rewrite(w, m, t) for t in tickets))
-        todo = [s for s in todo if s not in done]
+        unreadable += failed
+        todo = [s for s in todo if s not in done and s not in failed]
         if tickets:
             await w.commit()
-        if unreadable:
-            raise ClusterError(f"stripes {unreadable[:4]} of slab {slab} cannot be read now")
         if not batch:
             await asyncio.sleep(0.01)  # every stripe left is being written: let them land
+    if unreadable:
+        raise ClusterError(f"stripes {unreadable[:4]} of slab {slab} cannot be read now")
     if todo:
         raise ClusterError(f"{len(todo)} stripes of slab {slab} stayed busy")
 
@@ -154,7 +167,7 @@ async def catch_up(
 async def _held(w: Any, m: RegionMeta, node: str, slab: int, index: int, since: int) -> set[int]:
     """The slab's stripes whose fragment ``index`` the holder has already, committed at
     ``since`` or newer (written since the handoff): those need no rewrite."""
-    _, reply = await w.host.pool.request(node, wire.List(m.id, 0))
+    _, reply = await w.host.pool.request(node, wire.List(m.id, 0), LIST_TIMEOUT)
     if not isinstance(reply, wire.Listing):
         raise ClusterError(f"node {node} did not list its fragments: {reply}")
     first, end = slab * m.slab_stripes, (slab + 1) * m.slab_stripes
