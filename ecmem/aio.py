@@ -30,6 +30,7 @@ from .errors import (
     ConfigError,
     CoordinationError,
     DataLostError,
+    DataUnavailableError,
     EcmemError,
     RegionExists,
     RegionNotFound,
@@ -319,19 +320,12 @@ class AsyncClient:
             await self._fold(name, w)
 
     async def read_at(self, name: str, offset: int, length: int, size: int | None = None) -> bytes:
-        if offset < 0 or length < 0:
-            raise ConfigError(f"offset {offset} and length {length} must not be negative")
+        if length < 0:
+            raise ConfigError(f"length {length} must not be negative")
         meta = await self.regions.get(name)
-        limit = meta.size if size is None else size
-        length = max(0, min(length, limit - offset))
-        if length == 0:
-            return b""
-        try:
-            return bytes(await self.io.read(self.view(meta), offset, length))
-        except DataLostError as exc:
-            if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
-                await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
-            raise
+        out = bytearray(max(0, min(length, (meta.size if size is None else size) - offset)))
+        del out[await self.read_into(name, offset, memoryview(out), size) :]
+        return bytes(out)
 
     async def read_into(
         self, name: str, offset: int, out: memoryview, size: int | None = None
@@ -340,15 +334,21 @@ class AsyncClient:
         if offset < 0:
             raise ConfigError(f"offset {offset} must not be negative")
         meta = await self.regions.get(name)
-        limit = meta.size if size is None else size
-        n = max(0, min(len(out), limit - offset))
-        if n:
+        n = max(0, min(len(out), (meta.size if size is None else size) - offset))
+        try:
             try:
+                if n:
+                    await self.io.read_into(self.view(meta), offset, out[:n])
+            except DataUnavailableError:
+                fresh = await self.regions.get(name, fresh=True)
+                if (fresh.slabs, fresh.partial) == (meta.slabs, meta.partial):
+                    raise
+                meta = fresh  # our watch was late: read by the placement as it is now
                 await self.io.read_into(self.view(meta), offset, out[:n])
-            except DataLostError as exc:
-                if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
-                    await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
-                raise
+        except DataLostError as exc:
+            if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
+                await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
+            raise
         return n
 
     async def pread(self, name: str, offset: int, length: int) -> bytes:

@@ -11,7 +11,7 @@ import os
 import pytest
 
 import ecmem
-from ecmem import handoff, wire
+from ecmem import handoff, strays, wire
 from ecmem.aio import AsyncClient
 from ecmem.layout import Layout
 from ecmem.meta.model import RegionMeta
@@ -335,3 +335,43 @@ async def test_a_writer_catches_a_handed_off_slot_up_and_settles_it(grid: Grid) 
         await grid.stop(n)
     reader = await grid.client()
     assert await reader.pread("r", 0, 4 * sd) == data
+
+
+async def test_a_reader_whose_watch_is_late_reads_by_the_placement_as_it_is_now(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader's cached placement still names a slot's old holder (its watch is late),
+    which answers with the version it kept; with two more holders out the stripe looks
+    unreadable by that placement. The reader reads the record again and succeeds."""
+    await grid.add("n7")
+    c = await grid.client()
+    meta = await make_region(c, "r", 1)
+    sd = 4 * CHUNK
+    await c.pwrite("r", 0, stripe(1))
+    reader = await grid.client()
+    assert await reader.pread("r", 0, sd) == stripe(1)
+    stale = await reader.region_meta("r")
+    victim = grid.holders(meta)[1]
+    victim.set(BROKEN, wire.Put, wire.PutSlice)
+    await c.pwrite("r", 0, stripe(2))  # slot 1 goes to n7
+    for _ in range(500):
+        now = await c.region_meta("r")
+        if now.slabs[0][1][0] == "n7" and not now.partial:
+            break
+        await asyncio.sleep(0.01)
+    assert now.slabs[0][1][0] == "n7" and not now.partial
+    for _ in range(500):  # the reader's watch catches up; then make it late again
+        if reader.regions.cached("r") == now:
+            break
+        await asyncio.sleep(0.01)
+    reader.regions.forget("r")
+    reader.regions.put(stale, 0)
+    assert reader.regions.cached("r") == stale
+
+    async def no_strays(*_: object) -> dict[int, object]:
+        return {}
+
+    monkeypatch.setattr(strays, "find", no_strays)  # the placement alone decides
+    for n in (meta.slabs[0][0][0], meta.slabs[0][2][0]):
+        await grid.stop(n)
+    assert await reader.pread("r", 0, sd) == stripe(2)
