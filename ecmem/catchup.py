@@ -17,6 +17,8 @@ never written needs nothing, and writes from here on go to the holder as to any 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +30,6 @@ from .errors import ClusterError, EcmemError
 from .layout import Layout
 from .logs import where
 from .meta.model import RegionMeta
-from .writers import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -122,29 +123,36 @@ async def catch_up(
         if not todo:
             break
         async with lock:
-            m = await meta()
+            m = _as_written(w, await meta())
             now = marks(m, slab)
             if not any(now.get(i) == mark for i, mark in start.items()):
                 return []  # every one handed off again, or rebuilt meanwhile
             todo = [s for s in todo if s * _stripe_data(m) < m.size]  # a truncation
-            batch = [s for s in todo if not w.stripes.busy(s)][:BATCH]
-            tickets, failed = await _read_and_queue(w, m, batch) if batch else ([], [])
-        done = await asyncio.gather(*(_rewrite(w, m, t) for t in tickets))
+            batch = todo[:BATCH]
+            failed = await _unreadable(w, m, batch)
+            # Each fold queues first (its version then) and reads after the writes of
+            # the stripe queued before it: no write is overwritten with older bytes.
+            await asyncio.gather(*(folding.fold(w, m, s) for s in batch if s not in failed))
         unreadable += failed
-        todo = [s for s in todo if s not in done and s not in failed]
-        if tickets:
-            await w.commit()
-        if not batch:
-            await asyncio.sleep(0.01)  # every stripe left is being written: let them land
+        todo = todo[len(batch) :]
+        await w.commit()
     if unreadable:
         raise ClusterError(f"stripes {unreadable[:4]} of slab {slab} cannot be read now")
     if todo:
-        raise ClusterError(f"{len(todo)} stripes of slab {slab} stayed busy")
+        raise ClusterError(f"{len(todo)} stripes of slab {slab} left after {TURNS} turns")
+    # Settle only slots whose holders now list every stripe the record calls written
+    # (one first recorded since the start counts too).
+    m = await meta()
+    whole = set()
+    for index, (holder, since) in start.items():
+        with contextlib.suppress(EcmemError):
+            if set(stripes_to_fold(m, slab)) <= await _held(w, m, holder[0], slab, index, since):
+                whole.add(index)
 
     def settle(r: RegionMeta) -> RegionMeta | None:
         w.check_epoch(r)
         now = marks(r, slab)
-        same = [i for i, mark in start.items() if now.get(i) == mark]
+        same = [i for i in whole if now.get(i) == start[i]]
         if not same:
             return None
         r.settle_slots([(slab, i) for i in same])
@@ -164,6 +172,13 @@ async def catch_up(
     return caught
 
 
+def _as_written(w: Any, m: RegionMeta) -> RegionMeta:
+    """The record with the size this writer has written to (growth it has staged may
+    not be published yet): a rewrite must keep those bytes, not zero them."""
+    size = max(m.size, w.published, *w.unpublished.values())
+    return m if size == m.size else dataclasses.replace(m, size=size)
+
+
 async def _held(w: Any, m: RegionMeta, node: str, slab: int, index: int, since: int) -> set[int]:
     """The slab's stripes whose fragment ``index`` the holder has already, committed at
     ``since`` or newer (written since the handoff): those need no rewrite."""
@@ -178,36 +193,20 @@ async def _held(w: Any, m: RegionMeta, node: str, slab: int, index: int, since: 
     }
 
 
-async def _read_and_queue(
-    w: Any, m: RegionMeta, stripes: list[int]
-) -> tuple[list[tuple[int, bytes, Ticket]], list[int]]:
-    """Read idle stripes as they stand and queue their rewrites (under the region's lock,
-    so no write of them can queue in between). A stripe that cannot be read is left for
-    later, with no version taken: a version given up before staging would stop the
-    writer's commits."""
+async def _unreadable(w: Any, m: RegionMeta, stripes: list[int]) -> list[int]:
+    """The stripes of ``stripes`` that cannot be read now: a fold of one would take a
+    version and then fail to stage it, and a version given up stops the writer's
+    commits. (A read can still fail between this look and the fold's own read, if a
+    node dies just then: the writer stops, and the next one goes on.)"""
     view = w.host.regions.view(m)
-    io = w.host.io
     reads = await asyncio.gather(
-        *(io.read_degraded(view, s, w.latest.get(s, 0), w.patched.newest(s)) for s in stripes),
+        *(w.host.io.read_degraded(view, s, w.latest.get(s, 0)) for s in stripes),
         return_exceptions=True,
     )
-    sd = view.layout.stripe_data
-    out, unreadable = [], []
+    out = []
     for s, got in zip(stripes, reads, strict=True):
         if isinstance(got, EcmemError):
-            unreadable.append(s)
-            continue
-        if isinstance(got, BaseException):
+            out.append(s)
+        elif isinstance(got, BaseException):
             raise got
-        out.append((s, got[0], w.enqueue(m, s * sd, min(sd, m.size - s * sd))))
-    return out, unreadable
-
-
-async def _rewrite(w: Any, m: RegionMeta, queued: tuple[int, bytes, Ticket]) -> int:
-    stripe, data, ticket = queued
-    try:
-        await ticket.ready()  # at once: nothing of it was queued or under way
-        await folding.rewrite(w, w.host.regions.view(m), stripe, data, m.size, ticket.stamp)
-        return stripe
-    finally:
-        ticket.release()
+    return out

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -106,29 +107,33 @@ class Tally:
         self.every = every
         self.clock = clock
         self._seen: dict[tuple[str, str], _Held] = {}
+        self._lock = threading.Lock()  # shared by the clients of a process, each a thread
 
     def warn(self, place: str, what: str, at: int, msg: str, *args: Any, **kw: Any) -> None:
         key = (place, what)
-        now = self.clock()
-        held = self._seen.get(key)
-        if held is not None and now - held.shown < self.every:
-            held.count += 1
-            held.at.add(at)
-            return
-        if len(self._seen) > 10_000:
-            self.flush()
-        if held is not None and held.count:
-            msg += f" ({held.say(what, now)} before this)"
-        self._seen[key] = _Held(now)
+        with self._lock:
+            now = self.clock()
+            held = self._seen.get(key)
+            if held is not None and now - held.shown < self.every:
+                held.count += 1
+                held.at.add(at)
+                return
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            if held is not None and held.count:
+                msg += f" ({held.say(what, now)} before this)"
+            self._seen[key] = _Held(now)
         self.logger.warning(msg, *args, **kw)
 
     def flush(self, place: str | None = None) -> None:
         """Say what is held (for ``place``, or everywhere), and forget it."""
-        now = self.clock()
-        for key in sorted(k for k in self._seen if place is None or k[0] == place):
-            held = self._seen.pop(key)
+        with self._lock:
+            now = self.clock()
+            keys = sorted(k for k in self._seen if place is None or k[0] == place)
+            gone = [(key, self._seen.pop(key)) for key in keys]
+        for (where_, what), held in gone:
             if held.count:
-                self.logger.warning("%s: %s", key[0], held.say(key[1], now))
+                self.logger.warning("%s: %s", where_, held.say(what, now))
 
 
 class _Held:

@@ -303,18 +303,19 @@ class ReadPath:
             by_version[newest].update(more.get(newest, {}))
             if len(by_version[newest]) >= k:
                 winner = newest
-        if winner is None and lay and view.is_written(stripe):
-            # Fewer than k on the placement: a slot's former holder may have its copy.
-            # (Only if we lay the patches: read_patches vouches for them or gives up.)
-            target = want or max(by_version, default=0)
+        target = want or max(by_version, default=0)
+        if winner is None and lay and target and view.is_written(stripe):
+            # Fewer than k of the version settled on (seen on the placement: a node that
+            # timed out may hold a newer one) on the placement: a slot's former holder
+            # may have its copy. Its patches are read whatever it says (read_patches
+            # vouches for them or gives up): a stray may have left before a patch.
             have = by_version.get(target, {})
             off = await strays.find(
                 self.pool, view, stripe, target, [i for i in range(policy.width) if i not in have]
             )
-            target = target or max(off, default=0)
             for i, got in off.get(target, {}).items():
                 by_version.setdefault(target, {})[i] = bytes(got.data)
-                patched[target] = patched.get(target, False) or bool(got.pending)
+                patched[target] = True
             if len(by_version.get(target, {})) >= k:
                 winner = target
         if winner is not None:
