@@ -5,9 +5,9 @@ vacant until rebuilt), yet keeps what it held; the slot's new holder lacks the s
 older stripes until the rebuilder copies them. Between the two, a stripe may have k
 fragments of its newest version only counting those off the placement. A version
 names one write, so such a fragment is that write's data wherever it lies (its page
-checksums are checked as on any read); only the version the read settled on, or with
-none seen on the placement the newest any node holds, is taken: a stray copy never
-brings back old data (the rebuilder's rule, ``repair.committed_versions``).
+checksums are checked as on any read); only the version the read settled on from the
+placement is taken (none if the placement gave nothing: a node that timed out may
+hold a newer one), so a stray copy never brings back old data.
 """
 
 from __future__ import annotations
