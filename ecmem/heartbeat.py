@@ -72,11 +72,7 @@ class Responder:
         while not self._stop.is_set():
             try:
                 data, peer = self.sock.recvfrom(64)
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
+            except OSError:  # timed out (look at the stop flag), or a stray error
                 continue
             reply = answer(data)
             if reply is not None:
@@ -165,11 +161,7 @@ class Beater:
                 self.sock.settimeout(due - now)
                 try:
                     data, peer = self.sock.recvfrom(64)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    if self._stop.is_set():
-                        return
+                except OSError:  # timed out: due now (or told to stop)
                     continue
                 node = self._by_addr.get((str(peer[0]), int(peer[1])))
                 if node is not None and answered(data) is not None:
