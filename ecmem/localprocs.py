@@ -3,6 +3,7 @@ starting a ZooKeeper server that answers."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -104,6 +105,7 @@ def launch_zookeeper(
     conf = zdir / "zoo.cfg"
     log = logs / "zookeeper.log"
     mark = 0
+    why: list[str] = []
     for _ in range(ZK_ATTEMPTS):
         port = free_port()
         conf.write_text(ZK_CONF.format(data=zdir / "data", port=port))
@@ -111,24 +113,45 @@ def launch_zookeeper(
         cmd = [java, "-Xmx512m", f"-Dzookeeper.log.dir={logs}", "-cp"]
         cmd += [f"/etc/zookeeper/conf:{ZK_JAR}", ZK_MAIN, str(conf)]
         pid = spawn(cmd, log.name)
-        if _answers(pid, port, str(conf), log):
+        failed = _answers(pid, port, str(conf), log)
+        if failed is None:
             return pid, port
+        why.append(f"port {port}: {failed}")
     raise ClusterError(
-        f"ZooKeeper exited at start {ZK_ATTEMPTS} times; the end of {log}:\n"
-        f"{tail(log, mark)[-2000:]}"
+        f"ZooKeeper exited at start {ZK_ATTEMPTS} times ({'; '.join(why)}); "
+        f"the end of {log}:\n{tail(log, mark)[-2000:]}"
     )
 
 
-def _answers(pid: int, port: int, marker: str, log: Path) -> bool:
-    """True once the server answers, False if it exited first."""
+def _answers(pid: int, port: int, marker: str, log: Path) -> str | None:
+    """None once our server answers on ``port``, else why it does not."""
     deadline = time.monotonic() + 30
     while not zk_ok(port):
         if not alive(pid, marker):
-            return False
+            return f"the server exited before answering ({_exit_code(pid)})"
         if time.monotonic() > deadline:
             raise ClusterError(f"ZooKeeper did not answer within 30s; see {log}")
         time.sleep(0.2)
-    # Another server may answer on this port while ours exits for want of it: ours must
-    # still be up a moment later.
-    time.sleep(0.3)
-    return alive(pid, marker)
+    # Another server may take the port while ours exits for want of it: the listener
+    # must be our process.
+    if _listens(pid, port):
+        return None
+    if alive(pid, marker):
+        return f"another process answers on it while ours (pid {pid}) runs"
+    return f"another process answers on it and ours exited ({_exit_code(pid)})"
+
+
+def _listens(pid: int, port: int) -> bool:
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
+def _exit_code(pid: int) -> str:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "exit status unknown"
+    return f"exit status {os.waitstatus_to_exitcode(status)}" if done else "still exiting"

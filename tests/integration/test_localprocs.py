@@ -56,4 +56,5 @@ def test_a_server_that_keeps_exiting_is_reported_with_its_log(tmp_path: Path) ->
         launch_zookeeper(tmp_path / "zk", tmp_path / "logs", spawn)
     assert len(pids) == ZK_ATTEMPTS
     assert f"exited at start {ZK_ATTEMPTS} times" in str(err.value)
+    assert "exited before answering (exit status 1)" in str(err.value)
     assert "Address already in use" in str(err.value)
