@@ -33,6 +33,17 @@ class RunReport:
     def fail(self, why: str) -> None:
         self.problems.append(why)
 
+    def latency_ms(self, kind: str) -> dict[str, float]:
+        """p50, p99 and max latency of the ``kind`` operations, failed ones included."""
+        times = sorted(s.seconds * 1000 for s in self.samples if s.kind == kind)
+        if not times:
+            return {}
+
+        def at(q: float) -> float:
+            return round(times[min(len(times) - 1, int(q * len(times)))], 1)
+
+        return {"p50": at(0.5), "p99": at(0.99), "max": round(times[-1], 1)}
+
     def write(self, folder: Path) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"{self.scenario}-seed{self.seed}"

@@ -7,7 +7,6 @@ close; reads and writes go straight to the storage nodes.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ from kazoo.exceptions import KazooException
 from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.model import NodeInfo, RegionMeta
 
-from . import catchup, extents, folding, pagelog, sizing
+from . import catchup, extents, folding, pagelog, patience, sizing
 from . import writer as writing
 from .conn import ConnectionPool
 from .errors import (
@@ -29,8 +28,6 @@ from .errors import (
     ClusterError,
     ConfigError,
     CoordinationError,
-    DataLostError,
-    DataUnavailableError,
     EcmemError,
     RegionExists,
     RegionNotFound,
@@ -80,6 +77,8 @@ class AsyncClient:
         self._epoch_locks: dict[str, asyncio.Lock] = {}
         self.closed = False
         self._beats: Beater | None = None
+        # Seconds a read waits out a stripe short of fragments (ecmem/patience.py).
+        self.read_patience = patience.PATIENCE
 
     # -- set-up -----------------------------------------------------------------
 
@@ -184,7 +183,7 @@ class AsyncClient:
             size,
             policy,
             mode=mode,
-            owner=owner if owner is not None else _whoami(),
+            owner=owner,
             chunk=chunk,
             slab_size=slab_size,
             min_durable=min_durable,
@@ -333,23 +332,7 @@ class AsyncClient:
         """Fill ``out`` from ``offset``; returns how many bytes (short at the end)."""
         if offset < 0:
             raise ConfigError(f"offset {offset} must not be negative")
-        meta = await self.regions.get(name)
-        n = max(0, min(len(out), (meta.size if size is None else size) - offset))
-        try:
-            try:
-                if n:
-                    await self.io.read_into(self.view(meta), offset, out[:n])
-            except DataUnavailableError:
-                fresh = await self.regions.get(name, fresh=True)
-                if (fresh.slabs, fresh.partial) == (meta.slabs, meta.partial):
-                    raise
-                meta = fresh  # our watch was late: read by the placement as it is now
-                await self.io.read_into(self.view(meta), offset, out[:n])
-        except DataLostError as exc:
-            if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
-                await self.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
-            raise
-        return n
+        return await patience.read_into(self, name, offset, out, size)
 
     async def pread(self, name: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset``; short only at the region's end."""
@@ -471,11 +454,13 @@ async def connect(
     state_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
     session_timeout: float = 10.0,
+    read_patience: float = patience.PATIENCE,
 ) -> AsyncClient:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``.
 
     ``session_timeout`` is how long ZooKeeper keeps this client's write leases after it
-    stops hearing from it (crash, pause, partition).
+    stops hearing from it (crash, pause, partition); ``read_patience`` how long a read
+    waits for a stripe short of fragments before it reports it unavailable.
     """
     tune_malloc()
     target = resolve(zk, cluster, state_dir)
@@ -485,16 +470,10 @@ async def connect(
         why = str(exc.__cause__ or "no answer") or type(exc.__cause__).__name__
         raise CoordinationError(unreachable(target, state_dir, why, timeout)) from exc
     client = AsyncClient(zkc, target.cluster)
+    client.read_patience = read_patience
     try:
         await client.start()
     except BaseException:
         await client.close()
         raise
     return client
-
-
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())

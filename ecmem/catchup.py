@@ -100,6 +100,7 @@ async def catch_up(
     """Rewrite every written stripe of ``slab`` that one of its partial slots lacks,
     commit, and settle the partial slots whose holder and version are unchanged since
     the start. Returns the fragment indexes settled."""
+    began = time.monotonic()
     m = await meta()
     start = marks(m, slab)
     lacking: set[int] = set()
@@ -162,11 +163,12 @@ async def catch_up(
     caught = [i for i in start if (slab, i) not in settled.partial_slots()]
     if caught:
         log.info(
-            "region %s slab %d: fragments %s caught up (%d stripes rewritten)",
+            "region %s slab %d: fragments %s caught up (%d stripes rewritten in %.2fs)",
             w.name,
             slab,
             caught,
             total,
+            time.monotonic() - began,
             extra=where(w.name, slab),
         )
     return caught

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-from . import aio, fastwrite, wire
+from . import aio, fastwrite, patience, wire
 from .blocking import BlockingPool
 from .clientmetrics import ClientMetrics
 from .errors import ClosedError, NodeTimeout, NodeUnavailable
@@ -229,6 +229,7 @@ def connect(
     state_dir: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
     session_timeout: float = 10.0,
+    read_patience: float = patience.PATIENCE,
 ) -> Client:
     """Connect to a cluster: ``zk`` hosts, else ``ECMEM_ZK``, else the local one in ``./.ecmem``."""
     tune_malloc()
@@ -241,6 +242,7 @@ def connect(
                 state_dir=state_dir,
                 timeout=timeout,
                 session_timeout=session_timeout,
+                read_patience=read_patience,
             )
         )
     except BaseException:

@@ -219,6 +219,9 @@ def registers(
         writes_ok=sum(1 for w in writes if w.outcome == OK),
         reads=sum(1 for o in ops if o.f == "read"),
         reads_failed=sum(1 for o in ops if o.f == "read" and o.outcome == FAIL),
+        writes_failed=sum(1 for w in writes if w.outcome == FAIL),
+        read_ms=report.latency_ms("read"),
+        write_ms=report.latency_ms("write"),
         errors=why.most_common(6),
     )
     report.passed = not report.problems

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import time
 import uuid
 
@@ -19,7 +21,7 @@ def new_region(
     policy: str,
     *,
     mode: int,
-    owner: str,
+    owner: str | None,
     chunk: int | None,
     slab_size: int | str | None,
     min_durable: int | None,
@@ -58,7 +60,7 @@ def new_region(
         size=nbytes,
         chunk=chunk0,
         slab_stripes=slab_stripes,
-        owner=owner,
+        owner=owner if owner is not None else whoami(),
         mode=mode,
         uid=uid,
         gid=gid,
@@ -67,3 +69,11 @@ def new_region(
         min_durable=min_durable or 0,
     )
     return meta
+
+
+def whoami() -> str:
+    """The user creating a region, its owner unless one is given."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

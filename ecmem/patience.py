@@ -1,0 +1,109 @@
+"""Reads wait out, for a bounded time, faults the promise covers.
+
+A stripe can be short of fragments for a moment while no more than M hosts are out: a
+node paused or restarting, a handed-off slot its writer is still catching up, a
+reader's cached placement behind the record. None of that is lost data, and each ends
+within seconds (a pause ends or is gone around, a catch-up finishes, the rebuilder
+fills a vacant slot). So a read that finds too few fragments looks again, with the
+region's record read afresh, for up to ``patience`` seconds, before it reports the
+stripe unavailable; a client that would rather fail at once sets it to 0. It waits
+only while at least k of the stripe's slots have a holder ZooKeeper lists as live: with
+fewer, only a node's return or a rebuild can help, which takes longer than a read
+should wait. Data known lost (``DataLostError``) is reported at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from typing import Any, TypeVar
+
+from . import extents
+from .errors import DataLostError, DataUnavailableError
+
+T = TypeVar("T")
+
+PATIENCE = 5.0  # seconds a read waits for a stripe to become readable again
+FIRST_WAIT = 0.05
+LONGEST_WAIT = 0.5
+
+
+def waits(patience: float) -> Iterator[float]:
+    """The pauses between tries: doubling from FIRST_WAIT up to LONGEST_WAIT, adding up
+    to ``patience`` at most (none for a patience of 0)."""
+    spent, wait = 0.0, FIRST_WAIT
+    while spent < patience:
+        step = min(wait, LONGEST_WAIT, patience - spent)
+        yield step
+        spent += step
+        wait *= 2
+
+
+def may_come_back(holders: Sequence[str], live: Collection[str], k: int) -> bool:
+    """Whether waiting can make a stripe readable: k of its slots (``holders``, "" for
+    a vacant one) have a holder that is live (paused, restarting, catching up)."""
+    return sum(1 for n in holders if n and n in live) >= k
+
+
+async def patiently(
+    attempt: Callable[[int], Awaitable[T]],
+    moved: Callable[[], Awaitable[bool]],
+    hopeful: Callable[[DataUnavailableError], bool],
+    sleep: Callable[[float], Awaitable[None]],
+    patience: float,
+) -> T:
+    """Run ``attempt(try number)`` until it returns, waiting between tries while it
+    finds a stripe unavailable and ``hopeful`` of it; a try follows at once when
+    ``moved()`` says the region's placement changed since the last. The last error,
+    once ``patience`` is spent, names how long it waited."""
+    pauses = waits(patience)
+    tries, just_moved, waited = 0, False, 0.0
+    while True:
+        try:
+            return await attempt(tries)
+        except DataLostError:
+            raise
+        except DataUnavailableError as exc:
+            tries += 1
+            # A late watch costs one quick try, not a wait; a placement that keeps
+            # moving still waits between tries.
+            just_moved = not just_moved and await moved()
+            if just_moved:
+                continue
+            pause = next(pauses, None) if hopeful(exc) else None
+            if pause is None:
+                if waited:
+                    exc.args = (f"{exc} (still so after {waited:.3g}s of waiting)",)
+                raise
+            await sleep(pause)
+            waited += pause
+
+
+async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int | None) -> int:
+    """``AsyncClient.read_into``: fill ``out`` from ``offset`` of region ``name``,
+    patiently; returns how many bytes (short at the region's end)."""
+    metas = [await c.regions.get(name)]
+
+    async def attempt(tries: int) -> int:
+        meta = metas[-1] if tries == 0 else await c.regions.get(name, fresh=True)
+        metas[:] = [meta]
+        n = max(0, min(len(out), (meta.size if size is None else size) - offset))
+        try:
+            if n:
+                await c.io.read_into(c.view(meta), offset, out[:n])
+        except DataLostError as exc:
+            if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
+                await c.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
+            raise
+        return n
+
+    async def moved() -> bool:  # our watch may be late: the placement as it is now
+        now = await c.regions.get(name, fresh=True)
+        return bool((now.slabs, now.partial) != (metas[-1].slabs, metas[-1].partial))
+
+    def hopeful(exc: DataUnavailableError) -> bool:
+        view = c.view(metas[-1])
+        holders = [n for n, _ in view.placement(exc.stripe)]
+        return may_come_back(holders, c.live_nodes(), view.layout.policy.k)
+
+    return await patiently(attempt, moved, hopeful, asyncio.sleep, c.read_patience)

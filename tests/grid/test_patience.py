@@ -1,0 +1,46 @@
+"""A read that finds a stripe short of fragments waits for it, within its patience."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+import ecmem
+from tests.grid.grid import BROKEN, Grid
+
+CHUNK = 4096
+
+
+async def test_a_read_waits_out_nodes_that_come_back_within_its_patience(grid: Grid) -> None:
+    writer = await grid.client()
+    await writer.create_region("r", 4 * CHUNK, "ec:4+2", chunk=CHUNK)
+    data = os.urandom(4 * CHUNK)
+    await writer.pwrite("r", 0, data)
+    meta = await writer.region_meta("r")
+    await writer.release("r")
+    out = grid.holders(meta)[:3]  # one more than ec:4+2 survives
+    for node in out:
+        node.set(BROKEN)
+    reader = await grid.client()
+    reader.read_patience = 0
+    with pytest.raises(ecmem.DataUnavailableError) as err:
+        await reader.pread("r", 0, len(data))
+    assert "waiting" not in str(err.value)
+
+    reader.read_patience = 5.0
+    t = time.monotonic()
+    read = asyncio.ensure_future(reader.pread("r", 0, len(data)))
+    await asyncio.sleep(0.4)
+    assert not read.done(), "the read gave up before its patience was spent"
+    out[0].heal()  # back within the patience: the read succeeds
+    assert await read == data
+    assert time.monotonic() - t >= 0.4
+
+    out[0].set(BROKEN)
+    reader.read_patience = 0.3
+    with pytest.raises(ecmem.DataUnavailableError) as err:
+        await reader.pread("r", 0, len(data))
+    assert "still so after 0.3s of waiting" in str(err.value)
