@@ -38,6 +38,10 @@ PAGE_PATCHES = os.environ.get("ECMEM_PAGE_PATCHES", "1") != "0"
 
 
 HANDOFF_TRIES = 3  # handoff nodes tried in turn for a slot whose node failed a write
+# A write short of min_durable nodes (all failures being nodes out) waits this long for
+# one to answer again or a handoff node to appear, trying every WRITE_RETRY seconds.
+WRITE_PATIENCE = 5.0
+WRITE_RETRY = 0.25
 
 
 class StripeIO(ReadPath):
@@ -134,21 +138,39 @@ class StripeIO(ReadPath):
                     raise r
             return errors
 
+        async def hand_off(errors: dict[int, BaseException]) -> None:
+            for _ in range(HANDOFF_TRIES):
+                # A handoff node takes the fragment over; with none to be had, the slot is
+                # left vacant (its old holder can never be trusted for this slab again). A
+                # handoff node may be down too (registered until its session expires).
+                lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
+                moved = [
+                    i for i in lost if replace and await replace(view, stripe, i, str(errors[i]))
+                ]
+                if not moved:
+                    return
+                retried = await attempt(moved)
+                for i in moved:
+                    if i in retried:
+                        errors[i] = retried[i]
+                    else:
+                        del errors[i]
+
         errors = await attempt(list(range(len(parts))))
-        for _ in range(HANDOFF_TRIES):
-            # A handoff node takes the fragment over; with none to be had, the slot is
-            # left vacant (its old holder can never be trusted for this slab again). A
-            # handoff node may be down too (registered until its session expires).
-            lost = [i for i, e in errors.items() if isinstance(e, NodeUnavailable)]
-            moved = [i for i in lost if replace and await replace(view, stripe, i, str(errors[i]))]
-            if not moved:
-                break
-            retried = await attempt(moved)
-            for i in moved:
-                if i in retried:
-                    errors[i] = retried[i]
-                else:
-                    del errors[i]
+        await hand_off(errors)
+        deadline = asyncio.get_running_loop().time() + WRITE_PATIENCE
+        while (
+            len(parts) - len(errors) < view.durable_minimum()
+            and all(isinstance(e, NodeUnavailable) for e in errors.values())
+            and asyncio.get_running_loop().time() < deadline
+            and replace is not None
+        ):
+            # Too few nodes for now (some down, no spare to hand off to): wait for one to
+            # answer again or a handoff node to appear, rather than fail the write.
+            await asyncio.sleep(WRITE_RETRY)
+            retried = await attempt(sorted(errors))
+            errors = {i: retried[i] for i in errors if i in retried}
+            await hand_off(errors)
         staged = len(parts) - len(errors)
         if not errors:
             return

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
 
 from ..errors import ConcurrentUpdateError, CoordinationError, RegionExists, RegionNotFound
 from ..names import decode_name
@@ -22,6 +23,17 @@ from .paths import Paths
 log = logging.getLogger(__name__)
 
 CAS_RETRIES = 50
+# A region record read or update rides out a ZooKeeper server's failover (the session
+# moves to another server): tried again on a lost connection for this many seconds.
+FAILOVER_DEADLINE = 10.0
+
+
+def _through_failover() -> KazooRetry:
+    return KazooRetry(
+        max_tries=-1, delay=0.1, max_delay=1.0, ignore_expire=False, deadline=FAILOVER_DEADLINE
+    )
+
+
 TRASH = ".ecmem-trash"  # regions renamed over or unlinked while open, awaiting deletion
 
 
@@ -111,7 +123,7 @@ class MetadataStore:
 
     def get_region(self, name: str) -> tuple[RegionMeta, int]:
         try:
-            raw, stat = self.zk.get(self.paths.region(name))
+            raw, stat = _through_failover()(self.zk.get, self.paths.region(name))
         except NoNodeError as exc:
             raise RegionNotFound(
                 f"no region named {name!r}: list regions with 'ecmem region ls'"
@@ -133,7 +145,23 @@ class MetadataStore:
         """``update_region`` starting from a copy the caller holds (record, ZooKeeper
         version), so that the usual case is one round trip, the set; a stale copy
         costs a failed set and a fresh read. A "no change" is trusted only of a fresh
-        read. Returns the record now stored and its version."""
+        read. Returns the record now stored and its version.
+
+        A set whose answer was lost with the connection may have been applied: the
+        retry finds a newer version, reads it and applies ``change`` to it again. So
+        changes look before they change; a takeover's epoch bump may count twice, which
+        only skips an epoch."""
+        done: tuple[RegionMeta, int] = _through_failover()(
+            self._update_region_from, name, change, start
+        )
+        return done
+
+    def _update_region_from(
+        self,
+        name: str,
+        change: Callable[[RegionMeta], RegionMeta | None],
+        start: tuple[RegionMeta, int] | None,
+    ) -> tuple[RegionMeta, int]:
         for _ in range(CAS_RETRIES):
             if start is not None:
                 (meta, version), start = start, None
