@@ -12,12 +12,13 @@ with none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from . import pagelog, wire
+from . import pagelog, patience, wire
 from .errors import DataUnavailableError, EcmemError, NodeUnavailable
 from .layout import Layout
 from .meta.model import RegionMeta
@@ -207,9 +208,19 @@ async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
     ticket = w.enqueue(meta, stripe * sd, min(sd, meta.size - stripe * sd))
     try:
         await ticket.ready()
-        view = w.host.regions.view(meta)
         newest = w.patched.newest(stripe)
-        data, _ = await w.host.io.read_degraded(view, stripe, w.latest.get(stripe, 0), newest)
+
+        async def read(tries: int) -> tuple[RegionView, bytes]:
+            # Given up, the fold's version would stop the writer: wait out a fault, by
+            # the placement as it is now.
+            m = meta if tries == 0 else await w.host.regions.get(w.name)
+            view = w.host.regions.view(dataclasses.replace(m, size=meta.size))
+            data, _ = await w.host.io.read_degraded(view, stripe, w.latest.get(stripe, 0), newest)
+            return view, data
+
+        view, data = await patience.patiently(
+            read, _unmoved, _hopeful, asyncio.sleep, patience.PATIENCE
+        )
         return await rewrite(w, view, stripe, data, meta.size, ticket.stamp)
     except BaseException as exc:
         if ticket.stamp.version in w.inflight:  # given up before staging: a barrier
@@ -217,3 +228,11 @@ async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
         raise
     finally:
         ticket.release()
+
+
+async def _unmoved() -> bool:
+    return False  # each try after the first reads by the record as it is then
+
+
+def _hopeful(exc: DataUnavailableError) -> bool:
+    return True

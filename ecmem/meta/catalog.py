@@ -82,7 +82,8 @@ class MetadataStore:
         return out
 
     def live_nodes(self) -> dict[str, NodeInfo]:
-        return self._node_records(self.paths.nodes)
+        nodes: dict[str, NodeInfo] = _through_failover()(self._node_records, self.paths.nodes)
+        return nodes
 
     def registered_nodes(self) -> dict[str, NodeInfo]:
         nodes = self._node_records(self.paths.registry)
@@ -106,7 +107,7 @@ class MetadataStore:
     def draining(self) -> list[str]:
         """Nodes being drained (or drained): no new fragments go to them."""
         try:
-            return sorted(self.zk.get_children(self.paths.drains))
+            return sorted(_through_failover()(self.zk.get_children, self.paths.drains))
         except NoNodeError:
             return []
 
