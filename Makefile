@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system venv demo test test-unit test-grid test-integration bench soak fio chaos lint typecheck check clean
+.PHONY: setup system venv demo test test-unit test-grid test-integration bench bench-scale soak fio chaos lint typecheck check clean
 
 setup: system $(STAMP)
 
@@ -60,6 +60,11 @@ fio: setup
 # chaos/out/), then 500 seeded writer crashes and 50 with M of the region's nodes
 # killed under the writer.
 SEED ?=
+# The control plane with many regions: coordinator CPU, status and listing times, a
+# node's death (REGIONS=100000 by default; several minutes, most of it creating them).
+bench-scale: setup
+	$(BIN)/python bench/scale.py $(if $(REGIONS),--regions $(REGIONS))
+
 chaos: setup
 	$(BIN)/python -m chaos.run --mib 1024 $(if $(SEED),--seed $(SEED))
 	ECMEM_CRASH_RUNS=500 ECMEM_CRASH_KILL_RUNS=50 $(BIN)/python -m pytest -q -p no:cacheprovider -s --timeout 3600 \

@@ -10,12 +10,14 @@ from collections.abc import Callable
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
 
 from ecmem.meta.model import NodeInfo
 from ecmem.meta.paths import Paths
 
 log = logging.getLogger(__name__)
 OP_TIMEOUT = 5.0  # seconds a ZooKeeper call may take before the node gives up on it
+REGISTER_DEADLINE = 60.0  # seconds a starting node tries to register through lost connections
 
 
 class NodeIdInUse(Exception):
@@ -48,7 +50,15 @@ class Registration:
             log.warning("ZooKeeper connection suspended; still serving clients")
 
     def register(self) -> None:
-        """Create our ephemeral znode; a stale one from our previous life is replaced."""
+        """Create our ephemeral znode; a stale one from our previous life is replaced.
+        A node starting while a ZooKeeper server fails over waits for another (up to
+        REGISTER_DEADLINE seconds): a create whose answer was lost is found ours."""
+        retry = KazooRetry(
+            max_tries=-1, delay=0.1, max_delay=2.0, ignore_expire=False, deadline=REGISTER_DEADLINE
+        )
+        retry(self._register)
+
+    def _register(self) -> None:
         zk, path = self.zk, self.paths.node(self.info.id)
         zk.ensure_path(self.paths.nodes)
         zk.ensure_path(self.paths.registry)
@@ -59,7 +69,7 @@ class Registration:
             try:
                 raw, stat = zk.get(path)
             except NoNodeError:
-                return self.register()
+                return self._register()
             if stat.ephemeralOwner == zk.client_id[0]:
                 zk.set(path, data)
             else:

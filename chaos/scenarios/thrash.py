@@ -169,24 +169,26 @@ def registers(
     for w in workers:
         w.start()
     pending: list[tuple[float, Fault]] = []
-    for f in schedule:
-        while time.monotonic() - t0 < f.at:
-            time.sleep(0.02)
+    try:
+        for f in schedule:
+            while time.monotonic() - t0 < f.at:
+                time.sleep(0.02)
+                undo_due(c, pending, t0)
             undo_due(c, pending, t0)
-        undo_due(c, pending, t0)
-        if f.host in {p.host for _, p in pending}:
-            continue
-        (c.kill if f.kind == KILL else c.pause)(f.host)
-        pending.append((f.until, f))
-        report.faults.append(f)
-    while time.monotonic() - t0 < seconds:
-        time.sleep(0.05)
-        undo_due(c, pending, t0)
-    for _, f in pending:
-        undo_fault(c, f)
-    stop.set()
-    for w in workers:
-        w.join(timeout=60)
+            if f.host in {p.host for _, p in pending}:
+                continue
+            (c.kill if f.kind == KILL else c.pause)(f.host)
+            pending.append((f.until, f))
+            report.faults.append(f)
+        while time.monotonic() - t0 < seconds:
+            time.sleep(0.05)
+            undo_due(c, pending, t0)
+        for _, f in pending:
+            undo_fault(c, f)
+    finally:  # a fault that could not be made (a host died by itself) stops the workers too
+        stop.set()
+        for w in workers:
+            w.join(timeout=60)
     ops = history.ops()
     verdict = linearizable(ops)
     if not verdict:
