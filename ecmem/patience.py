@@ -7,14 +7,16 @@ within seconds (a pause ends or is gone around, a catch-up finishes, the rebuild
 fills a vacant slot). So a read that finds too few fragments looks again, with the
 region's record read afresh, for up to ``patience`` seconds, before it reports the
 stripe unavailable; a client that would rather fail at once sets it to 0. It waits
-only while at least k of the stripe's slots have a holder ZooKeeper lists as live: with
-fewer, only a node's return or a rebuild can help, which takes longer than a read
-should wait. Data known lost (``DataLostError``) is reported at once.
+only while at least k of the stripe's slots have a holder ZooKeeper lists as live, or
+none yet: with more slots held by nodes ZooKeeper has dropped, only their return or a
+rebuild can help, which takes longer than a read should wait. Data known lost
+(``DataLostError``) is reported at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -41,8 +43,9 @@ def waits(patience: float) -> Iterator[float]:
 
 def may_come_back(holders: Sequence[str], live: Collection[str], k: int) -> bool:
     """Whether waiting can make a stripe readable: k of its slots (``holders``, "" for
-    a vacant one) have a holder that is live (paused, restarting, catching up)."""
-    return sum(1 for n in holders if n and n in live) >= k
+    a vacant one) have a live holder (paused, restarting, catching up) or none yet (a
+    writer hands a vacant slot to the first node back, and its copy may be a stray's)."""
+    return sum(1 for n in holders if not n or n in live) >= k
 
 
 async def patiently(
@@ -58,6 +61,7 @@ async def patiently(
     once ``patience`` is spent, names how long it waited."""
     pauses = waits(patience)
     tries, just_moved, waited = 0, False, 0.0
+    start = time.monotonic()
     while True:
         try:
             return await attempt(tries)
@@ -71,9 +75,12 @@ async def patiently(
             if just_moved:
                 continue
             pause = next(pauses, None) if hopeful(exc) else None
+            if pause is not None and time.monotonic() - start + pause > patience:
+                pause = None  # slow tries spent it (each may wait seconds on a node)
             if pause is None:
                 if waited:
-                    exc.args = (f"{exc} (still so after {waited:.3g}s of waiting)",)
+                    spent = time.monotonic() - start
+                    exc.args = (f"{exc} (still so after {spent:.1f}s of waiting)",)
                 raise
             await sleep(pause)
             waited += pause
