@@ -219,7 +219,7 @@ async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
             return view, data
 
         view, data = await patience.patiently(
-            read, _unmoved, _hopeful, asyncio.sleep, patience.PATIENCE
+            read, patience.unmoved, patience.hopeful, asyncio.sleep, patience.PATIENCE
         )
         return await rewrite(w, view, stripe, data, meta.size, ticket.stamp)
     except BaseException as exc:
@@ -228,11 +228,3 @@ async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
         raise
     finally:
         ticket.release()
-
-
-async def _unmoved() -> bool:
-    return False  # each try after the first reads by the record as it is then
-
-
-def _hopeful(exc: DataUnavailableError) -> bool:
-    return True

@@ -41,6 +41,16 @@ def waits(patience: float) -> Iterator[float]:
         wait *= 2
 
 
+async def unmoved() -> bool:
+    """For callers whose every try reads by the placement as it is then."""
+    return False
+
+
+def hopeful(exc: DataUnavailableError) -> bool:
+    """For callers for whom giving up costs more than waiting the patience out."""
+    return True
+
+
 def may_come_back(holders: Sequence[str], live: Collection[str], k: int) -> bool:
     """Whether waiting can make a stripe readable: k of its slots (``holders``, "" for
     a vacant one) have a live holder (paused, restarting, catching up) or none yet (a

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from crc32c import crc32c
 
-from . import checksum, wire
+from . import checksum, patience, wire
 from .conn import NodeConnection
 from .errors import EcmemError, Fenced, NodeUnavailable, NoSpaceError
 from .layout import column
@@ -392,12 +392,19 @@ class StripeIO(ReadPath):
             if base_off >= size:
                 base = bytearray(sd)
             else:
-                if patched:
-                    latest = stamp.latest(stripe)
-                    base = bytearray((await self.read_degraded(view, stripe, latest, patched))[0])
-                else:
+
+                async def read_base(_: int) -> bytearray:
+                    if patched:
+                        latest = stamp.latest(stripe)
+                        got = await self.read_degraded(view, stripe, latest, patched)
+                        return bytearray(got[0])
                     # Our own writes may not be committed yet: read the newest we staged.
-                    base = await self.read(view, base_off, sd, stamp.latest(stripe))
+                    return await self.read(view, base_off, sd, stamp.latest(stripe))
+
+                # Given up, the write's version would stop the writer: wait out a fault.
+                base = await patience.patiently(
+                    read_base, patience.unmoved, patience.hopeful, asyncio.sleep, patience.PATIENCE
+                )
                 valid = size - base_off
                 if valid < sd:  # past the end: leftovers of a longer life read as zeros
                     base[valid:] = bytes(sd - valid)

@@ -98,6 +98,7 @@ def registers(
         cl.pwrite(region, 0, bytes(pages * page))  # written zeros: overwrites from here on
 
     why: collections.Counter[str] = collections.Counter()  # errors, for the report
+    write_errors = [0]  # writes that raised, other than fenced
 
     def record(e: Event) -> None:
         with lock:
@@ -127,6 +128,8 @@ def registers(
                     kind = INFO if exc.retriable or fenced else FAIL
                     with lock:
                         why[f"write {type(exc).__name__}: {str(exc)[:160]}"] += 1
+                        # Fenced follows a takeover, or a failure already counted here.
+                        write_errors[0] += not fenced
                     if fenced:  # the lease went (an expired session): the next pwrite retakes it
                         with contextlib.suppress(ecmem.EcmemError):
                             cl.release(region)
@@ -221,7 +224,7 @@ def registers(
         writes_ok=sum(1 for w in writes if w.outcome == OK),
         reads=sum(1 for o in ops if o.f == "read"),
         reads_failed=sum(1 for o in ops if o.f == "read" and o.outcome == FAIL),
-        writes_failed=sum(1 for w in writes if w.outcome == FAIL),
+        writes_failed=write_errors[0],
         read_ms=report.latency_ms("read"),
         write_ms=report.latency_ms("write"),
         errors=why.most_common(6),
