@@ -135,9 +135,12 @@ def main() -> int:
         got = results[key]
         verdict = "ok" if got < goal else "MISSED"
         print(f"{key:>22}: {got:8.2f}  (goal < {goal:g})  {verdict}")
+    noticed, healthy = results["death_noticed_s"], results["healthy_again_s"]
     print(
-        f"  a node's death noticed after {results['death_noticed_s']:.0f}s, HEALTH_OK again "
-        f"after {results['healthy_again_s']:.0f}s; written data intact: {results['data_intact']}"
+        "  a node's death "
+        + (f"noticed after {noticed:.0f}s" if noticed else "NOT noticed within 600s")
+        + (f", HEALTH_OK again after {healthy:.0f}s" if healthy else ", NOT healthy within 600s")
+        + f"; written data intact: {results['data_intact']}"
     )
     print(f"wrote {OUT / 'scale.json'}")
     return 0
