@@ -17,10 +17,13 @@ from kazoo.exceptions import KazooException
 
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
-from ecmem.health import assess
+from ecmem.health import HealthTally, RegionTotals, region_totals, summarize
 from ecmem.meta.catalog import MetadataStore
+from ecmem.meta.model import RegionMeta
 from ecmem.meta.records import Records
 
+from .index import RegionIndex
+from .listing import Pages
 from .metrics import CoordinatorMetrics
 from .rebuild import Rebuilder
 from .scrubcycle import ScrubCycle
@@ -28,8 +31,15 @@ from .scrubcycle import ScrubCycle
 log = logging.getLogger(__name__)
 
 
+# The health summary is written when it changes, and at least this often so that readers
+# can tell a current one from one a dead leader left.
+HEALTH_REFRESH = 5.0
+DETAIL_CAP = 200  # detail lines per check in the summary
+
+
 class Monitor:
-    """Logs nodes joining and leaving and changes of cluster health."""
+    """Logs nodes joining and leaving and changes of cluster health, and keeps the
+    region side of health in ZooKeeper for ``ecmem status`` (see ``HEALTH_REFRESH``)."""
 
     def __init__(
         self,
@@ -37,13 +47,39 @@ class Monitor:
         log_: logging.Logger = log,
         clock: Callable[[], float] = time.time,
         metrics: CoordinatorMetrics | None = None,
+        index: RegionIndex | None = None,
+        identifier: str = "",
     ) -> None:
         self.store = store
         self.log = log_
         self.clock = clock
         self.metrics = metrics
+        self.index = index
+        self.identifier = identifier
+        self.records = Records(store.zk, store.paths)
         self.live: dict[str, str] = {}
         self.status = ""
+        self.tally = HealthTally()
+        self._metas: dict[str, RegionMeta] = {}
+        self._totals = RegionTotals()
+        self._published: tuple[dict[str, object], float] = ({}, 0.0)
+        self.pages: Pages | None = None
+        self.follow(index)
+
+    def follow(self, index: RegionIndex | None) -> None:
+        """Work from ``index`` (None: read every record each pass), starting afresh."""
+        self.index = index
+        self.tally = HealthTally()
+        self._metas = {}
+        self.pages = Pages(self.store, self.clock) if index is not None else None
+
+    def _regions(self) -> tuple[dict[str, RegionMeta], set[str]]:
+        """Every region's record, and those changed since the last pass."""
+        if self.index is None:
+            metas = {m.name: m for m in self.store.regions()}
+            return metas, set(metas) | set(self._metas)
+        changed = self.index.take_changes("monitor")
+        return (self.index.snapshot() if changed else self._metas), changed
 
     def run_once(self) -> str:
         nodes = self.store.all_nodes()
@@ -57,7 +93,16 @@ class Monitor:
         for node_id in sorted(set(live) - set(self.live)):
             self.log.info("node %s joined at %s", node_id, live[node_id])
         self.live = live
-        report, _ = assess(nodes, self.store.regions())
+        self._metas, changed = self._regions()
+        up = {k: v for k, v in nodes.items() if v.state == "up"}
+        per_region, holding = self.tally.update(self._metas, changed, up)
+        if self.tally.moved:
+            self._totals = region_totals(per_region, holding, DETAIL_CAP)
+        self._publish()
+        if self.pages is not None:
+            self.pages.update(self._metas, changed)
+            self.pages.publish()
+        report = summarize(nodes, self._totals)
         if self.metrics is not None:
             self.metrics.observe_health(report)
         if report.status != self.status:
@@ -70,6 +115,15 @@ class Monitor:
             )
             self.status = report.status
         return report.status
+
+    def _publish(self) -> None:
+        summary = self._totals.to_dict()
+        last, at = self._published
+        now = self.clock()
+        if summary == last and now - at < HEALTH_REFRESH:
+            return
+        self.records.set_health({**summary, "updated": now, "by": self.identifier})
+        self._published = (summary, now)
 
 
 class Coordinator:
@@ -96,7 +150,7 @@ class Coordinator:
         self.scrub_repair = scrub_repair
         self.metrics = metrics
         self.stopping = threading.Event()
-        self.monitor = Monitor(self.store, metrics=metrics)
+        self.monitor = Monitor(self.store, metrics=metrics, identifier=identifier)
         self.rebuilder: Rebuilder | None = None
         zk.add_listener(self._on_state)
 
@@ -126,7 +180,24 @@ class Coordinator:
     async def _lead(self) -> None:
         client = AsyncClient(self.zk, self.cluster, own_zk=False)
         await client.start()
-        self.rebuilder = rebuilder = Rebuilder(client, self.grace, identifier=self.identifier)
+        index = RegionIndex(self.zk, self.store.paths)
+        started = time.monotonic()
+        if not await asyncio.to_thread(index.start):
+            log.warning("the region index is still loading; passes see regions as they arrive")
+        log.info(
+            "region index loaded: %d regions in %.1fs",
+            len(index.snapshot()),
+            time.monotonic() - started,
+        )
+        self.monitor.follow(index)
+        watching = threading.Event()
+        health = threading.Thread(
+            target=self._watch_health, args=(watching,), name="health", daemon=True
+        )
+        health.start()
+        self.rebuilder = rebuilder = Rebuilder(
+            client, self.grace, identifier=self.identifier, index=index
+        )
         scrubs = ScrubCycle(client, self.scrub_interval, self.scrub_repair)
         m = self.metrics
         if m is not None:
@@ -137,7 +208,6 @@ class Coordinator:
         try:
             while not self.stopping.is_set() and not rebuilder.stopping:
                 try:
-                    await asyncio.to_thread(self.monitor.run_once)
                     progress = await rebuilder.run_once()
                     if m is not None:
                         m.observe_rebuild(progress)
@@ -150,7 +220,21 @@ class Coordinator:
                 await asyncio.to_thread(self.stopping.wait, self.interval)
         finally:
             self.rebuilder = None
+            watching.set()
+            await asyncio.to_thread(health.join)
+            self.monitor.follow(None)
+            index.close()
             await client.close()
+
+    def _watch_health(self, done: threading.Event) -> None:
+        """Health passes in a thread of their own: a long rebuild pass never leaves the
+        summary stale."""
+        while not done.is_set() and not self.stopping.is_set():
+            try:
+                self.monitor.run_once()
+            except (KazooException, EcmemError) as exc:
+                log.warning("health pass failed: %s", exc)
+            done.wait(self.interval)
 
     def run(self) -> None:
         self.store.ensure()

@@ -45,13 +45,14 @@ class Collector:
     async def _zk(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    async def sweep_new(self, live: set[str]) -> None:
-        """Sweep each node that joined (or rejoined) since the last call."""
+    async def sweep_new(self, live: set[str], metas: dict[str, RegionMeta]) -> None:
+        """Sweep each node that joined (or rejoined) since the last call; ``metas``:
+        every region's record, as the pass knows them."""
         for node in sorted(live - self._swept):
-            await self.sweep(node)
+            await self.sweep(node, metas)
         self._swept = set(live)
 
-    async def sweep(self, node: str) -> int:
+    async def sweep(self, node: str, regions: dict[str, RegionMeta]) -> int:
         """Delete what a (re)joined node holds of slabs it no longer holds: copies left from
         before a rebuild moved them. Only versions of epochs older than the region's
         current one go, so a write racing this sweep is never touched."""
@@ -65,17 +66,19 @@ class Collector:
             return 0
         if not isinstance(reply, wire.Listing):
             return 0
-        metas = {m.id: m for m in await self._zk(self.client.meta.regions)}
+        known = {m.id: m for m in regions.values()}
         live = self.client.live_nodes()
-        stale: set[tuple[str, int]] = set()
-        for rid, stripe, *_ in reply.entries:
-            meta = metas.get(rid)
-            if meta is None:
-                continue  # a region removed: its own removal (or scrub) deals with it
-            slab = int(stripe) // meta.slab_stripes
-            if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
-                if slab >= len(meta.slabs) or whole(meta, slab, live):
-                    stale.add((rid, slab))  # else what it holds may be all that is left
+        stale = _stale(reply.entries, known, node, live)
+        # The pass's records may be a moment old: the regions concerned are read again.
+        fresh: dict[str, RegionMeta] = {}
+        for rid in sorted({rid for rid, _ in stale}):
+            try:
+                fresh[rid] = (await self._zk(self.client.meta.get_region, known[rid].name))[0]
+            except RegionNotFound:
+                continue
+        metas = {rid: m for rid, m in fresh.items() if m.id == rid}
+        entries = [e for e in reply.entries if e[0] in metas]
+        stale = _stale(entries, metas, node, live)
         for rid, slab in sorted(stale):
             meta = metas[rid]
             first = slab * meta.slab_stripes
@@ -101,9 +104,8 @@ class Collector:
         """Delete files a mount unlinked (or renamed over) while it had them open, once
         no mount holds them: a mount keeps the lease of such a file until its last
         close, and loses it with its ZooKeeper session if it dies."""
-        names = await self._zk(self.client.meta.region_names, TRASH + "/")
         done = 0
-        for name in names:
+        for name in sorted(n for n in metas if n.startswith(TRASH + "/")):
             meta = metas.get(name)
             if meta is None or self.clock() - meta.ctime < TRASH_DELAY:
                 continue
@@ -173,3 +175,19 @@ def whole(meta: RegionMeta, slab: int, live: Mapping[str, NodeInfo]) -> bool:
         node in live and live[node].incarnation == inc and (slab, i) not in partial
         for i, (node, inc) in enumerate(meta.slabs[slab])
     )
+
+
+def _stale(
+    entries: list[Any], metas: dict[str, RegionMeta], node: str, live: dict[str, NodeInfo]
+) -> set[tuple[str, int]]:
+    """(region id, slab) a node's listing holds that the slab no longer places on it."""
+    stale: set[tuple[str, int]] = set()
+    for rid, stripe, *_ in entries:
+        meta = metas.get(rid)
+        if meta is None:
+            continue  # a region removed: its own removal (or scrub) deals with it
+        slab = int(stripe) // meta.slab_stripes
+        if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
+            if slab >= len(meta.slabs) or whole(meta, slab, live):
+                stale.add((rid, slab))  # else what it holds may be all that is left
+    return stale

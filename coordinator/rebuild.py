@@ -24,7 +24,14 @@ from typing import Any
 
 from ecmem import extents, wire
 from ecmem.aio import AsyncClient
-from ecmem.damage import DRAINING, PARTIAL, REPLACED, Damage, Slot, by_slab, find_damage
+from ecmem.damage import (
+    DRAINING,
+    PARTIAL,
+    REPLACED,
+    DamageTally,
+    Slot,
+    by_slab,
+)
 from ecmem.errors import EcmemError, Fenced, NotEnoughNodesError, RegionBusy, RegionNotFound
 from ecmem.health import slab_stripe_count
 from ecmem.layout import Layout
@@ -49,8 +56,10 @@ from ecmem.writers import Writer
 
 from .backoff import Backoff
 from .garbage import GARBAGE_DELAY, Collector
+from .index import RegionIndex
 from .lost import LostStripes
 from .progress import Progress, tasks_of
+from .survey import Survey
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ WINDOW = 4  # stripes rebuilt at once
 LEASE_SLICE = 5.0  # seconds a rebuild keeps a region's lease before letting writers in
 
 
-class Rebuilder(LostStripes):
+class Rebuilder(LostStripes, Survey):
     def __init__(
         self,
         client: AsyncClient,
@@ -66,22 +75,21 @@ class Rebuilder(LostStripes):
         clock: Callable[[], float] = time.time,
         log_: logging.Logger = log,
         identifier: str = "",
+        index: RegionIndex | None = None,
     ) -> None:
         self.client = client
+        self.index = index
+        self.tally = DamageTally()
         self.records = Records(client.zk, client.meta.paths)
         self.grace = grace
         self.clock = clock
         self.log = log_
         self.progress = Progress()
         self.stopping = False
-        self._metas: dict[str, RegionMeta] = {}
+        self._metas = {}
         self.garbage = Collector(client, self.records, clock, log_)
         self.backoff = Backoff()  # per (region, slab) that failed
-        # What the last survey read of ZooKeeper, reused for each slab of the pass.
-        self._live: dict[str, NodeInfo] = {}
-        self._since: dict[str, float] = {}
-        self._forced: set[str] = set()
-        self._drains: set[str] = set()
+        self._live, self._since, self._forced, self._drains = {}, {}, set(), set()
         # Slots no node could take over this pass, by reason: one line each in status.
         self._unplaced: dict[str, set[tuple[str, int, int]]] = {}
         # Hooks for metrics: fragment bytes stored, slots switched.
@@ -94,32 +102,6 @@ class Rebuilder(LostStripes):
         }
 
     # -- one pass -----------------------------------------------------------------
-
-    def survey(self) -> tuple[Damage, dict[str, NodeInfo], dict[str, dict[str, Any]]]:
-        """Damage now, the live nodes, and the operator's open requests."""
-        store = self.client.meta
-        registered = set(store.registered_nodes())
-        live = store.live_nodes()
-        since = self.records.track_down(registered, set(live), self.clock())
-        requests = self.records.requests()
-        forced = {str(r["node"]) for r in requests.values() if r.get("node")}
-        if "*" in forced:  # an operator asked to rebuild every down node now
-            forced |= registered - set(live)
-        regions = store.regions()
-        self._metas = {m.name: m for m in regions}
-        self._live, self._since, self._forced = live, since, forced
-        self._drains = set(self.records.drains())
-        damage = find_damage(regions, live, since, self.clock(), self.grace, self._drains, forced)
-        return damage, live, requests
-
-    def _recheck(self, meta: RegionMeta, slab: int) -> tuple[list[Slot], dict[str, NodeInfo]]:
-        """The slab's damage by its current record, with the pass's view of the nodes
-        (membership kept current by the client's watch): no full survey per slab."""
-        live = {n: self._live.get(n, info) for n, info in self.client.live_nodes().items()}
-        damage = find_damage(
-            [meta], live, self._since, self.clock(), self.grace, self._drains, self._forced
-        )
-        return [s for s in damage.slots if s.slab == slab], live
 
     async def run_once(self) -> Progress:
         """Rebuild everything damaged now; returns the pass's progress."""
@@ -158,7 +140,7 @@ class Rebuilder(LostStripes):
         self._report_unplaced()
         await self.garbage.collect_garbage()
         await self.garbage.collect_trash(self._metas)
-        await self.garbage.sweep_new(set(live))
+        await self.garbage.sweep_new(set(live), self._metas)
         left, _, _ = await self._zk(self.survey)
         await self._close_requests(requests)
         await self._zk(self.records.set_tasks, tasks_of(left.slots))
@@ -180,18 +162,6 @@ class Rebuilder(LostStripes):
             await self._zk(self.records.set_progress, self.progress.to_dict())
         except Exception as exc:  # progress is for show; never stop a rebuild for it
             self.log.debug("could not publish rebuild progress: %s", exc)
-
-    async def _close_requests(self, requests: dict[str, dict[str, Any]]) -> None:
-        """A request for one node stands until the node holds nothing (or is back);
-        others were served by this pass."""
-        live = await self._zk(self.client.meta.live_nodes)
-        holding = {n for m in self._metas.values() for slab in m.slabs for n, _ in slab}
-        for name, req in requests.items():
-            node = str(req.get("node", ""))
-            if node in live and float(req.get("listed_until", 0)) > time.time():
-                continue  # dead already, listed until its session expires
-            if node in ("", "*") or node in live or node not in holding:
-                await self._zk(self.records.done_request, name)
 
     # -- one slab -----------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from .layout import Layout
 from .members import Members
 from .memtune import tune_malloc
 from .meta.create import new_region
+from .meta.listing import list_stats
 from .names import validate_name
 from .policy import parse_policy
 from .regionfile import AsyncRegionFile, Opening, parse_mode
@@ -205,8 +206,8 @@ class AsyncClient:
             return False
 
     async def list_regions(self, prefix: str = "") -> list[RegionStat]:
-        metas = await self.call(self.meta.regions, prefix)
-        return [RegionStat.of(m) for m in metas]
+        stats: list[RegionStat] = await self.call(list_stats, self.meta, prefix)
+        return stats
 
     async def delete_region(self, name: str) -> None:
         validate_name(name)

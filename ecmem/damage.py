@@ -12,7 +12,7 @@ A node gone for less than the grace delay is waited for: it may come back whole.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ecmem.meta.model import NodeInfo, RegionMeta
 
@@ -80,3 +80,51 @@ def by_slab(slots: Iterable[Slot]) -> dict[tuple[str, int], list[Slot]]:
     for s in slots:
         out.setdefault((s.region, s.slab), []).append(s)
     return out
+
+
+@dataclass
+class DamageTally:
+    """``find_damage`` kept between passes: a pass looks again at the regions that
+    changed and at those damaged or waiting last time, and at every region only when the
+    nodes' state moved (one joined, left, came back new, was drained or named)."""
+
+    _per: dict[str, Damage] = field(default_factory=dict)
+    _key: tuple[object, ...] = ()
+
+    def update(
+        self,
+        metas: dict[str, RegionMeta],
+        changed: Iterable[str],
+        live: dict[str, NodeInfo],
+        down_since: dict[str, float],
+        now: float,
+        grace: float,
+        draining: Iterable[str] = (),
+        forced: Iterable[str] = (),
+    ) -> Damage:
+        drain, force = sorted(set(draining)), sorted(set(forced))
+        key = (
+            tuple(sorted((n, i.incarnation) for n, i in live.items())),
+            tuple(sorted(down_since)),
+            tuple(drain),
+            tuple(force),
+        )
+        if key != self._key:
+            self._key, self._per = key, {}
+            redo: set[str] = set(metas)
+        else:
+            redo = set(changed) | set(self._per)
+        for name in redo:
+            meta = metas.get(name)
+            if meta is None:
+                self._per.pop(name, None)
+                continue
+            found = find_damage([meta], live, down_since, now, grace, drain, force)
+            if found.slots or found.waiting:
+                self._per[name] = found
+            else:
+                self._per.pop(name, None)
+        waiting: dict[str, float] = {}
+        for d in self._per.values():
+            waiting.update(d.waiting)
+        return Damage(sorted(s for d in self._per.values() for s in d.slots), waiting)

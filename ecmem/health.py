@@ -5,8 +5,9 @@ Check codes are stable: scripts may match on them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ecmem import extents
@@ -131,9 +132,148 @@ def assess(
     """Health of the cluster; ``rebuild`` is the rebuilder's progress record and
     ``drains`` the nodes being drained, when known."""
     live = {k: v for k, v in nodes.items() if v.state == "up"}
+    per_region = [region_health(meta, live) for meta in regions]
+    totals = region_totals(per_region, holders(regions))
+    return summarize(nodes, totals, rebuild, drains, scrub, coordinators), per_region
+
+
+class HealthTally:
+    """Each region's health kept between passes: worked out again for the regions that
+    changed, and for all only when the live nodes changed."""
+
+    def __init__(self) -> None:
+        self._per: dict[str, RegionHealth] = {}
+        self._holds: dict[str, set[str]] = {}
+        self._holding: Counter[str] = Counter()
+        self._key: tuple[tuple[str, str], ...] | None = None
+        self.moved = True  # whether the last update changed anything
+
+    def update(
+        self, metas: dict[str, RegionMeta], changed: Iterable[str], live: dict[str, NodeInfo]
+    ) -> tuple[list[RegionHealth], set[str]]:
+        """Every region's health, and the nodes holding some fragment."""
+        key = tuple(sorted((n, i.incarnation) for n, i in live.items()))
+        redo = set(metas) | set(self._per) if key != self._key else set(changed)
+        self._key = key
+        self.moved = bool(redo)
+        for name in redo:
+            self._holding.subtract(self._holds.pop(name, set()))
+            meta = metas.get(name)
+            if meta is None:
+                self._per.pop(name, None)
+                continue
+            self._per[name] = region_health(meta, live)
+            held = holders([meta])
+            self._holds[name] = held
+            self._holding.update(held)
+        holding = {n for n, count in self._holding.items() if count > 0}
+        return list(self._per.values()), holding
+
+
+@dataclass
+class RegionTotals:
+    """The region side of health: what every region's health adds up to."""
+
+    regions: int = 0
+    stripes: int = 0
+    degraded: int = 0
+    unavailable: int = 0
+    lost_stripes: int = 0
+    holding: list[str] = field(default_factory=list)  # nodes holding some fragment
+    checks: list[Check] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "checks": [asdict(c) for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RegionTotals:
+        checks = [Check(**c) for c in d.get("checks", [])]
+        counts = {k: int(d.get(k, 0)) for k in ("regions", "stripes", "degraded", "unavailable")}
+        return cls(
+            **counts,
+            lost_stripes=int(d.get("lost_stripes", 0)),
+            holding=[str(n) for n in d.get("holding", [])],
+            checks=checks,
+        )
+
+
+def region_totals(
+    per_region: list[RegionHealth], holding: set[str], detail_cap: int | None = None
+) -> RegionTotals:
+    """Sums and region checks; ``detail_cap`` bounds each check's detail lines (a
+    summary kept in ZooKeeper must stay small whatever the number of regions)."""
+    checks: list[Check] = []
+    stripes = sum(r.stripes for r in per_region)
+    degraded = sum(r.degraded_stripes for r in per_region)
+    unavailable = sum(r.unavailable_stripes for r in per_region)
+    gone = sorted((r for r in per_region if r.data_lost), key=_name)
+    lost_stripes = sum(extents.count(r.data_lost) for r in per_region)
+    if gone:
+        checks.append(
+            Check(
+                "REGION_DATA_LOST",
+                HEALTH_ERR,
+                f"{_n(len(gone), 'region')} lost data: {', '.join(r.name for r in gone[:8])}"
+                + (f" (+{len(gone) - 8} more)" if len(gone) > 8 else "")
+                + f"; {_n(lost_stripes, 'stripe')} written have too few fragments left on "
+                "any node. Bring back nodes that may hold them, restore from a copy, or "
+                "accept the loss with 'ecmem region mark-lost-ok NAME'",
+                _cap(
+                    [f"{r.name}: stripes {extents.describe(r.data_lost)}" for r in gone], detail_cap
+                ),
+            )
+        )
+    bad = sorted((r for r in per_region if r.state == "unavailable"), key=_name)
+    weak = sorted((r for r in per_region if r.state == "degraded"), key=_name)
+    if bad:
+        checks.append(
+            Check(
+                "REGION_UNAVAILABLE",
+                HEALTH_ERR,
+                f"{_n(len(bad), 'region')} with data unavailable: {unavailable}/{stripes} stripes "
+                "lost more fragments than their policy tolerates",
+                _cap([_region_line(r) for r in bad], detail_cap),
+            )
+        )
+    if weak:
+        pct = 100.0 * degraded / stripes if stripes else 0.0
+        checks.append(
+            Check(
+                "REGION_DEGRADED",
+                HEALTH_WARN,
+                f"{_n(len(weak), 'region')} degraded: {degraded}/{stripes} stripes ({pct:.1f}%) "
+                "readable but with reduced redundancy",
+                _cap([_region_line(r) for r in weak], detail_cap),
+            )
+        )
+    return RegionTotals(
+        len(per_region), stripes, degraded, unavailable, lost_stripes, sorted(holding), checks
+    )
+
+
+def _name(r: RegionHealth) -> str:
+    return r.name
+
+
+def _cap(lines: list[str], cap: int | None) -> list[str]:
+    if cap is None or len(lines) <= cap:
+        return lines
+    return [*lines[:cap], f"... and {len(lines) - cap} more"]
+
+
+def summarize(
+    nodes: dict[str, NodeInfo],
+    totals: RegionTotals,
+    rebuild: dict[str, Any] | None = None,
+    drains: Iterable[str] = (),
+    scrub: dict[str, Any] | None = None,
+    coordinators: list[dict[str, Any]] | None = None,
+) -> HealthReport:
+    """``assess`` from the region side worked out already (``region_totals``)."""
+    live = {k: v for k, v in nodes.items() if v.state == "up"}
+    holding = set(totals.holding)
     # A node that is down but holds no fragment any more (rebuilt elsewhere) is out of
     # the cluster: worth listing, not worth a warning.
-    holding = holders(regions)
     down = sorted(k for k, v in nodes.items() if node_state(v, holding) == "down")
     out = sorted(k for k, v in nodes.items() if node_state(v, holding) == "out")
     checks: list[Check] = []
@@ -227,48 +367,7 @@ def assess(
                 + ", ".join(sorted(n.id for n in nearfull)),
             )
         )
-    per_region = [region_health(meta, live) for meta in regions]
-    stripes = sum(r.stripes for r in per_region)
-    degraded = sum(r.degraded_stripes for r in per_region)
-    unavailable = sum(r.unavailable_stripes for r in per_region)
-    gone = [r for r in per_region if r.data_lost]
-    lost_stripes = sum(extents.count(r.data_lost) for r in per_region)
-    if gone:
-        checks.append(
-            Check(
-                "REGION_DATA_LOST",
-                HEALTH_ERR,
-                f"{_n(len(gone), 'region')} lost data: {', '.join(r.name for r in gone[:8])}"
-                + (f" (+{len(gone) - 8} more)" if len(gone) > 8 else "")
-                + f"; {_n(lost_stripes, 'stripe')} written have too few fragments left on "
-                "any node. Bring back nodes that may hold them, restore from a copy, or "
-                "accept the loss with 'ecmem region mark-lost-ok NAME'",
-                [f"{r.name}: stripes {extents.describe(r.data_lost)}" for r in gone],
-            )
-        )
-    bad = [r for r in per_region if r.state == "unavailable"]
-    weak = [r for r in per_region if r.state == "degraded"]
-    if bad:
-        checks.append(
-            Check(
-                "REGION_UNAVAILABLE",
-                HEALTH_ERR,
-                f"{_n(len(bad), 'region')} with data unavailable: {unavailable}/{stripes} stripes "
-                "lost more fragments than their policy tolerates",
-                [_region_line(r) for r in bad],
-            )
-        )
-    if weak:
-        pct = 100.0 * degraded / stripes if stripes else 0.0
-        checks.append(
-            Check(
-                "REGION_DEGRADED",
-                HEALTH_WARN,
-                f"{_n(len(weak), 'region')} degraded: {degraded}/{stripes} stripes ({pct:.1f}%) "
-                "readable but with reduced redundancy",
-                [_region_line(r) for r in weak],
-            )
-        )
+    checks.extend(totals.checks)
     severities = {c.severity for c in checks}
     status = (
         HEALTH_ERR
@@ -282,17 +381,17 @@ def assess(
         checks,
         len(live),
         len(nodes),
-        len(regions),
-        stripes,
-        degraded,
-        unavailable,
+        totals.regions,
+        totals.stripes,
+        totals.degraded,
+        totals.unavailable,
         sum(n.capacity for n in live.values()),
         sum(n.used for n in live.values()),
         out,
         dict(rebuild or {}),
-        lost_stripes=lost_stripes,
+        lost_stripes=totals.lost_stripes,
     )
-    return report, per_region
+    return report
 
 
 def _n(count: int, noun: str) -> str:

@@ -74,13 +74,16 @@ class Members:
         """Place a new region's slabs and store its record (blocking: reads ZooKeeper)."""
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         pol = layout.policy
-        live = self.meta.live_nodes()
+        slabs = layout.slabs_for(meta.size)
+        # Nothing to place (an empty file, say): the watched membership suffices, and
+        # the create is one ZooKeeper write.
+        live = self.live() if slabs == 0 and self._nodes else self.meta.live_nodes()
         if len(live) < pol.width:
             raise NotEnoughNodesError(
                 f"policy {pol.name} needs {pol.width} live storage nodes on distinct hosts, "
                 f"the cluster has {len(live)}: start more nodes or choose a narrower policy"
             )
-        meta.slabs = self.place(meta, layout.slabs_for(meta.size))
+        meta.slabs = self.place(meta, slabs) if slabs else []
         try:
             self.meta.create_region(meta)
         except EcmemError:

@@ -211,18 +211,25 @@ def health_detail(zk: str | None, cluster: str | None, state_dir: str, as_json: 
 def _status(
     zk: str | None, cluster: str | None, state_dir: str, detail: bool, as_json: bool
 ) -> None:
-    from ecmem.health import HEALTH_ERR, HEALTH_OK, assess
+    from ecmem.health import HEALTH_ERR, HEALTH_OK, summarize
     from ecmem.meta.records import Records
+
+    from .regionside import region_side
 
     with connect_cli(zk, cluster, state_dir) as cl:
         md = cl.async_client.meta
         records = Records(md.zk, md.paths)
         coordinators = records.coordinators()
         scrub = records.scrub()
-        report, _ = assess(
-            md.all_nodes(), md.regions(), records.progress(), records.drains(), scrub, coordinators
-        )
-    data = {**report.to_dict(), "coordinators": coordinators, "scrub": scrub}
+        nodes = md.all_nodes()
+        totals, source = region_side(md, records, nodes, coordinators)
+        report = summarize(nodes, totals, records.progress(), records.drains(), scrub, coordinators)
+    data = {
+        **report.to_dict(),
+        "coordinators": coordinators,
+        "scrub": scrub,
+        "regions_from": source,
+    }
 
     def text() -> None:
         color = {"HEALTH_OK": "green", "HEALTH_WARN": "yellow"}.get(report.status, "red")
@@ -259,6 +266,7 @@ def _status(
             f"  regions: {report.regions}, stripes: {report.stripes} "
             f"({report.degraded_stripes} degraded, {report.unavailable_stripes} unavailable, "
             f"{report.lost_stripes} lost)"
+            + (f", as the leader counted {source['age']:.0f}s ago" if "age" in source else "")
         )
         click.echo(f"  capacity: {format_size(report.used)} used of {format_size(report.capacity)}")
         if scrub.get("finished"):
@@ -292,11 +300,17 @@ def _ago(seconds: float) -> str:
 def nodes(zk: str | None, cluster: str | None, state_dir: str, as_json: bool) -> None:
     """Storage nodes: up, down (holding fragments: exit code 1), or out (down and holding
     nothing any more, as 'ecmem status' counts them)."""
-    from ecmem.health import holders, node_state
+    from ecmem.health import node_state
+    from ecmem.meta.records import Records
+
+    from .regionside import region_side
 
     with connect_cli(zk, cluster, state_dir) as cl:
-        all_nodes = cl.async_client.meta.all_nodes()
-        holding = holders(cl.async_client.meta.regions())
+        md = cl.async_client.meta
+        records = Records(md.zk, md.paths)
+        all_nodes = md.all_nodes()
+        totals, _ = region_side(md, records, all_nodes, records.coordinators())
+        holding = set(totals.holding)
     pids = _local_pids(state_dir) if not zk else {}
     rows = []
     for n in sorted(all_nodes.values(), key=lambda n: n.id):

@@ -6,12 +6,13 @@ two clients racing on one region never lose each other's change.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
@@ -62,8 +63,47 @@ class MetadataStore:
         self.paths = Paths(cluster)
 
     def ensure(self) -> None:
-        for path in (self.paths.nodes, self.paths.registry, self.paths.regions):
+        for path in (self.paths.nodes, self.paths.registry, *self.paths.buckets):
             self.zk.ensure_path(path)
+        self.migrate_legacy()
+
+    def migrate_legacy(self) -> int:
+        """Move region records from the flat folder of earlier versions into their
+        buckets, each in one transaction (a record changed meanwhile is read again)."""
+        legacy = self.paths.legacy_regions
+        try:
+            children = self.zk.get_children(legacy)
+        except NoNodeError:
+            return 0
+        moved = 0
+        for child in children:
+            old = f"{legacy}/{child}"
+            for _ in range(CAS_RETRIES):
+                try:
+                    raw, stat = self.zk.get(old)
+                except NoNodeError:
+                    break
+                tx = self.zk.transaction()
+                tx.delete(old, version=stat.version)
+                tx.create(self.paths.region(decode_name(child)), raw)
+                results = tx.commit()
+                if not any(isinstance(r, Exception) for r in results):
+                    moved += 1
+                    break
+                if any(isinstance(r, NodeExistsError) for r in results):
+                    log.error(
+                        "region %s has a record in both %s and %s: the newer layout's is "
+                        "used; compare them and delete the old one by hand",
+                        decode_name(child),
+                        legacy,
+                        self.paths.regions,
+                    )
+                    break
+        with contextlib.suppress(NoNodeError, NotEmptyError):
+            self.zk.delete(legacy)
+        if moved:
+            log.info("moved %d region records into the bucketed layout", moved)
+        return moved
 
     # -- nodes ------------------------------------------------------------------
 
@@ -112,6 +152,10 @@ class MetadataStore:
             return []
 
     # -- regions ----------------------------------------------------------------
+
+    def _bucket_ready(self, name: str) -> None:
+        """A transaction's create needs the record's folder to exist already."""
+        self.zk.ensure_path(self.paths.region(name).rsplit("/", 1)[0])
 
     def create_region(self, meta: RegionMeta) -> None:
         try:
@@ -217,6 +261,9 @@ class MetadataStore:
                 pass
             if displaced is not None and not replace:
                 raise RegionExists(f"region {new!r} exists already: remove it first")
+            self._bucket_ready(new)
+            if displaced is not None:
+                self._bucket_ready(trash_name(displaced[0].id))
             tx = self.zk.transaction()
             now = time.time()  # a rename changes the file: its ctime
             if displaced is not None:
@@ -280,18 +327,35 @@ class MetadataStore:
             pass
 
     def region_names(self, prefix: str = "") -> list[str]:
-        try:
-            children = self.zk.get_children(self.paths.regions)
-        except NoNodeError:
-            return []
-        names = (decode_name(c) for c in children)
-        return sorted(n for n in names if n.startswith(prefix))
+        """Every region name starting with ``prefix``, sorted: one listing per bucket,
+        all sent at once."""
+        pending = [self.zk.get_children_async(b) for b in self.paths.buckets]
+        names: list[str] = []
+        for answer in pending:
+            try:
+                children = answer.get(timeout=FAILOVER_DEADLINE)
+            except NoNodeError:
+                continue
+            names.extend(n for n in map(decode_name, children) if n.startswith(prefix))
+        return sorted(names)
 
     def regions(self, prefix: str = "") -> list[RegionMeta]:
-        out = []
-        for name in self.region_names(prefix):
-            try:
-                out.append(self.get_region(name)[0])
-            except RegionNotFound:
-                continue
-        return out
+        return [meta for _, meta in self.iter_regions(prefix)]
+
+    def iter_regions(
+        self, prefix: str = "", window: int = 2000, names: list[str] | None = None
+    ) -> Iterator[tuple[str, RegionMeta]]:
+        """(name, record) of every region starting with ``prefix`` (or of ``names``), in
+        name order; the reads are pipelined, ``window`` in flight. A region removed
+        meanwhile is left out."""
+        if names is None:
+            names = self.region_names(prefix)
+        for start in range(0, len(names), window):
+            batch = names[start : start + window]
+            pending = [self.zk.get_async(self.paths.region(n)) for n in batch]
+            for name, answer in zip(batch, pending, strict=True):
+                try:
+                    raw, _ = answer.get(timeout=FAILOVER_DEADLINE)
+                except NoNodeError:
+                    continue
+                yield name, RegionMeta.from_json(raw)

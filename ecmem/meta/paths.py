@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -9,6 +10,16 @@ from ..errors import ConfigError
 from ..names import encode_name
 
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Region records are spread over this many folders by a hash of the name: one folder of
+# 100,000 names would pass ZooKeeper's 1 MiB packet limit when listed, and a watch on it
+# would fetch them all again at every create. 64 folders hold ~10 million names.
+BUCKETS = 64
+
+
+def bucket_of(component: str) -> str:
+    """The folder (two hex digits) of an encoded region name."""
+    digest = hashlib.blake2b(component.encode(), digest_size=2).digest()
+    return f"{int.from_bytes(digest, 'big') % BUCKETS:02x}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,16 @@ class Paths:
 
     @property
     def regions(self) -> str:
+        """Region records, ``<bucket>/<encoded name>``."""
+        return f"{self.root}/catalog"
+
+    @property
+    def buckets(self) -> list[str]:
+        return [f"{self.regions}/{b:02x}" for b in range(BUCKETS)]
+
+    @property
+    def legacy_regions(self) -> str:
+        """Where region records lived in one flat folder, before buckets (migrated)."""
         return f"{self.root}/regions"
 
     @property
@@ -115,4 +136,5 @@ class Paths:
         return f"{self.registry}/{node_id}"
 
     def region(self, name: str) -> str:
-        return f"{self.regions}/{encode_name(name)}"
+        component = encode_name(name)
+        return f"{self.regions}/{bucket_of(component)}/{component}"

@@ -8,7 +8,8 @@ sees the same state and work survives the death of whoever was doing it.
 - ``rebuild/tasks/<region>``: the slots of a region still to rebuild;
 - ``rebuild/progress``: what the rebuilder is doing, for ``ecmem status`` and the CLI;
 - ``rebuild/garbage/<seq>``: a slab's fragments on a node it moved away from;
-- ``coordinator/members/<id>``: a running coordinator (ephemeral) and its metrics address.
+- ``coordinator/members/<id>``: a running coordinator (ephemeral) and its metrics address;
+- ``coordinator/health``: the region side of health, as the leader keeps it current.
 """
 
 from __future__ import annotations
@@ -149,6 +150,8 @@ class Records:
         for region, slots in tasks.items():
             path = f"{self.paths.rebuild_tasks}/{encode_name(region)}"
             data = _dump({"region": region, "slots": slots})
+            if current.get(encode_name(region)) == _load(data):
+                continue  # unchanged since the last pass
             try:
                 self.zk.create(path, data, makepath=True)
             except NodeExistsError:
@@ -180,6 +183,28 @@ class Records:
         except NoNodeError:
             return {}
         return _load(raw)
+
+    # -- the leader's health summary -------------------------------------------------
+
+    def set_health(self, summary: dict[str, Any]) -> None:
+        self._put(f"{self.paths.root}/coordinator/health", _dump(summary))
+
+    def health(self) -> dict[str, Any]:
+        """The region side of health as the leader last worked it out ({} if none)."""
+        try:
+            raw, _ = self.zk.get(f"{self.paths.root}/coordinator/health")
+        except NoNodeError:
+            return {}
+        return _load(raw)
+
+    def _put(self, path: str, data: bytes) -> None:
+        try:
+            self.zk.set(path, data)
+        except NoNodeError:
+            try:
+                self.zk.create(path, data, makepath=True)
+            except NodeExistsError:
+                self.zk.set(path, data)
 
     # -- scrub results ------------------------------------------------------------------
 
