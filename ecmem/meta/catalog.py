@@ -29,7 +29,7 @@ CAS_RETRIES = 50
 FAILOVER_DEADLINE = 10.0
 
 
-def _through_failover() -> KazooRetry:
+def through_failover() -> KazooRetry:
     return KazooRetry(
         max_tries=-1, delay=0.1, max_delay=1.0, ignore_expire=False, deadline=FAILOVER_DEADLINE
     )
@@ -122,7 +122,7 @@ class MetadataStore:
         return out
 
     def live_nodes(self) -> dict[str, NodeInfo]:
-        nodes: dict[str, NodeInfo] = _through_failover()(self._node_records, self.paths.nodes)
+        nodes: dict[str, NodeInfo] = through_failover()(self._node_records, self.paths.nodes)
         return nodes
 
     def registered_nodes(self) -> dict[str, NodeInfo]:
@@ -147,7 +147,7 @@ class MetadataStore:
     def draining(self) -> list[str]:
         """Nodes being drained (or drained): no new fragments go to them."""
         try:
-            return sorted(_through_failover()(self.zk.get_children, self.paths.drains))
+            return sorted(through_failover()(self.zk.get_children, self.paths.drains))
         except NoNodeError:
             return []
 
@@ -168,7 +168,7 @@ class MetadataStore:
 
     def get_region(self, name: str) -> tuple[RegionMeta, int]:
         try:
-            raw, stat = _through_failover()(self.zk.get, self.paths.region(name))
+            raw, stat = through_failover()(self.zk.get, self.paths.region(name))
         except NoNodeError as exc:
             raise RegionNotFound(
                 f"no region named {name!r}: list regions with 'ecmem region ls'"
@@ -196,7 +196,7 @@ class MetadataStore:
         retry finds a newer version, reads it and applies ``change`` to it again. So
         changes look before they change; a takeover's epoch bump may count twice, which
         only skips an epoch."""
-        done: tuple[RegionMeta, int] = _through_failover()(
+        done: tuple[RegionMeta, int] = through_failover()(
             self._update_region_from, name, change, start
         )
         return done

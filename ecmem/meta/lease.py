@@ -16,6 +16,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from ..errors import RegionBusy
+from .catalog import through_failover
 from .paths import Paths
 
 REBUILD_WAIT = 60.0  # seconds a writer waits, unasked, for a rebuilder's lease
@@ -34,14 +35,17 @@ def acquire(
     path = paths.lease(name)
     data = json.dumps({**holder, "since": time.time()}).encode()
     deadline = None if timeout is None else time.monotonic() + timeout
+    # Each call rides out a ZooKeeper server's failover; a create whose answer was lost
+    # finds its own lease on the retry (same session), which counts as taken.
+    retry = through_failover()
     while True:
         try:
-            zk.create(path, data, ephemeral=True, makepath=True)
+            retry(zk.create, path, data, ephemeral=True, makepath=True)
             return
         except NodeExistsError:
             pass
         try:
-            raw, stat = zk.get(path)
+            raw, stat = retry(zk.get, path)
         except NoNodeError:
             continue
         if stat.ephemeralOwner == zk.client_id[0]:
@@ -63,16 +67,17 @@ def acquire(
                 holder=str(info.get("holder", "")),
             )
         gone = threading.Event()
-        if zk.exists(path, watch=lambda _event, gone=gone: gone.set()) is None:
+        if retry(zk.exists, path, watch=lambda _event, gone=gone: gone.set()) is None:
             continue
         gone.wait(min(remaining, 1.0))
 
 
 def release(zk: KazooClient, paths: Paths, name: str) -> None:
     path = paths.lease(name)
+    retry = through_failover()
     try:
-        _, stat = zk.get(path)
+        _, stat = retry(zk.get, path)
         if stat.ephemeralOwner == zk.client_id[0]:
-            zk.delete(path, version=stat.version)
+            retry(zk.delete, path, version=stat.version)
     except NoNodeError:
         pass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from kazoo.exceptions import ConnectionLoss, NodeExistsError
+from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError
 
 from ecmem.meta.model import NodeInfo
 from storage_node.registration import Registration
@@ -49,3 +49,30 @@ def test_a_registration_whose_answer_was_lost_is_retried_and_found_ours() -> Non
     assert zk.lost
     live = [p for p in zk.nodes if p.endswith("/nodes/n1")]
     assert live and NodeInfo.from_json(zk.nodes[live[0]]).id == "n1"
+
+
+class FlakyLeaseZk(FlakyZk):
+    def create(
+        self, path: str, data: bytes, ephemeral: bool = False, makepath: bool = False
+    ) -> None:
+        super().create(path, data, ephemeral)
+
+    def get(self, path: str) -> tuple[bytes, Any]:
+        return self.nodes[path], SimpleNamespace(ephemeralOwner=42, version=0)
+
+    def delete(self, path: str, version: int = -1) -> None:
+        if path not in self.nodes:
+            raise NoNodeError()
+        del self.nodes[path]
+        raise ConnectionLoss()  # applied, the answer lost
+
+
+def test_a_lease_taken_or_given_back_through_a_lost_connection_is_ours_or_gone() -> None:
+    from ecmem.meta import lease
+    from ecmem.meta.paths import Paths
+
+    zk, paths = FlakyLeaseZk(), Paths("c")
+    lease.acquire(zk, paths, "r", {"holder": "me"}, None)  # type: ignore[arg-type]
+    assert zk.lost and paths.lease("r") in zk.nodes
+    lease.release(zk, paths, "r")  # type: ignore[arg-type]
+    assert paths.lease("r") not in zk.nodes
