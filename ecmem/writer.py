@@ -209,11 +209,21 @@ class WriterSession(Writer):
                     f"{len(failed)} nodes ({detail}); they are staged in full and the next "
                     "writer keeps them"
                 )
-            await self.vacate(set(failed))
+            # A node leaves the slots of the slabs this round committed writes of on it
+            # (all of them, in a takeover's round: any slab may hold the old writer's).
+            slabs = (
+                None
+                if everyone
+                else {n: self.uncommitted_on(n, upto, meta.slab_stripes) for n in failed}
+            )
+            await self.vacate(set(failed), slabs)
             log.warning(
-                "region %s: nodes %s missed a commit and left its placements until rebuilt (%s)",
+                "region %s: nodes %s missed a commit and left %s until rebuilt (%s)",
                 meta.name,
                 ", ".join(sorted(failed)),
+                "its placements"
+                if slabs is None
+                else "; ".join(f"{n}: slabs {sorted(s)}" for n, s in sorted(slabs.items())),
                 detail,
             )
         self.committed_upto(upto)
@@ -233,8 +243,9 @@ class WriterSession(Writer):
             meta = await self.host.regions.get(self.name)
             await self.commit_round(meta, self.ready())
 
-    async def vacate(self, nodes: set[str]) -> RegionMeta:
-        """Take ``nodes`` out of the region's placements (their slots go vacant)."""
+    async def vacate(self, nodes: set[str], slabs: dict[str, set[int]] | None = None) -> RegionMeta:
+        """Take ``nodes`` out of the region's placements (their slots go vacant): out of
+        every slab, or of the slabs ``slabs`` names for each."""
 
         def change(m: RegionMeta) -> RegionMeta | None:
             self.check_epoch(m)
@@ -242,7 +253,7 @@ class WriterSession(Writer):
                 (s, i)
                 for s, slab in enumerate(m.slabs)
                 for i, (n, _) in enumerate(slab)
-                if n in nodes
+                if n in nodes and (slabs is None or s in slabs.get(n, ()))
             ]
             for s, i in hit:
                 m.slabs[s][i] = ("", "")

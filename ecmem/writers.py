@@ -150,6 +150,7 @@ class Writer:
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
     patched: Unfolded = field(default_factory=Unfolded)  # page patches not yet folded
     dirty: dict[int, set[str]] = field(default_factory=dict)  # version -> nodes it staged on
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # dirty version -> stripes
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
     unmarked: Pending = field(default_factory=list)  # staged writes' stripes, to be recorded
@@ -232,6 +233,7 @@ class Writer:
         self.inflight.discard(stamp.version)
         if stamp.nodes:
             self.dirty[stamp.version] = stamp.nodes
+            self.spans[stamp.version] = stamp.write[:2]
         if not ok:
             self.failed.add(stamp.version)
         if ok:
@@ -265,9 +267,21 @@ class Writer:
             return placed
         return placed & set().union(*(n for v, n in self.dirty.items() if v <= upto))
 
+    def uncommitted_on(self, node: str, upto: int, slab_stripes: int) -> set[int]:
+        """The slabs holding stripes of writes up to ``upto`` staged on ``node``: where it
+        would keep a staged copy it never learned was committed, had it missed the
+        commit round up to ``upto``. Its other slots hold only what it was told."""
+        slabs: set[int] = set()
+        for version, nodes in self.dirty.items():
+            if version <= upto and node in nodes:
+                first, last = self.spans.get(version, (0, -1))
+                slabs.update(range(first // slab_stripes, last // slab_stripes + 1))
+        return slabs
+
     def committed_upto(self, upto: int) -> None:
         """A commit round up to ``upto`` succeeded."""
         self.dirty = {v: n for v, n in self.dirty.items() if v > upto}
+        self.spans = {v: span for v, span in self.spans.items() if v in self.dirty}
         self.committed = max(self.committed, upto)
         for stripe in [s for s, v in self.latest.items() if v <= self.committed]:
             del self.latest[stripe]

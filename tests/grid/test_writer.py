@@ -97,6 +97,34 @@ async def test_a_node_that_misses_a_commit_leaves_the_placement(grid: Grid) -> N
     assert await c.pread("r", 0, len(data)) == data
 
 
+async def test_a_node_that_misses_a_commit_leaves_only_the_slabs_it_was_written_in(
+    grid: Grid,
+) -> None:
+    c = await grid.client()
+    sd = 4 * CHUNK
+    meta = await make_region(c, "r", 3, slab_size=sd)  # three slabs of one stripe
+    old = stripe(-1) * 3
+    await c.pwrite("r", 0, old)
+    victim = grid.holders(meta, 1)[2]
+    slot = {s: [n for n, _ in p].index(victim.id) for s, p in enumerate(meta.slabs)}
+    victim.set(BROKEN, wire.Commit)
+    new = stripe(-2)
+    await c.pwrite("r", sd, new)  # slab 1 only: the other five committed it
+    after = await c.region_meta("r")
+    assert after.slabs[1][slot[1]] == ("", "")  # it may hold the write staged, never committed
+    assert after.slabs[0][slot[0]][0] == victim.id  # told of every write there
+    assert after.slabs[2][slot[2]][0] == victim.id
+    victim.heal()
+    reader = await grid.client()
+    assert await reader.pread("r", 0, 3 * sd) == old[:sd] + new + old[2 * sd :]
+    victim.set(BROKEN, wire.Commit)
+    await c.pwrite("r", 0, new * 3)  # every slab: it leaves the two it still held
+    after = await c.region_meta("r")
+    assert all(after.slabs[s][slot[s]] == ("", "") for s in range(3))
+    victim.heal()
+    assert await reader.pread("r", 0, 3 * sd) == new * 3
+
+
 async def test_a_failed_put_hands_the_fragment_off(grid: Grid) -> None:
     await grid.add("n7")
     c = await grid.client()
