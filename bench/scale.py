@@ -109,6 +109,7 @@ def main() -> int:
         coord.cpu_percent(None)
         time.sleep(args.idle)
         results["coordinator_cpu_pct"] = coord.cpu_percent(None)
+        results["coordinator_rss_mib"] = coord.memory_info().rss / MiB
         results["status_s"], _ = timed(["status", "--json"], env)
         took, out = timed(["region", "ls"], env)
         results["region_ls_s"], results["region_ls_lines"] = took, len(out.splitlines())
@@ -133,7 +134,10 @@ def main() -> int:
         lc.down()
     (OUT / "scale.json").write_text(json.dumps(results, indent=2))
     print()
-    print(f"{args.regions} regions created in {results['create_s']:.0f}s")
+    print(
+        f"{args.regions} regions created in {results['create_s']:.0f}s; the leader's memory "
+        f"{results['coordinator_rss_mib']:.0f} MiB"
+    )
     for key, goal in GOALS.items():
         got = results[key]
         verdict = "ok" if got < goal else "MISSED"

@@ -1,7 +1,9 @@
 """A writer brings its region's handed-off slots up to date itself.
 
 A slot handed off while writing is *partial*: its new holder has every write since the
-handoff, none from before. The rebuilder fills it, but only under the region's write
+handoff, none from before. A slot left vacant (no node qualified, or its holder missed a
+commit) is offered again to a live node after each commit, and caught up the same way.
+The rebuilder fills such slots, but only under the region's write
 lease, which a writer that keeps writing never gives back: reads then go around the
 slot, and a few more faults make stripes unreadable. So the lease holder does it: it
 rewrites every written stripe of the slab (read, page patches laid, while no write of
@@ -60,7 +62,7 @@ def start(
     """Start catching up the region's partial slots in the background, if it has some
     and no catch-up is under way (or failed a moment ago)."""
     cached = w.host.regions.cached(w.name)
-    if cached is None or not cached.partial:
+    if cached is None or not (cached.partial or vacant(cached)):
         return
     if w.catching_up is not None and not w.catching_up.done():
         return
@@ -74,6 +76,8 @@ async def _run(
 ) -> None:
     try:
         m = await meta()
+        if vacant(m):
+            m = await _fill_vacant(w, m, meta)
         for slab in sorted({s for s, _ in m.partial_slots()}):
             await catch_up(w, lock, meta, slab)
     except EcmemError as exc:
@@ -81,6 +85,22 @@ async def _run(
         log.info("region %s: catching up its handed-off slots waits (%s)", w.name, exc)
     except asyncio.CancelledError:
         pass
+
+
+def vacant(m: RegionMeta) -> list[tuple[int, int]]:
+    """(slab, index) of slots no node holds."""
+    return [(s, i) for s, p in enumerate(m.slabs) for i, (n, _) in enumerate(p) if not n]
+
+
+async def _fill_vacant(
+    w: Any, m: RegionMeta, meta: Callable[[], Awaitable[RegionMeta]]
+) -> RegionMeta:
+    """Offer each vacant slot to a live node outside its slab, as a write to it would
+    (at most once a second per slot); a slot taken is partial, caught up next."""
+    view = w.host.regions.view(m)
+    for slab, index in vacant(m):
+        await w.replace(view, slab * m.slab_stripes, index, "filled by its writer")
+    return await meta()
 
 
 Marks = dict[int, tuple[tuple[str, str], int]]  # index -> (holder, partial_since)

@@ -307,6 +307,38 @@ async def test_a_file_opened_for_writing_sees_the_size_its_recovery_published(
         assert f.tell() == 2 * sd
 
 
+async def test_a_writer_fills_a_vacant_slot_of_a_slab_it_is_not_writing(grid: Grid) -> None:
+    """A slot of slab 0 is vacant (its holder missed a commit, say); the writer keeps
+    writing slab 1 only, and never gives its lease to the rebuilder. It offers the slot
+    to the spare itself and catches it up: with two more of slab 0's nodes gone, slab 0
+    still reads."""
+    await grid.add("n7")
+    c = await grid.client()
+    sd = 4 * CHUNK
+    meta = await make_region(c, "r", 2, slab_size=sd)
+    data = os.urandom(2 * sd)
+    await c.pwrite("r", 0, data)
+    gone = meta.slabs[0][1][0]
+
+    def vacate(m: RegionMeta) -> RegionMeta:
+        m.slabs[0][1] = ("", "")
+        return m
+
+    await c.regions.update("r", vacate)
+    await grid.stop(gone)
+    for _ in range(300):
+        await c.pwrite("r", sd, data[sd:])  # slab 1 only
+        after = await c.region_meta("r")
+        if all(n for n, _ in after.slabs[0]) and not after.partial:
+            break
+        await asyncio.sleep(0.02)
+    assert all(n for n, _ in after.slabs[0]) and not after.partial, after.slabs[0]
+    for n in [n for n, _ in after.slabs[0] if n != after.slabs[0][1][0]][:2]:
+        await grid.stop(n)
+    reader = await grid.client()
+    assert await reader.pread("r", 0, sd) == data[:sd]
+
+
 async def test_a_read_finds_a_fragment_its_slot_handed_off_on_the_former_holder(
     grid: Grid,
 ) -> None:
