@@ -1,6 +1,7 @@
 """make bench-scale: the control plane with many regions (no redis counterpart).
 
-A 6-node local cluster gets ``--regions`` empty regions (default 100,000) and a few
+A 7-node local cluster (one more than ec:4+2 needs, so a dead node's fragments have
+somewhere to go) gets ``--regions`` empty regions (default 100,000) and a few
 written ones, then:
 - the idle leader coordinator's CPU, as a share of one core over ``--idle`` seconds;
 - how long ``ecmem status --json`` and ``ecmem region ls`` (every region) take;
@@ -88,10 +89,11 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     OUT.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the cluster on the way out
     lc = LocalCluster(OUT / "scale-cluster")
     lc.down()
-    print("starting 6 storage nodes, ZooKeeper and a coordinator ...", flush=True)
-    state = lc.up(6, "4GiB", cluster=CLUSTER, rebuild_grace=2.0)
+    print("starting 7 storage nodes, ZooKeeper and a coordinator ...", flush=True)
+    state = lc.up(7, "4GiB", cluster=CLUSTER, rebuild_grace=2.0)
     env = {**os.environ, "ECMEM_ZK": state.zk, "ECMEM_CLUSTER": CLUSTER}
     results: dict[str, Any] = {"regions": args.regions}
     try:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from . import extents, folding, wire
+from . import extents, folding, handoff, wire
 from .errors import ClusterError, EcmemError
 from .layout import Layout
 from .logs import where
@@ -98,7 +98,15 @@ async def _fill_vacant(
     """Offer each vacant slot to a live node outside its slab, as a write to it would
     (at most once a second per slot); a slot taken is partial, caught up next."""
     view = w.host.regions.view(m)
+    live = w.host.live_nodes()
+    now = time.monotonic()
     for slab, index in vacant(m):
+        # The watched membership says at no cost whether some node could take it: only
+        # then does the handoff read ZooKeeper.
+        unfit = handoff.unfit_for(w, slab, m.slab_stripes, now)
+        members = {n for n, _ in m.slabs[slab]}
+        if all(n in members or n in unfit or w.host.pool.is_suspect(n) for n in live):
+            continue
         await w.replace(view, slab * m.slab_stripes, index, "filled by its writer")
     return await meta()
 

@@ -24,6 +24,9 @@ from .writers import State
 log = logging.getLogger(__name__)
 PLACED = Tally(log)
 VACANT_RETRY = 1.0  # seconds between looks for a holder of a vacant slot
+# A node that missed a commit round is not given a slot again for this long: one that
+# keeps missing them would otherwise be handed slots, caught up and vacated over and over.
+COOL_DOWN = 3.0
 
 
 class Session(Protocol):
@@ -36,8 +39,11 @@ class Session(Protocol):
     host: Any
     placing: asyncio.Lock
     vacant_tried: dict[tuple[int, int], float]
+    left: dict[str, float]
 
     async def fence(self, meta: RegionMeta, slabs: list[Placement]) -> int: ...
+
+    def unfit_holders(self, slab: int, slab_stripes: int) -> set[str]: ...
 
     def check_epoch(self, m: RegionMeta) -> None: ...
 
@@ -58,7 +64,8 @@ async def replace(w: Session, view: RegionView, stripe: int, index: int, why: st
         current = meta.slabs[slab][index]
         changed = False
         if current[0] == failed:
-            meta = await w.host.call(hand_off, w, meta, slab, index, failed)
+            unfit = unfit_for(w, slab, meta.slab_stripes, now)
+            meta = await w.host.call(hand_off, w, meta, slab, index, failed, unfit)
             current = meta.slabs[slab][index]
             changed = current[0] != failed
             if current[0]:
@@ -85,14 +92,25 @@ async def replace(w: Session, view: RegionView, stripe: int, index: int, why: st
         return bool(current[0])
 
 
-def hand_off(w: Session, meta: RegionMeta, slab: int, index: int, failed: str) -> RegionMeta:
+def unfit_for(w: Session, slab: int, slab_stripes: int, now: float) -> set[str]:
+    """Nodes not to give a slot of ``slab`` now (on the event loop: reads the writer's
+    state): those that may hold a copy of the slab above every commit point sent, and
+    those that left a slot a moment ago."""
+    recent = {n for n, at in w.left.items() if now - at < COOL_DOWN}
+    return w.unfit_holders(slab, slab_stripes) | recent
+
+
+def hand_off(
+    w: Session, meta: RegionMeta, slab: int, index: int, failed: str, unfit: set[str]
+) -> RegionMeta:
     """The ZooKeeper update (blocking): the slot to a handoff holder, or vacant."""
     host = w.host
     live, draining = host.meta.live_nodes(), set(host.meta.draining())
-    holder = handoff_holder(live, draining, host.pool.is_suspect, meta, slab, failed)
-    # The new holder may have held this slot before and missed writes since: all
-    # its committed copies are at or below a commit point sent, and every write it
-    # gets from here on is newer (not yet staged everywhere, so not yet committed).
+    holder = handoff_holder(live, draining | unfit, host.pool.is_suspect, meta, slab, failed)
+    # The new holder may have held this slot before and missed writes since: it holds
+    # no copy of the slab above a commit point sent (``unfit`` leaves out any that might),
+    # so all its copies are at or below ``told``, and every write it gets from here on
+    # is newer (not yet staged everywhere, so not yet committed).
     since = max(w.told, w.epoch << wire.SEQ_BITS) + 1
 
     def change(m: RegionMeta) -> RegionMeta | None:

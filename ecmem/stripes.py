@@ -230,6 +230,7 @@ class Stamp:
     may_patch: bool = True  # False for a fold: it rewrites the stripe whole
     nodes: set[str] = field(default_factory=set)  # nodes sent a part of it to stage
     landed: set[str] = field(default_factory=set)  # of those, the ones that did not refuse
+    refused: set[str] = field(default_factory=set)  # of those, the ones that answered no
     patched_somewhere: set[int] = field(default_factory=set)  # stripes a patch of it landed on
     doomed: bool = False  # a stripe of it has fewer than k fragments and no patch: never kept
 

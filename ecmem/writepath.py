@@ -59,7 +59,9 @@ class StripeIO(ReadPath):
         except BaseException:
             stamp.landed.add(node_id)
             raise
-        if not isinstance(reply, wire.Error):
+        if isinstance(reply, wire.Error):
+            stamp.refused.add(node_id)
+        else:
             stamp.landed.add(node_id)
         return conn, reply
 

@@ -211,11 +211,9 @@ class WriterSession(Writer):
                 )
             # A node leaves the slots of the slabs this round committed writes of on it
             # (all of them, in a takeover's round: any slab may hold the old writer's).
-            slabs = (
-                None
-                if everyone
-                else {n: self.uncommitted_on(n, upto, meta.slab_stripes) for n in failed}
-            )
+            each = {n: self.uncommitted_on(n, upto, meta.slab_stripes) for n in failed}
+            known = {n: s for n, s in each.items() if s is not None}
+            slabs = None if everyone or len(known) < len(each) else known
             await self.vacate(set(failed), slabs)
             log.warning(
                 "region %s: nodes %s missed a commit and left %s until rebuilt (%s)",
@@ -261,6 +259,8 @@ class WriterSession(Writer):
             return m if hit else None
 
         result: RegionMeta = await self.host.regions.update(self.name, change)
+        now = time.monotonic()
+        self.left.update((n, now) for n in nodes)
         return result
 
     # -- handoffs ---------------------------------------------------------------------

@@ -150,7 +150,10 @@ class Writer:
     latest: dict[int, int] = field(default_factory=dict)  # stripe -> newest staged version
     patched: Unfolded = field(default_factory=Unfolded)  # page patches not yet folded
     dirty: dict[int, set[str]] = field(default_factory=dict)  # version -> nodes it staged on
-    spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # dirty version -> stripes
+    # dirty version -> its stripes, and the nodes that may hold a copy (not refused)
+    spans: dict[int, tuple[int, int, frozenset[str]]] = field(default_factory=dict)
+    stamps: dict[int, Stamp] = field(default_factory=dict)  # writes begun, not yet finished
+    left: dict[str, float] = field(default_factory=dict)  # node -> when it last left a slot
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     marked: extents.Ranges = field(default_factory=list)  # recorded as written (not lost)
     unmarked: Pending = field(default_factory=list)  # staged writes' stripes, to be recorded
@@ -221,19 +224,23 @@ class Writer:
         self.inflight.add(version)
         if end > self.published:
             self.unpublished[version] = end
-        return Stamp(
+        stamp = Stamp(
             version,
             (first, last, end),
             self.commit_point,
             lambda stripe: self.latest.get(stripe, 0),
             self.patched.newest,
         )
+        self.stamps[version] = stamp
+        return stamp
 
     def finish(self, stamp: Stamp, ok: bool, why: str = "") -> None:
         self.inflight.discard(stamp.version)
+        self.stamps.pop(stamp.version, None)
         if stamp.nodes:
             self.dirty[stamp.version] = stamp.nodes
-            self.spans[stamp.version] = stamp.write[:2]
+            first, last, _ = stamp.write
+            self.spans[stamp.version] = (first, last, frozenset(stamp.nodes - stamp.refused))
         if not ok:
             self.failed.add(stamp.version)
         if ok:
@@ -267,16 +274,40 @@ class Writer:
             return placed
         return placed & set().union(*(n for v, n in self.dirty.items() if v <= upto))
 
-    def uncommitted_on(self, node: str, upto: int, slab_stripes: int) -> set[int]:
+    def uncommitted_on(self, node: str, upto: int, slab_stripes: int) -> set[int] | None:
         """The slabs holding stripes of writes up to ``upto`` staged on ``node``: where it
         would keep a staged copy it never learned was committed, had it missed the
-        commit round up to ``upto``. Its other slots hold only what it was told."""
+        commit round up to ``upto``. Its other slots hold only what it was told. None:
+        every slab (a write whose stripes are not known)."""
         slabs: set[int] = set()
         for version, nodes in self.dirty.items():
             if version <= upto and node in nodes:
-                first, last = self.spans.get(version, (0, -1))
+                if version not in self.spans:
+                    return None
+                first, last, _ = self.spans[version]
                 slabs.update(range(first // slab_stripes, last // slab_stripes + 1))
         return slabs
+
+    def unfit_holders(self, slab: int, slab_stripes: int) -> set[str]:
+        """Nodes not to hand a slot of ``slab``: a handoff counts the holder's copies from
+        above every commit point sent (``told``) on, so one holding a copy of a stripe of
+        the slab above it (a write staged or in flight, not yet committed) would have it
+        read as current, though a newer write of that stripe went around the node."""
+        lo, hi = slab * slab_stripes, (slab + 1) * slab_stripes - 1
+        writes: list[tuple[int, int, int, frozenset[str]]] = []
+        for version, nodes in self.dirty.items():
+            first, last, holders = self.spans.get(version, (lo, hi, frozenset(nodes)))
+            writes.append((version, first, last, holders))
+        for version, stamp in list(self.stamps.items()):
+            first, last, _ = stamp.write
+            writes.append((version, first, last, frozenset(stamp.nodes - stamp.refused)))
+        writes = [w for w in writes if w[0] > self.told and w[1] <= hi and w[2] >= lo]
+        out: set[str] = set()
+        for version, first, last, holders in writes:
+            for later, f2, l2, newer in writes:
+                if later > version and f2 <= last and l2 >= first:
+                    out |= holders - newer  # holds the older copy, missed the newer one
+        return out
 
     def committed_upto(self, upto: int) -> None:
         """A commit round up to ``upto`` succeeded."""

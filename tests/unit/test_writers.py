@@ -59,3 +59,38 @@ def test_state_table() -> None:
         w.to(State.WRITING)
     with pytest.raises(Fenced):
         w.begin(0, 0, 1)
+
+
+def test_nodes_that_may_hold_a_copy_a_newer_write_went_around_are_unfit_holders() -> None:
+    """A node handed a slot counts its copies from the commit point sent on: one holding
+    a copy of a stripe above it that a newer write of the stripe missed would have the
+    older copy read as current."""
+    w = Writer("r", E, state=State.WRITING, published=1 << 30)
+    a = w.begin(0, 1, 10)  # stripes 0-1: slab 0 of slabs of 4 stripes
+    a.nodes |= {"n1", "n2", "n5"}
+    w.finish(a, True)
+    assert w.unfit_holders(0, 4) == set()  # the newest copies: nothing went around them
+    b = w.begin(1, 1, 10)  # stripe 1 again, in flight: n1 refused it, n2 not sent it
+    b.nodes |= {"n1", "n5", "n6"}
+    b.refused.add("n1")
+    c = w.begin(6, 6, 10)  # slab 1
+    c.nodes |= {"n3"}
+    assert w.unfit_holders(0, 4) == {"n1", "n2"}
+    assert w.unfit_holders(1, 4) == set() and w.unfit_holders(2, 4) == set()
+    w.finish(b, True)
+    assert w.unfit_holders(0, 4) == {"n1", "n2"}  # staged, not yet told committed
+    w.commit_point()  # told: every write staged so far (c is still in flight)
+    assert w.unfit_holders(0, 4) == set()  # their copies count from above b now
+
+
+def test_a_node_that_missed_a_commit_left_the_slabs_of_the_writes_it_staged() -> None:
+    w = Writer("r", E, state=State.WRITING, published=1 << 30)
+    for first, last in ((0, 0), (9, 13)):
+        s = w.begin(first, last, 10)
+        s.nodes |= {"n1"} if first == 0 else {"n1", "n2"}
+        w.finish(s, True)
+    assert w.uncommitted_on("n1", w.version, 4) == {0, 2, 3}
+    assert w.uncommitted_on("n2", w.version, 4) == {2, 3}
+    assert w.uncommitted_on("n2", w.version - 1, 4) == set()
+    w.spans.clear()  # stripes unknown: every slab
+    assert w.uncommitted_on("n1", w.version, 4) is None
