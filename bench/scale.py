@@ -85,6 +85,10 @@ def main() -> int:
     ap.add_argument("--regions", type=int, default=100_000)
     ap.add_argument("--idle", type=float, default=20.0, help="seconds the CPU is measured")
     ap.add_argument("--width", type=int, default=64, help="region creates in flight")
+    ap.add_argument(
+        "--settle", type=float, default=3.0, help="seconds after creating before measuring"
+    )
+    ap.add_argument("--keep", action="store_true", help="leave the cluster up, to look at it")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kazoo").setLevel(logging.ERROR)
@@ -107,7 +111,7 @@ def main() -> int:
             victim = cl.region_meta("written/w0").slabs[0][0][0]
         print(f"idle for {args.idle:.0f}s, measuring the coordinator ...", flush=True)
         coord = psutil.Process(lc.load().coordinator_pid)
-        time.sleep(3.0)  # past its first passes
+        time.sleep(args.settle)  # past its first passes
         coord.cpu_percent(None)
         time.sleep(args.idle)
         results["coordinator_cpu_pct"] = coord.cpu_percent(None)
@@ -133,7 +137,8 @@ def main() -> int:
                 cl.pread(f"written/w{i}", 0, MiB) == data for i in range(WRITTEN)
             )
     finally:
-        lc.down()
+        if not args.keep:
+            lc.down()
     (OUT / "scale.json").write_text(json.dumps(results, indent=2))
     print()
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
@@ -24,6 +25,7 @@ class Members:
         self.zk = zk
         self.meta = meta
         self._nodes: dict[str, NodeInfo] = {}
+        self._dropped: dict[str, float] = {}  # node -> when the watch last lost it
         self._lock = threading.Lock()
 
     def watch(self) -> None:
@@ -38,12 +40,22 @@ class Members:
                 except (KazooException, EcmemError):
                     continue
             with self._lock:
+                now = time.monotonic()
+                for gone in set(self._nodes) - set(nodes):
+                    self._dropped[gone] = now
                 self._nodes = nodes
 
         self.zk.ChildrenWatch(self.meta.paths.nodes, changed)
 
     def live(self) -> dict[str, NodeInfo]:
         return dict(self._nodes)
+
+    def lately_live(self, within: float) -> set[str]:
+        """Nodes live now or dropped from the live list in the last ``within`` seconds:
+        a ZooKeeper failover that outlasts the nodes' sessions drops every node for the
+        moment it takes them to register again."""
+        now = time.monotonic()
+        return set(self._nodes) | {n for n, at in self._dropped.items() if now - at < within}
 
     def address(self, node_id: str) -> str | None:
         info = self._nodes.get(node_id)

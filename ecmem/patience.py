@@ -7,7 +7,8 @@ within seconds (a pause ends or is gone around, a catch-up finishes, the rebuild
 fills a vacant slot). So a read that finds too few fragments looks again, with the
 region's record read afresh, for up to ``patience`` seconds, before it reports the
 stripe unavailable; a client that would rather fail at once sets it to 0. It waits
-only while at least k of the stripe's slots have a holder ZooKeeper lists as live, or
+only while at least k of the stripe's slots have a holder ZooKeeper lists as live (or
+listed in the last 10 s: a ZooKeeper failover can drop every node for a moment), or
 none yet: with more slots held by nodes ZooKeeper has dropped, only their return or a
 rebuild can help, which takes longer than a read should wait. Data known lost
 (``DataLostError``) is reported at once.
@@ -28,6 +29,9 @@ T = TypeVar("T")
 PATIENCE = 5.0  # seconds a read waits for a stripe to become readable again
 FIRST_WAIT = 0.05
 LONGEST_WAIT = 0.5
+# A node ZooKeeper dropped this recently may be back in a moment (its session expired
+# in a ZooKeeper failover and it is registering again): still worth waiting for.
+RECENTLY = 10.0
 
 
 def waits(patience: float) -> Iterator[float]:
@@ -121,6 +125,7 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
     def hopeful(exc: DataUnavailableError) -> bool:
         view = c.view(metas[-1])
         holders = [n for n, _ in view.placement(exc.stripe)]
-        return may_come_back(holders, c.live_nodes(), view.layout.policy.k)
+        live = c.members.lately_live(RECENTLY)
+        return may_come_back(holders, live, view.layout.policy.k)
 
     return await patiently(attempt, moved, hopeful, asyncio.sleep, c.read_patience)

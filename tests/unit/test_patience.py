@@ -4,6 +4,7 @@ when the placement moved, and reports data known lost at once."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,34 @@ def test_a_stripe_without_k_live_holders_is_reported_at_once() -> None:
 )
 def test_waiting_helps_only_with_k_live_holders(holders: list[str], live: str, hope: bool) -> None:
     assert may_come_back(holders, set(live), 4) is hope
+
+
+def test_a_node_zookeeper_dropped_a_moment_ago_is_still_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ZooKeeper failover longer than the nodes' sessions drops every node until they
+    register again: reads keep hoping for a while, not for ever."""
+    from types import SimpleNamespace
+
+    from ecmem import members
+    from ecmem.meta.model import NodeInfo
+
+    class Zk:
+        def get(self, path: str) -> tuple[bytes, None]:
+            return NodeInfo(path.rsplit("/", 1)[1], "h:1", 1).to_json(), None
+
+        def ChildrenWatch(self, _path: str, fn: Any) -> None:  # noqa: N802 (kazoo's name)
+            self.fn = fn
+
+    zk = Zk()
+    m = members.Members(
+        zk, SimpleNamespace(paths=SimpleNamespace(nodes="/n", node=lambda n: f"/n/{n}"))
+    )  # type: ignore[arg-type]
+    m.watch()
+    now = [100.0]
+    monkeypatch.setattr(members.time, "monotonic", lambda: now[0])
+    zk.fn(["a", "b", "c"])
+    zk.fn(["a"])
+    assert m.lately_live(10.0) == {"a", "b", "c"}
+    now[0] += 11
+    assert m.lately_live(10.0) == {"a"}
