@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # can tell a current one from one a dead leader left.
 HEALTH_REFRESH = 5.0
 DETAIL_CAP = 200  # detail lines per check in the summary
+# With nothing to do, the rebuilder's pass is skipped (a look at what changed costs
+# next to nothing); a whole pass still runs this often.
+FULL_PASS_EVERY = 10.0
+HEALTH_EVERY = 2.0  # seconds between health passes, at least
 
 
 class Monitor:
@@ -205,9 +209,14 @@ class Coordinator:
             rebuilder.on_slot = m.rebuild_slots.inc
             scrubs.on_report = m.observe_scrub
             scrubs.on_summary = m.observe_scrub_summary
+        full = 0.0
         try:
             while not self.stopping.is_set() and not rebuilder.stopping:
                 try:
+                    if time.monotonic() - full < FULL_PASS_EVERY and await rebuilder.quiet():
+                        await asyncio.to_thread(self.stopping.wait, self.interval)
+                        continue
+                    full = time.monotonic()
                     progress = await rebuilder.run_once()
                     if m is not None:
                         m.observe_rebuild(progress)
@@ -234,7 +243,7 @@ class Coordinator:
                 self.monitor.run_once()
             except (KazooException, EcmemError) as exc:
                 log.warning("health pass failed: %s", exc)
-            done.wait(self.interval)
+            done.wait(max(self.interval, HEALTH_EVERY))
 
     def run(self) -> None:
         self.store.ensure()

@@ -17,7 +17,6 @@ from ecmem import extents, wire
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError, RegionNotFound
 from ecmem.logs import where
-from ecmem.meta.catalog import TRASH
 from ecmem.meta.model import NodeInfo, RegionMeta
 from ecmem.meta.records import Records
 from ecmem.repair import REPAIR_TIMEOUT
@@ -100,12 +99,12 @@ class Collector:
 
     # -- garbage ----------------------------------------------------------------------
 
-    async def collect_trash(self, metas: dict[str, RegionMeta]) -> int:
+    async def collect_trash(self, metas: dict[str, RegionMeta], names: list[str]) -> int:
         """Delete files a mount unlinked (or renamed over) while it had them open, once
         no mount holds them: a mount keeps the lease of such a file until its last
         close, and loses it with its ZooKeeper session if it dies."""
         done = 0
-        for name in sorted(n for n in metas if n.startswith(TRASH + "/")):
+        for name in names:
             meta = metas.get(name)
             if meta is None or self.clock() - meta.ctime < TRASH_DELAY:
                 continue

@@ -86,6 +86,11 @@ class RegionIndex:
             self._parse()
             return dict(self._metas)
 
+    def pending(self, consumer: str) -> bool:
+        """Whether ``take_changes`` would return anything."""
+        with self._lock:
+            return self._changed.get(consumer) != set()
+
     def take_changes(self, consumer: str) -> set[str]:
         """Regions added, changed or removed since ``consumer`` last asked (every region,
         the first time)."""

@@ -25,6 +25,7 @@ from ecmem.stripes import RegionView
 from ecmem.writers import Writer
 
 from .progress import Progress
+from .survey import Facets
 
 
 class LostStripes:
@@ -35,6 +36,7 @@ class LostStripes:
     progress: Progress
     stopping: bool
     _metas: dict[str, RegionMeta]
+    facets: Facets
 
     async def _zk(self, fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -58,7 +60,8 @@ class LostStripes:
         """Look again for the stripes recorded lost: a node may have come back with them.
         Those found whole again (k fragments of their newest version anywhere) are stored
         back on their holders and no longer lost."""
-        for meta in list(self._metas.values()):
+        lost = [self._metas[n] for n in sorted(self.facets.lost) if n in self._metas]
+        for meta in lost:
             if not meta.lost or self.stopping:
                 continue
             try:

@@ -59,7 +59,7 @@ from .garbage import GARBAGE_DELAY, Collector
 from .index import RegionIndex
 from .lost import LostStripes
 from .progress import Progress, tasks_of
-from .survey import Survey
+from .survey import Facets, Survey
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Rebuilder(LostStripes, Survey):
         self.client = client
         self.index = index
         self.tally = DamageTally()
+        self.facets = Facets()
         self.records = Records(client.zk, client.meta.paths)
         self.grace = grace
         self.clock = clock
@@ -139,7 +140,7 @@ class Rebuilder(LostStripes, Survey):
                 await self.client.release(region)
         self._report_unplaced()
         await self.garbage.collect_garbage()
-        await self.garbage.collect_trash(self._metas)
+        await self.garbage.collect_trash(self._metas, sorted(self.facets.trash))
         await self.garbage.sweep_new(set(live), self._metas)
         left, _, _ = await self._zk(self.survey)
         await self._close_requests(requests)

@@ -137,3 +137,19 @@ def test_summary_details_are_capped_and_round_trip() -> None:
     assert check.code == "REGION_DEGRADED" and len(check.detail) == 11
     assert check.detail[0].startswith("r000:") and check.detail[-1] == "... and 290 more"
     assert type(totals).from_dict(totals.to_dict()) == totals
+
+
+def test_facets_follow_the_changes() -> None:
+    from coordinator.survey import Facets
+
+    f = Facets()
+    trash = RegionMeta(".ecmem-trash/00ab", "i", "ec:2+1", 0, 4096, 4)
+    lost = RegionMeta("l", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n1", "a")] * 3], lost=[(0, 1)])
+    plain = RegionMeta("p", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n2", "a")] * 3])
+    metas = {m.name: m for m in (trash, lost, plain)}
+    f.update(metas, metas)
+    assert f.trash == {trash.name} and f.lost == {"l"} and f.holders() == {"n1", "n2"}
+    metas["l"] = RegionMeta("l", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n3", "a")] * 3])
+    del metas["p"], metas[trash.name]
+    f.update(metas, ["l", "p", trash.name])
+    assert f.trash == set() and f.lost == set() and f.holders() == {"n3"}
