@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ecmem.meta.model import RegionMeta
@@ -42,4 +42,9 @@ class RegionStat:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies, which costs seconds for a listing of
+        # a hundred thousand regions.
+        return {f: getattr(self, f) for f in _FIELDS}
+
+
+_FIELDS = [f.name for f in fields(RegionStat)]

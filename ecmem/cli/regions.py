@@ -100,7 +100,7 @@ def region_ls(
             )
         )
 
-    emit(as_json, {"regions": [s.to_dict() for s in stats]}, text)
+    emit(as_json, {"regions": [s.to_dict() for s in stats]} if as_json else {}, text)
 
 
 @region.command("info")

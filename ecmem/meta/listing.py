@@ -71,7 +71,8 @@ def list_stats(md: MetadataStore, prefix: str = "") -> list[RegionStat]:
     names = md.region_names(prefix)
     rows: dict[str, RegionStat] | None = None
     if len(names) > EXACT_UPTO:
-        rows = read_pages(md, {bucket_of(encode_name(n)) for n in names})
+        every = {b.rsplit("/", 1)[1] for b in md.paths.buckets}
+        rows = read_pages(md, every if not prefix else {bucket_of(encode_name(n)) for n in names})
     if rows is None:
         rows = {}
     missing = [n for n in names if n not in rows]
