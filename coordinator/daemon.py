@@ -247,6 +247,7 @@ class Coordinator:
 
     def run(self) -> None:
         self.store.ensure()
+        self.store.migrate_legacy()  # records of the flat layout of earlier versions
         self.zk.ensure_path(self.store.paths.election)
         records = Records(self.zk, self.store.paths)
         while not self.stopping.is_set():

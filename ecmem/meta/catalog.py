@@ -63,9 +63,10 @@ class MetadataStore:
         self.paths = Paths(cluster)
 
     def ensure(self) -> None:
-        for path in (self.paths.nodes, self.paths.registry, *self.paths.buckets):
-            self.zk.ensure_path(path)
-        self.migrate_legacy()
+        """The folders every client expects (buckets are made as records go in)."""
+        retry = through_failover()
+        for path in (self.paths.nodes, self.paths.registry, self.paths.regions):
+            retry(self.zk.ensure_path, path)
 
     def migrate_legacy(self) -> int:
         """Move region records from the flat folder of earlier versions into their
@@ -78,6 +79,7 @@ class MetadataStore:
         moved = 0
         for child in children:
             old = f"{legacy}/{child}"
+            self._bucket_ready(decode_name(child))
             for _ in range(CAS_RETRIES):
                 try:
                     raw, stat = self.zk.get(old)

@@ -65,7 +65,7 @@ def test_records_of_the_flat_layout_move_into_buckets(store: MetadataStore) -> N
     olds = [record(n) for n in ("ckpt/a", "ckpt/b", "x y", ".ecmem-trash/0011")]
     for meta in olds:
         zk.create(f"{legacy}/{encode_name(meta.name)}", meta.to_json(), makepath=True)
-    store.ensure()
+    assert store.migrate_legacy() == len(olds)
     assert store.region_names() == sorted(m.name for m in olds)
     for meta in olds:
         assert store.get_region(meta.name)[0].id == meta.id
