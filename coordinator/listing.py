@@ -8,13 +8,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError, NoNodeError
-
 from ecmem.meta.catalog import MetadataStore
 from ecmem.meta.listing import encode_page, pages_root
 from ecmem.meta.model import RegionMeta
 from ecmem.meta.paths import BUCKETS, bucket_of
+from ecmem.meta.records import Records
 from ecmem.names import encode_name
 from ecmem.stat import RegionStat
 
@@ -26,7 +24,7 @@ REFRESH = 5.0  # the stamp readers judge freshness by
 
 class Pages:
     def __init__(self, md: MetadataStore, clock: Callable[[], float] = time.time) -> None:
-        self.zk: KazooClient = md.zk
+        self.records = Records(md.zk, md.paths)
         self.root = pages_root(md)
         self.clock = clock
         self._rows: dict[str, dict[str, RegionStat]] = {f"{b:02x}": {} for b in range(BUCKETS)}
@@ -56,22 +54,13 @@ class Pages:
                     len(page),
                     len(self._rows[bucket]),
                 )
-                self._put(f"{self.root}/{bucket}", b"")
+                self.records.put(f"{self.root}/{bucket}", b"")
             else:
-                self._put(f"{self.root}/{bucket}", page)
+                self.records.put(f"{self.root}/{bucket}", page)
             written += 1
         self._dirty.clear()
         now = self.clock()
         if written or now - self._stamped >= REFRESH:
-            self._put(self.root, json.dumps({"updated": now}).encode())
+            self.records.put(self.root, json.dumps({"updated": now}).encode())
             self._stamped = now
         return written
-
-    def _put(self, path: str, data: bytes) -> None:
-        try:
-            self.zk.set(path, data)
-        except NoNodeError:
-            try:
-                self.zk.create(path, data, makepath=True)
-            except NodeExistsError:
-                self.zk.set(path, data)

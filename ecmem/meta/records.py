@@ -187,7 +187,7 @@ class Records:
     # -- the leader's health summary -------------------------------------------------
 
     def set_health(self, summary: dict[str, Any]) -> None:
-        self._put(f"{self.paths.root}/coordinator/health", _dump(summary))
+        self.put(f"{self.paths.root}/coordinator/health", _dump(summary))
 
     def health(self) -> dict[str, Any]:
         """The region side of health as the leader last worked it out ({} if none)."""
@@ -197,7 +197,8 @@ class Records:
             return {}
         return _load(raw)
 
-    def _put(self, path: str, data: bytes) -> None:
+    def put(self, path: str, data: bytes) -> None:
+        """Set ``path`` to ``data``, creating it (and its folders) if need be."""
         try:
             self.zk.set(path, data)
         except NoNodeError:
