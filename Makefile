@@ -51,10 +51,12 @@ WRITES ?= 1000000
 soak: setup
 	$(BIN)/python bench/soak.py --writes $(WRITES)
 
-# fio through the mount at full size: 1 GiB per job, sequential 1 MiB and random 4 KiB.
+# fio through the mount at full size: 1 GiB per job, sequential 1 MiB and random 4 KiB;
+# and a 1 GiB file through two mounts with M nodes killed.
 fio: setup
-	ECMEM_FIO_MIB=1024 $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 7200 \
-		tests/integration/test_fio.py
+	ECMEM_FIO_MIB=1024 ECMEM_MOUNT_BIG_MIB=1024 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		--timeout 7200 tests/integration/test_fio.py \
+		tests/integration/test_mount_durable.py::test_big_file_survives_m_nodes_through_both_mounts
 
 # Long runs: the chaos scenarios on namespaced hosts (SEED=N replays one; reports in
 # chaos/out/), then 500 seeded writer crashes and 50 with M of the region's nodes

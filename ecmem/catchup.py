@@ -76,7 +76,7 @@ async def _run(
 ) -> None:
     try:
         m = await meta()
-        if vacant(m):
+        if vacant(m) and not w.host.holder.get("rebuild"):  # the rebuilder fills its own
             m = await _fill_vacant(w, m, meta)
         for slab in sorted({s for s, _ in m.partial_slots()}):
             await catch_up(w, lock, meta, slab)
