@@ -106,8 +106,9 @@ class Survey:
             return False
         if self.facets.trash or self.facets.lost or self.index.pending("rebuilder"):
             return False
-        if set(self.client.live_nodes()) != set(self._live):
-            return False
+        now = {n: i.incarnation for n, i in self.client.live_nodes().items()}
+        if now != {n: i.incarnation for n, i in self._live.items()}:
+            return False  # a node joined, left or came back new
         paths = self.client.meta.paths
         for folder in (paths.rebuild_requests, paths.garbage, paths.checks):
             if await asyncio.to_thread(_has_children, self.client.meta.zk, folder):
