@@ -74,10 +74,14 @@ def test_background_scrub_repairs_and_metrics_show_scrub_and_rebuild(
 
         c.kill("node-1")
         wait_health(c, "HEALTH_OK", 90)
-        rebuilt = scrape(f"http://{lead['metrics']}/metrics")
+        deadline = time.monotonic() + 15  # the leader's health passes run every 2 s
+        while (rebuilt := scrape(f"http://{lead['metrics']}/metrics"))[
+            'ecmem_cluster_nodes{state="out"}'
+        ] != 1:
+            assert time.monotonic() < deadline, rebuilt
+            time.sleep(0.3)
         assert rebuilt["ecmem_rebuild_bytes_total"] > 0, rebuilt
         assert rebuilt["ecmem_rebuild_slots_total"] >= 1
-        assert rebuilt['ecmem_cluster_nodes{state="out"}'] == 1
         with c.client() as cl:
             assert cl.pread("bg/ec", 0, len(data)) == data
 
