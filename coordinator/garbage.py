@@ -139,10 +139,10 @@ class Collector:
                 meta = None
             if meta is not None and meta.id == g["region_id"]:
                 slab = int(g["from"]) // meta.slab_stripes
-                if slab < len(meta.slabs) and any(n == node for n, _ in meta.slabs[slab]):
+                if slab in meta.slabs and any(n == node for n, _ in meta.slabs[slab]):
                     await self._zk(self.records.done_garbage, name)  # it holds the slab again
                     continue
-                if slab < len(meta.slabs) and not whole(meta, slab, live):
+                if slab in meta.slabs and not whole(meta, slab, live):
                     continue  # kept while the slab is not whole: they may be all there is
             msg = wire.Delete(
                 str(g["region_id"]), int(g["from"]), 0, int(g["until"]), int(g["upto"])
@@ -186,7 +186,7 @@ def _stale(
         if meta is None:
             continue  # a region removed: its own removal (or scrub) deals with it
         slab = int(stripe) // meta.slab_stripes
-        if slab >= len(meta.slabs) or all(n != node for n, _ in meta.slabs[slab]):
-            if slab >= len(meta.slabs) or whole(meta, slab, live):
+        if slab not in meta.slabs or all(n != node for n, _ in meta.slabs[slab]):
+            if slab not in meta.slabs or whole(meta, slab, live):
                 stale.add((rid, slab))  # else what it holds may be all that is left
     return stale

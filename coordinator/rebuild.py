@@ -226,7 +226,7 @@ class Rebuilder(LostStripes, Survey):
         w = client.writer_of(region)
         # Look again under the lease: placements may have moved since the survey.
         slots, live = self._recheck(meta, slab)
-        if not slots or slab >= len(meta.slabs):
+        if not slots or slab not in meta.slabs:
             return
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         targets = self._targets(meta, slab, slots, live, layout)

@@ -18,7 +18,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
 
 from ecmem.meta.catalog import MetadataStore, connect_zk
-from ecmem.meta.model import NodeInfo, RegionMeta
+from ecmem.meta.model import NodeInfo, Placement, RegionMeta
 
 from . import catchup, extents, folding, pagelog, patience, sizing
 from . import writer as writing
@@ -154,8 +154,8 @@ class AsyncClient:
 
     make_view = staticmethod(make_view)  # a view of ``meta`` as given, uncached
 
-    def placements(self, meta: RegionMeta, slabs: int) -> list[list[tuple[str, str]]]:
-        """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``."""
+    def placements(self, meta: RegionMeta, slabs: Iterable[int]) -> dict[int, Placement]:
+        """Placements for the unplaced slabs among ``slabs``."""
         return self.members.place(meta, slabs)
 
     # -- regions ----------------------------------------------------------------

@@ -89,7 +89,7 @@ async def _run(
 
 def vacant(m: RegionMeta) -> list[tuple[int, int]]:
     """(slab, index) of slots no node holds."""
-    return [(s, i) for s, p in enumerate(m.slabs) for i, (n, _) in enumerate(p) if not n]
+    return [(s, i) for s, p in sorted(m.slabs.items()) for i, (n, _) in enumerate(p) if not n]
 
 
 async def _fill_vacant(

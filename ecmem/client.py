@@ -68,7 +68,7 @@ class Client:
             return None
         index, frag_off, count, _ = ranges[0]
         node_id = view.placement(p.stripe)[index][0]
-        if inner.pool.is_suspect(node_id):
+        if not node_id or inner.pool.is_suspect(node_id):
             return None
         out = bytearray(n)
         into = memoryview(out)

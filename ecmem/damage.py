@@ -52,7 +52,7 @@ def find_damage(
     waiting: dict[str, float] = {}
     for meta in regions:
         partial = set(meta.partial)
-        for slab, placement in enumerate(meta.slabs):
+        for slab, placement in meta.slabs.items():
             for index, (node, incarnation) in enumerate(placement):
                 reason = ""
                 if not node:

@@ -55,7 +55,7 @@ async def listed(w: Session, meta: RegionMeta, kind: int) -> list[Staged]:
     """What the region's nodes hold of ``kind`` (wire.List: 0 committed fragments,
     1 staged fragments, 2 page patches), as far as the placement goes."""
     answers = await w.host.io.broadcast(
-        [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, kind)
+        [n for slab in meta.slabs.values() for n, _ in slab], wire.List(meta.id, kind)
     )
     layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
     out = []
@@ -64,7 +64,7 @@ async def listed(w: Session, meta: RegionMeta, kind: int) -> list[Staged]:
             continue
         for _, stripe, index, version, _, first, last, end in reply.entries:
             slab = layout.slab_of(stripe)
-            if slab >= len(meta.slabs):
+            if slab not in meta.slabs:
                 continue
             holder = meta.slabs[slab][index][0] if kind != 2 else None
             if holder is None or holder == node:

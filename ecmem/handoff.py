@@ -41,7 +41,7 @@ class Session(Protocol):
     vacant_tried: dict[tuple[int, int], float]
     left: dict[str, float]
 
-    async def fence(self, meta: RegionMeta, slabs: list[Placement]) -> int: ...
+    async def fence(self, meta: RegionMeta, slabs: dict[int, Placement]) -> int: ...
 
     def unfit_holders(self, slab: int, slab_stripes: int) -> set[str]: ...
 
@@ -70,7 +70,7 @@ async def replace(w: Session, view: RegionView, stripe: int, index: int, why: st
             changed = current[0] != failed
             if current[0]:
                 w.host.pool.metrics.handoffs.inc()
-                await w.fence(meta, [meta.slabs[slab]])
+                await w.fence(meta, {slab: meta.slabs[slab]})
             else:
                 w.vacant_tried[(slab, index)] = now
         if changed:  # a vacant slot still without a holder is no news

@@ -87,7 +87,7 @@ def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
     partial = set(meta.partial)
     lost: dict[int, list[int]] = {}
     stripes = degraded = unavailable = 0
-    for slab, placement in enumerate(meta.slabs):
+    for slab, placement in meta.slabs.items():
         n = slab_stripe_count(meta, slab)
         stripes += n
         # A handoff holder (partial) may lack the slab's older stripes until rebuilt.
@@ -110,7 +110,7 @@ def region_health(meta: RegionMeta, live: dict[str, NodeInfo]) -> RegionHealth:
 
 def holders(regions: Iterable[RegionMeta]) -> set[str]:
     """The nodes that hold some fragment of some region, by the placements."""
-    return {n for meta in regions for slab in meta.slabs for n, _ in slab if n}
+    return {n for meta in regions for slab in meta.slabs.values() for n, _ in slab if n}
 
 
 def node_state(node: NodeInfo, holding: set[str]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
@@ -18,6 +18,10 @@ from .meta.model import NodeInfo, RegionMeta
 from .placement import Candidate, place_slabs, replacement
 
 Placement = list[tuple[str, str]]
+
+# A new region of at most this many slabs (4 GiB at the default 64 MiB) has them
+# placed at creation, which fails early when the cluster lacks the room.
+EAGER_SLABS = 64
 
 
 class Members:
@@ -64,9 +68,12 @@ class Members:
     def addresses(self) -> dict[str, str]:
         return {n: info.address for n, info in self._nodes.items()}
 
-    def place(self, meta: RegionMeta, slabs: int) -> list[Placement]:
-        """Placements for slabs ``len(meta.slabs)`` .. ``slabs - 1``, by the nodes'
-        current free memory (blocking: reads ZooKeeper)."""
+    def place(self, meta: RegionMeta, slabs: Iterable[int]) -> dict[int, Placement]:
+        """Placements for the unplaced slabs among ``slabs``, by the nodes' current free
+        memory (blocking: reads ZooKeeper)."""
+        todo = sorted(set(slabs) - set(meta.slabs))
+        if not todo:
+            return {}
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         live = self.meta.live_nodes()
         draining = set(self.meta.draining())
@@ -75,18 +82,21 @@ class Members:
             for n in live.values()
             if n.id not in draining
         ]
-        first = len(meta.slabs)
-        rng = random.Random(f"{meta.id}/{first}")
-        ids = place_slabs(
-            cands, slabs - first, layout.policy.width, layout.slab_fragment_bytes, rng
-        )
-        return [[(i, live[i].incarnation) for i in slab] for slab in ids]
+        rng = random.Random(f"{meta.id}/{todo[0]}")
+        ids = place_slabs(cands, len(todo), layout.policy.width, layout.slab_fragment_bytes, rng)
+        return {
+            s: [(i, live[i].incarnation) for i in slab] for s, slab in zip(todo, ids, strict=True)
+        }
 
     def create(self, meta: RegionMeta, exist_ok: bool) -> RegionMeta:
-        """Place a new region's slabs and store its record (blocking: reads ZooKeeper)."""
+        """Store a new region's record, with its slabs placed if it has at most
+        EAGER_SLABS (blocking: reads ZooKeeper). A larger region's slabs are placed as
+        they are first written: its record stays small and no node is charged for
+        address space never written."""
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         pol = layout.policy
         slabs = layout.slabs_for(meta.size)
+        slabs = slabs if slabs <= EAGER_SLABS else 0
         # Nothing to place (an empty file, say): the watched membership suffices, and
         # the create is one ZooKeeper write.
         live = self.live() if slabs == 0 and self._nodes else self.meta.live_nodes()
@@ -95,7 +105,7 @@ class Members:
                 f"policy {pol.name} needs {pol.width} live storage nodes on distinct hosts, "
                 f"the cluster has {len(live)}: start more nodes or choose a narrower policy"
             )
-        meta.slabs = self.place(meta, slabs) if slabs else []
+        meta.slabs = self.place(meta, range(slabs)) if slabs else {}
         try:
             self.meta.create_region(meta)
         except EcmemError:

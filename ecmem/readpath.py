@@ -54,8 +54,6 @@ class ReadPath:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    # -- reading ----------------------------------------------------------------
-
     async def fetch(
         self,
         view: RegionView,
@@ -107,6 +105,9 @@ class ReadPath:
         """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe:
         of its committed version, or of version ``want``. Returns the version read and
         its write's extent."""
+        if not view.placed(stripe) and not view.is_written(stripe):
+            out[:length] = bytes(length)  # a hole in a slab never written: nothing to ask
+            return (0, 0, 0)
         ranges = list(view.layout.data_ranges(stripe, start, length))
         if len(ranges) == 1 and length <= COLUMN_MAX:
             hedged = await self._hedged(view, stripe, start, length, out, want, ranges[0])

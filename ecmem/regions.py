@@ -36,7 +36,7 @@ def make_view(meta: RegionMeta) -> RegionView:
         meta.name,
         meta.id,
         Layout.of(meta.policy, meta.chunk, meta.slab_stripes),
-        [list(slab) for slab in meta.slabs],
+        {s: list(slab) for s, slab in meta.slabs.items()},
         meta.floors,
         meta.partial_slots(),
         meta.min_durable,

@@ -236,7 +236,7 @@ def via(
         if node in live:
             placement[index] = (node, live[node].incarnation)
             partial.pop((slab, index), None)  # a stray's copy is whole, not a handoff's
-    slabs = list(view.slabs)
+    slabs = dict(view.slabs)
     slabs[slab] = placement
     return dataclasses.replace(view, slabs=slabs, partial=partial)
 

@@ -147,7 +147,7 @@ class Scrubber:
         view = self.client.make_view(meta)
         found: list[Finding] = []
         sem = asyncio.Semaphore(WINDOW)
-        for slab in range(len(meta.slabs)):
+        for slab in sorted(meta.slabs):
             if only is not None and not any(s == slab for s, _ in only):
                 continue
             partial = {i for s, i in meta.partial if s == slab}

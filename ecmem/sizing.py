@@ -19,11 +19,11 @@ async def resize(self: WriterSession, meta: RegionMeta, size: int) -> None:
     layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
     sd = layout.stripe_data
     if size > meta.size:
-        # Bytes past the old end may hold leftovers of an earlier, longer life.
+        # Bytes past the old end may hold leftovers of an earlier, longer life (not in
+        # an unplaced slab: nothing was ever written there). Growing places nothing.
         tail_end = min(size, -(-meta.size // sd) * sd)
-        if tail_end > meta.size:
+        if tail_end > meta.size and layout.slab_of(meta.size // sd) in meta.slabs:
             await self.write_at(meta.size, bytes(tail_end - meta.size), meta.size)
-        await self.ensure_slabs(size)
         await self.publish_size(size, exact=True)
         await self.commit()
         return
@@ -77,7 +77,8 @@ async def accept_loss(self: WriterSession) -> extents.Ranges:
     if not meta.lost:
         return []
     accepted: extents.Ranges = meta.lost
-    nodes = [n for slab in meta.slabs for n, _ in slab if n] + list(self.host.live_nodes())
+    nodes = [n for slab in meta.slabs.values() for n, _ in slab if n]
+    nodes += list(self.host.live_nodes())
     older = self.epoch << wire.SEQ_BITS  # never a write of this session
     for first, end in accepted:
         await self.host.io.broadcast(nodes, wire.Delete(meta.id, first, self.epoch, end, older))

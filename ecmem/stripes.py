@@ -16,7 +16,6 @@ from typing import TypeVar
 
 from . import checksum, extents, wire
 from .errors import (
-    ClusterError,
     Fenced,
     NoSpaceError,
     RemoteError,
@@ -54,7 +53,7 @@ class RegionView:
     name: str
     id: str
     layout: Layout
-    slabs: list[Placement]
+    slabs: dict[int, Placement]  # the placed slabs' (an unplaced slab was never written)
     floors: list[tuple[int, int]] = field(default_factory=list)
     # (slab, index) of handoff holders that lack older stripes -> the lowest version of
     # their copies that counts (older ones are stale leftovers)
@@ -78,14 +77,14 @@ class RegionView:
         wanted = self.min_durable or pol.k + 1
         return max(pol.k, min(pol.width, wanted))
 
+    def placed(self, stripe: int) -> bool:
+        return self.layout.slab_of(stripe) in self.slabs
+
     def placement(self, stripe: int) -> Placement:
-        slab = self.layout.slab_of(stripe)
-        if slab >= len(self.slabs):
-            raise ClusterError(
-                f"region {self.name!r}: stripe {stripe} lies in slab {slab}, which has no "
-                "placement yet; this is a bug in the caller, please report it"
-            )
-        return self.slabs[slab]
+        """The stripe's slab's holders; every slot vacant if the slab is unplaced (reads
+        find nothing there; writers place a slab before they write to it)."""
+        got = self.slabs.get(self.layout.slab_of(stripe))
+        return got if got is not None else [("", "")] * self.layout.policy.width
 
     def min_version(self, stripe: int) -> int:
         if not self.floors:

@@ -438,6 +438,6 @@ class StripeIO(ReadPath):
     async def delete(self, view: RegionView, from_stripe: int, epoch: int) -> list[str]:
         """Drop fragments of stripes ``from_stripe`` on, as the writer of ``epoch`` (0 when
         removing the region); returns the nodes that could not be reached."""
-        nodes = [n for slab in view.slabs for n, _ in slab]
+        nodes = [n for slab in view.slabs.values() for n, _ in slab]
         answers = await self.broadcast(nodes, wire.Delete(view.id, from_stripe, epoch))
         return [n for n, r in answers.items() if isinstance(r, BaseException)]

@@ -114,12 +114,12 @@ class WriterSession(Writer):
             self.fence_off(f"a writer of epoch {m.epoch} took the region over")
             self.check()
 
-    async def fence(self, meta: RegionMeta, slabs: list[Placement]) -> int:
+    async def fence(self, meta: RegionMeta, slabs: dict[int, Placement]) -> int:
         """Make the nodes of ``slabs`` refuse older writers; returns the newest commit
         point they know. A write needs ``min_durable`` nodes of each stripe, so fencing
         all but fewer than that many nodes of every slab keeps an old writer out."""
         answers = await self.host.io.broadcast(
-            [n for slab in slabs for n, _ in slab if n], wire.Fence(meta.id, self.epoch)
+            [n for slab in slabs.values() for n, _ in slab if n], wire.Fence(meta.id, self.epoch)
         )
         fenced, lac = self.answered, 0
         for node, reply in answers.items():
@@ -131,11 +131,12 @@ class WriterSession(Writer):
                 lac = max(lac, int(reply.info.get("lac", 0)))
         view = make_view(meta)
         need = fence_quorum(view.layout.policy.width, view.durable_minimum())
-        nodes = [[n for n, _ in slab] for slab in slabs]
+        numbers = sorted(slabs)
+        nodes = [[n for n, _ in slabs[s]] for s in numbers]
         for i in unfenced_slabs(nodes, fenced, need):
             raise ClusterError(
-                f"region {meta.name!r}: cannot fence slab {i}: {need} of its nodes must "
-                f"answer, only {sorted(n for n in nodes[i] if n in fenced)} did; bring "
+                f"region {meta.name!r}: cannot fence slab {numbers[i]}: {need} of its nodes "
+                f"must answer, only {sorted(n for n in nodes[i] if n in fenced)} did; bring "
                 "nodes back (ecmem nodes) and reopen"
             )
         return lac
@@ -147,7 +148,7 @@ class WriterSession(Writer):
         acknowledged (committed, or staged in full) is in it."""
         view = make_view(meta)
         answers = await self.host.io.broadcast(
-            [n for slab in meta.slabs for n, _ in slab], wire.List(meta.id, 1)
+            [n for slab in meta.slabs.values() for n, _ in slab], wire.List(meta.id, 1)
         )
         staged = [
             Staged(version, stripe, index, (first, last, end))
@@ -155,8 +156,7 @@ class WriterSession(Writer):
             if isinstance(reply, wire.Listing)
             for _, stripe, index, version, _, first, last, end in reply.entries
             # Only fragments of the slab's placement count (a stray's are the rebuilder's).
-            if view.layout.slab_of(stripe) < len(meta.slabs)
-            and view.placement(stripe)[index][0] == node
+            if view.placement(stripe)[index][0] == node
         ]
         patches = await folding.listed(self, meta, 2)
         out = choose_kept(lac, meta.size, staged, view.layout.policy.k, patches)
@@ -249,7 +249,7 @@ class WriterSession(Writer):
             self.check_epoch(m)
             hit = [
                 (s, i)
-                for s, slab in enumerate(m.slabs)
+                for s, slab in m.slabs.items()
                 for i, (n, _) in enumerate(slab)
                 if n in nodes and (slabs is None or s in slabs.get(n, ()))
             ]
@@ -272,33 +272,35 @@ class WriterSession(Writer):
 
     # -- writing ----------------------------------------------------------------------
 
-    async def ensure_slabs(self, end: int) -> RegionMeta:
-        """Placements for every slab up to byte ``end`` (new ones fenced at our epoch)."""
+    async def ensure_slabs(self, offset: int, end: int) -> RegionMeta:
+        """Placements for the slabs of bytes [offset, end) (new ones fenced at our epoch)."""
         meta: RegionMeta = await self.host.regions.get(self.name)
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        want = layout.slabs_for(end)
-        if want <= len(meta.slabs):
+        want = range(offset // layout.slab_size, layout.slabs_for(end))
+        if all(s in meta.slabs for s in want):
             return meta
         async with self.growing:
-            # Writes in flight together grow the region once, not once each: placing
+            # Writes in flight together place a slab once, not once each: placing
             # reads every node's record from ZooKeeper.
             meta = await self.host.regions.get(self.name)
-            if want <= len(meta.slabs):
+            if all(s in meta.slabs for s in want):
                 return meta
-            return await self._grow(meta, want)
+            return await self._place(want)
 
-    async def _grow(self, meta: RegionMeta, want: int) -> RegionMeta:
-        first = len(meta.slabs)
+    async def _place(self, want: range) -> RegionMeta:
+        placed: dict[int, Placement] = {}
 
-        def grow(m: RegionMeta) -> RegionMeta | None:
+        def place(m: RegionMeta) -> RegionMeta | None:
             self.check_epoch(m)
-            if want <= len(m.slabs):
+            placed.clear()
+            placed.update(self.host.placements(m, want))
+            if not placed:
                 return None
-            m.slabs = m.slabs + self.host.placements(m, want)
+            m.slabs.update(placed)
             return m
 
-        new: RegionMeta = await self.host.regions.update(self.name, grow)
-        await self.fence(new, new.slabs[first:])
+        new: RegionMeta = await self.host.regions.update(self.name, place)
+        await self.fence(new, placed)
         return new
 
     async def publish_size(self, size: int, *, exact: bool = False) -> RegionMeta:
@@ -329,19 +331,20 @@ class WriterSession(Writer):
         n = memoryview(data).nbytes
         if ticket is not None:
             try:
-                view = self.host.regions.view(await self.ensure_slabs(offset + n))
+                view = self.host.regions.view(await self.ensure_slabs(offset, offset + n))
             except BaseException as exc:
                 self.finish(ticket.stamp, False, str(exc))
                 raise
             return await self.stage(view, offset, data, size, ticket=ticket)
         if n == 0:
             return self.version
-        meta = await self.ensure_slabs(offset + n)
+        meta = await self.ensure_slabs(offset, offset + n)
         view = self.host.regions.view(meta)
         sd = view.layout.stripe_data
         tail_end = -(-size // sd) * sd
-        if offset + n > size and offset >= tail_end > size:
-            # The stripe holding the old end may keep bytes of a longer past beyond it.
+        if offset + n > size and offset >= tail_end > size and view.placed(size // sd):
+            # The stripe holding the old end may keep bytes of a longer past beyond it
+            # (not in an unplaced slab: nothing was ever written there).
             await self.stage(view, size, bytes(tail_end - size), size)
         return await self.stage(view, offset, data, size)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -268,7 +268,7 @@ class Writer:
     def commit_targets(self, meta: RegionMeta, upto: int, everyone: bool = False) -> set[str]:
         """The nodes a commit round up to ``upto`` goes to: those of the region's placement
         sent a part of a write it covers (``everyone``: all of them)."""
-        placed = {n for slab in meta.slabs for n, _ in slab if n}
+        placed = {n for slab in meta.slabs.values() for n, _ in slab if n}
         self.told = max(self.told, upto)
         if everyone:
             return placed
@@ -348,4 +348,4 @@ class Host(Protocol):
 
     def live_nodes(self) -> dict[str, NodeInfo]: ...
 
-    def placements(self, meta: RegionMeta, slabs: int) -> list[Placement]: ...
+    def placements(self, meta: RegionMeta, slabs: Iterable[int]) -> dict[int, Placement]: ...

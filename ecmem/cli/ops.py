@@ -76,7 +76,7 @@ class _View:
         return [
             (m.name, slab, i)
             for m in self.metas.values()
-            for slab, placement in enumerate(m.slabs)
+            for slab, placement in m.slabs.items()
             for i, (n, _) in enumerate(placement)
             if n == node
         ]

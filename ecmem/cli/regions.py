@@ -122,7 +122,7 @@ def region_info(
     live = {k: v for k, v in nodes.items() if v.state == "up"}
     health = region_health(meta, live)
     placements: list[dict[str, Any]] = []
-    for slab, placement in enumerate(meta.slabs):
+    for slab, placement in sorted(meta.slabs.items()):
         frags = []
         for idx, (node_id, inc) in enumerate(placement):
             node = nodes.get(node_id)

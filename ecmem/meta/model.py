@@ -65,7 +65,10 @@ class RegionMeta:
     uid: int = -1  # numeric owner as a mount shows it (-1: the mounting user)
     gid: int = -1
     epoch: int = 0
-    slabs: list[Placement] = field(default_factory=list)
+    # Placements of the slabs placed so far, by slab number. A slab is placed when it
+    # is first written (a small region's at creation): an unplaced slab was never
+    # written, so a region's record grows with the slabs written, not its size.
+    slabs: dict[int, Placement] = field(default_factory=dict)
     # (first stripe, lowest valid version): fragments of those stripes written
     # before a truncation are stale and read as never written.
     floors: list[tuple[int, int]] = field(default_factory=list)
@@ -87,6 +90,10 @@ class RegionMeta:
     # (first, end, version): stripes first recorded by a write that may not be committed
     # yet; a recovery that drops that write takes them out of ``written`` again.
     pending: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.slabs, list):  # every slab from 0 placed, as a list
+            self.slabs = dict(enumerate(self.slabs))
 
     def hand_off(self, slab: int, index: int, holder: tuple[str, str], since: int) -> None:
         """Give a slot to a new holder that lacks the slab's older stripes; its copies
@@ -113,9 +120,10 @@ class RegionMeta:
         # small integers, so a region of thousands of slabs fits ZooKeeper's 1 MB limit.
         data = asdict(self)
         table: dict[tuple[str, str], int] = {}
-        data["slabs"] = [
-            [table.setdefault((n, i), len(table)) for n, i in slab] for slab in self.slabs
-        ]
+        data["slabs"] = {
+            str(s): [table.setdefault((n, i), len(table)) for n, i in self.slabs[s]]
+            for s in sorted(self.slabs)
+        }
         data["holders"] = [list(k) for k in table]
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
@@ -124,8 +132,10 @@ class RegionMeta:
         meta: RegionMeta = _from_dict(cls, raw, "region")
         try:
             holders = [(str(n), str(i)) for n, i in json.loads(raw).get("holders", [])]
-            stored: list[list[int]] = meta.slabs  # type: ignore[assignment]  # indexes on disk
-            meta.slabs = [[holders[int(j)] for j in slab] for slab in stored]
+            # Indexes into holders, by slab (a list, every slab from 0, in older records).
+            stored: Any = meta.slabs
+            pairs = stored.items() if isinstance(stored, dict) else enumerate(stored)
+            meta.slabs = {int(s): [holders[int(j)] for j in slab] for s, slab in pairs}
             meta.floors = [(int(s), int(v)) for s, v in meta.floors]
             meta.partial = [(int(s), int(i)) for s, i in meta.partial]
             meta.partial_since = [(int(s), int(i), int(v)) for s, i, v in meta.partial_since]

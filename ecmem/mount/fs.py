@@ -105,10 +105,12 @@ class RegionFS(NamespaceOps):
         if of is not None and of.file is not None:
             async with of.lock:
                 await self._sync(of)
-                await of.file.truncate(size)
-                if of.cache is not None:
-                    of.cache.truncated(size)
-            return
+                # The last handle may have closed while this waited for the lock.
+                if of.file is not None:
+                    await of.file.truncate(size)
+                    if of.cache is not None:
+                        of.cache.truncated(size)
+                    return
         try:
             await self.client.truncate(name, size)
         finally:

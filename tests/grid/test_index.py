@@ -82,7 +82,7 @@ def test_the_leader_keeps_the_region_side_of_health(store: MetadataStore) -> Non
     store.zk.create(store.paths.node("n1"), info.to_json(), ephemeral=True, makepath=True)
     store.zk.create(store.paths.registered("n1"), info.to_json(), makepath=True)
     meta = record("r", 1 << 16)
-    meta.slabs = [[("n1", "a"), ("gone", "a"), ("n1", "a")]]
+    meta.slabs = {0: [("n1", "a"), ("gone", "a"), ("n1", "a")]}
     store.create_region(meta)
     store.create_region(record("empty"))
     index = RegionIndex(store.zk, store.paths)
@@ -140,7 +140,7 @@ def test_status_at_scale_reads_the_leaders_summary_while_it_is_fresh(
     from ecmem.meta import listing
 
     meta = record("r", 1 << 16)
-    meta.slabs = [[("n1", "a"), ("gone", "a"), ("n1", "a")]]
+    meta.slabs = {0: [("n1", "a"), ("gone", "a"), ("n1", "a")]}
     store.create_region(meta)
     records = Records(store.zk, store.paths)
     nodes = {"n1": NodeInfo("n1", "h:1", 1 << 30, incarnation="a")}

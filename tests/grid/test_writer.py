@@ -106,7 +106,7 @@ async def test_a_node_that_misses_a_commit_leaves_only_the_slabs_it_was_written_
     old = stripe(-1) * 3
     await c.pwrite("r", 0, old)
     victim = grid.holders(meta, 1)[2]
-    slot = {s: [n for n, _ in p].index(victim.id) for s, p in enumerate(meta.slabs)}
+    slot = {s: [n for n, _ in p].index(victim.id) for s, p in meta.slabs.items()}
     victim.set(BROKEN, wire.Commit)
     new = stripe(-2)
     await c.pwrite("r", sd, new)  # slab 1 only: the other five committed it
@@ -150,10 +150,10 @@ async def test_a_write_committed_in_one_slab_only_never_reads_torn(grid: Grid) -
     holders = {n: inc for n, inc in ((x.id, x.info.incarnation) for x in grid.nodes.values())}
 
     def apart(m: RegionMeta) -> RegionMeta:
-        m.slabs = [
-            [(f"n{i}", holders[f"n{i}"]) for i in range(1, 7)],
-            [(f"n{i}", holders[f"n{i}"]) for i in range(7, 13)],
-        ]
+        m.slabs = {
+            0: [(f"n{i}", holders[f"n{i}"]) for i in range(1, 7)],
+            1: [(f"n{i}", holders[f"n{i}"]) for i in range(7, 13)],
+        }
         m.epoch = 1
         return m
 

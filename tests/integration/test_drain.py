@@ -78,7 +78,7 @@ def test_drain_moves_everything_off_while_reads_go_on(cluster7: TestCluster) -> 
     with c.client() as cl:
         for name, data in contents.items():
             meta = cl.region_meta(name)
-            for slab in meta.slabs:
+            for slab in meta.slabs.values():
                 holders = [n for n, _ in slab]
                 assert victim not in holders and all(holders)
                 assert len(set(holders)) == len(holders)

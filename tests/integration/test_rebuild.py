@@ -62,7 +62,7 @@ def test_lost_node_is_rebuilt_then_two_more_can_die(cluster7: TestCluster) -> No
     assert after["nodes"]["up"] == 6
     with c.client() as cl:
         meta = cl.region_meta("big")
-        for slab in meta.slabs:
+        for slab in meta.slabs.values():
             assert victim not in [n for n, _ in slab]
             assert all(n for n, _ in slab)
         assert not meta.partial
@@ -139,7 +139,7 @@ def test_leader_killed_mid_rebuild_another_finishes(cluster7: TestCluster) -> No
         assert leader_pid(c) == spare
         with c.client() as cl:
             meta = cl.region_meta("big")
-            assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
+            assert all(n and n != victim for slab in meta.slabs.values() for n, _ in slab)
             survivors = [n for n in region_nodes(cl, "big", 5)]
         c.kill(*survivors[:2])
         with c.client() as cl:
@@ -180,7 +180,7 @@ def _rebuild_cli_killed_and_rerun(c: TestCluster) -> None:
     assert json.loads(again.stdout)["slots_left"] == 0
     with c.client() as cl:
         meta = cl.region_meta("r")
-        assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
+        assert all(n and n != victim for slab in meta.slabs.values() for n, _ in slab)
         assert cl.pread("r", 0, len(data)) == data
     assert c.cli("rebuild", "--node", "node-99").returncode == 2
 
@@ -206,7 +206,7 @@ def test_rebuild_of_a_node_just_killed_waits_for_its_session_and_runs(
         assert json.loads(out.stdout)["slots_left"] == 0
         with c.client() as cl:
             meta = cl.region_meta("r")
-            assert all(n and n != victim for slab in meta.slabs for n, _ in slab)
+            assert all(n and n != victim for slab in meta.slabs.values() for n, _ in slab)
             assert cl.pread("r", 0, len(data)) == data
     finally:
         c.down()
@@ -236,7 +236,7 @@ def test_node_back_after_grace_never_serves_stale_fragments(
         assert not c.fragments(victim, rid), "stale fragments were not discarded"
         others = [n for n in c.node_ids if n != victim]
         with c.client() as cl:
-            assert victim not in {n for slab in cl.region_meta("r").slabs for n, _ in slab}
+            assert victim not in {n for slab in cl.region_meta("r").slabs.values() for n, _ in slab}
             c.kill(*[n for n in region_nodes(cl, "r") if n in others][:2])
             assert cl.pread("r", 0, len(new)) == new
     finally:

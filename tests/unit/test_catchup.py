@@ -13,7 +13,7 @@ SD = 4 * 4096  # stripe data of ec:4+2 with 4 KiB chunks
 def region(written: list[tuple[int, int]], lost: list[tuple[int, int]], stripes: int) -> RegionMeta:
     m = RegionMeta("r", "0" * 16, "ec:4+2", stripes * SD, 4096, 8)
     m.written, m.lost = written, lost
-    m.slabs = [[(f"n{i}", "x") for i in range(6)] for _ in range(-(-stripes // 8))]
+    m.slabs = {s: [(f"n{i}", "x") for i in range(6)] for s in range(-(-stripes // 8))}
     return m
 
 

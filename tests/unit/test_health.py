@@ -55,7 +55,7 @@ def test_nearfull() -> None:
 
 def test_region_record_roundtrip_and_size() -> None:
     meta = region(16384)  # a 1 TiB-class region: 16384 slabs
-    meta.slabs = [[(f"n{(s + i) % 9}", "inc" * 5) for i in range(6)] for s in range(16384)]
+    meta.slabs = {s: [(f"n{(s + i) % 9}", "inc" * 5) for i in range(6)] for s in range(16384)}
     meta.floors = [(3, 7)]
     raw = meta.to_json()
     assert len(raw) < 512 * 1024, "must fit ZooKeeper's 1 MB znode limit with room to spare"
