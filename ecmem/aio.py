@@ -361,6 +361,8 @@ class AsyncClient:
             w = await self.writer(name)
             end = meta.size
             if all(off + d.nbytes <= meta.size for off, d in items):
+                for off, d in items:  # a slab that cannot be placed fails before a version
+                    meta = await w.ensure_slabs(off, off + d.nbytes)
                 # Overwrites: they queue by stripe here and stage side by side below.
                 tickets = [(w.enqueue(meta, off, d.nbytes), off, d) for off, d in items]
             else:

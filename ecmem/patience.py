@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from . import extents
 from .errors import DataLostError, DataUnavailableError
+from .layout import Layout
+from .meta.model import RegionMeta
 
 T = TypeVar("T")
 
@@ -107,8 +109,13 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
 
     async def attempt(tries: int) -> int:
         meta = metas[-1] if tries == 0 else await c.regions.get(name, fresh=True)
-        metas[:] = [meta]
         n = max(0, min(len(out), (meta.size if size is None else size) - offset))
+        if tries == 0 and n and unplaced(meta, n):
+            # Our watch may be late with a slab another writer placed: zeros only if
+            # the record says so as it is now.
+            meta = await c.regions.get(name, fresh=True)
+            n = max(0, min(len(out), (meta.size if size is None else size) - offset))
+        metas[:] = [meta]
         try:
             if n:
                 await c.io.read_into(c.view(meta), offset, out[:n])
@@ -117,6 +124,10 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
                 await c.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")
             raise
         return n
+
+    def unplaced(meta: RegionMeta, n: int) -> bool:
+        slab = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).slab_size
+        return any(s not in meta.slabs for s in range(offset // slab, -(-(offset + n) // slab)))
 
     async def moved() -> bool:  # our watch may be late: the placement as it is now
         now = await c.regions.get(name, fresh=True)

@@ -105,7 +105,7 @@ class ReadPath:
         """Fill ``out`` (``length`` bytes) with bytes [start, start+length) of a stripe:
         of its committed version, or of version ``want``. Returns the version read and
         its write's extent."""
-        if not view.placed(stripe) and not view.is_written(stripe):
+        if view.unplaced_hole(stripe, want):
             out[:length] = bytes(length)  # a hole in a slab never written: nothing to ask
             return (0, 0, 0)
         ranges = list(view.layout.data_ranges(stripe, start, length))

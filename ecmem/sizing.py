@@ -31,8 +31,7 @@ async def resize(self: WriterSession, meta: RegionMeta, size: int) -> None:
         return
     # Overwrites claimed stripes under the region's lock and may not have begun yet:
     # wait for those of the stripes being cut, and keep new ones out, until it is done.
-    first_cut, last = size // sd, max(0, layout.stripes_for(meta.size) - 1)
-    ticket = await self.stripes.claim(first_cut, last)
+    ticket = await self.stripes.claim_from(size // sd)
     try:
         await _shrink(self, layout, size)
     finally:

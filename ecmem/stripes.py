@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from . import checksum, extents, wire
 from .errors import (
+    DataUnavailableError,
     Fenced,
     NoSpaceError,
     RemoteError,
@@ -79,6 +80,21 @@ class RegionView:
 
     def placed(self, stripe: int) -> bool:
         return self.layout.slab_of(stripe) in self.slabs
+
+    def unplaced_hole(self, stripe: int, want: int = 0) -> bool:
+        """Is the stripe a hole of a slab never written (zeros, no node to ask)? With
+        ``want`` (a write seen elsewhere covered it) this record predates that write's
+        placement: unavailable until the record is read again."""
+        if self.placed(stripe) or self.is_written(stripe):
+            return False
+        if want:
+            why = f"slab not placed in this reader's record, yet version {want} covers it"
+            pol = self.layout.policy
+            missing = dict.fromkeys(range(pol.width), why)
+            raise DataUnavailableError(
+                self.name, self.layout.slab_of(stripe), stripe, missing, pol.k
+            )
+        return True
 
     def placement(self, stripe: int) -> Placement:
         """The stripe's slab's holders; every slot vacant if the slab is unplaced (reads

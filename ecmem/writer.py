@@ -285,23 +285,22 @@ class WriterSession(Writer):
             meta = await self.host.regions.get(self.name)
             if all(s in meta.slabs for s in want):
                 return meta
-            return await self._place(want)
+            return await self._place(meta, want)
 
-    async def _place(self, want: range) -> RegionMeta:
-        placed: dict[int, Placement] = {}
+    async def _place(self, meta: RegionMeta, want: range) -> RegionMeta:
+        # Fenced at our epoch before the record names them: no writer that learns of
+        # the placement (an older one by its watch, say) finds them unfenced.
+        chosen = await self.host.call(self.host.placements, meta, want)
+        await self.fence(meta, chosen)
 
         def place(m: RegionMeta) -> RegionMeta | None:
             self.check_epoch(m)
-            placed.clear()
-            placed.update(self.host.placements(m, want))
-            if not placed:
-                return None
-            m.slabs.update(placed)
-            return m
+            new = {s: p for s, p in chosen.items() if s not in m.slabs}
+            m.slabs.update(new)
+            return m if new else None
 
-        new: RegionMeta = await self.host.regions.update(self.name, place)
-        await self.fence(new, placed)
-        return new
+        placed: RegionMeta = await self.host.regions.update(self.name, place)
+        return placed
 
     async def publish_size(self, size: int, *, exact: bool = False) -> RegionMeta:
         """Record a new size (grow only, unless ``exact``) and the modification time."""

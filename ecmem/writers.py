@@ -46,9 +46,13 @@ class StripeLocks:
 
     def __init__(self) -> None:
         self._tail: dict[int, asyncio.Future[None]] = {}
+        # Claims of every stripe from a first one on (a truncation's): by claim, that
+        # stripe. A sparse region's end may lie 2**40 stripes past its last write.
+        self._cuts: dict[asyncio.Future[None], int] = {}
 
     def enqueue(self, first: int, last: int) -> Ticket:
         before = {self._tail[s] for s in range(first, last + 1) if s in self._tail}
+        before |= {f for f, cut in self._cuts.items() if last >= cut}
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for stripe in range(first, last + 1):
             self._tail[stripe] = mine
@@ -56,16 +60,26 @@ class StripeLocks:
 
     def busy(self, stripe: int) -> bool:
         """Is a write of this stripe queued or under way?"""
-        return stripe in self._tail
+        return stripe in self._tail or any(stripe >= cut for cut in self._cuts.values())
 
     def forget(self, first: int, last: int, mine: asyncio.Future[None]) -> None:
         """No write queues behind ``mine`` on these stripes any more."""
+        self._cuts.pop(mine, None)
         for stripe in range(first, last + 1):
             if self._tail.get(stripe) is mine:
                 del self._tail[stripe]
 
     async def claim(self, first: int, last: int) -> Ticket:
         ticket = self.enqueue(first, last)
+        await ticket.ready()
+        return ticket
+
+    async def claim_from(self, first: int) -> Ticket:
+        """Every stripe from ``first`` on, once the writes queued on them are done."""
+        before = {f for s, f in self._tail.items() if s >= first} | set(self._cuts)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cuts[mine] = first
+        ticket = Ticket(self, first, first - 1, before, mine)
         await ticket.ready()
         return ticket
 

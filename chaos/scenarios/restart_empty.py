@@ -130,7 +130,7 @@ def restart_empty(c: Target, seed: int, mib: int, report: RunReport) -> None:
             if not lost_expected <= failed:
                 report.fail(f"{kind}: every block of {sorted(lost_expected - failed)} read back")
             t = time.monotonic()
-            while not lost_expected <= set(_lost(c)):
+            while not lost_expected <= set(_lost(c)) and not wrong:
                 if time.monotonic() - t > REPORT_BOUND:
                     report.fail(
                         f"{kind}: loss of {sorted(lost_expected - set(_lost(c)))} not recorded "
@@ -147,7 +147,9 @@ def restart_empty(c: Target, seed: int, mib: int, report: RunReport) -> None:
         if left:
             report.fail(f"removed regions still reported lost: {sorted(left)}")
         healthy_within(c, report, 120, f"after round {r} ({kind}) was cleaned up")
+        if report.problems:
+            break  # the run has failed: the rounds left would only say so again
     report.numbers.update(
-        rounds=len(rounds), blocks=blocks, wrong_blocks=wrong_total, seconds=time.monotonic() - t0
+        rounds=r + 1, blocks=blocks, wrong_blocks=wrong_total, seconds=time.monotonic() - t0
     )
     report.passed = not report.problems

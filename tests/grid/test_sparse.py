@@ -98,3 +98,49 @@ async def test_a_write_where_no_node_has_room_fails_clearly_and_loses_nothing(
     with pytest.raises(ecmem.ClusterFullError, match="free space|start more nodes"):
         await c.pwrite("f", 100 * GiB, b"x" * 4096)
     assert await c.pread("f", 0, 4) == b"kept"
+
+
+async def test_cutting_a_pebibyte_region_short_is_quick(grid: Grid) -> None:
+    """A truncation waits for writes of the stripes it cuts: by range, not stripe by
+    stripe (2**38 of them here)."""
+    c = await grid.client()
+    await c.create_region("cut", 0, "ec:4+2")
+    await c.pwrite("cut", 0, b"head")
+    await c.pwrite("cut", PiB, b"tail")
+    await asyncio.wait_for(c.truncate("cut", 2), timeout=30)
+    assert (await c.region_meta("cut")).size == 2
+    await c.truncate("cut", PiB + 4)
+    assert await c.pread("cut", 0, 4) == b"he\0\0"
+    assert await c.pread("cut", PiB, 4) == bytes(4)
+
+
+async def test_an_overwrite_that_finds_no_room_fails_alone(grid: Grid) -> None:
+    """Within the size but in an unplaced slab, with every node full: the call fails,
+    the writer does not (it took no version)."""
+    c = await grid.client()
+    await c.create_region("o", 0, "ec:4+2")
+    await c.pwrite("o", 0, b"kept")
+    await c.truncate("o", TiB)
+    regs = [Registration(grid._zk, grid.cluster, n.info) for n in grid.nodes.values()]
+    for reg in regs:
+        await asyncio.to_thread(reg.refresh, reg.info.capacity)
+    with pytest.raises(ecmem.ClusterFullError):
+        await c.pwrite("o", TiB // 2, b"x" * 4096)
+    for reg in regs:
+        await asyncio.to_thread(reg.refresh, 0)
+    await c.pwrite("o", 4, b"more")  # not Fenced: the same writer goes on
+    await c.pwrite("o", TiB // 2, b"y" * 4096)
+    assert await c.pread("o", 0, 8) == b"keptmore"
+    assert await c.pread("o", TiB // 2, 4096) == b"y" * 4096
+
+
+async def test_a_reader_whose_record_is_late_reads_a_new_slab_not_zeros(grid: Grid) -> None:
+    writer, reader = await grid.client(), await grid.client()
+    await writer.create_region("late", 0, "ec:4+2")
+    await writer.truncate("late", TiB)
+    old = await reader.region_meta("late")
+    data = os.urandom(8192)
+    await writer.pwrite("late", TiB // 4, data)
+    reader.regions._regions["late"] = (old, 0)  # as if its watch had not fired yet
+    assert not (await reader.regions.get("late")).slabs
+    assert await reader.pread("late", TiB // 4, 8192) == data

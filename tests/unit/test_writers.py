@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ecmem.errors import Fenced, ProtocolError
-from ecmem.writers import State, Writer
+from ecmem.writers import State, StripeLocks, Writer
 
 E = 3  # epoch
 
@@ -94,3 +96,27 @@ def test_a_node_that_missed_a_commit_left_the_slabs_of_the_writes_it_staged() ->
     assert w.uncommitted_on("n2", w.version - 1, 4) == set()
     w.spans.clear()  # stripes unknown: every slab
     assert w.uncommitted_on("n1", w.version, 4) is None
+
+
+def test_a_claim_from_a_stripe_on_waits_for_writes_there_and_holds_back_later_ones() -> None:
+    async def run() -> None:
+        locks = StripeLocks()
+        below, above = locks.enqueue(2, 3), locks.enqueue(10, 12)
+        cut = asyncio.ensure_future(locks.claim_from(5))
+        await asyncio.sleep(0)
+        assert not cut.done()  # the write of stripes 10-12 is under way
+        above.release()
+        ticket = await asyncio.wait_for(cut, 1)
+        assert locks.busy(1 << 40) and not locks.busy(4)
+        later, low = locks.enqueue(1 << 40, 1 << 40), locks.enqueue(4, 4)
+        await asyncio.wait_for(low.ready(), 1)  # below the cut: goes at once
+        waiting = asyncio.ensure_future(later.ready())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        ticket.release()
+        await asyncio.wait_for(waiting, 1)
+        for t in (below, later, low):
+            t.release()
+        assert not locks.busy(1 << 40)
+
+    asyncio.run(run())
