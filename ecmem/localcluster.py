@@ -23,7 +23,7 @@ from ecmem.meta.catalog import MetadataStore, connect_zk
 from ecmem.meta.records import Records
 
 from .errors import ClusterError, ConfigError
-from .localprocs import alive, launch_zookeeper, stop, zk_ok
+from .localprocs import alive, launch_zookeeper, stop, stop_all, zk_ok
 from .units import format_size, parse_size
 
 log = logging.getLogger(__name__)
@@ -377,12 +377,11 @@ class LocalCluster:
         the nodes' disk mirrors (if they have them) stay for a later ``up``; without,
         the state directory's cluster is forgotten."""
         state = self.load()
-        stopped: list[str] = []
-        for node in state.nodes.values():
-            if stop(node.pid, node.marker):
-                stopped.append(node.id)
-        if stop(state.coordinator_pid, f"coordinator --zk {state.zk}"):
-            stopped.append("coordinator")
+        # Nodes and the coordinator at once; ZooKeeper last, as they leave it.
+        procs = {n.id: (n.pid, n.marker) for n in state.nodes.values()}
+        procs["coordinator"] = (state.coordinator_pid, f"coordinator --zk {state.zk}")
+        gone = set(stop_all(list(procs.values())))
+        stopped = [name for name, (pid, _) in procs.items() if pid in gone]
         if not state.external_zk and stop(state.zk_pid, self.zk_marker):
             stopped.append("zookeeper")
         if not keep_data:

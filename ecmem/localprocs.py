@@ -3,6 +3,7 @@ starting a ZooKeeper server that answers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -61,19 +62,28 @@ def alive(pid: int, marker: str) -> bool:
 
 
 def stop(pid: int, marker: str, grace: float = 5.0) -> bool:
-    if not alive(pid, marker):
-        return False
-    try:
-        proc = psutil.Process(pid)
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except psutil.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace)
-    except psutil.NoSuchProcess:
-        pass
-    return True
+    return bool(stop_all([(pid, marker)], grace))
+
+
+def stop_all(procs: list[tuple[int, str]], grace: float = 5.0) -> list[int]:
+    """SIGTERM each of ``procs`` (pid, marker) that is alive and ours, all at once (each
+    takes a second or two to shut down), SIGKILL those still up after ``grace`` s;
+    returns the pids stopped."""
+    mine: list[psutil.Process] = []
+    for pid, marker in procs:
+        if alive(pid, marker):
+            try:
+                p = psutil.Process(pid)
+                p.terminate()
+                mine.append(p)
+            except psutil.NoSuchProcess:
+                pass
+    _, left = psutil.wait_procs(mine, timeout=grace)
+    for p in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(left, timeout=grace)
+    return [p.pid for p in mine]
 
 
 def tail(log: Path, start: int) -> str:
