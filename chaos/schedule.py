@@ -39,8 +39,12 @@ def generate(
     kinds: Sequence[str] = TAKES_DOWN,
     every: float = 2.0,
     longest: float = 4.0,
+    heal: float = 0.0,
 ) -> list[Fault]:
-    """Faults at random moments about ``every`` seconds apart over ``seconds``."""
+    """Faults at random moments about ``every`` seconds apart over ``seconds``. A host
+    killed (its memory lost) counts as out for ``heal`` seconds more after its restart:
+    its fragments are gone until they are rebuilt, so another kill meanwhile would take
+    more than ``max_down`` hosts' data at once."""
     if not hosts:
         raise ValueError("a schedule needs at least one host")
     rng = random.Random(seed)
@@ -51,7 +55,11 @@ def generate(
         if kind == CORRUPT:
             out.append(Fault(t, kind, rng.choice(list(hosts)), 0.0))
         else:
-            busy = {f.host for f in out if f.kind in TAKES_DOWN and f.at <= t < f.until}
+            busy = {
+                f.host
+                for f in out
+                if f.kind in TAKES_DOWN and f.at <= t < f.until + (heal if f.kind == KILL else 0)
+            }
             if len(busy) < max_down:
                 host = rng.choice([h for h in hosts if h not in busy] or list(hosts))
                 if host not in busy:

@@ -66,7 +66,7 @@ def stale_writer(c: Target, seed: int, mib: int, report: RunReport) -> None:
         report.faults[-1] = Fault(paused - t0, "pause", "writer-a", time.time() - paused)
         os.kill(proc.pid, signal.SIGCONT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=6)  # a fenced writer stops within a second or two
         except subprocess.TimeoutExpired:
             report.fail("writer A kept going after being fenced: it never got an error")
             proc.kill()

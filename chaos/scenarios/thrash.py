@@ -29,6 +29,8 @@ from .common import (
     undo_fault,
 )
 
+HEAL = 10.0  # seconds a killed host's data is given to be rebuilt before it counts as back
+
 
 def thrash(c: Target, seed: int, mib: int, report: RunReport) -> None:
     """Scenario 3: kill, restart and pause storage hosts (at most M out at once), the
@@ -80,7 +82,9 @@ def registers(
     from ..schedule import PAUSE, generate
 
     seconds = max(20.0, min(600.0, mib / 4))
-    schedule = generate(seed, c.node_hosts, seconds, max_down=2, kinds=[KILL, PAUSE])
+    # A killed host restarts empty: it stays lost (and counts against M) for HEAL s
+    # while its fragments are rebuilt.
+    schedule = generate(seed, c.node_hosts, seconds, max_down=2, kinds=[KILL, PAUSE], heal=HEAL)
     # The control plane too: the coordinator and one ZooKeeper server at a time (the
     # ensemble keeps its quorum), killed and restarted or paused.
     if c.control_hosts:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 WRITER = Path(__file__).with_name("crash_writer.py")
 # make test runs a sample (keeping it under 20 minutes); make chaos runs 500 and 50.
 RUNS = int(os.environ.get("ECMEM_CRASH_RUNS", "8"))  # make chaos: 500
-KILL_RUNS = int(os.environ.get("ECMEM_CRASH_KILL_RUNS", "4"))
+KILL_RUNS = int(os.environ.get("ECMEM_CRASH_KILL_RUNS", "3"))
 
 
 def _acks(proc: subprocess.Popen[str], acked: int, until: float) -> int:

@@ -15,8 +15,8 @@ from tests.integration.test_mount import Mount, fuse_missing
 
 pytestmark = pytest.mark.integration
 SIZES = {  # MiB written per job: small blocks cost a FUSE call each, so less in make test
-    "1m": int(os.environ.get("ECMEM_FIO_MIB", "128")),
-    "4k": int(os.environ.get("ECMEM_FIO_MIB", "8")),
+    "1m": int(os.environ.get("ECMEM_FIO_MIB", "64")),
+    "4k": int(os.environ.get("ECMEM_FIO_MIB", "4")),
 }
 
 

@@ -19,7 +19,7 @@ from tests.integration.test_mount import Mount, fuse_missing
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
-BIG = int(os.environ.get("ECMEM_MOUNT_BIG_MIB", "512")) * MiB  # make fio: 1 GiB
+BIG = int(os.environ.get("ECMEM_MOUNT_BIG_MIB", "256")) * MiB  # make fio: 1 GiB
 
 
 @pytest.fixture()

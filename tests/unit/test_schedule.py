@@ -28,3 +28,16 @@ def test_most_down_counts_overlaps() -> None:
     assert most_down(faults) == 2
     assert most_down([Fault(0, CORRUPT, "a", 0)]) == 0
     assert set(TAKES_DOWN) == {"kill", "pause", "isolate"}
+
+
+@given(st.integers(0, 2**32), st.integers(1, 3), st.floats(0, 20))
+def test_a_killed_host_counts_as_out_until_healed(seed: int, max_down: int, heal: float) -> None:
+    """With ``heal``, killed hosts count as out that much longer (their data is being
+    rebuilt): never more than max_down hosts out or unhealed at once."""
+    faults = generate(seed, HOSTS, 120, max_down, [KILL, PAUSE], heal=heal)
+    stretched = [
+        Fault(f.at, f.kind, f.host, f.duration + (heal if f.kind == KILL else 0)) for f in faults
+    ]
+    assert most_down(stretched) <= max_down
+    if heal >= 10:
+        assert len(faults) <= len(generate(seed, HOSTS, 120, max_down, [KILL, PAUSE]))
