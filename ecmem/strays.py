@@ -1,4 +1,4 @@
-"""Fragments off a stripe's placement, for a read that found fewer than k on it.
+"""Fragments off their slots, for a read that found fewer than k on a stripe's placement.
 
 A node that missed a write or a commit leaves its slot (a handoff takes it, or it stays
 vacant until rebuilt), yet keeps what it held; the slot's new holder lacks the slab's
@@ -46,9 +46,11 @@ async def find(
     pool: ConnectionPool, view: RegionView, stripe: int, want: int, indexes: list[int]
 ) -> Found:
     """Fragments ``indexes`` of a stripe (of version ``want``, or each node's committed
-    one if 0) held by live nodes off its placement, as encoded (no page patches laid)."""
-    placed = {n for n, _ in view.placement(stripe) if n}
-    others = sorted(n for n in pool.members() if n not in placed and not pool.is_suspect(n))
+    one if 0) held by live nodes off their slots, as encoded (no page patches laid). A
+    placed node is asked for the other slots' fragments: it may have held one of them
+    before it left that slot and was given this one."""
+    placement = view.placement(stripe)
+    live = sorted(n for n in pool.members() if not pool.is_suspect(n))
     size = view.layout.fragment_size
 
     async def ask(node: str, index: int) -> tuple[int, Got | None]:
@@ -60,7 +62,9 @@ async def find(
         return index, judge(view, stripe, want, reply)
 
     found: Found = {}
-    answers = await asyncio.gather(*(ask(n, i) for n in others for i in indexes))
+    answers = await asyncio.gather(
+        *(ask(n, i) for i in indexes for n in live if n != placement[i][0])
+    )
     for index, got in answers:
         if got is not None:
             found.setdefault(got.version, {})[index] = got

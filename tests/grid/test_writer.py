@@ -367,6 +367,36 @@ async def test_a_read_finds_a_fragment_its_slot_handed_off_on_the_former_holder(
     assert await reader.pread("r", 0, 2 * sd) == data
 
 
+async def test_a_read_finds_a_fragment_on_a_node_that_holds_another_slot_now(
+    grid: Grid,
+) -> None:
+    """Slot 0 went to a newcomer, and its former holder A was given slot 3 later (its
+    holder had left): A is on the placement, for another slot, with fragment 0 still
+    in memory. With two nodes out the placement has 3 of 4 fragments needed; the
+    read asks A for fragment 0 too."""
+    new = await grid.add("n7")
+    c = await grid.client()
+    meta = await make_region(c, "r", 2)
+    sd = 4 * CHUNK
+    data = stripe(-1) + stripe(-1)
+    await c.pwrite("r", 0, data)
+    await c.release("r")
+    meta = await c.region_meta("r")
+    placed = [n for n, _ in meta.slabs[0]]
+    a = grid.nodes[placed[0]]
+
+    def shuffle(m: RegionMeta) -> RegionMeta:
+        m.hand_off(0, 0, (new.id, new.info.incarnation), E2)
+        m.hand_off(0, 3, (a.id, a.info.incarnation), E2)
+        return m
+
+    await c.regions.update("r", shuffle)
+    for n in (placed[1], placed[3]):
+        await grid.stop(n)
+    reader = await grid.client()
+    assert await reader.pread("r", 0, 2 * sd) == data
+
+
 async def test_a_writer_catches_a_handed_off_slot_up_and_settles_it(grid: Grid) -> None:
     """A holder fails a write and its slot goes to a spare, which lacks the slab's older
     stripes. The writer, which never gives its lease to the rebuilder, folds them onto
