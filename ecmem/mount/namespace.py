@@ -4,7 +4,9 @@ its lease) until the last close, in the trash if it was replaced."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import logging
 import time
 
@@ -16,6 +18,10 @@ from ecmem.meta.model import DirMeta, RegionMeta
 from .base import FSBase, OpenFile
 from .errno_map import fuse_errors
 from .tree import children
+
+# The coordinator's rebuilder holds a region's write lease while it repairs its slabs:
+# a rename waits that long for it, then says EBUSY.
+REBUILDER_WAIT = 30.0
 
 log = logging.getLogger("ecmem.mount")
 
@@ -130,13 +136,13 @@ class NamespaceOps(FSBase):
     async def _rename_file(self, old: str, new: str, src: RegionMeta) -> None:
         target = self._region(new)
         of = self._open_region(src.id)
-        if await self._zk(self._lease_holder, src.name) and (of is None or of.file is None):
+        if await self._writer_elsewhere(src.name) and (of is None or of.file is None):
             log.info("rename %s: region %s is open for writing elsewhere", old, src.name)
             raise pyfuse3.FUSEError(errno.EBUSY)
         dst = await self._kind(new)
         victim = self._open_region(dst.id) if isinstance(dst, RegionMeta) else None
         if isinstance(dst, RegionMeta) and (victim is None or victim.file is None):
-            if await self._zk(self._lease_holder, target):
+            if await self._writer_elsewhere(target):
                 log.info("rename over %s: it is open for writing elsewhere", new)
                 raise pyfuse3.FUSEError(errno.EBUSY)
         if victim is not None and victim.file is not None:
@@ -185,11 +191,27 @@ class NamespaceOps(FSBase):
                 if of.file is not None:
                     of.file.name = of.name
 
-    def _lease_holder(self, name: str) -> str:
+    async def _writer_elsewhere(self, name: str) -> str:
+        """Who else holds the region's write lease ("" if none). The rebuilder holds it
+        only while it repairs the region's slabs: that is waited out, not EBUSY."""
+        deadline = time.monotonic() + REBUILDER_WAIT
+        while True:
+            got: tuple[str, bool] = await self._zk(self._lease_holder, name)
+            holder, rebuilding = got
+            if not rebuilding or time.monotonic() > deadline:
+                return holder
+            await asyncio.sleep(0.2)
+
+    def _lease_holder(self, name: str) -> tuple[str, bool]:
+        """The lease's holder ("" if none, or this mount), and whether it rebuilds."""
         try:
             raw, st = self.md.zk.get(self.md.paths.lease(name))
         except Exception:
-            return ""
+            return "", False
         if st.ephemeralOwner == self.md.zk.client_id[0]:
-            return ""
-        return str(raw.decode(errors="replace"))
+            return "", False
+        try:
+            info = json.loads(raw)
+            return str(info.get("holder", "")) or "?", bool(info.get("rebuild"))
+        except (ValueError, AttributeError):
+            return raw.decode(errors="replace") or "?", False

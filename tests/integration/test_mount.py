@@ -10,12 +10,14 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ecmem.meta import lease
 from tests.harness import TestCluster
 
 pytestmark = pytest.mark.integration
@@ -248,6 +250,25 @@ def test_lease_held_elsewhere_is_ebusy(mnt: Mount, cluster: TestCluster) -> None
     with open(mnt / "busy.bin", "r+b") as f:  # lease given back: writable again
         f.write(b"c")
     (mnt / "busy.bin").unlink()
+
+
+def test_rename_waits_for_the_rebuilder_not_for_a_writer(mnt: Mount, cluster: TestCluster) -> None:
+    """The rebuilder holds a closed file's lease while it repairs it: a rename (a
+    checkpoint's tmp -> final) waits for it; a writer elsewhere still gives EBUSY."""
+    (mnt / "ckpt.tmp").write_bytes(b"state")
+    with cluster.meta() as md:
+        rebuilder = {"holder": "rebuilder test", "rebuild": True}
+        lease.acquire(md.zk, md.paths, "ckpt.tmp", rebuilder, None)
+        threading.Timer(1.5, lease.release, (md.zk, md.paths, "ckpt.tmp")).start()
+        t = time.monotonic()
+        os.rename(mnt / "ckpt.tmp", mnt / "ckpt")
+        assert time.monotonic() - t >= 1.0, "the rename did not wait for the lease"
+    assert (mnt / "ckpt").read_bytes() == b"state"
+    with cluster.client() as cl, cl.open("ckpt", "r+b"):
+        with pytest.raises(OSError) as err:
+            os.rename(mnt / "ckpt", mnt / "ckpt.old")
+        assert err.value.errno == errno.EBUSY
+    (mnt / "ckpt").unlink()
 
 
 def test_second_mount_sees_closed_and_fsynced_writes(
