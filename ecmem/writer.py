@@ -234,6 +234,12 @@ class WriterSession(Writer):
         await self.wait_ready(target)
         if self.committed >= target:
             return
+        # An earlier write past the recorded size (another caller's, its size not yet
+        # published) would hold the round below ``target``: it is staged, so record
+        # its size now rather than return before ``target`` is committed.
+        grown = [end for v, end in self.unpublished.items() if v <= target]
+        if grown:
+            await self.publish_size(max(grown))
         async with self.committing:
             # Group commit: callers that queued behind a round find their writes in it.
             if self.committed >= target:

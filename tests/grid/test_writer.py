@@ -465,3 +465,35 @@ async def test_a_reader_whose_watch_is_late_reads_by_the_placement_as_it_is_now(
     for n in (meta.slabs[0][0][0], meta.slabs[0][2][0]):
         await grid.stop(n)
     assert await reader.pread("r", 0, sd) == stripe(2)
+
+
+async def test_an_overwrite_returns_committed_while_a_growing_write_waits_for_its_size(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write A grows the region, and its caller is slow to record the new size; write B,
+    an overwrite begun after A, must still return only once committed (seen by a reader
+    that starts after), not after a round that stopped short at A."""
+    c = await grid.client()
+    meta = await make_region(c, "r", 2)
+    sd = 4 * CHUNK
+    await c.pwrite("r", 0, stripe(1))
+    slow = c.publish_size
+
+    async def publish_late(name: str, size: int, *, exact: bool = False) -> RegionMeta:
+        await asyncio.sleep(3)
+        return await slow(name, size, exact=exact)
+
+    monkeypatch.setattr(c, "publish_size", publish_late)
+    grows = asyncio.ensure_future(c.pwrite("r", 2 * sd, stripe(2)))
+    w = c.writer_of("r")
+    for _ in range(200):
+        if w.unpublished:
+            break
+        await asyncio.sleep(0.01)
+    assert w.unpublished, "the growing write never got staged"
+    await c.pwrite("r", 0, stripe(3))
+    reader = await grid.client()
+    assert await reader.pread("r", 0, sd) == stripe(3)
+    await grows
+    assert await reader.pread("r", 2 * sd, sd) == stripe(2)
+    assert meta.size == 2 * sd
