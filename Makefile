@@ -27,11 +27,8 @@ venv: $(STAMP)
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-# Unit and grid tests in two processes (in-process nodes, each test its own names);
-# the integration tests one at a time (real processes, fault timings).
 test: setup lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit tests/grid
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
