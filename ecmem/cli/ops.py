@@ -381,6 +381,7 @@ def scrub(
     as_json: bool,
 ) -> None:
     """Read every fragment of REGIONS (default: all), check sums and parity; --repair fixes."""
+    from ecmem import extents
     from ecmem.layout import Layout
     from ecmem.meta.records import Records
     from ecmem.scrub import Scrubber
@@ -395,7 +396,8 @@ def scrub(
             cl.stat(name)  # a clear error for an unknown region
             meta = md.get_region(name)[0]
             layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-            total += layout.stripes_for(meta.size) * layout.policy.width * layout.fragment_size
+            # Written stripes, not the size: a sparse region's size is address space.
+            total += extents.count(meta.written) * layout.policy.width * layout.fragment_size
         with Progress(show_progress(as_json), total, "scrub") as bar:
             scrubber = Scrubber(cl.async_client, on_bytes=bar.update)
             report = cl.run(scrubber.run_once(names, repair))
