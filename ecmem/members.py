@@ -19,6 +19,7 @@ from .placement import Candidate, place_slabs, replacement
 
 Placement = list[tuple[str, str]]
 
+DROPPED_REACHABLE = 10.0  # seconds a node ZooKeeper dropped is still asked at its address
 # A new region of at most this many slabs (4 GiB at the default 64 MiB) has them
 # placed at creation, which fails early when the cluster lacks the room.
 EAGER_SLABS = 64
@@ -30,6 +31,7 @@ class Members:
         self.meta = meta
         self._nodes: dict[str, NodeInfo] = {}
         self._dropped: dict[str, float] = {}  # node -> when the watch last lost it
+        self._last: dict[str, NodeInfo] = {}  # node -> its record when it was lost
         self._lock = threading.Lock()
 
     def watch(self) -> None:
@@ -43,13 +45,18 @@ class Members:
                     nodes[child] = NodeInfo.from_json(raw)
                 except (KazooException, EcmemError):
                     continue
-            with self._lock:
-                now = time.monotonic()
-                for gone in set(self._nodes) - set(nodes):
-                    self._dropped[gone] = now
-                self._nodes = nodes
+            self.update(nodes)
 
         self.zk.ChildrenWatch(self.meta.paths.nodes, changed)
+
+    def update(self, nodes: dict[str, NodeInfo]) -> None:
+        """The live nodes are now ``nodes`` (the watch's news)."""
+        with self._lock:
+            now = time.monotonic()
+            for gone in set(self._nodes) - set(nodes):
+                self._dropped[gone] = now
+                self._last[gone] = self._nodes[gone]
+            self._nodes = nodes
 
     def live(self) -> dict[str, NodeInfo]:
         return dict(self._nodes)
@@ -62,8 +69,18 @@ class Members:
         return set(self._nodes) | {n for n, at in self._dropped.items() if now - at < within}
 
     def address(self, node_id: str) -> str | None:
+        """Where a live node, or one dropped in the last DROPPED_REACHABLE seconds,
+        listens: a ZooKeeper failover drops every node for a moment, and requests to a
+        node still serving should not fail meanwhile (a node restarted since answers
+        with a new incarnation, which readers and writers check)."""
         info = self._nodes.get(node_id)
-        return info.address if info is not None else None
+        if info is not None:
+            return info.address
+        at = self._dropped.get(node_id)
+        last = self._last.get(node_id)
+        if at is None or last is None or time.monotonic() - at > DROPPED_REACHABLE:
+            return None
+        return last.address
 
     def addresses(self) -> dict[str, str]:
         return {n: info.address for n, info in self._nodes.items()}

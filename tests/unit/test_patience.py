@@ -151,3 +151,22 @@ def test_a_node_zookeeper_dropped_a_moment_ago_is_still_waited_for(
     assert m.lately_live(10.0) == {"a", "b", "c"}
     now[0] += 11
     assert m.lately_live(10.0) == {"a"}
+
+
+def test_a_node_zookeeper_just_dropped_is_still_asked_at_its_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failover drops every node's registration for a moment: requests still reach
+    them at their last address for DROPPED_REACHABLE seconds, then no more."""
+    from ecmem import members
+    from ecmem.meta.model import NodeInfo
+
+    m = members.Members(None, None)  # type: ignore[arg-type]
+    now = [100.0]
+    monkeypatch.setattr(members.time, "monotonic", lambda: now[0])
+    m.update({"a": NodeInfo("a", "h:1", 1), "b": NodeInfo("b", "h:2", 1)})
+    m.update({"a": NodeInfo("a", "h:1", 1)})
+    assert m.address("b") == "h:2" and m.address("a") == "h:1"
+    assert "b" not in m.addresses()  # heartbeats and stray searches: the live ones
+    now[0] += members.DROPPED_REACHABLE + 1
+    assert m.address("b") is None and m.address("nobody") is None
