@@ -83,6 +83,10 @@ class Layout:
     def slabs_for(self, size: int) -> int:
         return -(-size // self.slab_size)
 
+    def slabs_of(self, offset: int, end: int) -> range:
+        """The slabs bytes [offset, end) fall in."""
+        return range(offset // self.slab_size, self.slabs_for(end))
+
     def pieces(self, offset: int, length: int) -> Iterator[Piece]:
         sd = self.stripe_data
         pos = 0

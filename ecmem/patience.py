@@ -109,13 +109,12 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
 
     async def attempt(tries: int) -> int:
         meta = metas[-1] if tries == 0 else await c.regions.get(name, fresh=True)
-        n = max(0, min(len(out), (meta.size if size is None else size) - offset))
-        if tries == 0 and n and unplaced(meta, n):
+        if tries == 0 and unplaced(meta):
             # Our watch may be late with a slab another writer placed: zeros only if
             # the record says so as it is now.
             meta = await c.regions.get(name, fresh=True)
-            n = max(0, min(len(out), (meta.size if size is None else size) - offset))
         metas[:] = [meta]
+        n = length(meta)
         try:
             if n:
                 await c.io.read_into(c.view(meta), offset, out[:n])
@@ -125,9 +124,13 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
             raise
         return n
 
-    def unplaced(meta: RegionMeta, n: int) -> bool:
-        slab = Layout.of(meta.policy, meta.chunk, meta.slab_stripes).slab_size
-        return any(s not in meta.slabs for s in range(offset // slab, -(-(offset + n) // slab)))
+    def length(meta: RegionMeta) -> int:
+        return max(0, min(len(out), (meta.size if size is None else size) - offset))
+
+    def unplaced(meta: RegionMeta) -> bool:
+        layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
+        slabs = layout.slabs_of(offset, offset + length(meta))
+        return any(s not in meta.slabs for s in slabs)
 
     async def moved() -> bool:  # our watch may be late: the placement as it is now
         now = await c.regions.get(name, fresh=True)

@@ -282,7 +282,7 @@ class WriterSession(Writer):
         """Placements for the slabs of bytes [offset, end) (new ones fenced at our epoch)."""
         meta: RegionMeta = await self.host.regions.get(self.name)
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
-        want = range(offset // layout.slab_size, layout.slabs_for(end))
+        want = layout.slabs_of(offset, end)
         if all(s in meta.slabs for s in want):
             return meta
         async with self.growing:
