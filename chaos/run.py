@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM (a CI timeout, kill) unwinds like ^C: every cluster's finally cleans up.
     signal.signal(signal.SIGTERM, _interrupted)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(relativeCreated)9.0fms %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("kazoo").setLevel(logging.ERROR)
     left = sweep()
     if left:

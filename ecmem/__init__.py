@@ -32,6 +32,7 @@ from .errors import (
     RegionNotFound,
     RemoteError,
     WriteInDoubt,
+    WriterStopped,
 )
 from .policy import ECPolicy, ReplicationPolicy, parse_policy
 from .regionfile import RegionFile
@@ -67,6 +68,7 @@ __all__ = [
     "RegionStat",
     "RemoteError",
     "WriteInDoubt",
+    "WriterStopped",
     "ReplicationPolicy",
     "connect",
     "parse_policy",

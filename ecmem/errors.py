@@ -136,6 +136,14 @@ class Fenced(EcmemError):
     code = "FENCED"
 
 
+class WriterStopped(Fenced):
+    """This client's writer stopped because one of its own writes failed (not because
+    another writer took over): later writes must not be committed past the hole. The
+    next writer, this client's on its next write, keeps every acknowledged write."""
+
+    code = "WRITER_STOPPED"
+
+
 class WriteInDoubt(EcmemError):
     """A write failed after parts of it reached nodes: the region's next writer keeps it
     if enough of it is there, or drops it. Read its bytes back to know; the next write

@@ -25,7 +25,7 @@ from kazoo.client import KazooClient
 
 from . import extents, wire
 from .conn import ConnectionPool
-from .errors import Fenced, ProtocolError
+from .errors import Fenced, ProtocolError, WriterStopped
 from .meta.catalog import MetadataStore
 from .meta.model import NodeInfo, RegionMeta
 from .pagelog import Unfolded
@@ -157,6 +157,7 @@ class Writer:
     files: int = 0  # region files open for writing through this client
     sticky: bool = False  # taken by pwrite/truncate: held until released or closed
     lost: str = ""  # why this writer may not write any more
+    failed_itself: bool = False  # it stopped on a write of its own, not a takeover
     committed: int = 0  # the commit point of the last commit round that succeeded
     told: int = 0  # the newest commit point sent to any node (a round's or a write's)
     inflight: set[int] = field(default_factory=set)
@@ -268,7 +269,7 @@ class Writer:
         else:
             # Later writes must not be committed past a hole: stop here, and let the next
             # writer's recovery keep what is whole.
-            self.fence_off(f"a write failed ({why})")
+            self.fence_off(f"a write failed ({why})", failed_itself=True)
         self.changed.set()
 
     async def wait_ready(self, version: int) -> None:
@@ -333,13 +334,14 @@ class Writer:
 
     def check(self) -> None:
         if self.lost:
-            raise Fenced(self.lost)
+            raise (WriterStopped if self.failed_itself else Fenced)(self.lost)
 
-    def fence_off(self, why: str) -> None:
+    def fence_off(self, why: str, failed_itself: bool = False) -> None:
         # May run on kazoo's thread while the lease is given back: any state will do.
         if self.state in (State.TAKING_OVER, State.WRITING):
             self.state = State.STOPPED
         if not self.lost:
+            self.failed_itself = failed_itself
             self.lost = (
                 f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "
                 f"{why}; reopen the region (after pwrite: release() it) to write again (the "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -29,6 +30,7 @@ from .common import (
     undo_fault,
 )
 
+log = logging.getLogger(__name__)
 HEAL = 10.0  # seconds a killed host's data is given to be rebuilt before it counts as back
 
 
@@ -102,7 +104,7 @@ def registers(
         cl.pwrite(region, 0, bytes(pages * page))  # written zeros: overwrites from here on
 
     why: collections.Counter[str] = collections.Counter()  # errors, for the report
-    write_errors = [0]  # writes that raised, other than fenced
+    write_errors = [0]  # writes that raised, other than by a takeover
 
     def record(e: Event) -> None:
         with lock:
@@ -128,12 +130,14 @@ def registers(
                     # unless the client says it never happened; its epoch is the writer's.
                     with contextlib.suppress(ecmem.EcmemError):  # the lease may be gone
                         epoch = cl.async_client.writer_of(region).epoch
+                    # Fenced follows a takeover (an expired session); WriterStopped is a
+                    # write of this writer's own that failed, so it counts.
                     fenced = isinstance(exc, ecmem.Fenced)
+                    taken_over = fenced and not isinstance(exc, ecmem.WriterStopped)
                     kind = INFO if exc.retriable or fenced else FAIL
                     with lock:
                         why[f"write {type(exc).__name__}: {str(exc)[:160]}"] += 1
-                        # Fenced follows a takeover, or a failure already counted here.
-                        write_errors[0] += not fenced
+                        write_errors[0] += not taken_over
                     if fenced:  # the lease went (an expired session): the next pwrite retakes it
                         with contextlib.suppress(ecmem.EcmemError):
                             cl.release(region)
@@ -184,6 +188,7 @@ def registers(
             undo_due(c, pending, t0)
             if f.host in {p.host for _, p in pending}:
                 continue
+            log.warning("t=%.1fs: %s %s for %.1fs", f.at, f.kind, f.host, f.until - f.at)
             (c.kill if f.kind == KILL else c.pause)(f.host)
             pending.append((f.until, f))
             report.faults.append(f)
