@@ -53,6 +53,14 @@ def patch_target(layout: Layout, start: int, length: int) -> tuple[int, int] | N
     return index, layout.policy.header + within
 
 
+def patchable(layout: Layout, offset: int, end: int) -> bool:
+    """Could a write of region bytes [offset, end) go as a page patch?"""
+    start = offset % layout.stripe_data
+    return start + end - offset <= layout.stripe_data and bool(
+        patch_target(layout, start, end - offset)
+    )
+
+
 def log_indexes(layout: Layout, index: int) -> list[int]:
     """The fragment indexes whose nodes keep a patch of data fragment ``index``."""
     pol = layout.policy

@@ -108,7 +108,7 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
     metas = [await c.regions.get(name)]
 
     async def attempt(tries: int) -> int:
-        meta = metas[-1] if tries == 0 else await c.regions.get(name, fresh=True)
+        meta = metas[-1] if tries == 0 else await c.regions.get(name, sync=True)
         if tries == 0 and unplaced(meta):
             # Our watch may be late with a slab another writer placed: zeros only if
             # the record says so as it is now.

@@ -307,17 +307,8 @@ class ReadPath:
         target = want or max(by_version, default=0)
         if winner is None and lay and target and view.is_written(stripe):
             # Fewer than k of the version settled on (seen on the placement: a node that
-            # timed out may hold a newer one) on the placement: a slot's former holder
-            # may have its copy. Its patches are read whatever it says (read_patches
-            # vouches for them or gives up): a stray may have left before a patch.
-            have = by_version.get(target, {})
-            off = await strays.find(
-                self.pool, view, stripe, target, [i for i in range(policy.width) if i not in have]
-            )
-            for i, got in off.get(target, {}).items():
-                by_version.setdefault(target, {})[i] = bytes(got.data)
-                patched[target] = True
-            if len(by_version.get(target, {})) >= k:
+            # timed out may hold a newer one): a slot's former holder may have its copy.
+            if await strays.fill(self.pool, view, stripe, target, by_version, patched, asof):
                 winner = target
         if winner is not None:
             log.debug(
@@ -329,7 +320,11 @@ class ReadPath:
             )
             seen: Seen = (winner, *spans.get(winner, (0, 0)))
             data = policy.decode(by_version[winner], layout.chunk)
-            if lay and (patched.get(winner) or asof) and isinstance(policy, ECPolicy):
+            if (
+                lay
+                and (patched.get(winner) or asof and view.paged)
+                and isinstance(policy, ECPolicy)
+            ):
                 found = await self.patches(view, stripe, by_version[winner], winner, asof)
                 if found is None:
                     raise DataUnavailableError(

@@ -30,8 +30,8 @@ T = TypeVar("T")
 Call = Callable[..., Awaitable[Any]]  # runs a blocking ZooKeeper call off the event loop
 
 
-def make_view(meta: RegionMeta) -> RegionView:
-    """What stripe I/O needs of a region's record."""
+def make_view(meta: RegionMeta, synced: bool = False) -> RegionView:
+    """What stripe I/O needs of a region's record (``synced``: read afresh)."""
     return RegionView(
         meta.name,
         meta.id,
@@ -42,6 +42,8 @@ def make_view(meta: RegionMeta) -> RegionView:
         meta.min_durable,
         meta.written,
         meta.pending,
+        meta.paged,
+        synced,
     )
 
 
@@ -53,6 +55,7 @@ class RegionCache:
         self._regions: dict[str, tuple[RegionMeta, int]] = {}
         self._watched: set[str] = set()
         self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
+        self._synced: dict[str, RegionMeta] = {}  # each region's record last read afresh
 
     def put(self, meta: RegionMeta, version: int) -> None:
         """Cache a record read at ZooKeeper ``version`` (an older one never wins)."""
@@ -87,14 +90,20 @@ class RegionCache:
         cached = self._regions.get(name)
         return cached[0] if cached is not None else None
 
-    async def get(self, name: str, *, fresh: bool = False) -> RegionMeta:
+    async def get(self, name: str, *, fresh: bool = False, sync: bool = False) -> RegionMeta:
+        """The record: as cached, or read ``fresh`` from ZooKeeper; with ``sync``, as
+        its leader has it now (a lagging server may not have the last update yet)."""
         validate_name(name)
         cached = self._regions.get(name)
-        if cached is not None and not fresh:
+        if cached is not None and not (fresh or sync):
             return cached[0]
+        if sync:
+            await self.call(self.meta.sync_region, name)
         got: tuple[RegionMeta, int] = await self.call(self.meta.get_region, name)
         meta, version = got
         self.put(meta, version)
+        if sync:
+            self._synced[name] = meta
         await self.call(self._watch, name)
         return meta
 
@@ -143,7 +152,7 @@ class RegionCache:
         cached = self._views.get(meta.name)
         if cached is not None and cached[0] is meta:
             return cached[1]
-        view = make_view(meta)
+        view = make_view(meta, self._synced.get(meta.name) is meta)
         self._views[meta.name] = (meta, view)
         return view
 

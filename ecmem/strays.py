@@ -16,7 +16,7 @@ import asyncio
 
 from . import checksum, wire
 from .conn import ConnectionPool
-from .errors import NodeTimeout, NodeUnavailable
+from .errors import DataUnavailableError, NodeTimeout, NodeUnavailable
 from .stripes import DEGRADED_TIMEOUT, Got, RegionView
 
 Found = dict[int, dict[int, Got]]  # version -> fragment index -> what a stray node sent
@@ -69,3 +69,32 @@ async def find(
         if got is not None:
             found.setdefault(got.version, {})[index] = got
     return found
+
+
+async def fill(
+    pool: ConnectionPool,
+    view: RegionView,
+    stripe: int,
+    target: int,
+    by_version: dict[int, dict[int, bytes]],
+    patched: dict[int, bool],
+    asof: int,
+) -> bool:
+    """Add the fragments of version ``target`` found off the placement to ``by_version``;
+    True if k of it are then at hand. A stray may have left before a patch: its patches
+    are to be read (``patched``; read_patches vouches for them or gives up) unless the
+    record proves there are none: read afresh, or the writer's own (it sets the mark).
+    A record from the watch that says none is read afresh first (DataUnavailableError,
+    which the patience loop answers with a fresh read)."""
+    policy = view.layout.policy
+    have = by_version.get(target, {})
+    off = await find(pool, view, stripe, target, [i for i in range(policy.width) if i not in have])
+    for i, got in off.get(target, {}).items():
+        by_version.setdefault(target, {})[i] = bytes(got.data)
+        patched[target] = view.paged
+    if len(by_version.get(target, {})) < policy.k:
+        return False
+    if not (view.paged or view.synced or asof):
+        why = {i: "its record is read afresh" for i in off[target]}
+        raise DataUnavailableError(view.name, view.layout.slab_of(stripe), stripe, why, policy.k)
+    return True

@@ -63,6 +63,8 @@ class RegionView:
     written: extents.Ranges = field(default_factory=list)  # stripes that hold data
     # (first, end, version): stripes first written by a write that may not be committed yet
     pending: list[tuple[int, int, int]] = field(default_factory=list)
+    paged: bool = True  # page patches may exist (a writer patches only once recorded)
+    synced: bool = False  # made from a record read afresh: paged False proves none do
 
     def is_written(self, stripe: int) -> bool:
         """Was this stripe written (so that no fragment anywhere means lost, not a hole)?"""

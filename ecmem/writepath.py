@@ -318,7 +318,7 @@ class StripeIO(ReadPath):
         the stripe would stay degraded)."""
         layout = view.layout
         target = patch_target(layout, start, length)
-        if target is None or not PAGE_PATCHES or not view.is_written(stripe):
+        if target is None or not PAGE_PATCHES or not view.paged or not view.is_written(stripe):
             return None
         slab = layout.slab_of(stripe)
         if any(

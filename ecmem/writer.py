@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import extents, folding, handoff, wire, writepath
+from . import extents, folding, handoff, pagelog, wire, writepath
 from .errors import (
     ClusterError,
     CoordinationError,
@@ -283,15 +283,30 @@ class WriterSession(Writer):
         meta: RegionMeta = await self.host.regions.get(self.name)
         layout = Layout.of(meta.policy, meta.chunk, meta.slab_stripes)
         want = layout.slabs_of(offset, end)
-        if all(s in meta.slabs for s in want):
+
+        def ready(m: RegionMeta) -> bool:  # and recorded as paged if it may go as a patch
+            return all(s in m.slabs for s in want) and (
+                m.paged or not pagelog.patchable(layout, offset, end)
+            )
+
+        if ready(meta):
             return meta
         async with self.growing:
             # Writes in flight together place a slab once, not once each: placing
             # reads every node's record from ZooKeeper.
             meta = await self.host.regions.get(self.name)
-            if all(s in meta.slabs for s in want):
-                return meta
-            return await self._place(meta, want)
+            if not all(s in meta.slabs for s in want):
+                meta = await self._place(meta, want)
+            if not ready(meta):  # before the first patch is staged (readers rely on it)
+                meta = await self.host.regions.update(self.name, self._paged)
+            return meta
+
+    def _paged(self, m: RegionMeta) -> RegionMeta | None:
+        self.check_epoch(m)
+        if m.paged:
+            return None
+        m.paged = True
+        return m
 
     async def _place(self, meta: RegionMeta, want: range) -> RegionMeta:
         # Fenced at our epoch before the record names them: no writer that learns of

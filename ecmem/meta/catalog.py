@@ -177,6 +177,11 @@ class MetadataStore:
             ) from exc
         return RegionMeta.from_json(raw), stat.version
 
+    def sync_region(self, name: str) -> None:
+        """Bring this session's ZooKeeper server up to date with the leader, so that
+        the next read of the region's record sees every update made before this call."""
+        through_failover()(self.zk.sync, self.paths.region(name))
+
     def update_region(
         self, name: str, change: Callable[[RegionMeta], RegionMeta | None]
     ) -> RegionMeta:

@@ -67,6 +67,7 @@ def new_region(
         ctime=now,
         mtime=now,
         min_durable=min_durable or 0,
+        paged=False,
     )
     return meta
 

@@ -90,6 +90,10 @@ class RegionMeta:
     # (first, end, version): stripes first recorded by a write that may not be committed
     # yet; a recovery that drops that write takes them out of ``written`` again.
     pending: list[tuple[int, int, int]] = field(default_factory=list)
+    # A page patch may have been written: set by the writer before it stages its first
+    # one (a record from before the flag says so too), so a record read afresh that
+    # says otherwise proves the stripes hold no patches to look for.
+    paged: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.slabs, list):  # every slab from 0 placed, as a list

@@ -1,0 +1,63 @@
+"""A region's record says whether page patches may exist: set by its writer before the
+first patch is staged, so a reader that decodes around nodes with fragments found off
+the placement needs no patch-holding node to vouch "none" for a region never paged."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecmem.meta.model import RegionMeta
+from tests.grid.grid import Grid
+from tests.grid.test_writer import CHUNK, make_region, stripe
+
+
+async def test_a_region_is_paged_before_its_first_patch_and_not_before(grid: Grid) -> None:
+    c = await grid.client()
+    meta = await make_region(c, "r", 2)
+    assert not meta.paged
+    await c.pwrite("r", 0, stripe(1) + stripe(2))  # whole stripes: no patches
+    assert not (await c.region_meta("r")).paged
+    await c.pwrite("r", 100, b"a page's worth")  # inside one data fragment: a patch
+    meta = await c.region_meta("r")
+    assert meta.paged
+    parity = grid.nodes[meta.slabs[0][4][0]].store
+    assert parity.patches_of(meta.id, 0, None, 0, 1 << 62), "the write went as a patch"
+    reader = await grid.client()
+    assert await reader.pread("r", 100, 14) == b"a page's worth"
+
+
+def test_records_from_before_the_flag_count_as_paged() -> None:
+    meta = RegionMeta("r", "00000000000000a1", "ec:4+2", 0, CHUNK, 4)
+    raw = meta.to_json().replace(b',"paged":true', b"")
+    assert b"paged" not in raw and RegionMeta.from_json(raw).paged
+
+
+@pytest.mark.parametrize("paged", [False, True])
+async def test_strays_and_no_voucher_read_when_never_paged(grid: Grid, paged: bool) -> None:
+    """Slots 3 and 4 went to new holders that lack the stripe (their old holders keep
+    it: strays), slot 5's node died: fragments 0-3 decode, but no placed node can vouch
+    for the stripe's patches. Never paged, that needs no voucher; paged, the read waits
+    and reports the stripe unavailable (its patches might be on the dead node)."""
+    for i in (7, 8):
+        await grid.add(f"n{i}")
+    c = await grid.client()
+    await make_region(c, "r", 1)
+    data = stripe(-1)
+    await c.pwrite("r", 0, data)
+    await c.release("r")
+
+    def move(m: RegionMeta) -> RegionMeta:
+        for index, node in ((3, "n7"), (4, "n8")):
+            m.hand_off(0, index, (node, grid.nodes[node].info.incarnation), 1 << 62)
+        m.paged = paged
+        return m
+
+    meta = await c.regions.update("r", move)
+    await grid.stop(meta.slabs[0][5][0])
+    reader = await grid.client()
+    reader.read_patience = 1.0
+    if paged:
+        with pytest.raises(Exception, match="page patches could not be read"):
+            await reader.pread("r", 0, 4 * CHUNK)
+    else:
+        assert await reader.pread("r", 0, 4 * CHUNK) == data
