@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,22 +23,53 @@ SCRATCH = 128 * 1024
 CORK_MAX = 64 * 1024  # frames up to this size wait for the end of the loop's turn
 
 
+STALLED = 1.0  # seconds without a byte of its frame before a holder may be cut off
+
+
 class Budget:
     """Bytes of payload that partly received frames may hold, shared by connections,
-    so that many peers announcing large frames cannot exhaust memory."""
+    so that many peers announcing large frames cannot exhaust memory. A frame that finds
+    it spent cuts off the holders whose frames stopped arriving (a peer that announces
+    a frame and stalls must not starve the others until its deadline)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.holders: set[FrameProtocol] = set()
+        self.reclaimed = 0  # connections cut off to make room
 
-    def take(self, n: int) -> bool:
+    def take(self, n: int, who: FrameProtocol | None = None) -> bool:
         if self.used + n > self.limit:
-            return False
+            self._reclaim(n)
+            if self.used + n > self.limit:
+                return False
         self.used += n
+        if who is not None:
+            self.holders.add(who)
         return True
 
-    def give(self, n: int) -> None:
+    def give(self, n: int, who: FrameProtocol | None = None) -> None:
         self.used -= n
+        if who is not None:
+            self.holders.discard(who)
+
+    def _reclaim(self, n: int) -> None:
+        now = time.monotonic()
+        stalled = sorted(
+            (h for h in self.holders if now - h.last_data > STALLED), key=lambda h: h.last_data
+        )
+        for h in stalled:
+            if self.used + n <= self.limit:
+                return
+            log.warning(
+                "closing connection from %s: its %d-byte frame stalled for %.1fs while "
+                "others wait for room",
+                h.peer_name(),
+                h.reserved,
+                now - h.last_data,
+            )
+            self.reclaimed += 1
+            h.abort()
 
 
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -63,9 +95,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
     ) -> None:
         self.max_payload = max_payload
         self.budget = budget
-        self._reserved = 0
+        self.reserved = 0
         self.transport: asyncio.Transport | None = None
-        self._scratch = bytearray(SCRATCH)
+        self._scratch = bytearray(0)  # allocated at the first byte: idle peers cost little
+        self.last_data = time.monotonic()  # when a byte last arrived
+        self.frame_began = 0.0  # when the frame being received began (0: none)
         self._start = 0
         self._end = 0
         self._header: wire.FrameHeader | None = None
@@ -95,9 +129,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
         return None
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        log.warning("closing connection from %s: %s", peer, exc)
+        log.warning("closing connection from %s: %s", self.peer_name(), exc)
         self.abort()
+
+    def peer_name(self) -> object:
+        return self.transport.get_extra_info("peername") if self.transport else None
 
     # -- asyncio protocol -------------------------------------------------------
 
@@ -178,12 +214,15 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def abort(self) -> None:
         self.closed = True
         self._corked, self._corked_bytes = [], 0
+        self._release()
         if self.transport is not None:
             self.transport.abort()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._targets:
             return self._targets[self._target][self._filled :]
+        if not self._scratch:
+            self._scratch = bytearray(SCRATCH)
         if self._start == self._end:
             self._start = self._end = 0
         elif len(self._scratch) - self._end < wire.MAX_META:
@@ -193,6 +232,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         return memoryview(self._scratch)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.last_data = time.monotonic()
         try:
             if self._targets:
                 self._filled += nbytes
@@ -223,6 +263,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
                     return
                 hdr_end = self._start + wire.HEADER_SIZE
                 self._header = wire.parse_header(buf[self._start : hdr_end], self.max_payload)
+                self.frame_began = self.last_data
                 self._start = hdr_end
                 avail -= wire.HEADER_SIZE
             h = self._header
@@ -234,12 +275,12 @@ class FrameProtocol(asyncio.BufferedProtocol):
             targets = self.payload_targets(h, meta) if h.payload_len else None
             if targets is None:
                 if plen and self.budget is not None and avail - h.meta_len < plen:
-                    if not self.budget.take(plen):
+                    if not self.budget.take(plen, self):
                         raise ProtocolError(
                             f"payload of {plen} bytes would exceed the {self.budget.limit}-byte "
                             "budget for frames in flight"
                         )
-                    self._reserved = plen
+                    self.reserved = plen
                 targets = [memoryview(bytearray(plen))] if plen else []
                 scattered = False
             else:
@@ -273,12 +314,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
             return
 
     def _release(self) -> None:
-        if self._reserved and self.budget is not None:
-            self.budget.give(self._reserved)
-        self._reserved = 0
+        if self.reserved and self.budget is not None:
+            self.budget.give(self.reserved, self)
+        self.reserved = 0
 
     def _finish_targets(self) -> None:
         self._release()
+        self.frame_began = 0.0
         h, targets = self._header, self._targets
         assert h is not None
         self._header, self._targets, self._target, self._filled = None, [], 0, 0

@@ -43,6 +43,7 @@ from .wirebase import (
     epoch_of,
 )
 from .wirebase import check_key as _check_key
+from .wirebase import check_region as _check_region
 from .wirebase import register as _register
 from .wirereplies import Data, Error, Listing, Ok, PatchList
 
@@ -126,7 +127,7 @@ class Put(Message):
     payload: bytes | bytearray | memoryview = b""
 
     def validate(self) -> None:
-        _check_key(self.region, self.index)
+        _check_key(self.region, self.index, self.length)
         if len(self.payload) > self.length:
             raise ProtocolError(
                 f"Put payload of {len(self.payload)} bytes is longer than the fragment "
@@ -159,7 +160,7 @@ class PutSlice(Message):
     payload: bytes | bytearray | memoryview = b""
 
     def validate(self) -> None:
-        _check_key(self.region, self.index)
+        _check_key(self.region, self.index, self.length)
         if self.at + len(self.payload) > self.length:
             raise ProtocolError("PutSlice: the slice ends past the fragment's end")
 
@@ -350,6 +351,10 @@ class List(Message):
     KIND: ClassVar[int] = 4
     region: str
     staged: int = 0
+
+    def validate(self) -> None:
+        if self.region:
+            _check_region(self.region)
 
 
 @dataclass(frozen=True, slots=True)

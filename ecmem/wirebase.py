@@ -3,6 +3,7 @@ class, error codes and versions; the messages themselves are in ``wire``."""
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -55,8 +56,8 @@ class Message:
                 raise ProtocolError(
                     f"{cls.__name__}.{name} must be {want.__name__}, got {type(value).__name__}"
                 )
-            if want is int and value < 0:
-                raise ProtocolError(f"{cls.__name__}.{name} is negative")
+            if want is int and not 0 <= value < MAX_INT:
+                raise ProtocolError(f"{cls.__name__}.{name} is out of range (0 to 2**63-1)")
         if cls.HAS_PAYLOAD:
             msg = cls(*meta, payload)  # type: ignore[call-arg]
         elif payload:
@@ -90,9 +91,21 @@ def register(cls: type[Message]) -> type[Message]:
 MAX_INDEX = 255  # fragment indexes of a stripe: 0 to this
 
 
-def check_key(region: str, index: int) -> None:
-    if not region or len(region) > 64:
-        raise ProtocolError("region id must be 1 to 64 characters")
+MAX_INT = 1 << 63  # every integer field is below it
+# A region's id as its record names it (16 hex digits): nodes make file names of it,
+# so nothing else may pass.
+REGION_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def check_region(region: str) -> None:
+    if not REGION_ID.fullmatch(region):
+        raise ProtocolError(f"region id {region[:40]!r} is not 16 lowercase hex digits")
+
+
+def check_key(region: str, index: int, length: int = 0) -> None:
+    check_region(region)
+    if length > DEFAULT_MAX_PAYLOAD:
+        raise ProtocolError(f"a fragment of {length} bytes exceeds the limit")
     if index > MAX_INDEX:
         raise ProtocolError(f"fragment index {index} out of range")
 

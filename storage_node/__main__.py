@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from ecmem.meta.catalog import connect_zk
 from ecmem.meta.model import NodeInfo
 from ecmem.units import parse_size
 
+from . import server as server_mod
 from .metrics import NodeMetrics
 from .persist import DataDir
 from .registration import NodeIdInUse, Registration
@@ -52,6 +54,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=-1,
         help="serve Prometheus metrics over HTTP on this port (0: any free port, -1: off)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=server_mod.MAX_CONNECTIONS,
+        help="connections served at once; more are refused (default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address to serve metrics on (default loopback: give a scraper's interface)",
     )
     p.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
     add_log_options(p)
@@ -103,7 +116,9 @@ async def serve(args: argparse.Namespace) -> int:
         store.fencing = False
         log.warning("FENCING IS OFF: stale writers are accepted (a deliberately broken build)")
     server = NodeServer(store, args.id, allow_debug=args.allow_debug)
+    server.max_connections = _file_limit(args.max_connections)
     if args.data_dir:
+        os.umask(0o077)  # fragments are other processes' memory: 0600 files, 0700 folders
         data_dir = DataDir(args.data_dir)
         server.incarnation = data_dir.incarnation()
         n = data_dir.attach(store)
@@ -114,7 +129,7 @@ async def serve(args: argparse.Namespace) -> int:
     metrics_at = ""
     if args.metrics_port >= 0:
         server.metrics = NodeMetrics(store, args.id)
-        mhost = host or "127.0.0.1"
+        mhost = args.metrics_host
         try:
             mport = server.metrics.serve(mhost, args.metrics_port)
         except OSError as exc:
@@ -184,6 +199,26 @@ def main(argv: list[str] | None = None) -> int:
     except EcmemError as exc:
         log.error("%s", exc)
         return 2
+
+
+def _file_limit(connections: int) -> int:
+    """Raise the open-file limit to fit ``connections`` (and the node's own files);
+    the connections the limit allows if it cannot be raised."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft < want:
+        log.warning(
+            "open files are limited to %d: serving at most %d connections, not %d "
+            "(raise the hard limit, ulimit -Hn, to serve more)",
+            soft,
+            soft - 256,
+            connections,
+        )
+        return max(1, soft - 256)
+    return connections
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ class PatchStore:
     """The store's part that keeps patches (mixed into FragmentStore)."""
 
     capacity: int
+    overhead: int
     used: int
     fencing: bool
     patch_listeners: list[PatchListener]
@@ -207,10 +208,10 @@ class PatchStore:
         return True
 
     def _keep(self, region: str, st: Any, stripe: int, holder: int, patch: Patch) -> None:
-        if self.used + len(patch.data) > self.capacity:
+        if self.used + self.overhead + len(patch.data) > self.capacity:
             raise StoreError(
                 wire.E_NO_SPACE,
-                f"node is full: {self.used} of {self.capacity} bytes used, "
+                f"node is full: {self.used + self.overhead} of {self.capacity} bytes used, "
                 f"{len(patch.data)} more asked; add nodes or free regions",
             )
         if (stripe, holder) not in st.committed and (stripe, holder) not in st.staged:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from crc32c import crc32c
 
-from ecmem import checksum
+from ecmem import checksum, wirebase
 
 from .errors import StoreError
 from .patches import Patch
-from .store import Fragment, FragmentStore
+from .records import Fragment
+from .store import FragmentStore
 
 log = logging.getLogger(__name__)
 # version, fragment length, bytes of page sums, write's first and last stripe, write's end
@@ -34,7 +35,11 @@ class DataDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
         self.frags = self.root / "fragments"
-        self.frags.mkdir(parents=True, exist_ok=True)
+        # Other processes' memory lives here: only this user may read it (the node runs
+        # with umask 077, so what it writes from now on is 0600 too).
+        self.frags.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
+        self.frags.chmod(0o700)
         self.store: FragmentStore | None = None
         self._files: dict[tuple[str, str], set[str]] = {}  # (region, "stripe.index") -> names
 
@@ -60,6 +65,12 @@ class DataDir:
         loaded = 0
         for region_dir in sorted(self.frags.iterdir()):
             region = region_dir.name
+            if not wirebase.REGION_ID.fullmatch(region) or not region_dir.is_dir():
+                log.error(
+                    "skipping %s: not a region's folder; move it out of the data dir", region_dir
+                )
+                continue
+            region_dir.chmod(0o700)
             state = region_dir / "state"
             if state.exists():
                 try:
@@ -69,6 +80,7 @@ class DataDir:
                 except ValueError as exc:
                     log.error("damaged state file %s: %s", state, exc)
             for f in sorted(region_dir.iterdir()):
+                f.chmod(0o600)  # written by an older version, perhaps world-readable
                 if f.name == "state":
                     continue
                 if f.name.endswith(".tmp"):

@@ -9,6 +9,7 @@ import time
 from ecmem import wire
 from ecmem.errors import ProtocolError
 from ecmem.framing import Budget, FrameProtocol
+from ecmem.logs import Tally
 
 from .errors import StoreError
 from .metrics import NodeMetrics
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD = 32 * 1024 * 1024
 # Frames announced but not yet received in full, over all connections.
 IN_FLIGHT = 256 * 1024 * 1024
+MAX_CONNECTIONS = 4096  # more are refused at once (each costs a socket and, once used, 128 KiB)
+FRAME_DEADLINE = 10.0  # seconds from a frame's header to its last byte (32 MiB at 3.2 MB/s)
+IDLE_TIMEOUT = 900.0  # seconds a connection may send nothing (clients reconnect on need)
+SWEEP_EVERY = 1.0
 
 
 class NodeServer:
@@ -37,13 +42,42 @@ class NodeServer:
         self.incarnation = ""
         self.budget = Budget(IN_FLIGHT)
         self.metrics: NodeMetrics | None = None
+        self.max_connections = MAX_CONNECTIONS
+        self.frame_deadline = FRAME_DEADLINE
+        self.idle_timeout = IDLE_TIMEOUT
+        self.open: set[NodeProtocol] = set()
+        self.refused = 0  # connections refused over the cap
+        self.timed_out = 0  # connections closed at a frame's deadline or idle
+        self._sweeper: asyncio.Task[None] | None = None
+        self.refusals = Tally(log, 60.0)
 
     def protocol(self) -> NodeProtocol:
         return NodeProtocol(self)
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
         loop = asyncio.get_running_loop()
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep_forever())
         return await loop.create_server(self.protocol, host, port, reuse_address=True)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Close connections whose frame outlived its deadline or that sent nothing for
+        the idle timeout: a peer that stalls holds a socket and budget others need."""
+        for p in list(self.open):
+            if p.frame_began and now - p.frame_began > self.frame_deadline:
+                why = f"its frame took over {self.frame_deadline:.0f}s"
+            elif now - p.last_data > self.idle_timeout:
+                why = f"it sent nothing for {self.idle_timeout:.0f}s"
+            else:
+                continue
+            self.timed_out += 1
+            log.info("closing connection from %s: %s", p.peer, why)
+            p.abort()
 
     def handle(self, msg: wire.Message) -> wire.Message:
         if self.metrics is None:
@@ -242,11 +276,28 @@ class NodeProtocol(FrameProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.peer = transport.get_extra_info("peername")
-        self.server.connections += 1
+        server = self.server
+        if len(server.open) >= server.max_connections:
+            server.refused += 1
+            server.refusals.warn(
+                "this node",
+                "connections refused",
+                0,
+                "refused a connection from %s: %d connections are open, the most this node "
+                "takes; look for a client that leaks connections",
+                self.peer,
+                len(server.open),
+            )
+            self.abort()
+            return
+        server.open.add(self)
+        server.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.server.connections -= 1
+        if self in self.server.open:
+            self.server.open.discard(self)
+            self.server.connections -= 1
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
         self.server.protocol_errors += 1

@@ -12,57 +12,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from crc32c import crc32c
 
 from ecmem import checksum, wire
 
 from .errors import StoreError
-from .patches import PatchBook, PatchListener, PatchStore, overlay
+from .patches import PatchListener, PatchStore, overlay
+from .records import Fragment, Key, ReadResult, RegionState
 
 log = logging.getLogger(__name__)
 
-Key = tuple[int, int]  # (stripe, fragment index) within a region
-
-
-@dataclass(slots=True)
-class Fragment:
-    """A fragment of ``length`` bytes; only ``data``, a prefix, is kept: the rest is zeros.
-
-    ``write`` describes the write it belongs to: (first stripe, last stripe, end byte).
-    """
-
-    data: bytes | bytearray
-    version: int
-    crcs: bytes
-    length: int
-    write: tuple[int, int, int] = (-1, -1, 0)
-
-
-@dataclass
-class RegionState:
-    committed: dict[Key, Fragment] = field(default_factory=dict)
-    staged: dict[Key, list[Fragment]] = field(default_factory=dict)  # oldest first
-    lac: int = 0  # the highest version this node knows to be committed
-    base: int = 0  # of writes from epochs before lac's, those up to base are committed
-    epoch: int = 0  # writers older than this are fenced off
-    patches: PatchBook = field(default_factory=PatchBook)
-
-    def empty(self) -> bool:
-        return not (self.committed or self.staged or self.lac or self.epoch or self.patches.size)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    version: int
-    fragment_len: int
-    first_page: int
-    crcs: bytes
-    data: memoryview | tuple[memoryview, ...]
-    write: tuple[int, int, int] = (-1, -1, 0)
-    pending: int = 0  # patches of the stripe newer than this version not laid over it
-    patched: int = 0  # the newest patch laid over (``write`` is then its write's)
+# What a region's state costs beyond its bytes, charged against the capacity: fences
+# for made-up regions must fill the node's books, not its memory unseen.
+REGION_COST = 512
 
 
 def _check_arrival(
@@ -99,7 +62,8 @@ class FragmentStore(PatchStore):
     def __init__(self, capacity: int, page: int = checksum.PAGE) -> None:
         self.capacity = capacity
         self.page = page
-        self.used = 0
+        self.used = 0  # bytes of fragments and patches
+        self.overhead = 0  # REGION_COST per region state held
         self._regions: dict[str, RegionState] = {}
         self.listeners: list[Listener] = []
         self.patch_listeners: list[PatchListener] = []
@@ -120,8 +84,19 @@ class FragmentStore(PatchStore):
     def region(self, region: str) -> RegionState:
         st = self._regions.get(region)
         if st is None:
+            if self.used + self.overhead + REGION_COST > self.capacity:
+                raise StoreError(
+                    wire.E_NO_SPACE,
+                    f"node is full: {self.used} bytes of data and {len(self._regions)} "
+                    f"regions' state of {self.capacity} bytes; add nodes or free regions",
+                )
             st = self._regions[region] = RegionState()
+            self.overhead += REGION_COST
         return st
+
+    def _forget(self, region: str) -> None:
+        if self._regions.pop(region, None) is not None:
+            self.overhead -= REGION_COST
 
     def _notify(
         self, event: str, region: str, key: Key, frag: Fragment | None, staged: bool
@@ -250,12 +225,12 @@ class FragmentStore(PatchStore):
         else:
             old = committed
         growth = len(frag.data) - (len(old.data) if old is not None else 0)
-        if growth > 0 and self.used + growth > self.capacity:
+        if growth > 0 and self.used + self.overhead + growth > self.capacity:
             if as_staged and not versions:
                 del st.staged[key]
             raise StoreError(
                 wire.E_NO_SPACE,
-                f"node is full: {self.used} of {self.capacity} bytes used, "
+                f"node is full: {self.used + self.overhead} of {self.capacity} bytes used, "
                 f"{len(frag.data)} more asked; add nodes or free regions",
             )
         self.used += growth
@@ -294,7 +269,9 @@ class FragmentStore(PatchStore):
         """Every write up to version ``upto`` is committed; of older epochs' writes those
         up to ``base`` are (the writer's recovery kept them) and no others will ever be.
         Promotes and drops staged fragments accordingly; returns the commit point."""
-        st = self.region(region)
+        st = self._regions.get(region)
+        if st is None:
+            return 0  # nothing staged here: no state for a region this node never held
         if upto <= st.lac and base <= st.base:
             return st.lac
         st.lac = max(st.lac, upto)
@@ -444,7 +421,7 @@ class FragmentStore(PatchStore):
         stripes = [s for s in st.patches.stripes if hit(s)]
         count += self.drop_patches(region, st, stripes, lambda p: old(p.version))
         if from_stripe == 0 and not epoch and not until and not upto:  # the region is gone
-            del self._regions[region]
+            self._forget(region)
         return count
 
     def entries(self, region: str = "", staged: bool = False) -> Iterator[list[int | str]]:
@@ -487,7 +464,7 @@ class FragmentStore(PatchStore):
     def stats(self) -> dict[str, int]:
         return {
             "capacity": self.capacity,
-            "used": self.used,
+            "used": self.used + self.overhead,
             "fragments": len(self),
             "staged": sum(sum(len(v) for v in r.staged.values()) for r in self._regions.values()),
             "regions": len(self._regions),

@@ -12,6 +12,8 @@ import ecmem
 from ecmem import wire
 from tests.harness import SESSION_TIMEOUT, TestCluster, region_nodes
 
+RID = "00000000000000a1"  # a region id as a record names one
+
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
@@ -86,7 +88,7 @@ def test_debug_requests_refused_without_flag(zk_hosts: str, tmp_path) -> None:  
         cl = c.client()
         try:
             _, reply = cl.run(
-                cl.async_client.pool.request("node-1", wire.Corrupt("abc", 0, 0, "flip", 0))
+                cl.async_client.pool.request("node-1", wire.Corrupt(RID, 0, 0, "flip", 0))
             )
             assert isinstance(reply, wire.Error) and reply.code == wire.E_DENIED
             assert "--allow-debug" in reply.message

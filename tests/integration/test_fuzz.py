@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
 import struct
 import time
+from pathlib import Path
 
 import msgpack
 import psutil
 import pytest
 
 from ecmem import wire
+from ecmem.framedecoder import FrameDecoder
 from tests.harness import TestCluster
+
+RID = "00000000000000a1"  # a region id as a record names one
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +30,7 @@ def node_address(cluster: TestCluster, node_id: str) -> tuple[str, int]:
 
 def announce_put(payload_len: int) -> bytes:
     """A Put whose header and metadata are valid, announcing ``payload_len`` bytes."""
-    meta = msgpack.packb(["fuzz", 0, 0, 1, payload_len, 0, 0, 0, 0, 0, 0])
+    meta = msgpack.packb([RID, 0, 0, 1, payload_len, 0, 0, 0, 0, 0, 0])
     return wire.HEADER.pack(b"EM", 1, wire.Put.KIND, 1, len(meta), payload_len, 0) + meta
 
 
@@ -54,9 +59,9 @@ def test_fuzzed_frames_do_not_hurt_the_node(cluster: TestCluster) -> None:
             for m in (
                 wire.Ping(),
                 wire.Stat(),
-                wire.Get("abc", 0, 0, 0, 10, 0),
+                wire.Get(RID, 0, 0, 0, 10, 0),
                 wire.List("", 0),
-                wire.Put("abc", 1, 0, 1, 100, 0, 1, 1, 0, 0, 0, b"x" * 100),
+                wire.Put(RID, 1, 0, 1, 100, 0, 1, 1, 0, 0, 0, b"x" * 100),
             )
         ]
         sent = 0
@@ -112,4 +117,97 @@ def test_fuzzed_frames_do_not_hurt_the_node(cluster: TestCluster) -> None:
         assert sent == 300
     finally:
         cl.delete_region("fuzz/victim")
+        cl.close()
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    """Has the node closed this connection (EOF or reset), without waiting?"""
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_resource_attacks_are_bounded(cluster: TestCluster, tmp_path: Path) -> None:
+    """Huge announced fragments, stalled frames, made-up regions and idle connections by
+    the thousand: each bounded, and a well-behaved put still goes through."""
+    node = cluster.node_ids[1]
+    addr = node_address(cluster, node)
+    proc = psutil.Process(cluster.pid(node))
+    # A fragment of 2**40 bytes: refused from its metadata, nothing allocated.
+    rss = proc.memory_info().rss
+    t = time.perf_counter()
+    for _ in range(20):
+        with socket.create_connection(addr, timeout=2) as s:
+            meta = msgpack.packb([RID, 0, 0, 1, 1 << 40, 0, 0, 0, 0, 0, 0])
+            s.sendall(wire.HEADER.pack(b"EM", 1, wire.Put.KIND, 1, len(meta), 0, 0) + meta)
+            assert s.recv(1) == b""  # closed: a bad frame
+    assert (time.perf_counter() - t) / 20 < 0.05
+    # Stalled 32 MiB frames: they hold the in-flight budget only until a frame that needs
+    # room comes (stalled for a second, they are cut off), and each goes at its deadline.
+    began = time.monotonic()
+    stalled = []
+    for _ in range(24):
+        s = socket.create_connection(addr, timeout=2)
+        with contextlib.suppress(OSError):
+            s.sendall(announce_put(32 * 2**20 - 64) + b"\x00" * 65536)
+        stalled.append(s)
+    time.sleep(1.5)
+    src = tmp_path / "eight"
+    src.write_bytes(os.urandom(8 << 20))
+    out = cluster.cli("put", str(src), "fuzz/stalled-room", "--policy", "rep:3")
+    assert out.returncode == 0, out.stderr
+    cl = cluster.client()
+    try:
+        assert cl.pread("fuzz/stalled-room", 0, 8 << 20) == src.read_bytes()
+        # 200,000 fences for made-up regions: counted as the node's used bytes, not hidden.
+        used = cluster.ask(node, wire.Stat())
+        assert isinstance(used, wire.Ok)
+        with socket.create_connection(addr, timeout=10) as s:
+            for batch in range(200):
+                frames = b"".join(
+                    wire.encode_bytes(wire.Fence(f"{batch * 1000 + i + 1:015x}f", 1), i + 1)
+                    for i in range(1000)
+                )
+                s.sendall(frames)
+            s.settimeout(30)
+            dec, replies = FrameDecoder(), []
+            while len(replies) < 200_000:  # every reply read: all were answered
+                chunk = s.recv(1 << 20)
+                assert chunk
+                replies += [m for _, m in dec.feed(chunk)]
+        full = [m for m in replies if isinstance(m, wire.Error)]
+        assert all(m.code == wire.E_NO_SPACE for m in full)
+        after = cluster.ask(node, wire.Stat())
+        assert isinstance(after, wire.Ok)
+        states = after.info["regions"] - used.info["regions"]
+        assert states == 200_000 or after.info["used"] >= after.info["capacity"] - 2**20
+        assert after.info["used"] - used.info["used"] >= states * 512
+        assert after.info["used"] <= after.info["capacity"]
+        # Thousands of idle connections cost little, and the cap refuses more.
+        rss = proc.memory_info().rss
+        idle = [socket.create_connection(addr, timeout=5) for _ in range(3000)]
+        time.sleep(0.5)
+        grown = proc.memory_info().rss - rss
+        assert grown < 32 * 2**20, f"3,000 idle connections took {grown >> 20} MiB"
+        extra = [socket.create_connection(addr, timeout=5) for _ in range(1200)]
+        time.sleep(0.5)
+        refused = sum(closed_by_peer(s) for s in extra)
+        assert refused >= 1200 - (4096 - 3000), refused  # the cap is 4,096
+        for s in idle + extra:
+            s.close()
+        # Each stalled frame was closed: cut off for room, or at its 10 s deadline.
+        time.sleep(max(0.0, began + 11.5 - time.monotonic()))
+        assert all(closed_by_peer(s) for s in stalled)
+        log = (cluster.local.logs / f"{node}.log").read_text()
+        assert "stalled for" in log and "took over 10s" in log
+        assert "refused a connection" in log
+        assert cl.pread("fuzz/stalled-room", 0, 16) == src.read_bytes()[:16]
+    finally:
+        for s in stalled:
+            s.close()
+        cl.delete_region("fuzz/stalled-room")
         cl.close()

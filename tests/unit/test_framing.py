@@ -9,6 +9,8 @@ from ecmem import wire
 from ecmem.errors import ProtocolError
 from ecmem.framing import FrameProtocol
 
+RID = "00000000000000a1"  # a region id as a record names one
+
 
 class FakeTransport:
     def __init__(self) -> None:
@@ -103,7 +105,7 @@ def test_oversized_payload_refused_without_allocation() -> None:
 
 
 def _patch(version: int) -> wire.Patch:
-    return wire.Patch("r", 0, 1, 1, version, 0, 0, 0, 0, 0, 0, 0, b"x" * 4096)
+    return wire.Patch(RID, 0, 1, 1, version, 0, 0, 0, 0, 0, 0, 0, b"x" * 4096)
 
 
 def _frame(msg: wire.Message, req_id: int) -> bytes:
@@ -117,7 +119,7 @@ def test_small_frames_sent_in_one_turn_of_the_loop_leave_in_one_write() -> None:
         def write(self, buf: bytes) -> None:
             self.written.append(bytes(buf))
 
-    big = wire.Put("r", 0, 0, 9, 1 << 17, 0, 0, 0, 0, 0, 0, b"y" * (1 << 17))
+    big = wire.Put(RID, 0, 0, 9, 1 << 17, 0, 0, 0, 0, 0, 0, b"y" * (1 << 17))
 
     async def turn() -> tuple[list[bytes], list[bytes], list[bytes]]:
         proto = Recorder()

@@ -6,7 +6,7 @@ import pytest
 from crc32c import crc32c
 
 from ecmem import checksum, wire
-from storage_node.store import FragmentStore, StoreError
+from storage_node.store import REGION_COST, FragmentStore, StoreError
 
 
 def put(
@@ -44,7 +44,7 @@ def test_damaged_upload_refused() -> None:
 
 
 def test_capacity_and_replace() -> None:
-    s = FragmentStore(2000)
+    s = FragmentStore(2000 + REGION_COST)  # the region's state takes its share
     put(s, 0, 0, b"x" * 600)
     put(s, 0, 0, b"y" * 900, version=2)  # staged beside the old one, which goes at commit
     assert s.used == 900
@@ -251,3 +251,23 @@ def test_slice_from_a_staged_version_and_refusals() -> None:
     with pytest.raises(StoreError) as err:  # a stale writer is fenced off for slices too
         s.put_slice("r", 3, 0, v(2, 7), size, v(2, 6), 0, crc, piece)
     assert err.value.code == wire.E_FENCED
+
+
+def test_unknown_regions_cost_state_counted_against_capacity() -> None:
+    # Commits and discards for a region the node never held leave nothing behind; fences
+    # for made-up regions are charged, and refused once the capacity is spent.
+    s = FragmentStore(100 * REGION_COST)
+    assert s.commit("0000000000000001", 5 << 32) == 0
+    assert s.discard("0000000000000001", 0) == 0
+    assert s.stats()["regions"] == 0 and s.stats()["used"] == 0
+    for n in range(100):
+        s.fence(f"{n:016x}", 1)
+    assert s.stats()["regions"] == 100 and s.stats()["used"] == 100 * REGION_COST
+    with pytest.raises(StoreError) as err:
+        s.fence(f"{1000:016x}", 1)
+    assert err.value.code == wire.E_NO_SPACE and "regions' state" in str(err.value)
+    with pytest.raises(StoreError):  # the data bytes and the states share the capacity
+        put(s, 0, 0, b"x", region=f"{0:016x}")
+    s.delete(f"{0:016x}")  # a region removed gives its state back
+    assert s.stats()["used"] == 99 * REGION_COST
+    s.fence(f"{1000:016x}", 1)

@@ -11,26 +11,28 @@ from ecmem import wire
 from ecmem.errors import ProtocolError
 from ecmem.framedecoder import FrameDecoder
 
+RID = "00000000000000a1"  # a region id as a record names one
+
 SAMPLES: list[wire.Message] = [
-    wire.Put("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 6, 5, b"payload"),
-    wire.Commit("r1", 9, 5),
-    wire.Discard("r1", 9, 1),
-    wire.Get("r1", 3, 2, 100, 4096, 0),
-    wire.Get("r1", 3, 2, 100, 4096, 0, 1 << 32 | 5, 1),
-    wire.Patch("r1", 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
-    wire.GetPatches("r1", 3, wire.ALL_INDEXES, 7, 0),
+    wire.Put(RID, 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 6, 5, b"payload"),
+    wire.Commit(RID, 9, 5),
+    wire.Discard(RID, 9, 1),
+    wire.Get(RID, 3, 2, 100, 4096, 0),
+    wire.Get(RID, 3, 2, 100, 4096, 0, 1 << 32 | 5, 1),
+    wire.Patch(RID, 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 4, 0, b"page"),
+    wire.GetPatches(RID, 3, wire.ALL_INDEXES, 7, 0),
     wire.Patches(
-        "r1", 9, 5, [[3, 1, 4, 10, 80, 7, 3, 3, 999, 2], [4, 0, 5, 11, 90, 8, 4, 4, 9, 3]], b"pgxyz"
+        RID, 9, 5, [[3, 1, 4, 10, 80, 7, 3, 3, 999, 2], [4, 0, 5, 11, 90, 8, 4, 4, 9, 3]], b"pgxyz"
     ),
     wire.PatchList([[9, 1, 0, 3, 0, 0, 9], [10, 2, 8, 2, 1, 2, 7]], 5, b"abcde"),
-    wire.Delete("r1", 5, 3),
-    wire.Delete("r1", 5, 0, 9, 1 << 33),
-    wire.Repair("r1", 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 2, b"rebuilt"),
-    wire.RepairPatch("r1", 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 2, 1 << 32 | 9, 5, b"pg"),
-    wire.Fence("r1", 4),
+    wire.Delete(RID, 5, 3),
+    wire.Delete(RID, 5, 0, 9, 1 << 33),
+    wire.Repair(RID, 3, 2, 7, 100, 0xDEADBEEF, 3, 4, 999, 2, b"rebuilt"),
+    wire.RepairPatch(RID, 3, 1, 4, 1 << 32 | 6, 4096, 0xABC, 3, 3, 999, 2, 1 << 32 | 9, 5, b"pg"),
+    wire.Fence(RID, 4),
     wire.List("", 1),
     wire.Stat(),
-    wire.Corrupt("r1", 0, 1, "flip", 9),
+    wire.Corrupt(RID, 0, 1, "flip", 9),
     wire.Ping(),
     wire.Ok({"a": 1, "b": "x"}),
     wire.Data(7, 1000, 0, b"\x00" * 8, 3, 2, 1, 9, b"x" * 1000),
@@ -105,11 +107,16 @@ def test_oversized_rejected_before_buffering() -> None:
     "meta,needle",
     [
         ([1, 2, 3], "list of 8 fields"),
-        (["r", -1, 0, 0, 1, 0, 0, 0], "negative"),
-        (["r", "x", 0, 0, 1, 0, 0, 0], "must be int"),
+        ([RID, -1, 0, 0, 1, 0, 0, 0], "out of range"),
+        ([RID, 1 << 63, 0, 0, 1, 0, 0, 0], "out of range"),
+        ([RID, "x", 0, 0, 1, 0, 0, 0], "must be int"),
         ({"a": 1}, "must be a list"),
         (["", 0, 0, 0, 1, 0, 0, 0], "region id"),
-        (["r", 0, 999, 0, 1, 0, 0, 0], "fragment index"),
+        ([RID, 0, 999, 0, 1, 0, 0, 0], "fragment index"),
+        (["..", 0, 0, 0, 1, 0, 0, 0], "region id"),
+        (["/etc/passwd", 0, 0, 0, 1, 0, 0, 0], "region id"),
+        (["00000000000000A1", 0, 0, 0, 1, 0, 0, 0], "region id"),
+        (["00000000000000a1/", 0, 0, 0, 1, 0, 0, 0], "region id"),
     ],
 )
 def test_bad_metadata(meta: object, needle: str) -> None:
@@ -131,7 +138,7 @@ def test_garbage_msgpack() -> None:
 def test_payload_on_request_without_payload() -> None:
     import msgpack
 
-    body = msgpack.packb(["r", 0, 0, 0, 1, 0, 0, 0])
+    body = msgpack.packb([RID, 0, 0, 0, 1, 0, 0, 0])
     frame = _header(kind=wire.Get.KIND, meta=len(body), payload=3) + body + b"abc"
     with pytest.raises(ProtocolError, match="carries no payload"):
         FrameDecoder().feed(frame)
@@ -161,14 +168,14 @@ def test_fuzz_mutated_frames(which: int, pos: int, junk: bytes) -> None:
 
 def test_patches_go_scattered_and_arrive_split_by_entry() -> None:
     entries = [[3, 1, 4, 10, 80, 7, 3, 3, 999, 2], [4, 0, 5, 11, 90, 8, 4, 4, 9, 3]]
-    sent = wire.Patches("r1", 9, 5, entries, (memoryview(b"pg"), memoryview(b"xyz")))
+    sent = wire.Patches(RID, 9, 5, entries, (memoryview(b"pg"), memoryview(b"xyz")))
     [(_, got)] = FrameDecoder().feed(wire.encode_bytes(sent, 7))
     assert isinstance(got, wire.Patches) and got.entries == entries
     assert [(e[0], bytes(d)) for e, d in got.items()] == [(3, b"pg"), (4, b"xyz")]
     with pytest.raises(ProtocolError):  # lengths that do not add up
-        wire.Patches.from_parts(["r1", 9, 5, entries], b"pgxy")
+        wire.Patches.from_parts([RID, 9, 5, entries], b"pgxy")
     with pytest.raises(ProtocolError):  # an entry short of a field
-        wire.Patches.from_parts(["r1", 9, 5, [entries[0][:9]]], b"pg")
+        wire.Patches.from_parts([RID, 9, 5, [entries[0][:9]]], b"pg")
 
 
 def test_header_size_is_stable() -> None:
@@ -182,6 +189,15 @@ def test_patch_lists_split_their_payload_and_refuse_a_mismatch() -> None:
     with pytest.raises(ProtocolError):
         wire.PatchList.from_parts([[[9, 1, 0, 3]], 0], b"ab")
     with pytest.raises(ProtocolError):
-        wire.Patch.from_parts(["r", 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch
+        wire.Patch.from_parts([RID, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], b"")  # nothing to patch
     with pytest.raises(ProtocolError):  # a patch newer than the commit point it claims
-        wire.RepairPatch.from_parts(["r", 0, 0, 4, 9, 0, 0, 0, 0, 0, 2, 8, 0], b"pg")
+        wire.RepairPatch.from_parts([RID, 0, 0, 4, 9, 0, 0, 0, 0, 0, 2, 8, 0], b"pg")
+
+
+def test_fragment_length_bounded() -> None:
+    # A Put announcing a huge fragment is refused as it is decoded: nothing is allocated.
+    huge = [RID, 0, 0, 1, 1 << 40, 0, 0, 0, 0, 0, 0]
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        wire.Put.from_parts(huge, b"")
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        wire.PutSlice.from_parts([RID, 0, 0, 1, 1 << 40, 0, 0, 0, 0, 0, 0, 0, 0], b"")
