@@ -17,7 +17,7 @@ from kazoo.exceptions import KazooException
 
 from ecmem.aio import AsyncClient
 from ecmem.errors import EcmemError
-from ecmem.health import HealthTally, RegionTotals, region_totals, summarize
+from ecmem.health import HealthTally, RegionTotals, damaged_records, region_totals, summarize
 from ecmem.meta.catalog import MetadataStore
 from ecmem.meta.model import RegionMeta
 from ecmem.meta.records import Records
@@ -66,6 +66,7 @@ class Monitor:
         self.tally = HealthTally()
         self._metas: dict[str, RegionMeta] = {}
         self._totals = RegionTotals()
+        self._damaged: dict[str, str] = {}
         self._published: tuple[dict[str, object], float] = ({}, 0.0)
         self.pages: Pages | None = None
         self.follow(index)
@@ -100,8 +101,11 @@ class Monitor:
         self._metas, changed = self._regions()
         up = {k: v for k, v in nodes.items() if v.state == "up"}
         per_region, holding = self.tally.update(self._metas, changed, up)
-        if self.tally.moved:
+        damaged = self.index.damaged_now() if self.index is not None else dict(self.store.damaged)
+        if self.tally.moved or damaged != self._damaged:
             self._totals = region_totals(per_region, holding, DETAIL_CAP)
+            self._totals.checks += damaged_records(damaged, DETAIL_CAP)
+            self._damaged = damaged
         self._publish()
         if self.pages is not None:
             self.pages.update(self._metas, changed)

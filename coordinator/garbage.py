@@ -108,7 +108,8 @@ class Collector:
             meta = metas.get(name)
             if meta is None or self.clock() - meta.ctime < TRASH_DELAY:
                 continue
-            if await self._zk(self.client.meta.zk.exists, self.client.meta.paths.lease(name)):
+            lease = await self._zk(self.client.meta.zk.exists, self.client.meta.paths.lease(name))
+            if lease is not None and lease.ephemeralOwner:  # one no session holds is none
                 continue
             try:
                 await self.client.delete_region(name)

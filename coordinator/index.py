@@ -27,6 +27,7 @@ class RegionIndex:
         self._lock = threading.Lock()
         self._raw: dict[str, bytes] = {}  # arrived, not parsed yet
         self._metas: dict[str, RegionMeta] = {}
+        self.damaged: dict[str, str] = {}  # records that could not be read: name -> why
         self._changed: dict[str, set[str]] = {}  # by consumer
         self.ready = threading.Event()
         self._cache.listen(self._event)
@@ -63,6 +64,7 @@ class RegionIndex:
             if kind == TreeEvent.NODE_REMOVED:
                 self._raw.pop(name, None)
                 self._metas.pop(name, None)
+                self.damaged.pop(name, None)
             else:
                 self._raw[name] = event.event_data.data
 
@@ -71,14 +73,22 @@ class RegionIndex:
         for name, data in raw.items():
             try:
                 self._metas[name] = RegionMeta.from_json(data)
+                self.damaged.pop(name, None)
             except (EcmemError, ValueError, TypeError, KeyError) as exc:
                 self._metas.pop(name, None)
+                self.damaged[name] = str(exc)
                 log.warning(  # the daemon's log handler shows it once a minute
                     "region %s: its ZooKeeper record cannot be read (%s); the region is "
                     "left out of health and rebuild until it is rewritten or removed",
                     name,
                     exc,
                 )
+
+    def damaged_now(self) -> dict[str, str]:
+        """Records that cannot be read, as the watch has them now: name -> why."""
+        with self._lock:
+            self._parse()
+            return dict(self.damaged)
 
     def snapshot(self) -> dict[str, RegionMeta]:
         """Every region's record as last seen (a copy: passes may keep it)."""

@@ -261,6 +261,24 @@ def _cap(lines: list[str], cap: int | None) -> list[str]:
     return [*lines[:cap], f"... and {len(lines) - cap} more"]
 
 
+def damaged_records(damaged: dict[str, str], cap: int | None = None) -> list[Check]:
+    """A check for records in ZooKeeper that could not be read (written by hand, by a
+    bug, or by someone without the right to): left out of everything else."""
+    if not damaged:
+        return []
+    names = sorted(damaged)
+    return [
+        Check(
+            "RECORD_DAMAGED",
+            HEALTH_WARN,
+            f"{_n(len(names), 'record')} in ZooKeeper cannot be read and are left out: "
+            f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}; remove or rewrite "
+            "them (ecmem health detail shows why)",
+            _cap([f"{n}: {damaged[n]}" for n in names], cap),
+        )
+    ]
+
+
 def summarize(
     nodes: dict[str, NodeInfo],
     totals: RegionTotals,

@@ -15,10 +15,12 @@ from collections.abc import Iterable
 
 from . import wire
 from .conn import ConnectionPool
+from .logs import Tally, where
 from .pagelog import PatchEntry, complete
 from .stripes import DEGRADED_TIMEOUT, RegionView
 
 log = logging.getLogger(__name__)
+UNREAD = Tally(log)  # once a minute per region, then counted
 
 
 class Moved(Exception):
@@ -71,6 +73,17 @@ async def read_patches(
             return [(v, i, at, data) for (v, i, at), data in found.items()]
     if moved:
         raise Moved()
-    why = "; ".join(failures)
-    log.warning("region %s stripe %d: page patches not read (%s)", view.name, stripe, why)
+    why = "; ".join(failures) or "no node that answered holds them all"
+    UNREAD.warn(
+        f"region {view.name}",
+        "stripes whose page patches could not be read",
+        stripe,
+        "region %s slab %d stripe %d: page patches not read (%s); the read waits for the "
+        "nodes holding them, and fails if they stay out",
+        view.name,
+        slab,
+        stripe,
+        why,
+        extra=where(view.name, slab),
+    )
     return None

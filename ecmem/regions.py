@@ -56,6 +56,10 @@ class RegionCache:
         self._watched: set[str] = set()
         self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
         self._synced: dict[str, RegionMeta] = {}  # each region's record last read afresh
+        # Regions whose cached record is this client's own, as their writer: only the
+        # writer changes what a reader must not miss (the paged mark), so its record is
+        # as good as one read afresh.
+        self.owned: Callable[[str], bool] = lambda _name: False
 
     def put(self, meta: RegionMeta, version: int) -> None:
         """Cache a record read at ZooKeeper ``version`` (an older one never wins)."""
@@ -149,10 +153,11 @@ class RegionCache:
 
     def view(self, meta: RegionMeta) -> RegionView:
         """The stripe-I/O view of a record, made once per record object."""
+        sure = self._synced.get(meta.name) is meta or self.owned(meta.name)
         cached = self._views.get(meta.name)
-        if cached is not None and cached[0] is meta:
+        if cached is not None and cached[0] is meta and cached[1].synced == sure:
             return cached[1]
-        view = make_view(meta, self._synced.get(meta.name) is meta)
+        view = make_view(meta, sure)
         self._views[meta.name] = (meta, view)
         return view
 

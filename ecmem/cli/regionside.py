@@ -6,7 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ecmem.health import RegionTotals, holders, region_health, region_totals
+from ecmem.health import (
+    RegionTotals,
+    damaged_records,
+    holders,
+    region_health,
+    region_totals,
+)
 from ecmem.meta import listing
 from ecmem.meta.catalog import MetadataStore
 from ecmem.meta.model import NodeInfo
@@ -36,4 +42,6 @@ def region_side(
     metas = md.regions()
     live = {k: v for k, v in nodes.items() if v.state == "up"}
     per = [region_health(m, live) for m in metas]
-    return region_totals(per, holders(metas)), {"from": "records"}
+    totals = region_totals(per, holders(metas))
+    totals.checks += damaged_records(md.damaged)
+    return totals, {"from": "records"}

@@ -16,7 +16,13 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotE
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
-from ..errors import ConcurrentUpdateError, CoordinationError, RegionExists, RegionNotFound
+from ..errors import (
+    ConcurrentUpdateError,
+    CoordinationError,
+    ProtocolError,
+    RegionExists,
+    RegionNotFound,
+)
 from ..names import decode_name
 from .model import DirMeta, NodeInfo, RegionMeta
 from .paths import Paths
@@ -61,6 +67,8 @@ class MetadataStore:
     def __init__(self, zk: KazooClient, cluster: str) -> None:
         self.zk = zk
         self.paths = Paths(cluster)
+        # Records found damaged by the listings so far: what -> why (for status to show).
+        self.damaged: dict[str, str] = {}
 
     def ensure(self) -> None:
         """The folders every client expects (buckets are made as records go in)."""
@@ -120,7 +128,11 @@ class MetadataStore:
                 raw, _ = self.zk.get(f"{folder}/{child}")
             except NoNodeError:  # gone between the listing and the read
                 continue
-            out[child] = NodeInfo.from_json(raw)
+            try:
+                out[child] = NodeInfo.from_json(raw)
+            except ProtocolError as exc:
+                self.damaged[f"node {child}"] = str(exc)
+                log.warning("node %s left out: %s", child, exc)
         return out
 
     def live_nodes(self) -> dict[str, NodeInfo]:
@@ -357,6 +369,8 @@ class MetadataStore:
         meanwhile is left out."""
         if names is None:
             names = self.region_names(prefix)
+            for name in [n for n in self.damaged if n.startswith(prefix) and n[:5] != "node "]:
+                del self.damaged[name]  # read again below, if still there
         for start in range(0, len(names), window):
             batch = names[start : start + window]
             pending = [self.zk.get_async(self.paths.region(n)) for n in batch]
@@ -365,4 +379,10 @@ class MetadataStore:
                     raw, _ = answer.get(timeout=FAILOVER_DEADLINE)
                 except NoNodeError:
                     continue
-                yield name, RegionMeta.from_json(raw)
+                try:
+                    meta = RegionMeta.from_json(raw)
+                except ProtocolError as exc:  # anyone could have written it: skip, say so
+                    self.damaged[name] = str(exc)
+                    log.warning("region %s left out: %s; remove or rewrite its record", name, exc)
+                    continue
+                yield name, meta

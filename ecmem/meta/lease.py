@@ -7,7 +7,9 @@ the epoch bump and node fencing that follow keep the old one out.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -18,6 +20,8 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from ..errors import RegionBusy
 from .catalog import through_failover
 from .paths import Paths
+
+log = logging.getLogger(__name__)
 
 REBUILD_WAIT = 60.0  # seconds a writer waits, unasked, for a rebuilder's lease
 
@@ -50,6 +54,17 @@ def acquire(
             continue
         if stat.ephemeralOwner == zk.client_id[0]:
             return
+        if not stat.ephemeralOwner:
+            # No session holds it: not a lease (one dies with its holder), so nothing
+            # keeps a writer out. Removed, as any lease is once its holder is gone.
+            log.warning(
+                "region %s: its lease znode is not ephemeral, so no writer holds it; "
+                "removing it (who made it? check ZooKeeper's access rules)",
+                name,
+            )
+            with contextlib.suppress(NoNodeError):
+                retry(zk.delete, path, version=stat.version)
+            continue
         try:
             info = json.loads(raw)
         except ValueError:

@@ -7,19 +7,44 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ecmem import extents
-from ecmem.errors import ProtocolError
+from ecmem.errors import EcmemError, ProtocolError
 from ecmem.policy import parse_policy
+from ecmem.wirebase import REGION_ID
 
 Placement = list[tuple[str, str]]  # per fragment index: (node id, node incarnation)
 
 
+# The JSON types a field of each annotated type may hold.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict, list),  # placements by slab: a list in older records
+}
+
+
 def _from_dict(cls: Any, raw: bytes, what: str) -> Any:
+    """A record from its JSON, every known field of its declared JSON type (a record
+    anyone could have written must fail here, not deep in a daemon)."""
     try:
         data = json.loads(raw)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-    except (ValueError, TypeError) as exc:
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON object was expected, not {type(data).__name__}")
+        types = {f.name: str(f.type).split("[")[0] for f in fields(cls)}
+        for k, v in data.items():
+            want = _JSON_TYPES.get(types.get(k, ""), (object,))
+            if not isinstance(v, want) or (isinstance(v, bool) and bool not in want):
+                raise TypeError(f"{k} holds {type(v).__name__}, not {want[0].__name__}")
+        return cls(**{k: v for k, v in data.items() if k in types})
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ProtocolError(f"damaged {what} record in ZooKeeper: {exc}") from exc
+
+
+def _bounded(what: str, value: int, low: int, high: int = 1 << 63) -> None:
+    if not low <= value < high:
+        raise ValueError(f"{what} {value} is out of range")
 
 
 @dataclass
@@ -47,6 +72,11 @@ class NodeInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> NodeInfo:
         info: NodeInfo = _from_dict(cls, raw, "node")
+        host, _, port = info.address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ProtocolError(f"damaged node record {info.id!r}: address {info.address!r}")
+        if info.capacity < 0 or info.used < 0:
+            raise ProtocolError(f"damaged node record {info.id!r}: negative capacity or use")
         return info
 
 
@@ -119,6 +149,21 @@ class RegionMeta:
         since = {(s, i): v for s, i, v in self.partial_since}
         return {p: since.get(p, 0) for p in self.partial}
 
+    def check(self) -> None:
+        """ValueError unless every number is in range and every placement fits the
+        policy (a record anyone could have written is checked before it is used)."""
+        if not REGION_ID.fullmatch(self.id):
+            raise ValueError(f"region id {self.id[:40]!r} is not 16 hex digits")
+        width = parse_policy(self.policy).width
+        _bounded("size", self.size, 0)
+        _bounded("chunk", self.chunk, 1, 1 << 31)
+        _bounded("stripes per slab", self.slab_stripes, 1, 1 << 40)
+        _bounded("epoch", self.epoch, 0, 1 << 31)
+        for slab, placement in self.slabs.items():
+            _bounded("slab", slab, 0)
+            if len(placement) != width:
+                raise ValueError(f"slab {slab} has {len(placement)} slots, not {width}")
+
     def to_json(self) -> bytes:
         # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
         # small integers, so a region of thousands of slabs fits ZooKeeper's 1 MB limit.
@@ -152,7 +197,8 @@ class RegionMeta:
             meta.written = extents.normal(meta.written)
             meta.lost = extents.normal(meta.lost)
             meta.pending = [(int(f), int(e), int(v)) for f, e, v in meta.pending]
-        except (ValueError, TypeError, IndexError) as exc:
+            meta.check()
+        except (ValueError, TypeError, IndexError, EcmemError) as exc:
             raise ProtocolError(f"damaged placement in region record {meta.name!r}: {exc}") from exc
         return meta
 

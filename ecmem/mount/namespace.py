@@ -208,7 +208,7 @@ class NamespaceOps(FSBase):
             raw, st = self.md.zk.get(self.md.paths.lease(name))
         except Exception:
             return "", False
-        if st.ephemeralOwner == self.md.zk.client_id[0]:
+        if st.ephemeralOwner in (0, self.md.zk.client_id[0]):  # ours, or no session's
             return "", False
         try:
             info = json.loads(raw)

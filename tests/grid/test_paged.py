@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+import ecmem
 from ecmem.meta.model import RegionMeta
 from tests.grid.grid import Grid
 from tests.grid.test_writer import CHUNK, make_region, stripe
@@ -61,3 +62,30 @@ async def test_strays_and_no_voucher_read_when_never_paged(grid: Grid, paged: bo
             await reader.pread("r", 0, 4 * CHUNK)
     else:
         assert await reader.pread("r", 0, 4 * CHUNK) == data
+
+
+async def test_the_writers_own_record_is_trusted_without_a_fresh_read(grid: Grid) -> None:
+    """A writer's fold reads by its own record, without the patience loop: never paged
+    by it, the record proves no patches, so strays alone decode (a catch-up fold that
+    waited for a fresh read forever stopped the writer: thrash seed 5)."""
+    for i in (7, 8):
+        await grid.add(f"n{i}")
+    c = await grid.client()
+    await make_region(c, "r", 1)
+    data = stripe(-1)
+    await c.pwrite("r", 0, data)
+
+    def move(m: RegionMeta) -> RegionMeta:
+        for index, node in ((3, "n7"), (4, "n8")):
+            m.hand_off(0, index, (node, grid.nodes[node].info.incarnation), 1 << 62)
+        return m
+
+    meta = await c.regions.update("r", move)
+    await grid.stop(meta.slabs[0][5][0])
+    view = c.regions.view(meta)
+    assert view.synced and not view.paged
+    got, _ = await c.io.read_degraded(view, 0)
+    assert got == data
+    other = await grid.client()
+    with pytest.raises(ecmem.DataUnavailableError, match="read afresh"):
+        await other.io.read_degraded(other.regions.view(await other.regions.get("r")), 0)

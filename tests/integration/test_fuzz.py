@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import socket
@@ -211,3 +212,56 @@ def test_resource_attacks_are_bounded(cluster: TestCluster, tmp_path: Path) -> N
             s.close()
         cl.delete_region("fuzz/stalled-room")
         cl.close()
+
+
+def fuzzed_records(good: bytes, rng: random.Random, count: int) -> list[bytes]:
+    """Region records as anyone with write access to ZooKeeper could leave them."""
+    base = json.loads(good)
+    wrong: list[object] = ["x", -1, 2**70, None, [], {}, True, 1.5, "0" * 100_000]
+    out: list[bytes] = [b"", b"\xff\xfe", b"[]", b"null", b"{", b"[" * 5000 + b"]" * 5000]
+    while len(out) < count:
+        rec = dict(base)
+        for key in rng.sample(sorted(rec), rng.randint(1, 3)):
+            rec[key] = rng.choice(wrong)
+        if rng.random() < 0.3:
+            rec["slabs"] = {"0": [99, 98]}
+        out.append(json.dumps(rec).encode())
+    return out
+
+
+def test_damaged_zookeeper_records_are_skipped_and_reported(cluster: TestCluster) -> None:
+    rng = random.Random(15)
+    cl = cluster.client()
+    bad = [f"fuzz/bad{i:03d}" for i in range(100)]
+    with cluster.meta() as md:
+        try:
+            cl.create_region("fuzz/good", 1 << 20, "ec:4+2")
+            cl.pwrite("fuzz/good", 0, b"fine")
+            cl.release("fuzz/good")
+            good, _ = md.zk.get(md.paths.region("fuzz/good"))
+            for name, raw in zip(bad, fuzzed_records(good, rng, len(bad)), strict=True):
+                md.zk.create(md.paths.region(name), raw, makepath=True)
+            md.zk.create(md.paths.node("ghost"), b'{"id": 7}', makepath=True)
+            # A lease no session holds (a persistent znode) keeps no writer out.
+            md.zk.create(md.paths.lease("fuzz/good"), b'{"holder": "nobody"}', makepath=True)
+            t = time.monotonic()
+            cl.pwrite("fuzz/good", 0, b"FINE")
+            assert time.monotonic() - t < 5
+            assert cl.pread("fuzz/good", 0, 4) == b"FINE"
+            time.sleep(4)  # a few coordinator passes over the damaged records
+            out = cluster.cli("status")
+            assert "Traceback" not in out.stderr + out.stdout, out.stderr
+            assert "RECORD_DAMAGED" in out.stdout and "fuzz/bad" in out.stdout, out.stdout
+            detail = cluster.cli("health", "detail")
+            assert "damaged region record" in detail.stdout, detail.stdout
+            listed = cluster.cli("region", "ls")
+            assert "Traceback" not in listed.stderr and "fuzz/good" in listed.stdout
+            js = json.loads(cluster.cli("status", "--json").stdout)
+            assert js["coordinators"] and js["coordinators"][0]["leader"], js
+            assert psutil.pid_exists(cluster.state.coordinator_pid)
+        finally:
+            for name in bad:
+                md.zk.delete(md.paths.region(name))
+            md.zk.delete(md.paths.node("ghost"))
+            cl.delete_region("fuzz/good")
+            cl.close()

@@ -16,7 +16,7 @@ def node(n: str, inc: str = "a") -> NodeInfo:
 
 
 def region(slabs: list[list[tuple[str, str]]], partial: list[tuple[int, int]] = ()) -> RegionMeta:  # type: ignore[assignment]
-    return RegionMeta("r", "rid", "ec:2+1", 1 << 20, 4096, 4, slabs=slabs, partial=list(partial))
+    return RegionMeta("r", "0" * 16, "ec:2+1", 1 << 20, 4096, 4, slabs=slabs, partial=list(partial))
 
 
 def test_each_reason() -> None:

@@ -12,7 +12,7 @@ def region(slabs: int = 2) -> RegionMeta:
     placement = [(f"n{i}", "a") for i in range(6)]
     # 1 MiB stripes (4 x 256 KiB), 4 stripes per slab
     return RegionMeta(
-        "r", "id", "ec:4+2", slabs * 4 * (1 << 20), 256 * 1024, 4, slabs=[placement] * slabs
+        "r", "0" * 16, "ec:4+2", slabs * 4 * (1 << 20), 256 * 1024, 4, slabs=[placement] * slabs
     )
 
 

@@ -20,7 +20,14 @@ holder = st.one_of(st.just(("", "")), st.tuples(st.sampled_from(NODES), st.sampl
 placement = st.lists(holder, min_size=3, max_size=3)
 record = st.builds(
     lambda name, slabs, partial: RegionMeta(
-        name, f"id-{name}", "ec:2+1", len(slabs) << 16, 4096, 4, slabs=slabs, partial=partial
+        name,
+        f"{abs(hash(name)) % (1 << 60):016x}",
+        "ec:2+1",
+        len(slabs) << 16,
+        4096,
+        4,
+        slabs=slabs,
+        partial=partial,
     ),
     st.sampled_from(REGIONS),
     st.lists(placement, min_size=0, max_size=2),
@@ -106,7 +113,7 @@ def test_the_health_tally_equals_a_full_assessment(steps: list[tuple[object, ...
 
 def test_a_pass_with_nothing_changed_does_no_work() -> None:
     w, tally = World(), HealthTally()
-    w.apply(("put", RegionMeta("r0", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n0", "a")] * 3])))
+    w.apply(("put", RegionMeta("r0", "0" * 16, "ec:2+1", 1, 4096, 4, slabs=[[("n0", "a")] * 3])))
     tally.update(w.metas, {"r0"}, w.live)
     assert tally.moved
     tally.update(w.metas, set(), w.live)
@@ -143,13 +150,13 @@ def test_facets_follow_the_changes() -> None:
     from coordinator.survey import Facets
 
     f = Facets()
-    trash = RegionMeta(".ecmem-trash/00ab", "i", "ec:2+1", 0, 4096, 4)
-    lost = RegionMeta("l", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n1", "a")] * 3], lost=[(0, 1)])
-    plain = RegionMeta("p", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n2", "a")] * 3])
+    trash = RegionMeta(".ecmem-trash/00ab", "0" * 16, "ec:2+1", 0, 4096, 4)
+    lost = RegionMeta("l", "0" * 16, "ec:2+1", 1, 4096, 4, slabs=[[("n1", "a")] * 3], lost=[(0, 1)])
+    plain = RegionMeta("p", "0" * 16, "ec:2+1", 1, 4096, 4, slabs=[[("n2", "a")] * 3])
     metas = {m.name: m for m in (trash, lost, plain)}
     f.update(metas, metas)
     assert f.trash == {trash.name} and f.lost == {"l"} and f.holders() == {"n1", "n2"}
-    metas["l"] = RegionMeta("l", "i", "ec:2+1", 1, 4096, 4, slabs=[[("n3", "a")] * 3])
+    metas["l"] = RegionMeta("l", "0" * 16, "ec:2+1", 1, 4096, 4, slabs=[[("n3", "a")] * 3])
     del metas["p"], metas[trash.name]
     f.update(metas, ["l", "p", trash.name])
     assert f.trash == set() and f.lost == set() and f.holders() == {"n3"}
