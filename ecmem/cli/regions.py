@@ -81,6 +81,14 @@ def region_ls(
     """List regions whose names start with PREFIX."""
     with connect_cli(zk, cluster, state_dir) as cl:
         stats = cl.list_regions(prefix)
+        damaged = [n for n in cl.async_client.meta.damaged if n.startswith(prefix)]
+    if damaged:
+        click.echo(
+            f"warning: {len(damaged)} region records cannot be read and are not listed "
+            f"({', '.join(sorted(damaged)[:3])}{', ...' if len(damaged) > 3 else ''}); "
+            "'ecmem health detail' says why",
+            err=True,
+        )
 
     def text() -> None:
         click.echo(

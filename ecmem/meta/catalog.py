@@ -383,6 +383,6 @@ class MetadataStore:
                     meta = RegionMeta.from_json(raw)
                 except ProtocolError as exc:  # anyone could have written it: skip, say so
                     self.damaged[name] = str(exc)
-                    log.warning("region %s left out: %s; remove or rewrite its record", name, exc)
+                    log.info("region %s left out: %s; remove or rewrite its record", name, exc)
                     continue
                 yield name, meta

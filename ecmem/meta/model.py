@@ -34,9 +34,11 @@ def _from_dict(cls: Any, raw: bytes, what: str) -> Any:
             raise TypeError(f"a JSON object was expected, not {type(data).__name__}")
         types = {f.name: str(f.type).split("[")[0] for f in fields(cls)}
         for k, v in data.items():
-            want = _JSON_TYPES.get(types.get(k, ""), (object,))
+            if k not in types:
+                continue  # not a field ("holders" is read on its own)
+            want = _JSON_TYPES.get(types[k], (object,))
             if not isinstance(v, want) or (isinstance(v, bool) and bool not in want):
-                raise TypeError(f"{k} holds {type(v).__name__}, not {want[0].__name__}")
+                raise TypeError(f"{k} holds {type(v).__name__}, not {types[k]}")
         return cls(**{k: v for k, v in data.items() if k in types})
     except (ValueError, TypeError, RecursionError) as exc:
         raise ProtocolError(f"damaged {what} record in ZooKeeper: {exc}") from exc
@@ -159,6 +161,13 @@ class RegionMeta:
         _bounded("chunk", self.chunk, 1, 1 << 31)
         _bounded("stripes per slab", self.slab_stripes, 1, 1 << 40)
         _bounded("epoch", self.epoch, 0, 1 << 31)
+        _bounded("mode", self.mode, 0, 0o10000)
+        _bounded("uid", self.uid, -1, 1 << 32)
+        _bounded("gid", self.gid, -1, 1 << 32)
+        _bounded("min_durable", self.min_durable, 0, width + 1)
+        for t in (self.ctime, self.mtime):
+            if not 0 <= t < 1e11:  # NaN too
+                raise ValueError(f"time {t} is out of range")
         for slab, placement in self.slabs.items():
             _bounded("slab", slab, 0)
             if len(placement) != width:
