@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ecmem import extents, wire
 from ecmem.aio import AsyncClient
-from ecmem.errors import EcmemError, RegionNotFound
+from ecmem.errors import EcmemError, ProtocolError, RegionNotFound
 from ecmem.logs import where
 from ecmem.meta.model import NodeInfo, RegionMeta
 from ecmem.meta.records import Records
@@ -24,7 +25,8 @@ from ecmem.repair import REPAIR_TIMEOUT
 log = logging.getLogger(__name__)
 
 GARBAGE_DELAY = 5.0  # seconds before an old holder's copies are deleted
-TRASH_DELAY = 10.0  # seconds a mount has to take the lease of a file it moved to the trash
+# Seconds a mount has to take the lease of a file it moved to the trash (tests shorten it).
+TRASH_DELAY = float(os.environ.get("ECMEM_TRASH_DELAY", "10"))
 
 
 class Collector:
@@ -73,7 +75,7 @@ class Collector:
         for rid in sorted({rid for rid, _ in stale}):
             try:
                 fresh[rid] = (await self._zk(self.client.meta.get_region, known[rid].name))[0]
-            except RegionNotFound:
+            except (RegionNotFound, ProtocolError):  # gone, or damaged: left alone
                 continue
         metas = {rid: m for rid, m in fresh.items() if m.id == rid}
         entries = [e for e in reply.entries if e[0] in metas]

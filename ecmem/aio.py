@@ -47,7 +47,7 @@ from .stripes import RegionView
 from .target import resolve, unreachable
 from .writepath import StripeIO
 from .writer import WriterSession
-from .writers import State, Ticket
+from .writers import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ class AsyncClient:
         self.metrics = self.pool.metrics  # what went wrong, as Prometheus counters
         self.io = StripeIO(self.pool)
         self.regions = RegionCache(zk, self.meta, self.call)
-        self.regions.owned = self._writing
         self._writers: dict[str, WriterSession] = {}
         self.holder = {
             "holder": f"{socket.gethostname()}:{os.getpid()}",
@@ -254,10 +253,6 @@ class AsyncClient:
                 "(open for writing, pwrite, or writer())"
             )
         return w
-
-    def _writing(self, name: str) -> bool:
-        w = self._writers.get(name)
-        return w is not None and w.state is State.WRITING
 
     def holds(self, name: str) -> bool:
         """Does this client hold the region's write lease?"""

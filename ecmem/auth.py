@@ -67,17 +67,24 @@ def read_key(path: str | os.PathLike[str]) -> bytes:
     """The key in ``path``; ConfigError naming the problem and what to do."""
     p = Path(path)
     try:
-        mode = p.stat().st_mode
-        text = p.read_text()
+        fd = os.open(p, os.O_RDONLY)
     except OSError as exc:
         raise ConfigError(
             f"cannot read the cluster key file {p}: {exc.strerror}; give the right file "
             f"with --key-file or {KEY_ENV}"
         ) from exc
-    if mode & 0o077:
+    with os.fdopen(fd) as fh:  # the file checked is the file read
+        st = os.fstat(fh.fileno())
+        text = fh.read(4096)
+    if st.st_mode & 0o077:
         raise ConfigError(
-            f"the cluster key file {p} may be read by other users (mode {mode & 0o777:o}): "
-            f"chmod 600 {p}"
+            f"the cluster key file {p} may be read by other users "
+            f"(mode {st.st_mode & 0o777:o}): chmod 600 {p}"
+        )
+    if st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"the cluster key file {p} belongs to another user (uid {st.st_uid}): give this "
+            "user a copy of its own (mode 600)"
         )
     head, _, value = text.strip().partition(" ")
     try:
@@ -109,6 +116,9 @@ class Keys:
 
     @classmethod
     def derive(cls, key: bytes, client_nonce: bytes, server_nonce: bytes) -> Keys:
+        if len(client_nonce) != NONCE_BYTES or len(server_nonce) != NONCE_BYTES:
+            raise AuthError(f"a handshake nonce must be {NONCE_BYTES} bytes")
+
         def one(label: bytes) -> bytes:
             hkdf = HKDF(hashes.SHA256(), KEY_BYTES, client_nonce + server_nonce, label)
             return hkdf.derive(key)
@@ -170,6 +180,8 @@ class FrameSeal:
     def open(self, pieces: Sequence[Buffer], tag: Buffer) -> None:
         """Check the next frame received; AuthError if it is not the one sent next."""
         iv = self._nonce()
+        if len(tag) != TAG_BYTES:
+            raise AuthError(f"frame {self.count - 1} of the connection has no whole tag")
         try:
             if sum(memoryview(p).nbytes for p in pieces) <= JOIN_UPTO:
                 self._gcm.decrypt(iv, bytes(tag), b"".join(pieces))

@@ -228,7 +228,7 @@ async def _unreadable(w: Any, m: RegionMeta, stripes: list[int]) -> list[int]:
     version and then fail to stage it, and a version given up stops the writer's
     commits. (A read can still fail between this look and the fold's own read, if a
     node dies just then: the writer stops, and the next one goes on.)"""
-    view = w.host.regions.view(m)
+    view = folding.writers_view(w, m)
     reads = await asyncio.gather(
         *(w.host.io.read_degraded(view, s, w.latest.get(s, 0)) for s in stripes),
         return_exceptions=True,

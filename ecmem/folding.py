@@ -200,6 +200,16 @@ async def fold_due(
         )
 
 
+def writers_view(w: Session, meta: RegionMeta) -> RegionView:
+    """The view a writer reads its own stripes by: its record is sure to hold the paged
+    mark if any writer set it (only the lease holder sets it, and a takeover's epoch
+    bump is a versioned set over every earlier change), so "never paged" holds without a
+    fresh read. A writer whose lease went meanwhile reads stale bytes at worst, and its
+    rewrite of them is refused by the nodes the new writer fenced."""
+    view: RegionView = w.host.regions.view(meta)
+    return dataclasses.replace(view, synced=True)
+
+
 async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
     """Fold one stripe this writer patched, queued behind the writes of it already
     queued and given its version now, so later writes stay later. Call under the
@@ -214,7 +224,7 @@ async def fold(w: Session, meta: RegionMeta, stripe: int) -> int:
             # Given up, the fold's version would stop the writer: wait out a fault, by
             # the placement as it is now.
             m = meta if tries == 0 else await w.host.regions.get(w.name)
-            view = w.host.regions.view(dataclasses.replace(m, size=meta.size))
+            view = writers_view(w, dataclasses.replace(m, size=meta.size))
             data, _ = await w.host.io.read_degraded(view, stripe, w.latest.get(stripe, 0), newest)
             return view, data
 

@@ -56,7 +56,8 @@ class Budget:
     def _reclaim(self, n: int) -> None:
         now = time.monotonic()
         stalled = sorted(
-            (h for h in self.holders if now - h.last_data > STALLED), key=lambda h: h.last_data
+            (h for h in self.holders if now - h.last_data > STALLED and not h.held_back),
+            key=lambda h: h.last_data,
         )
         for h in stalled:
             if self.used + n <= self.limit:
@@ -99,7 +100,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self._scratch = bytearray(0)  # allocated at the first byte: idle peers cost little
         self.last_data = time.monotonic()  # when a byte last arrived
-        self.frame_began = 0.0  # when the frame being received began (0: none)
+        self.frame_began = 0.0  # when the first byte of a frame not yet whole came (0: none)
+        self.held_back = False  # reading paused by this end (its peer is not slow)
         self._start = 0
         self._end = 0
         self._header: wire.FrameHeader | None = None
@@ -218,6 +220,12 @@ class FrameProtocol(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def trim(self) -> None:
+        """Give the read buffer back while nothing is half read (an idle connection)."""
+        if not self._targets and self._header is None and self._start == self._end:
+            self._scratch = bytearray(0)
+            self._start = self._end = 0
+
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._targets:
             return self._targets[self._target][self._filled :]
@@ -233,6 +241,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_data = time.monotonic()
+        if not self.frame_began:
+            self.frame_began = self.last_data
         try:
             if self._targets:
                 self._filled += nbytes
@@ -263,7 +273,6 @@ class FrameProtocol(asyncio.BufferedProtocol):
                     return
                 hdr_end = self._start + wire.HEADER_SIZE
                 self._header = wire.parse_header(buf[self._start : hdr_end], self.max_payload)
-                self.frame_began = self.last_data
                 self._start = hdr_end
                 avail -= wire.HEADER_SIZE
             h = self._header
@@ -320,7 +329,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def _finish_targets(self) -> None:
         self._release()
-        self.frame_began = 0.0
+        # The next frame began with this one's last read if its bytes came along.
+        self.frame_began = self.last_data if self._end > self._start else 0.0
         h, targets = self._header, self._targets
         assert h is not None
         self._header, self._targets, self._target, self._filled = None, [], 0, 0

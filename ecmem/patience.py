@@ -17,6 +17,7 @@ rebuild can help, which takes longer than a read should wait. Data known lost
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
@@ -115,9 +116,12 @@ async def read_into(c: Any, name: str, offset: int, out: memoryview, size: int |
             meta = await c.regions.get(name, fresh=True)
         metas[:] = [meta]
         n = length(meta)
+        view = c.view(meta)
+        if tries:  # read after a sync, in this very try: what it says of "paged" holds
+            view = dataclasses.replace(view, synced=True)
         try:
             if n:
-                await c.io.read_into(c.view(meta), offset, out[:n])
+                await c.io.read_into(view, offset, out[:n])
         except DataLostError as exc:
             if not extents.contains(meta.lost, exc.stripe):  # else the leader knows
                 await c.regions.report_loss(name, f"slab {exc.slab} stripe {exc.stripe}")

@@ -320,11 +320,7 @@ class ReadPath:
             )
             seen: Seen = (winner, *spans.get(winner, (0, 0)))
             data = policy.decode(by_version[winner], layout.chunk)
-            if (
-                lay
-                and (patched.get(winner) or asof and view.paged)
-                and isinstance(policy, ECPolicy)
-            ):
+            if lay and (patched.get(winner) or asof) and isinstance(policy, ECPolicy):
                 found = await self.patches(view, stripe, by_version[winner], winner, asof)
                 if found is None:
                     raise DataUnavailableError(

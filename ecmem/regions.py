@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -55,17 +56,15 @@ class RegionCache:
         self._regions: dict[str, tuple[RegionMeta, int]] = {}
         self._watched: set[str] = set()
         self._views: dict[str, tuple[RegionMeta, RegionView]] = {}
-        self._synced: dict[str, RegionMeta] = {}  # each region's record last read afresh
-        # Regions whose cached record is this client's own, as their writer: only the
-        # writer changes what a reader must not miss (the paged mark), so its record is
-        # as good as one read afresh.
-        self.owned: Callable[[str], bool] = lambda _name: False
+        self._lock = threading.Lock()
 
     def put(self, meta: RegionMeta, version: int) -> None:
-        """Cache a record read at ZooKeeper ``version`` (an older one never wins)."""
-        old = self._regions.get(meta.name)
-        if old is None or old[1] <= version:
-            self._regions[meta.name] = (meta, version)
+        """Cache a record read at ZooKeeper ``version`` (an older one never wins: a
+        watch's, from kazoo's thread, may race this client's own update)."""
+        with self._lock:
+            old = self._regions.get(meta.name)
+            if old is None or old[1] <= version:
+                self._regions[meta.name] = (meta, version)
 
     def _watch(self, name: str) -> None:
         if name in self._watched:
@@ -106,8 +105,6 @@ class RegionCache:
         got: tuple[RegionMeta, int] = await self.call(self.meta.get_region, name)
         meta, version = got
         self.put(meta, version)
-        if sync:
-            self._synced[name] = meta
         await self.call(self._watch, name)
         return meta
 
@@ -153,11 +150,10 @@ class RegionCache:
 
     def view(self, meta: RegionMeta) -> RegionView:
         """The stripe-I/O view of a record, made once per record object."""
-        sure = self._synced.get(meta.name) is meta or self.owned(meta.name)
         cached = self._views.get(meta.name)
-        if cached is not None and cached[0] is meta and cached[1].synced == sure:
+        if cached is not None and cached[0] is meta:
             return cached[1]
-        view = make_view(meta, sure)
+        view = make_view(meta)
         self._views[meta.name] = (meta, view)
         return view
 

@@ -83,15 +83,16 @@ async def fill(
     """Add the fragments of version ``target`` found off the placement to ``by_version``;
     True if k of it are then at hand. A stray may have left before a patch: its patches
     are to be read (``patched``; read_patches vouches for them or gives up) unless the
-    record proves there are none: read afresh, or the writer's own (it sets the mark).
-    A record from the watch that says none is read afresh first (DataUnavailableError,
-    which the patience loop answers with a fresh read)."""
+    record proves there are none (``view.synced``: read after a ZooKeeper sync in this
+    try, or the writer's own on its fold paths, as it alone sets the mark). A record from
+    the watch that says none is read afresh first (DataUnavailableError, which the
+    patience loop answers with a synced read)."""
     policy = view.layout.policy
     have = by_version.get(target, {})
     off = await find(pool, view, stripe, target, [i for i in range(policy.width) if i not in have])
     for i, got in off.get(target, {}).items():
         by_version.setdefault(target, {})[i] = bytes(got.data)
-        patched[target] = view.paged
+        patched[target] = patched.get(target, False) or view.paged
     if len(by_version.get(target, {})) < policy.k:
         return False
     if not (view.paged or view.synced or asof):

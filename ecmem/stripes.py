@@ -64,7 +64,7 @@ class RegionView:
     # (first, end, version): stripes first written by a write that may not be committed yet
     pending: list[tuple[int, int, int]] = field(default_factory=list)
     paged: bool = True  # page patches may exist (a writer patches only once recorded)
-    synced: bool = False  # from a record read afresh (or the writer's own): trust "paged"
+    synced: bool = False  # its record is sure to have a paged mark set: trust "paged"
 
     def is_written(self, stripe: int) -> bool:
         """Was this stripe written (so that no fragment anywhere means lost, not a hole)?"""

@@ -42,6 +42,7 @@ from .wirebase import (
     Message,
     epoch_of,
 )
+from .wirebase import check_ints as _check_ints
 from .wirebase import check_key as _check_key
 from .wirebase import check_region as _check_region
 from .wirebase import register as _register
@@ -221,8 +222,7 @@ class Patches(Message):
     def validate(self) -> None:
         _check_key(self.region, 0)
         for e in self.entries:
-            if not (isinstance(e, list) and len(e) == 10 and all(type(x) is int for x in e)):
-                raise ProtocolError("Patches entries must be 10 integers each")
+            _check_ints(e, 10, "Patches entries")
             _check_key(self.region, max(e[1], e[2]))
             if not 0 < e[9] <= MAX_PATCH:
                 raise ProtocolError(f"Patches: each patch must be 1 to {MAX_PATCH} bytes")

@@ -97,6 +97,13 @@ MAX_INT = 1 << 63  # every integer field is below it
 REGION_ID = re.compile(r"[0-9a-f]{16}")
 
 
+def check_ints(values: Any, count: int, what: str) -> None:
+    if not (isinstance(values, list) and len(values) == count):
+        raise ProtocolError(f"{what} must be lists of {count} integers")
+    if not all(type(x) is int and 0 <= x < MAX_INT for x in values):
+        raise ProtocolError(f"{what} must hold integers from 0 to 2**63-1")
+
+
 def check_region(region: str) -> None:
     if not REGION_ID.fullmatch(region):
         raise ProtocolError(f"region id {region[:40]!r} is not 16 lowercase hex digits")

@@ -208,7 +208,10 @@ def _file_limit(connections: int) -> int:
     want = connections + 256
     if soft < want:
         soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (ValueError, OSError):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft < want:
         log.warning(
             "open files are limited to %d: serving at most %d connections, not %d "

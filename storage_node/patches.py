@@ -164,9 +164,9 @@ class PatchStore:
                 f"patch {region}/{stripe}/{index}@{version} arrived damaged (crc32c "
                 "mismatch); the sender will retry",
             )
+        st = self.region(region)  # first: a commit point for a region new here counts
         if lac:
             self.commit(region, lac, base)
-        st = self.region(region)
         if wire.epoch_of(version) < wire.epoch_of(st.lac) and self.fencing:
             # A newer writer's commit point is here though its fence was missed: this
             # patch would escape the sweep of the old epoch's writes.
@@ -199,8 +199,8 @@ class PatchStore:
                 f"patch {region}/{stripe}/{patch.index}@{patch.version} arrived damaged "
                 "(crc32c mismatch); the rebuilder will retry",
             )
+        st = self.region(region)  # first: a commit point for a region new here counts
         self.commit(region, lac, base)
-        st = self.region(region)
         folded = st.committed.get((stripe, holder))
         if folded is not None and folded.version >= patch.version:
             return False

@@ -38,8 +38,11 @@ class DataDir:
         # Other processes' memory lives here: only this user may read it (the node runs
         # with umask 077, so what it writes from now on is 0600 too).
         self.frags.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.root.chmod(0o700)
-        self.frags.chmod(0o700)
+        for d in (self.root, self.frags):
+            try:
+                d.chmod(0o700)
+            except PermissionError:
+                log.warning("cannot make %s private (chmod 700): it is another user's", d)
         self.store: FragmentStore | None = None
         self._files: dict[tuple[str, str], set[str]] = {}  # (region, "stripe.index") -> names
 
@@ -75,7 +78,7 @@ class DataDir:
             if state.exists():
                 try:
                     epoch, lac, base = (int(x) for x in state.read_text().split())
-                    st = store.region(region)
+                    st = store.region(region, loading=True)
                     st.epoch, st.lac, st.base = epoch, lac, base
                 except ValueError as exc:
                     log.error("damaged state file %s: %s", state, exc)
@@ -99,7 +102,9 @@ class DataDir:
                     if checksum.page_crcs_padded(data, length, store.page) != crcs:
                         raise ValueError("checksum mismatch")
                     frag = Fragment(data, version, crcs, length, (first, last, end))
-                    store.restore(region, int(parts[0]), int(parts[1]), frag, staged=staged)
+                    store.restore(
+                        region, int(parts[0]), int(parts[1]), frag, staged=staged, loading=True
+                    )
                     self._files.setdefault((region, f"{parts[0]}.{parts[1]}"), set()).add(f.name)
                     loaded += 1
                 except (ValueError, IndexError, struct.error, StoreError) as exc:
@@ -115,7 +120,7 @@ class DataDir:
             data = raw[_PATCH.size :]
             if crc32c(data) != crc:
                 raise ValueError("checksum mismatch")
-            st = store.region(region)
+            st = store.region(region, loading=True)
             st.patches.add(stripe, Patch(version, index, at, data, (first, last, end)))
             store.used += len(data)
             return 1

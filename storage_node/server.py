@@ -26,6 +26,7 @@ MAX_CONNECTIONS = 4096  # more are refused at once (each costs a socket and, onc
 FRAME_DEADLINE = 10.0  # seconds from a frame's header to its last byte (32 MiB at 3.2 MB/s)
 IDLE_TIMEOUT = 900.0  # seconds a connection may send nothing (clients reconnect on need)
 SWEEP_EVERY = 1.0
+TRIM_AFTER = 10.0  # seconds idle before a connection's read buffer is given back
 
 
 class NodeServer:
@@ -69,6 +70,10 @@ class NodeServer:
         """Close connections whose frame outlived its deadline or that sent nothing for
         the idle timeout: a peer that stalls holds a socket and budget others need."""
         for p in list(self.open):
+            if now - p.last_data > TRIM_AFTER:
+                p.trim()
+            if p.held_back:
+                continue  # this node paused its reading: the peer is not to blame
             if p.frame_began and now - p.frame_began > self.frame_deadline:
                 why = f"its frame took over {self.frame_deadline:.0f}s"
             elif now - p.last_data > self.idle_timeout:
@@ -310,11 +315,15 @@ class NodeProtocol(FrameProtocol):
         super().pause_writing()
         if self.transport is not None:
             self.transport.pause_reading()
+            self.held_back = True
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
+            self.held_back = False
+            self.last_data = time.monotonic()  # its clocks start again
+            self.frame_began = self.last_data if self.frame_began else 0.0
 
     def on_frame(self, req_id: int, msg: wire.Message) -> None:
         try:

@@ -81,10 +81,12 @@ class FragmentStore(PatchStore):
     def epochs(self) -> dict[str, int]:
         return {rid: st.epoch for rid, st in self._regions.items() if st.epoch}
 
-    def region(self, region: str) -> RegionState:
+    def region(self, region: str, loading: bool = False) -> RegionState:
+        """The region's state, made if new (charged against the capacity; refused when
+        full, unless ``loading`` what a data dir held: a node must come back whole)."""
         st = self._regions.get(region)
         if st is None:
-            if self.used + self.overhead + REGION_COST > self.capacity:
+            if not loading and self.used + self.overhead + REGION_COST > self.capacity:
                 raise StoreError(
                     wire.E_NO_SPACE,
                     f"node is full: {self.used} bytes of data and {len(self._regions)} "
@@ -128,6 +130,7 @@ class FragmentStore(PatchStore):
         points (see commit)."""
         self.check_epoch(region, wire.epoch_of(version))
         _check_arrival(region, stripe, index, length, crc, data)
+        self.region(region)  # first: a commit point for a region new here counts
         if lac:
             self.commit(region, lac, base)
         crcs = checksum.page_crcs_padded(data, length, self.page)
@@ -153,9 +156,9 @@ class FragmentStore(PatchStore):
         sends each node only the column of the stripe it changes."""
         self.check_epoch(region, wire.epoch_of(version))
         _check_arrival(region, stripe, index, length - at, crc, data)  # the slice's room
+        st = self.region(region)  # first: a commit point for a region new here counts
         if lac:
             self.commit(region, lac, base)
-        st = self.region(region)
         key = (stripe, index)
         src = st.committed.get(key)
         if src is None or src.version != source:
@@ -205,11 +208,19 @@ class FragmentStore(PatchStore):
         return True
 
     def restore(
-        self, region: str, stripe: int, index: int, frag: Fragment, *, staged: bool | None = None
+        self,
+        region: str,
+        stripe: int,
+        index: int,
+        frag: Fragment,
+        *,
+        staged: bool | None = None,
+        loading: bool = False,
     ) -> None:
         """Keep a fragment whose page sums are known: staged, unless its version is
-        committed already (``staged`` forces the choice, for reloading from disk)."""
-        st = self.region(region)
+        committed already (``staged`` forces the choice). ``loading`` from a data dir,
+        nothing is refused for room: the node must come back whole."""
+        st = self.region(region, loading)
         key = (stripe, index)
         committed = st.committed.get(key)
         if committed is not None and committed.version > frag.version:
@@ -225,7 +236,8 @@ class FragmentStore(PatchStore):
         else:
             old = committed
         growth = len(frag.data) - (len(old.data) if old is not None else 0)
-        if growth > 0 and self.used + self.overhead + growth > self.capacity:
+        full = self.used + self.overhead + growth > self.capacity
+        if growth > 0 and full and not loading:
             if as_staged and not versions:
                 del st.staged[key]
             raise StoreError(

@@ -123,6 +123,9 @@ class MetadataStore:
             children = self.zk.get_children(folder)
         except NoNodeError:
             return out
+        where = f"node record {folder.rsplit('/', 1)[-1]}/"
+        for what in [w for w in self.damaged if w.startswith(where)]:
+            del self.damaged[what]  # read again below, if still there
         for child in children:
             try:
                 raw, _ = self.zk.get(f"{folder}/{child}")
@@ -131,7 +134,7 @@ class MetadataStore:
             try:
                 out[child] = NodeInfo.from_json(raw)
             except ProtocolError as exc:
-                self.damaged[f"node {child}"] = str(exc)
+                self.damaged[f"{where}{child}"] = str(exc)
                 log.warning("node %s left out: %s", child, exc)
         return out
 
@@ -369,7 +372,9 @@ class MetadataStore:
         meanwhile is left out."""
         if names is None:
             names = self.region_names(prefix)
-            for name in [n for n in self.damaged if n.startswith(prefix) and n[:5] != "node "]:
+            for name in [
+                n for n in self.damaged if n.startswith(prefix) and not n.startswith("node record ")
+            ]:
                 del self.damaged[name]  # read again below, if still there
         for start in range(0, len(names), window):
             batch = names[start : start + window]

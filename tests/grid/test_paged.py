@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import ecmem
+from ecmem import folding
 from ecmem.meta.model import RegionMeta
 from tests.grid.grid import Grid
 from tests.grid.test_writer import CHUNK, make_region, stripe
@@ -65,8 +66,8 @@ async def test_strays_and_no_voucher_read_when_never_paged(grid: Grid, paged: bo
 
 
 async def test_the_writers_own_record_is_trusted_without_a_fresh_read(grid: Grid) -> None:
-    """A writer's fold reads by its own record, without the patience loop: never paged
-    by it, the record proves no patches, so strays alone decode (a catch-up fold that
+    """A writer's fold reads by its own record, without the patience loop: never paged,
+    the writer's record proves no patches, so strays alone decode (a catch-up fold that
     waited for a fresh read forever stopped the writer: thrash seed 5)."""
     for i in (7, 8):
         await grid.add(f"n{i}")
@@ -82,10 +83,14 @@ async def test_the_writers_own_record_is_trusted_without_a_fresh_read(grid: Grid
 
     meta = await c.regions.update("r", move)
     await grid.stop(meta.slabs[0][5][0])
-    view = c.regions.view(meta)
+    view = folding.writers_view(c.writer_of("r"), meta)
     assert view.synced and not view.paged
     got, _ = await c.io.read_degraded(view, 0)
     assert got == data
+    # The writer's plain view (a user read through it) is not trusted without a sync.
+    with pytest.raises(ecmem.DataUnavailableError, match="read afresh"):
+        await c.io.read_degraded(c.regions.view(meta), 0)
+    assert await c.pread("r", 0, len(data)) == data  # the patience loop syncs, then reads
     other = await grid.client()
     with pytest.raises(ecmem.DataUnavailableError, match="read afresh"):
         await other.io.read_degraded(other.regions.view(await other.regions.get("r")), 0)

@@ -102,8 +102,12 @@ def test_more_than_m_lost_is_eio_and_serves_again_after(
 
 
 def test_unlinked_open_file_outlives_nothing_but_its_mount(
-    zk_hosts: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    zk_hosts: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("ECMEM_TRASH_DELAY", "2")  # the coordinator started below reads it
     c = make_cluster(zk_hosts, tmp_path_factory, nodes=6, rebuild_grace=1.0)
     m = Mount(c, tmp_path / "mnt")
     try:
@@ -115,7 +119,7 @@ def test_unlinked_open_file_outlives_nothing_but_its_mount(
             with c.client() as cl:
                 return [r.name for r in cl.list_regions(".ecmem-trash/")]
 
-        time.sleep(12)  # past the coordinator's delay: the mount's lease keeps it
+        time.sleep(4)  # past the coordinator's delay: the mount's lease keeps it
         assert len(trash()) == 1
         assert f.read() == b"s" * 1000
         os.kill(m.pid, signal.SIGKILL)  # the mount dies with the file open
