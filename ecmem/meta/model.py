@@ -172,6 +172,10 @@ class RegionMeta:
             _bounded("slab", slab, 0)
             if len(placement) != width:
                 raise ValueError(f"slab {slab} has {len(placement)} slots, not {width}")
+        ss = self.slab_stripes
+        for first, end in self.lost:  # lost stripes were written: their slabs are placed
+            if first // ss not in self.slabs or (end - 1) // ss - first // ss >= len(self.slabs):
+                raise ValueError(f"lost stripes {first}-{end} lie outside the placed slabs")
 
     def to_json(self) -> bytes:
         # Placements refer to a table of (node, incarnation) pairs: a slab costs a few
