@@ -172,6 +172,9 @@ class Client:
         if any(off < 0 or off + d.nbytes > meta.size for off, d in items):
             return False
         w = inner.writer_of(name)
+        if not meta.paged:  # recorded once, before the region's first patch
+            off, first = items[0]
+            meta = self._run(w.ensure_slabs(off, off + first.nbytes))
         view = inner.view(meta)
         pages = fastwrite.plan(inner.io, w, view, items)
         if pages is None:

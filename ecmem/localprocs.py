@@ -29,7 +29,7 @@ admin.enableServer=false
 minSessionTimeout=1000
 maxSessionTimeout=30000
 """
-ZK_ATTEMPTS = 3
+ZK_ATTEMPTS = 5  # a real server may exit at start too (its port taken meanwhile)
 
 
 def free_port() -> int:
