@@ -8,6 +8,7 @@ import pytest
 
 import ecmem
 from ecmem import folding
+from ecmem.aio import AsyncClient
 from ecmem.meta.model import RegionMeta
 from tests.grid.grid import Grid
 from tests.grid.test_writer import CHUNK, make_region, stripe
@@ -34,19 +35,16 @@ def test_records_from_before_the_flag_count_as_paged() -> None:
     assert b"paged" not in raw and RegionMeta.from_json(raw).paged
 
 
-@pytest.mark.parametrize("paged", [False, True])
-async def test_strays_and_no_voucher_read_when_never_paged(grid: Grid, paged: bool) -> None:
-    """Slots 3 and 4 went to new holders that lack the stripe (their old holders keep
-    it: strays), slot 5's node died: fragments 0-3 decode, but no placed node can vouch
-    for the stripe's patches. Never paged, that needs no voucher; paged, the read waits
-    and reports the stripe unavailable (its patches might be on the dead node)."""
+async def strays_only(grid: Grid, paged: bool) -> tuple[AsyncClient, RegionMeta, bytes]:
+    """A stripe written whole, then slots 3 and 4 handed to new holders that lack it
+    (their old holders keep it: strays) and slot 5's node dead; the writer keeps its
+    lease. Returns the writer's client, the record and the stripe's bytes."""
     for i in (7, 8):
         await grid.add(f"n{i}")
     c = await grid.client()
     await make_region(c, "r", 1)
     data = stripe(-1)
     await c.pwrite("r", 0, data)
-    await c.release("r")
 
     def move(m: RegionMeta) -> RegionMeta:
         for index, node in ((3, "n7"), (4, "n8")):
@@ -56,6 +54,16 @@ async def test_strays_and_no_voucher_read_when_never_paged(grid: Grid, paged: bo
 
     meta = await c.regions.update("r", move)
     await grid.stop(meta.slabs[0][5][0])
+    return c, meta, data
+
+
+@pytest.mark.parametrize("paged", [False, True])
+async def test_strays_and_no_voucher_read_when_never_paged(grid: Grid, paged: bool) -> None:
+    """Slots 3 and 4 went to new holders that lack the stripe (their old holders keep
+    it: strays), slot 5's node died: fragments 0-3 decode, but no placed node can vouch
+    for the stripe's patches. Never paged, that needs no voucher; paged, the read waits
+    and reports the stripe unavailable (its patches might be on the dead node)."""
+    _, _, data = await strays_only(grid, paged)
     reader = await grid.client()
     reader.read_patience = 1.0
     if paged:
@@ -69,20 +77,7 @@ async def test_the_writers_own_record_is_trusted_without_a_fresh_read(grid: Grid
     """A writer's fold reads by its own record, without the patience loop: never paged,
     the writer's record proves no patches, so strays alone decode (a catch-up fold that
     waited for a fresh read forever stopped the writer: thrash seed 5)."""
-    for i in (7, 8):
-        await grid.add(f"n{i}")
-    c = await grid.client()
-    await make_region(c, "r", 1)
-    data = stripe(-1)
-    await c.pwrite("r", 0, data)
-
-    def move(m: RegionMeta) -> RegionMeta:
-        for index, node in ((3, "n7"), (4, "n8")):
-            m.hand_off(0, index, (node, grid.nodes[node].info.incarnation), 1 << 62)
-        return m
-
-    meta = await c.regions.update("r", move)
-    await grid.stop(meta.slabs[0][5][0])
+    c, meta, data = await strays_only(grid, False)
     view = folding.writers_view(c.writer_of("r"), meta)
     assert view.synced and not view.paged
     got, _ = await c.io.read_degraded(view, 0)
