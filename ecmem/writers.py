@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -36,6 +37,9 @@ from .writepath import StripeIO
 
 T = TypeVar("T")
 Placement = list[tuple[str, str]]
+
+
+_FENCING = threading.Lock()
 
 
 class StripeLocks:
@@ -340,13 +344,14 @@ class Writer:
         # May run on kazoo's thread while the lease is given back: any state will do.
         if self.state in (State.TAKING_OVER, State.WRITING):
             self.state = State.STOPPED
-        if not self.lost:
-            self.failed_itself = failed_itself
-            self.lost = (
-                f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "
-                f"{why}; reopen the region (after pwrite: release() it) to write again (the "
-                "next writer keeps every write that was acknowledged)"
-            )
+        with _FENCING:  # the first reason wins, with its kind, whichever thread it came on
+            if not self.lost:
+                self.failed_itself = failed_itself
+                self.lost = (
+                    f"region {self.name!r}: this client's writer (epoch {self.epoch}) stopped: "
+                    f"{why}; reopen the region (after pwrite: release() it) to write again "
+                    "(the next writer keeps every write that was acknowledged)"
+                )
         self.changed.set()
 
 
