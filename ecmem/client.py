@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-from . import aio, fastwrite, patience, wire
+from . import aio, fastwrite, pagelog, patience, wire
 from .blocking import BlockingPool
 from .clientmetrics import ClientMetrics
 from .errors import ClosedError, NodeTimeout, NodeUnavailable
@@ -172,10 +172,11 @@ class Client:
         if any(off < 0 or off + d.nbytes > meta.size for off, d in items):
             return False
         w = inner.writer_of(name)
-        if not meta.paged:  # recorded once, before the region's first patch
-            off, first = items[0]
-            meta = self._run(w.ensure_slabs(off, off + first.nbytes))
         view = inner.view(meta)
+        off, first = items[0]
+        if not meta.paged and pagelog.patchable(view.layout, off, off + first.nbytes):
+            # Recorded once, before the region's first patch.
+            view = inner.view(self._run(w.ensure_slabs(off, off + first.nbytes)))
         pages = fastwrite.plan(inner.io, w, view, items)
         if pages is None:
             return False

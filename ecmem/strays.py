@@ -92,6 +92,7 @@ async def fill(
     off = await find(pool, view, stripe, target, [i for i in range(policy.width) if i not in have])
     for i, got in off.get(target, {}).items():
         by_version.setdefault(target, {})[i] = bytes(got.data)
+    if off.get(target):
         patched[target] = patched.get(target, False) or view.paged
     if len(by_version.get(target, {})) < policy.k:
         return False

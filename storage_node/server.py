@@ -23,7 +23,7 @@ MAX_PAYLOAD = 32 * 1024 * 1024
 # Frames announced but not yet received in full, over all connections.
 IN_FLIGHT = 256 * 1024 * 1024
 MAX_CONNECTIONS = 4096  # more are refused at once (each costs a socket and, once used, 128 KiB)
-FRAME_DEADLINE = 10.0  # seconds from a frame's header to its last byte (32 MiB at 3.2 MB/s)
+FRAME_DEADLINE = 10.0  # seconds from a frame's first byte to its last (32 MiB at 3.2 MB/s)
 IDLE_TIMEOUT = 900.0  # seconds a connection may send nothing (clients reconnect on need)
 SWEEP_EVERY = 1.0
 TRIM_AFTER = 10.0  # seconds idle before a connection's read buffer is given back
@@ -37,7 +37,6 @@ class NodeServer:
         self.node_id = node_id
         self.allow_debug = allow_debug
         self.started = time.time()
-        self.connections = 0
         self.requests = 0
         self.protocol_errors = 0
         self.incarnation = ""
@@ -252,7 +251,10 @@ class NodeServer:
                     id=self.node_id,
                     incarnation=self.incarnation,
                     uptime=time.time() - self.started,
-                    connections=self.connections,
+                    connections=len(self.open),
+                    connections_refused=self.refused,
+                    connections_timed_out=self.timed_out,
+                    connections_cut_for_room=self.budget.reclaimed,
                     requests=self.requests,
                     protocol_errors=self.protocol_errors,
                 )
@@ -296,13 +298,10 @@ class NodeProtocol(FrameProtocol):
             self.abort()
             return
         server.open.add(self)
-        server.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self in self.server.open:
-            self.server.open.discard(self)
-            self.server.connections -= 1
+        self.server.open.discard(self)
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
         self.server.protocol_errors += 1

@@ -208,6 +208,10 @@ def test_resource_attacks_are_bounded(cluster: TestCluster, tmp_path: Path) -> N
         log = (cluster.local.logs / f"{node}.log").read_text()
         assert "stalled for" in log and "took over 10s" in log
         assert "refused a connection" in log
+        counts = cluster.ask(node, wire.Stat())
+        assert isinstance(counts, wire.Ok)
+        assert counts.info["connections_refused"] >= 1200 - (4096 - 3000)
+        assert counts.info["connections_timed_out"] + counts.info["connections_cut_for_room"] >= 1
         assert cl.pread("fuzz/stalled-room", 0, 16) == src.read_bytes()[:16]
     finally:
         for s in stalled:
